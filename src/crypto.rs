@@ -1,0 +1,88 @@
+//! The one source of randomness, digests and constant-time secret comparison.
+
+use std::fmt;
+
+use aws_lc_rs::{constant_time, digest, rand::SecureRandom as _, rand::SystemRandom};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Fills `N` bytes from the operating system's generator.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The system generator fails only when the OS has no entropy source at all, and a
+    // broker without randomness must not run.
+    #[allow(clippy::expect_used)]
+    SystemRandom::new().fill(&mut bytes).expect("the operating system's random generator failed");
+    bytes
+}
+
+/// 256 random bits, URL-safe: states, nonces, codes, cookie values, PKCE verifiers.
+pub fn random_token() -> String {
+    BASE64URL.encode(random_bytes::<32>())
+}
+
+/// What is stored in place of a bearer value (codes, cookies): lookups by hash leak nothing.
+pub fn token_hash(value: &str) -> String {
+    BASE64URL.encode(digest::digest(&digest::SHA256, value.as_bytes()))
+}
+
+/// RFC 7636 S256: `BASE64URL(SHA256(verifier))`.
+pub fn pkce_s256(verifier: &str) -> String {
+    token_hash(verifier)
+}
+
+/// Compares two public values of equal meaning (PKCE challenges) in constant time.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+/// A shared secret that can only be compared, in constant time, never shown.
+#[derive(Clone)]
+pub struct CtSecret(SecretString);
+
+impl CtSecret {
+    pub fn new(secret: SecretString) -> Self {
+        CtSecret(secret)
+    }
+
+    pub fn matches(&self, candidate: &str) -> bool {
+        constant_time_eq(self.0.expose_secret(), candidate)
+    }
+}
+
+impl fmt::Debug for CtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CtSecret([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_matches_rfc7636_appendix_b() {
+        assert_eq!(
+            pkce_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWjOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn secrets_compare_and_never_print() {
+        let secret = CtSecret::new(SecretString::from("hunter2".to_owned()));
+        assert!(secret.matches("hunter2"));
+        assert!(!secret.matches("hunter3"));
+        assert!(!secret.matches(""));
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn tokens_are_distinct_and_url_safe() {
+        let (a, b) = (random_token(), random_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+}

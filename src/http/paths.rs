@@ -1,0 +1,24 @@
+//! Every route path, shared by the routers and the discovery document.
+
+pub const REALM: &str = "/realms/{realm}";
+pub const DISCOVERY: &str = "/realms/{realm}/.well-known/openid-configuration";
+pub const CERTS: &str = "/realms/{realm}/protocol/openid-connect/certs";
+pub const AUTH: &str = "/realms/{realm}/protocol/openid-connect/auth";
+pub const TOKEN: &str = "/realms/{realm}/protocol/openid-connect/token";
+pub const USERINFO: &str = "/realms/{realm}/protocol/openid-connect/userinfo";
+pub const INTROSPECT: &str = "/realms/{realm}/protocol/openid-connect/token/introspect";
+pub const REVOKE: &str = "/realms/{realm}/protocol/openid-connect/revoke";
+pub const LOGOUT: &str = "/realms/{realm}/protocol/openid-connect/logout";
+pub const BROKER_LOGIN: &str = "/realms/{realm}/broker/{alias}/login";
+pub const BROKER_ENDPOINT: &str = "/realms/{realm}/broker/{alias}/endpoint";
+
+pub const HEALTH: &str = "/health";
+pub const HEALTH_LIVE: &str = "/health/live";
+pub const HEALTH_READY: &str = "/health/ready";
+pub const HEALTH_STARTED: &str = "/health/started";
+pub const METRICS: &str = "/metrics";
+
+/// A route template with the realm name filled in, relative to the realm URL's root.
+pub fn realm_relative(template: &str) -> &str {
+    template.trim_start_matches(REALM)
+}

@@ -1,0 +1,120 @@
+//! The token endpoint and userinfo.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::realm::check_realm;
+use super::{AppError, no_store};
+use crate::app::AppState;
+use crate::oidc::authorize::{MAX_PARAMETER_LENGTH, parse_parameters};
+use crate::oidc::clients::PresentedCredentials;
+use crate::oidc::error::{OAuthError, OAuthErrorCode};
+use crate::oidc::grants::{self, CodeExchange};
+use crate::oidc::tokens::IssuedTokens;
+
+/// Parses an `application/x-www-form-urlencoded` body, refusing repeats and oversized values.
+fn form(headers: &HeaderMap, body: &Bytes) -> Result<std::collections::HashMap<String, String>, AppError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(AppError::oauth(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded")));
+    }
+    let pairs = url::form_urlencoded::parse(body).into_owned().collect();
+    parse_parameters(pairs).map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))
+}
+
+fn token_response(issued: &IssuedTokens) -> Response {
+    let mut body = json!({
+        "access_token": issued.access_token,
+        "expires_in": issued.expires_in,
+        "refresh_expires_in": issued.refresh_expires_in,
+        "refresh_token": issued.refresh_token,
+        "token_type": "Bearer",
+        "not-before-policy": 0,
+        "session_state": issued.session_id,
+        "scope": issued.scope,
+    });
+    if let Some(id_token) = &issued.id_token {
+        body["id_token"] = json!(id_token);
+    }
+    (StatusCode::OK, no_store(), Json(body)).into_response()
+}
+
+pub async fn token(
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    if let Err(response) = check_realm(&state.realm, &realm) {
+        return Ok(response);
+    }
+    let params = form(&headers, &body)?;
+    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let credentials = PresentedCredentials::from_parts(authorization, get("client_id"), get("client_secret"))
+        .map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))?;
+    let Some(client) = state.clients.authenticate(&credentials) else {
+        return Err(AppError::OAuth {
+            status: StatusCode::UNAUTHORIZED,
+            error: OAuthError::invalid_client(),
+            basic_challenge: credentials.via_basic,
+        });
+    };
+    let now = state.clock.now();
+    match get("grant_type") {
+        Some("authorization_code") => {
+            let code =
+                get("code").ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: code")))?;
+            let exchange =
+                CodeExchange { code, redirect_uri: get("redirect_uri"), code_verifier: get("code_verifier") };
+            let issued =
+                grants::exchange_authorization_code(&state.store, &state.tokens, &state.realm, client, &exchange, now)
+                    .await?;
+            Ok(token_response(&issued))
+        }
+        Some(_) => {
+            Err(AppError::oauth(OAuthError::new(OAuthErrorCode::UnsupportedGrantType, "Unsupported grant_type")))
+        }
+        None => Err(AppError::oauth(OAuthError::invalid_request("Missing form parameter: grant_type"))),
+    }
+}
+
+/// The bearer token of a request: the `Authorization` header, or `access_token` in a form.
+fn bearer(headers: &HeaderMap, body: &Bytes) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+    }
+    url::form_urlencoded::parse(body).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
+}
+
+pub async fn userinfo(
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    if let Err(response) = check_realm(&state.realm, &realm) {
+        return Ok(response);
+    }
+    let invalid = |description: &str| AppError::Bearer {
+        error: OAuthErrorCode::InvalidToken,
+        description: description.to_owned(),
+    };
+    let token = bearer(&headers, &body)
+        .filter(|t| !t.is_empty() && t.len() <= 8 * MAX_PARAMETER_LENGTH)
+        .ok_or_else(|| invalid("Token not provided"))?;
+    let now = state.clock.now();
+    let claims = grants::authenticate_bearer(&state.store, &state.tokens, &state.realm, &token, now)
+        .await?
+        .ok_or_else(|| invalid("Token verification failed"))?;
+    let user = state.store.find_user(&claims.sub).await?.ok_or_else(|| invalid("User not found"))?;
+    let current = grants::user_claims(&user, &claims.user.identity_provider);
+    let mut body = serde_json::to_value(&current).map_err(|err| AppError::Internal(err.to_string()))?;
+    body["sub"] = json!(user.id);
+    Ok((no_store(), Json(body)).into_response())
+}

@@ -1,0 +1,90 @@
+//! Registered client applications and how they authenticate at the token endpoint.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::config::{ClientCredential, ClientSettings};
+
+/// Credentials a token request presented, from the form or the `Authorization` header.
+#[derive(Default)]
+pub struct PresentedCredentials {
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// True when they came by `client_secret_basic`; an error must then answer 401 with
+    /// `WWW-Authenticate: Basic`.
+    pub via_basic: bool,
+}
+
+impl std::fmt::Debug for PresentedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedCredentials")
+            .field("client_id", &self.client_id)
+            .field("via_basic", &self.via_basic)
+            .finish()
+    }
+}
+
+impl PresentedCredentials {
+    /// Reads `client_secret_basic` (RFC 6749 §2.3.1: both halves form-urlencoded) and falls back
+    /// to the form's `client_id`/`client_secret`. Both at once is ambiguous and refused.
+    pub fn from_parts(
+        authorization: Option<&str>,
+        form_id: Option<&str>,
+        form_secret: Option<&str>,
+    ) -> Result<Self, &'static str> {
+        if let Some(header) = authorization {
+            let encoded = header.strip_prefix("Basic ").ok_or("unsupported Authorization scheme")?;
+            let decoded = BASE64.decode(encoded.trim()).map_err(|_| "malformed Basic credentials")?;
+            let decoded = String::from_utf8(decoded).map_err(|_| "malformed Basic credentials")?;
+            let (id, secret) = decoded.split_once(':').ok_or("malformed Basic credentials")?;
+            if form_secret.is_some() {
+                return Err("client credentials were sent twice");
+            }
+            let decode =
+                |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            return Ok(PresentedCredentials { client_id: decode(id), client_secret: decode(secret), via_basic: true });
+        }
+        Ok(PresentedCredentials {
+            client_id: form_id.map(str::to_owned),
+            client_secret: form_secret.map(str::to_owned),
+            via_basic: false,
+        })
+    }
+}
+
+/// The registered clients.
+#[derive(Debug, Clone)]
+pub struct ClientRegistry {
+    clients: Vec<ClientSettings>,
+}
+
+impl ClientRegistry {
+    pub fn new(clients: Vec<ClientSettings>) -> Self {
+        ClientRegistry { clients }
+    }
+
+    pub fn find(&self, client_id: &str) -> Option<&ClientSettings> {
+        self.clients.iter().find(|c| c.client_id == client_id)
+    }
+
+    /// The client if the credentials prove it; a public client proves itself by id alone.
+    pub fn authenticate(&self, credentials: &PresentedCredentials) -> Option<&ClientSettings> {
+        let client = self.find(credentials.client_id.as_deref()?)?;
+        match (&client.credential, credentials.client_secret.as_deref()) {
+            (ClientCredential::Confidential(secret), Some(presented)) if secret.matches(presented) => Some(client),
+            (ClientCredential::Public, None) => Some(client),
+            _ => None,
+        }
+    }
+}
+
+impl ClientSettings {
+    /// Exact string comparison, as OAuth 2.1 requires: no prefix or wildcard matching.
+    pub fn allows_redirect(&self, redirect_uri: &str) -> bool {
+        self.redirect_uris.iter().any(|registered| registered == redirect_uri)
+    }
+
+    pub fn is_public(&self) -> bool {
+        matches!(self.credential, ClientCredential::Public)
+    }
+}

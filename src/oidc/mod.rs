@@ -1,0 +1,8 @@
+//! The broker as an OpenID provider: clients, authorization requests, keys and tokens.
+
+pub mod authorize;
+pub mod clients;
+pub mod error;
+pub mod grants;
+pub mod keys;
+pub mod tokens;

@@ -1,0 +1,239 @@
+//! The JWTs the broker issues and accepts: access, refresh and ID tokens shaped as Keycloak's.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::keys::KeySet;
+use crate::crypto::random_token;
+
+pub const TYP_BEARER: &str = "Bearer";
+pub const TYP_REFRESH: &str = "Refresh";
+pub const TYP_OFFLINE: &str = "Offline";
+pub const TYP_ID: &str = "ID";
+pub const READ_TOKEN_ROLE: &str = "read-token";
+
+/// The user facts that go into tokens and userinfo.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserClaims {
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub preferred_username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    pub identity_provider: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub iss: String,
+    pub aud: Vec<String>,
+    pub sub: String,
+    pub typ: String,
+    pub azp: String,
+    pub sid: String,
+    pub scope: String,
+    pub resource_access: serde_json::Value,
+    #[serde(flatten)]
+    pub user: UserClaims,
+}
+
+impl AccessClaims {
+    pub fn has_broker_role(&self, role: &str) -> bool {
+        self.resource_access["broker"]["roles"]
+            .as_array()
+            .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(role)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshClaims {
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub typ: String,
+    pub azp: String,
+    pub sid: String,
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdClaims {
+    pub exp: i64,
+    pub iat: i64,
+    pub auth_time: i64,
+    pub jti: String,
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub typ: String,
+    pub azp: String,
+    pub sid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(flatten)]
+    pub user: UserClaims,
+}
+
+/// What a session grants: enough to mint any of the three tokens.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub user_id: String,
+    pub client_id: String,
+    pub session_id: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    pub user: UserClaims,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub refresh_expires_in: i64,
+    pub id_token: Option<String>,
+    pub scope: String,
+    pub session_id: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the token is malformed or its signature is invalid")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is of the wrong type")]
+    WrongType,
+    #[error("signing failed")]
+    Signing,
+}
+
+/// Mints and checks the realm's tokens; the issuer is fixed so it never depends on which
+/// host name or listener a request came through.
+#[derive(Debug, Clone)]
+pub struct TokenService {
+    issuer: String,
+    keys: Arc<KeySet>,
+    access_lifespan: i64,
+    refresh_lifespan: i64,
+}
+
+impl TokenService {
+    pub fn new(issuer: String, keys: Arc<KeySet>, access_lifespan: i64, refresh_lifespan: i64) -> Self {
+        TokenService { issuer, keys, access_lifespan, refresh_lifespan }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.keys.active_kid().to_owned());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, claims, self.keys.signing_key()).map_err(|_| TokenError::Signing)
+    }
+
+    pub fn issue(&self, grant: &Grant, now: i64) -> Result<IssuedTokens, TokenError> {
+        let access = AccessClaims {
+            exp: now + self.access_lifespan,
+            iat: now,
+            jti: random_token(),
+            iss: self.issuer.clone(),
+            aud: vec!["broker".to_owned(), "account".to_owned()],
+            sub: grant.user_id.clone(),
+            typ: TYP_BEARER.to_owned(),
+            azp: grant.client_id.clone(),
+            sid: grant.session_id.clone(),
+            scope: grant.scope.clone(),
+            resource_access: json!({ "broker": { "roles": [READ_TOKEN_ROLE] } }),
+            user: grant.user.clone(),
+        };
+        let refresh = RefreshClaims {
+            exp: now + self.refresh_lifespan,
+            iat: now,
+            jti: random_token(),
+            iss: self.issuer.clone(),
+            aud: self.issuer.clone(),
+            sub: grant.user_id.clone(),
+            typ: TYP_REFRESH.to_owned(),
+            azp: grant.client_id.clone(),
+            sid: grant.session_id.clone(),
+            scope: grant.scope.clone(),
+        };
+        let wants_id_token = grant.scope.split_whitespace().any(|s| s == "openid");
+        let id_token = wants_id_token
+            .then(|| {
+                self.sign(&IdClaims {
+                    exp: now + self.access_lifespan,
+                    iat: now,
+                    auth_time: grant.auth_time,
+                    jti: random_token(),
+                    iss: self.issuer.clone(),
+                    aud: grant.client_id.clone(),
+                    sub: grant.user_id.clone(),
+                    typ: TYP_ID.to_owned(),
+                    azp: grant.client_id.clone(),
+                    sid: grant.session_id.clone(),
+                    nonce: grant.nonce.clone(),
+                    user: grant.user.clone(),
+                })
+            })
+            .transpose()?;
+        Ok(IssuedTokens {
+            access_token: self.sign(&access)?,
+            expires_in: self.access_lifespan,
+            refresh_token: self.sign(&refresh)?,
+            refresh_expires_in: self.refresh_lifespan,
+            id_token,
+            scope: grant.scope.clone(),
+            session_id: grant.session_id.clone(),
+        })
+    }
+
+    /// Checks signature, issuer, type and expiry against `now`.
+    pub fn verify_access(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
+        let claims: AccessClaims = self.verify(token)?;
+        if claims.typ != TYP_BEARER {
+            return Err(TokenError::WrongType);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    fn verify<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        let key = self.keys.decoding_key(&kid).ok_or(TokenError::Invalid)?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        // Expiry is checked against the caller's `now`, not the library's clock.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.set_issuer(&[&self.issuer]);
+        jsonwebtoken::decode::<T>(token, key, &validation).map(|data| data.claims).map_err(|_| TokenError::Invalid)
+    }
+}

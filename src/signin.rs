@@ -1,0 +1,573 @@
+//! The browser sign-in: from a client's authorization request, through the upstream
+//! provider, to the user, the vault, an SSO session and an authorization code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use url::Url;
+use uuid::Uuid;
+
+use crate::config::RealmSettings;
+use crate::crypto::{pkce_s256, random_token, token_hash};
+use crate::oidc::authorize::AuthorizationRequest;
+use crate::store::{
+    AuditEvent, AuthRequestRow, AuthorizationCodeRow, ProfileUpdate, SessionRow, Store, StoreError, UpstreamLogin,
+};
+use crate::telemetry::Metrics;
+use crate::upstream::entra::{AuthorizeRequest, ErrorClass, VerifiedIdentity};
+use crate::upstream::{Provider, TokenResponse, Upstream, UpstreamError};
+use crate::vault::{Cipher, UpstreamTokens, seal_tokens};
+
+/// Where a failed sign-in leaves the browser.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// A page for the user; the detail for the operator is logged where it happens.
+    #[error("{message}")]
+    Page { status: u16, message: String },
+    /// The client's redirect URI with an OAuth error: the client handles it.
+    #[error("returned to the client with an error")]
+    ToClient(Url),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SignInError {
+    fn page(status: u16, message: impl Into<String>) -> Self {
+        SignInError::Page { status, message: message.into() }
+    }
+}
+
+/// The answer to a client's authorization request.
+#[derive(Debug)]
+pub enum Started {
+    /// Go straight to this provider's login.
+    Provider { request_id: String, browser_secret: String, alias: String },
+    /// Several providers and no hint: let the user choose.
+    Choose { request_id: String, browser_secret: String },
+}
+
+/// A finished sign-in: the client's redirect and the SSO cookie value.
+#[derive(Debug)]
+pub struct Completed {
+    pub client_redirect: Url,
+    pub session_secret: String,
+}
+
+/// The callback's query or form: Entra's answer.
+#[derive(Debug, Default)]
+pub struct CallbackParams {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+impl CallbackParams {
+    pub fn from_map(mut map: HashMap<String, String>) -> Self {
+        CallbackParams {
+            state: map.remove("state"),
+            code: map.remove("code"),
+            error: map.remove("error"),
+            error_description: map.remove("error_description"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SignInService {
+    pub store: Store,
+    pub cipher: Arc<Cipher>,
+    pub upstream: Upstream,
+    pub realm: RealmSettings,
+    pub metrics: Arc<Metrics>,
+    /// `{hostname}/realms/{realm}`.
+    pub realm_url: String,
+}
+
+pub fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<Url> {
+    let mut url = Url::parse(base).ok()?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                query.append_pair(name, value);
+            }
+        }
+    }
+    Some(url)
+}
+
+impl SignInService {
+    pub fn upstream_redirect_uri(&self, alias: &str) -> String {
+        format!("{}/broker/{alias}/endpoint", self.realm_url)
+    }
+
+    fn client_error(&self, request: &AuthRequestRow, error: &str, description: &str) -> SignInError {
+        match with_query(
+            &request.redirect_uri,
+            &[
+                ("error", Some(error)),
+                ("error_description", Some(description)),
+                ("state", request.client_state.as_deref()),
+                ("iss", Some(&self.realm_url)),
+            ],
+        ) {
+            Some(url) => SignInError::ToClient(url),
+            None => SignInError::page(400, "The application's redirect URI is not valid."),
+        }
+    }
+
+    /// Records the pending request, bound to the browser by a fresh secret.
+    /// A browser that already holds a pending-sign-in cookie keeps it, so that sign-ins in
+    /// two tabs do not undo each other.
+    pub async fn start(
+        &self,
+        request: &AuthorizationRequest,
+        browser_secret: Option<&str>,
+        now: i64,
+    ) -> Result<Started, SignInError> {
+        let providers: Vec<&str> = self.upstream.providers().map(|p| p.alias.as_str()).collect();
+        let chosen = request
+            .link_alias
+            .as_deref()
+            .or(request.idp_hint.as_deref())
+            .filter(|alias| providers.contains(alias))
+            .or_else(|| (providers.len() == 1).then(|| providers[0]));
+        if providers.is_empty() {
+            return Err(SignInError::page(503, "No identity provider is enabled on this sign-in service."));
+        }
+        let request_id = random_token();
+        let browser_secret = browser_secret
+            .filter(|s| s.len() == 43 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .map_or_else(random_token, str::to_owned);
+        let row = AuthRequestRow {
+            id: request_id.clone(),
+            browser_hash: token_hash(&browser_secret),
+            client_id: request.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            response_mode: "query".to_owned(),
+            scope: request.scope.clone(),
+            client_state: request.state.clone(),
+            client_nonce: request.nonce.clone(),
+            code_challenge: request.code_challenge.clone(),
+            code_challenge_method: request.code_challenge_method.clone(),
+            login_hint: request.login_hint.clone(),
+            alias: None,
+            upstream_state_hash: None,
+            upstream_nonce: None,
+            pkce_verifier: None,
+            created_at: now,
+            expires_at: now + self.realm.login_timeout_seconds,
+        };
+        if request.prompt.as_deref() == Some("none") {
+            // No SSO session is consulted yet, so a silent sign-in cannot succeed.
+            return Err(self.client_error(&row, "login_required", "The user must sign in"));
+        }
+        self.store.insert_auth_request(&row).await?;
+        Ok(match chosen {
+            Some(alias) => Started::Provider { request_id, browser_secret, alias: alias.to_owned() },
+            None => Started::Choose { request_id, browser_secret },
+        })
+    }
+
+    fn provider(&self, alias: &str) -> Result<&Provider, SignInError> {
+        self.upstream.provider(alias).ok_or_else(|| SignInError::page(404, "This identity provider is not enabled."))
+    }
+
+    /// Sends the browser to the provider, remembering state, nonce and PKCE verifier.
+    pub async fn begin_upstream(
+        &self,
+        alias: &str,
+        request_id: &str,
+        browser_secret: Option<&str>,
+        now: i64,
+    ) -> Result<Url, SignInError> {
+        let provider = self.provider(alias)?;
+        let expired = || {
+            SignInError::page(
+                400,
+                "This sign-in has expired or was opened in another browser. Go back to the application and sign in again.",
+            )
+        };
+        let browser_secret = browser_secret.ok_or_else(expired)?;
+        let request =
+            self.store.find_auth_request(request_id, &token_hash(browser_secret), now).await?.ok_or_else(expired)?;
+        let metadata = self.upstream.metadata(provider).await.map_err(|err| self.upstream_failure(alias, &err))?;
+        let state = random_token();
+        let nonce = random_token();
+        let verifier = random_token();
+        let login = UpstreamLogin {
+            alias: alias.to_owned(),
+            state_hash: token_hash(&state),
+            nonce: nonce.clone(),
+            pkce_verifier: verifier.clone(),
+        };
+        if !self.store.begin_upstream_login(request_id, &login).await? {
+            return Err(SignInError::page(
+                400,
+                "This sign-in was already started. Go back to the application and sign in again.",
+            ));
+        }
+        let redirect_uri = self.upstream_redirect_uri(alias);
+        Ok(crate::upstream::entra::authorize_url(
+            &metadata,
+            &provider.settings,
+            &AuthorizeRequest {
+                redirect_uri: &redirect_uri,
+                state: &state,
+                nonce: &nonce,
+                code_challenge: &pkce_s256(&verifier),
+                login_hint: request.login_hint.as_deref(),
+                prompt: None,
+            },
+        ))
+    }
+
+    /// Handles the provider's answer. The pending sign-in is consumed whatever the outcome.
+    pub async fn complete(
+        &self,
+        alias: &str,
+        params: CallbackParams,
+        browser_secret: Option<&str>,
+        now: i64,
+    ) -> Result<Completed, SignInError> {
+        let result = self.complete_inner(alias, params, browser_secret, now).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(SignInError::ToClient(_)) => "denied",
+            Err(SignInError::Page { status, .. }) if *status >= 500 => "upstream_error",
+            Err(SignInError::Page { .. }) => "rejected",
+            Err(SignInError::Store(_)) => "internal_error",
+        };
+        self.metrics.count_sign_in(alias, outcome);
+        result
+    }
+
+    async fn complete_inner(
+        &self,
+        alias: &str,
+        params: CallbackParams,
+        browser_secret: Option<&str>,
+        now: i64,
+    ) -> Result<Completed, SignInError> {
+        let unknown = || {
+            SignInError::page(
+                400,
+                "This sign-in has expired or was already used. Go back to the application and sign in again.",
+            )
+        };
+        let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(unknown)?;
+        let request = self.store.take_auth_request_by_state(&token_hash(state)).await?.ok_or_else(unknown)?;
+        let provider = self.provider(alias)?;
+        let bound_to_browser = browser_secret.is_some_and(|secret| token_hash(secret) == request.browser_hash);
+        if !bound_to_browser {
+            tracing::warn!(alias, client_id = %request.client_id, "sign-in callback without the browser cookie that started it");
+            return Err(SignInError::page(
+                400,
+                "This sign-in was started in another browser or its cookie is missing. Go back to the application and sign in again.",
+            ));
+        }
+        if request.alias.as_deref() != Some(alias) {
+            tracing::warn!(alias, expected = ?request.alias, "sign-in callback came from another provider than the one it started with");
+            return Err(SignInError::page(400, "This sign-in was answered by another identity provider."));
+        }
+        if request.expires_at < now {
+            return Err(unknown());
+        }
+        if let Some(error) = params.error.as_deref() {
+            return Err(self.upstream_authorize_error(alias, &request, error, params.error_description.as_deref()));
+        }
+        let code = params
+            .code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| SignInError::page(400, "The identity provider returned no authorization code."))?;
+        let verifier = request.pkce_verifier.as_deref().unwrap_or_default();
+        let nonce = request.upstream_nonce.as_deref().unwrap_or_default();
+        let metadata = self.upstream.metadata(provider).await.map_err(|err| self.upstream_failure(alias, &err))?;
+        let response = self
+            .upstream
+            .exchange_code(provider, &metadata, code, verifier, &self.upstream_redirect_uri(alias))
+            .await
+            .map_err(|err| self.upstream_failure(alias, &err))?;
+        let Some(id_token) = response.id_token.as_ref() else {
+            tracing::error!(
+                alias,
+                "the provider's token response has no id_token; is `openid` in providers.{alias}.scopes?"
+            );
+            return Err(SignInError::page(502, "The identity provider's answer was incomplete."));
+        };
+        let identity = self
+            .upstream
+            .verify_id_token(provider, &metadata, id_token, nonce, now)
+            .await
+            .map_err(|err| self.upstream_failure(alias, &err))?;
+        let user_id = self.save_user(provider, &identity, &response, now).await?;
+        self.finish(&request, alias, &user_id, now).await
+    }
+
+    async fn save_user(
+        &self,
+        provider: &Provider,
+        identity: &VerifiedIdentity,
+        response: &TokenResponse,
+        now: i64,
+    ) -> Result<String, SignInError> {
+        let settings = &provider.settings;
+        let tokens = UpstreamTokens {
+            access_token: response.access_token.clone(),
+            refresh_token: response.refresh_token.clone(),
+            id_token: response.id_token.clone(),
+            token_type: response.token_type.clone().unwrap_or_else(|| "Bearer".to_owned()),
+            scope: response.scope.clone().unwrap_or_default(),
+            expires_at: now + response.expires_in.unwrap_or(3600),
+            refresh_expires_at: response.refresh_token_expires_in.map(|s| now + s),
+        };
+        // Two first sign-ins of one person can race; the loser finds the winner's user.
+        for _ in 0..2 {
+            let existing = self.store.find_identity_by_subject(&settings.alias, &identity.subject).await?;
+            let user_id = existing.map(|i| i.user_id).unwrap_or_else(|| Uuid::new_v4().to_string());
+            let profile = profile_update(&user_id, &settings.alias, settings.trust_email, identity);
+            let row = seal_tokens(&self.cipher, &user_id, &settings.alias, &tokens, now);
+            match self.store.save_sign_in(&profile, &row, now).await {
+                Ok(()) => return Ok(user_id),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(SignInError::page(409, "This account is being signed in from elsewhere at the same moment. Try again."))
+    }
+
+    async fn finish(
+        &self,
+        request: &AuthRequestRow,
+        alias: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Completed, SignInError> {
+        let session_secret = random_token();
+        let session = SessionRow {
+            id: Uuid::new_v4().to_string(),
+            cookie_hash: token_hash(&session_secret),
+            user_id: user_id.to_owned(),
+            identity_provider: alias.to_owned(),
+            created_at: now,
+            last_seen_at: now,
+            ended_at: None,
+        };
+        self.store.insert_session(&session).await?;
+        let code = random_token();
+        self.store
+            .insert_authorization_code(&AuthorizationCodeRow {
+                code_hash: token_hash(&code),
+                client_id: request.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                user_id: user_id.to_owned(),
+                session_id: session.id.clone(),
+                scope: request.scope.clone(),
+                nonce: request.client_nonce.clone(),
+                code_challenge: request.code_challenge.clone(),
+                code_challenge_method: request.code_challenge_method.clone(),
+                created_at: now,
+                expires_at: now + self.realm.authorization_code_lifespan_seconds,
+                used_at: None,
+            })
+            .await?;
+        self.store
+            .record_audit(&AuditEvent {
+                at: now,
+                kind: "sign_in".into(),
+                outcome: "success".into(),
+                user_id: Some(user_id.to_owned()),
+                client_id: Some(request.client_id.clone()),
+                alias: Some(alias.to_owned()),
+                detail: json!({ "session_id": session.id }).to_string(),
+            })
+            .await?;
+        let client_redirect = with_query(
+            &request.redirect_uri,
+            &[
+                ("state", request.client_state.as_deref()),
+                ("session_state", Some(&session.id)),
+                ("iss", Some(&self.realm_url)),
+                ("code", Some(&code)),
+            ],
+        )
+        .ok_or_else(|| SignInError::page(400, "The application's redirect URI is not valid."))?;
+        Ok(Completed { client_redirect, session_secret })
+    }
+
+    /// `error=` on the callback: the user declined, or the provider refused the request.
+    fn upstream_authorize_error(
+        &self,
+        alias: &str,
+        request: &AuthRequestRow,
+        error: &str,
+        description: Option<&str>,
+    ) -> SignInError {
+        let summary = description.and_then(|d| d.lines().next()).unwrap_or_default();
+        match error {
+            "access_denied" => {
+                tracing::info!(alias, client_id = %request.client_id, "the user declined the sign-in at the provider");
+                self.client_error(request, "access_denied", "The user declined the sign-in")
+            }
+            "temporarily_unavailable" | "server_error" => {
+                tracing::warn!(alias, error, summary, "the provider is temporarily unavailable");
+                SignInError::page(
+                    503,
+                    "The identity provider is temporarily unavailable. Please try again in a minute.",
+                )
+            }
+            _ => {
+                tracing::error!(alias, error, summary, "the provider refused the authorization request");
+                SignInError::page(502, "The identity provider refused the sign-in request.")
+            }
+        }
+    }
+
+    /// Turns an upstream failure into the user's page and the operator's log line.
+    fn upstream_failure(&self, alias: &str, err: &UpstreamError) -> SignInError {
+        match err {
+            UpstreamError::Refused { body, class: ErrorClass::Operator { cause, config_key }, .. } => {
+                let key = if *config_key == "http.hostname" {
+                    (*config_key).to_owned()
+                } else {
+                    format!("providers.{alias}.{config_key}")
+                };
+                let redirect_uri = self.upstream_redirect_uri(alias);
+                let action = if body.aadsts() == Some(50011) {
+                    format!("register exactly `{redirect_uri}` as a Web redirect URI of the app registration")
+                } else {
+                    format!("check `{key}` and the app registration")
+                };
+                tracing::error!(
+                    alias,
+                    aadsts = body.aadsts(),
+                    cause,
+                    config_key = %key,
+                    action = %action,
+                    upstream_correlation_id = body.correlation_id.as_deref().unwrap_or_default(),
+                    "upstream sign-in failed: the configuration must be fixed"
+                );
+                SignInError::page(
+                    502,
+                    "Sign-in is misconfigured on this service. An administrator has been told; please try again later.",
+                )
+            }
+            UpstreamError::Refused { body, class: ErrorClass::Reauthenticate { cause }, .. } => {
+                tracing::warn!(alias, aadsts = body.aadsts(), cause, "the provider needs the user to act");
+                let message = if body.aadsts() == Some(65001) {
+                    "The application needs consent to access Azure DevOps. Ask an administrator to grant consent, then sign in again."
+                } else {
+                    "The identity provider needs you to sign in again."
+                };
+                SignInError::page(400, message)
+            }
+            err if err.is_transient() => {
+                tracing::warn!(alias, error = %err, "the provider is unavailable");
+                SignInError::page(
+                    503,
+                    "The identity provider is temporarily unavailable. Please try again in a minute.",
+                )
+            }
+            UpstreamError::IdToken(reason) => {
+                tracing::warn!(alias, reason = %reason, "rejected the provider's ID token");
+                SignInError::page(
+                    400,
+                    "The identity provider's answer could not be verified. Go back to the application and sign in again.",
+                )
+            }
+            other => {
+                tracing::warn!(alias, error = %other, "the provider refused the sign-in");
+                SignInError::page(
+                    400,
+                    "The identity provider refused this sign-in. Go back to the application and sign in again.",
+                )
+            }
+        }
+    }
+}
+
+/// Maps Entra's claims onto the user, as Keycloak's mappers do for OpenHands' realm.
+pub fn profile_update(user_id: &str, alias: &str, trust_email: bool, identity: &VerifiedIdentity) -> ProfileUpdate {
+    let upn = identity.preferred_username.clone();
+    let email =
+        identity.email.clone().or_else(|| upn.clone().filter(|u| looks_like_email(u))).map(|e| e.to_lowercase());
+    let username = upn.clone().or_else(|| email.clone()).unwrap_or_else(|| identity.subject.clone()).to_lowercase();
+    let full_name = identity.name.clone().or_else(|| match (&identity.given_name, &identity.family_name) {
+        (Some(g), Some(f)) => Some(format!("{g} {f}")),
+        _ => None,
+    });
+    let attributes = json!({
+        "tid": identity.tenant_id,
+        "oid": identity.object_id,
+        "azure_devops_id": identity.subject,
+        "upn": upn,
+    });
+    ProfileUpdate {
+        user_id: user_id.to_owned(),
+        username,
+        email_verified: trust_email && email.is_some(),
+        email,
+        first_name: identity.given_name.clone(),
+        last_name: identity.family_name.clone(),
+        full_name,
+        alias: alias.to_owned(),
+        subject: identity.subject.clone(),
+        identity_username: upn,
+        tenant_id: identity.tenant_id.clone(),
+        object_id: identity.object_id.clone(),
+        attributes: attributes.to_string(),
+    }
+}
+
+fn looks_like_email(value: &str) -> bool {
+    match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !value.contains(' ')
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(email: Option<&str>, upn: Option<&str>) -> VerifiedIdentity {
+        VerifiedIdentity {
+            subject: "pairwise-sub".into(),
+            object_id: Some("oid".into()),
+            tenant_id: Some("tid".into()),
+            preferred_username: upn.map(Into::into),
+            email: email.map(Into::into),
+            name: Some("Alice Example".into()),
+            given_name: None,
+            family_name: None,
+        }
+    }
+
+    #[test]
+    fn email_falls_back_to_an_email_shaped_upn_and_usernames_are_lower_case() {
+        let cases = [
+            (Some("Bob@Contoso.com"), Some("bob_upn@contoso.com"), Some("bob@contoso.com"), "bob_upn@contoso.com"),
+            (
+                None,
+                Some("Alice@Contoso.onmicrosoft.com"),
+                Some("alice@contoso.onmicrosoft.com"),
+                "alice@contoso.onmicrosoft.com",
+            ),
+            (None, Some("CONTOSO\\alice"), None, "contoso\\alice"),
+            (None, None, None, "pairwise-sub"),
+        ];
+        for (email, upn, expected_email, expected_username) in cases {
+            let profile = profile_update("u", "azure_devops", true, &identity(email, upn));
+            assert_eq!(profile.email.as_deref(), expected_email, "email for {email:?}/{upn:?}");
+            assert_eq!(profile.username, expected_username, "username for {email:?}/{upn:?}");
+            assert_eq!(profile.email_verified, expected_email.is_some());
+        }
+        let untrusted = profile_update("u", "a", false, &identity(Some("x@y.com"), None));
+        assert!(!untrusted.email_verified, "trust_email = false leaves e-mail unverified");
+    }
+}

@@ -1,0 +1,39 @@
+//! The append-only audit trail.
+
+use super::{Store, StoreError};
+
+/// One security-relevant event; `detail` is JSON and never holds a token or secret.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub kind: String,
+    pub outcome: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub alias: Option<String>,
+    pub detail: String,
+}
+
+impl Store {
+    pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_events (at, kind, outcome, user_id, client_id, alias, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(event.at)
+            .bind(&event.kind)
+            .bind(&event.outcome)
+            .bind(&event.user_id)
+            .bind(&event.client_id)
+            .bind(&event.alias)
+            .bind(&event.detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Events oldest first, optionally only one kind.
+    pub async fn list_audit(&self, kind: Option<&str>) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(sqlx::query_as("SELECT at, kind, outcome, user_id, client_id, alias, detail FROM audit_events WHERE ($1 IS NULL OR kind = $1) ORDER BY id")
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}

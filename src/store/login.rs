@@ -1,0 +1,247 @@
+//! Pending sign-ins, SSO sessions and authorization codes: the short-lived login state.
+
+use super::{Store, StoreError};
+
+/// A client's authorization request waiting for the upstream sign-in to finish.
+#[derive(Clone, sqlx::FromRow)]
+pub struct AuthRequestRow {
+    pub id: String,
+    /// Hash of the browser cookie that binds this request to one browser.
+    pub browser_hash: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub response_mode: String,
+    pub scope: String,
+    pub client_state: Option<String>,
+    pub client_nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub login_hint: Option<String>,
+    pub alias: Option<String>,
+    pub upstream_state_hash: Option<String>,
+    pub upstream_nonce: Option<String>,
+    pub pkce_verifier: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for AuthRequestRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequestRow")
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("alias", &self.alias)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The upstream half of a pending sign-in, recorded when the browser leaves for the provider.
+#[derive(Clone)]
+pub struct UpstreamLogin {
+    pub alias: String,
+    pub state_hash: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+impl std::fmt::Debug for UpstreamLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamLogin").field("alias", &self.alias).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id: String,
+    pub cookie_hash: String,
+    pub user_id: String,
+    pub identity_provider: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuthorizationCodeRow {
+    pub code_hash: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// The outcome of presenting a code: it is used exactly once.
+#[derive(Debug)]
+pub enum CodeRedemption {
+    Redeemed(AuthorizationCodeRow),
+    /// The code was already used; the session it created has been ended.
+    Replayed(AuthorizationCodeRow),
+    Unknown,
+}
+
+const AUTH_REQUEST_COLUMNS: &str = "id, browser_hash, client_id, redirect_uri, response_mode, scope, client_state,
+    client_nonce, code_challenge, code_challenge_method, login_hint, alias, upstream_state_hash, upstream_nonce,
+    pkce_verifier, created_at, expires_at";
+const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, user_id, session_id, scope, nonce, code_challenge,
+    code_challenge_method, created_at, expires_at, used_at";
+const SESSION_COLUMNS: &str = "id, cookie_hash, user_id, identity_provider, created_at, last_seen_at, ended_at";
+
+impl Store {
+    pub async fn insert_auth_request(&self, row: &AuthRequestRow) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        ))
+        .bind(&row.id)
+        .bind(&row.browser_hash)
+        .bind(&row.client_id)
+        .bind(&row.redirect_uri)
+        .bind(&row.response_mode)
+        .bind(&row.scope)
+        .bind(&row.client_state)
+        .bind(&row.client_nonce)
+        .bind(&row.code_challenge)
+        .bind(&row.code_challenge_method)
+        .bind(&row.login_hint)
+        .bind(&row.alias)
+        .bind(&row.upstream_state_hash)
+        .bind(&row.upstream_nonce)
+        .bind(&row.pkce_verifier)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A live pending request, only for the browser that holds its cookie.
+    pub async fn find_auth_request(
+        &self,
+        id: &str,
+        browser_hash: &str,
+        now: i64,
+    ) -> Result<Option<AuthRequestRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {AUTH_REQUEST_COLUMNS} FROM auth_requests WHERE id = $1 AND browser_hash = $2 AND expires_at >= $3"
+        ))
+        .bind(id)
+        .bind(browser_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records the upstream state of a sign-in that has not left for the provider yet; a
+    /// request can start the upstream sign-in once, so a second tab cannot fork it.
+    pub async fn begin_upstream_login(&self, id: &str, login: &UpstreamLogin) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE auth_requests SET alias = $2, upstream_state_hash = $3, upstream_nonce = $4, pkce_verifier = $5
+             WHERE id = $1 AND upstream_state_hash IS NULL",
+        )
+        .bind(id)
+        .bind(&login.alias)
+        .bind(&login.state_hash)
+        .bind(&login.nonce)
+        .bind(&login.pkce_verifier)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Removes and returns the pending sign-in for an upstream `state`, whatever happens next:
+    /// a state is good for one callback only.
+    pub async fn take_auth_request_by_state(&self, state_hash: &str) -> Result<Option<AuthRequestRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "DELETE FROM auth_requests WHERE upstream_state_hash = $1 RETURNING {AUTH_REQUEST_COLUMNS}"
+        ))
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        sqlx::query(&format!("INSERT INTO sso_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+            .bind(&row.id)
+            .bind(&row.cookie_hash)
+            .bind(&row.user_id)
+            .bind(&row.identity_provider)
+            .bind(row.created_at)
+            .bind(row.last_seen_at)
+            .bind(row.ended_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn find_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        Ok(sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sso_sessions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn end_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_authorization_code(&self, row: &AuthorizationCodeRow) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO authorization_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&row.code_hash)
+        .bind(&row.client_id)
+        .bind(&row.redirect_uri)
+        .bind(&row.user_id)
+        .bind(&row.session_id)
+        .bind(&row.scope)
+        .bind(&row.nonce)
+        .bind(&row.code_challenge)
+        .bind(&row.code_challenge_method)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(row.used_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a code used, atomically; a second presentation ends the session the first one
+    /// started (RFC 6749 §4.1.2: revoke what the code issued).
+    pub async fn redeem_authorization_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError> {
+        let redeemed: Option<AuthorizationCodeRow> = sqlx::query_as(&format!(
+            "UPDATE authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL RETURNING {CODE_COLUMNS}"
+        ))
+        .bind(code_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = redeemed {
+            return Ok(CodeRedemption::Redeemed(row));
+        }
+        let used: Option<AuthorizationCodeRow> =
+            sqlx::query_as(&format!("SELECT {CODE_COLUMNS} FROM authorization_codes WHERE code_hash = $1"))
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        match used {
+            Some(row) => {
+                self.end_session(&row.session_id, now).await?;
+                Ok(CodeRedemption::Replayed(row))
+            }
+            None => Ok(CodeRedemption::Unknown),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! All SQL. One set of queries serves Postgres and SQLite through sqlx's `Any` driver
+//! (portable types only: TEXT, BIGINT seconds, bytes); what differs lives in `Backend`.
+
+mod audit;
+mod keys;
+mod login;
+mod users;
+mod vault;
+
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+
+pub use audit::AuditEvent;
+pub use keys::SigningKeyRow;
+pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
+pub use users::{IdentityRow, ProfileUpdate, UserRow};
+pub use vault::VaultRow;
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the SQLite directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The database behind every repository method; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = url.expose_secret();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        if backend == Backend::Sqlite {
+            create_sqlite_directory(url)?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Deletes sign-ins and codes that can no longer be used; returns how many rows went.
+    pub async fn delete_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let requests =
+            sqlx::query("DELETE FROM auth_requests WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
+        let codes =
+            sqlx::query("DELETE FROM authorization_codes WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
+        Ok(requests.rows_affected() + codes.rows_affected())
+    }
+
+    /// Counts a table's rows; for health detail and tests.
+    pub async fn count_rows(&self, table: Table) -> Result<i64, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", table.name());
+        Ok(sqlx::query_scalar(&sql).fetch_one(&self.pool).await?)
+    }
+
+    /// Every byte of every text and blob column of `table`, for tests proving what is not stored.
+    pub async fn dump_table(&self, table: Table) -> Result<Vec<Vec<u8>>, StoreError> {
+        use sqlx::{Column as _, Row as _, TypeInfo as _, ValueRef as _};
+        let sql = format!("SELECT * FROM {}", table.name());
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let mut cells = Vec::new();
+        for row in rows {
+            for column in row.columns() {
+                let index = column.ordinal();
+                let raw = row.try_get_raw(index)?;
+                if raw.is_null() {
+                    continue;
+                }
+                let type_name = raw.type_info().name().to_ascii_uppercase();
+                if type_name.contains("BLOB") || type_name.contains("BYTEA") {
+                    cells.push(row.try_get::<Vec<u8>, _>(index)?);
+                } else if type_name.contains("TEXT") {
+                    cells.push(row.try_get::<String, _>(index)?.into_bytes());
+                }
+            }
+        }
+        Ok(cells)
+    }
+}
+
+/// Tables that callers outside this module may count or inspect.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Users,
+    FederatedIdentities,
+    VaultTokens,
+    AuthRequests,
+    AuthorizationCodes,
+    SsoSessions,
+    SigningKeys,
+    AuditEvents,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::FederatedIdentities => "federated_identities",
+            Table::VaultTokens => "vault_tokens",
+            Table::AuthRequests => "auth_requests",
+            Table::AuthorizationCodes => "authorization_codes",
+            Table::SsoSessions => "sso_sessions",
+            Table::SigningKeys => "signing_keys",
+            Table::AuditEvents => "audit_events",
+        }
+    }
+}
+
+fn create_sqlite_directory(url: &str) -> std::io::Result<()> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match Path::new(path).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
+        _ => Ok(()),
+    }
+}

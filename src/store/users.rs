@@ -1,0 +1,129 @@
+//! Users and their federated identities.
+
+use super::{Store, StoreError, VaultRow};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub email_verified: i64,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub full_name: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IdentityRow {
+    pub user_id: String,
+    pub alias: String,
+    pub subject: String,
+    pub username: Option<String>,
+    pub tenant_id: Option<String>,
+    pub object_id: Option<String>,
+    pub attributes: String,
+    pub needs_reauth: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What one sign-in learned about the user, written in one transaction with the tokens.
+#[derive(Debug, Clone)]
+pub struct ProfileUpdate {
+    pub user_id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub full_name: Option<String>,
+    pub alias: String,
+    pub subject: String,
+    pub identity_username: Option<String>,
+    pub tenant_id: Option<String>,
+    pub object_id: Option<String>,
+    /// JSON object of upstream attributes (`tid`, `oid`, `azure_devops_id`, …).
+    pub attributes: String,
+}
+
+const IDENTITY_COLUMNS: &str =
+    "user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, created_at, updated_at";
+const USER_COLUMNS: &str =
+    "id, username, email, email_verified, first_name, last_name, full_name, created_at, updated_at";
+
+impl Store {
+    pub async fn find_identity_by_subject(
+        &self,
+        alias: &str,
+        subject: &str,
+    ) -> Result<Option<IdentityRow>, StoreError> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM federated_identities WHERE alias = $1 AND subject = $2");
+        Ok(sqlx::query_as(&sql).bind(alias).bind(subject).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn find_identity(&self, user_id: &str, alias: &str) -> Result<Option<IdentityRow>, StoreError> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM federated_identities WHERE user_id = $1 AND alias = $2");
+        Ok(sqlx::query_as(&sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn find_user(&self, user_id: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        Ok(sqlx::query_as(&sql).bind(user_id).fetch_optional(&self.pool).await?)
+    }
+
+    /// Creates or updates the user and the identity and replaces the stored tokens, all or
+    /// nothing. A concurrent first sign-in of the same subject surfaces as `Conflict`.
+    pub async fn save_sign_in(&self, profile: &ProfileUpdate, tokens: &VaultRow, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, username, email, email_verified, first_name, last_name, full_name, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+             ON CONFLICT (id) DO UPDATE SET username = $2, email = $3, email_verified = $4,
+                 first_name = $5, last_name = $6, full_name = $7, updated_at = $8",
+        )
+        .bind(&profile.user_id)
+        .bind(&profile.username)
+        .bind(&profile.email)
+        .bind(i64::from(profile.email_verified))
+        .bind(&profile.first_name)
+        .bind(&profile.last_name)
+        .bind(&profile.full_name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let identity = sqlx::query(
+            "INSERT INTO federated_identities (user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
+             ON CONFLICT (user_id, alias) DO UPDATE SET subject = $3, username = $4, tenant_id = $5,
+                 object_id = $6, attributes = $7, needs_reauth = 0, updated_at = $8",
+        )
+        .bind(&profile.user_id)
+        .bind(&profile.alias)
+        .bind(&profile.subject)
+        .bind(&profile.identity_username)
+        .bind(&profile.tenant_id)
+        .bind(&profile.object_id)
+        .bind(&profile.attributes)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(err) = identity {
+            if is_unique_violation(&err) {
+                return Err(StoreError::Conflict(format!(
+                    "the {} identity is already linked to another user",
+                    profile.alias
+                )));
+            }
+            return Err(err.into());
+        }
+        Store::upsert_vault_row(&mut tx, tokens).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

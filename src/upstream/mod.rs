@@ -1,0 +1,301 @@
+//! The upstream identity provider boundary: Entra's pure protocol (`entra`) and the HTTP
+//! client that performs its calls, caching discovery and JWKS per provider.
+
+pub mod entra;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::config::{ProviderSettings, UpstreamClientAuth};
+use crate::telemetry::Metrics;
+use entra::{EntraErrorBody, ErrorClass, IdTokenCheck, IdTokenError, ProviderMetadata, VerifiedIdentity};
+
+/// How long discovery and JWKS stay cached, and the least time between two JWKS fetches
+/// caused by unknown key ids (so forged `kid`s cannot make us hammer the provider).
+const METADATA_TTL: Duration = Duration::from_secs(3600);
+const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the provider could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the provider answered with HTTP {status}: {body}")]
+    Malformed { status: u16, body: String },
+    #[error("the provider refused: {} ({})", .body.error, .body.summary())]
+    Refused { status: u16, body: EntraErrorBody, class: ErrorClass },
+    #[error(transparent)]
+    IdToken(#[from] IdTokenError),
+}
+
+impl UpstreamError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UpstreamError::Unreachable(_))
+            || matches!(self, UpstreamError::Malformed { status, .. } if *status >= 500)
+            || matches!(self, UpstreamError::Refused { class: ErrorClass::Transient, .. })
+    }
+}
+
+/// A token endpoint answer; the token values are secrets.
+#[derive(Deserialize)]
+pub struct TokenResponse {
+    pub access_token: SecretString,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub expires_in: Option<i64>,
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub refresh_token_expires_in: Option<i64>,
+    #[serde(default)]
+    pub id_token: Option<SecretString>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+fn number_or_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString {
+        Number(i64),
+        Text(String),
+    }
+    Ok(match Option::<NumberOrString>::deserialize(deserializer)? {
+        Some(NumberOrString::Number(n)) => Some(n),
+        Some(NumberOrString::Text(text)) => text.parse().ok(),
+        None => None,
+    })
+}
+
+#[derive(Default)]
+struct ProviderCache {
+    metadata: Option<(Arc<ProviderMetadata>, Instant)>,
+    jwks: Option<(Arc<JwkSet>, Instant)>,
+}
+
+/// One configured provider with its cached discovery document and keys.
+pub struct Provider {
+    pub settings: ProviderSettings,
+    cache: Mutex<ProviderCache>,
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider").field("alias", &self.settings.alias).finish_non_exhaustive()
+    }
+}
+
+/// The HTTP client to every upstream provider.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    http: reqwest::Client,
+    providers: Arc<Vec<Provider>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub fn new(providers: Vec<ProviderSettings>, metrics: Arc<Metrics>) -> Result<Upstream, reqwest::Error> {
+        // One crypto library for the whole process: AWS-LC, as for JWTs and the vault. An
+        // error only means a provider is installed already (a second application in tests).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .user_agent(concat!("identity-broker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let providers = providers
+            .into_iter()
+            .map(|settings| Provider { settings, cache: Mutex::new(ProviderCache::default()) })
+            .collect();
+        Ok(Upstream { http, providers: Arc::new(providers), metrics })
+    }
+
+    pub fn provider(&self, alias: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.settings.alias == alias)
+    }
+
+    pub fn providers(&self) -> impl Iterator<Item = &ProviderSettings> {
+        self.providers.iter().map(|p| &p.settings)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        url: &str,
+    ) -> Result<T, UpstreamError> {
+        let started = Instant::now();
+        let result = self.http.get(url).send().await;
+        self.metrics.observe_upstream(operation, started.elapsed());
+        let response = result.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        if status != 200 {
+            return Err(UpstreamError::Malformed { status, body: truncate(&text) });
+        }
+        serde_json::from_str(&text)
+            .map_err(|err| UpstreamError::Malformed { status, body: format!("{operation}: {err}") })
+    }
+
+    pub async fn metadata(&self, provider: &Provider) -> Result<Arc<ProviderMetadata>, UpstreamError> {
+        let mut cache = provider.cache.lock().await;
+        if let Some((metadata, at)) = &cache.metadata {
+            if at.elapsed() < METADATA_TTL {
+                return Ok(metadata.clone());
+            }
+        }
+        let metadata: Arc<ProviderMetadata> =
+            Arc::new(self.get_json("discovery", &entra::discovery_url(&provider.settings)).await?);
+        cache.metadata = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    async fn jwks(
+        &self,
+        provider: &Provider,
+        metadata: &ProviderMetadata,
+        force: bool,
+    ) -> Result<Arc<JwkSet>, UpstreamError> {
+        let mut cache = provider.cache.lock().await;
+        if let Some((jwks, at)) = &cache.jwks {
+            let fresh = at.elapsed() < METADATA_TTL;
+            let refetch_allowed = at.elapsed() >= JWKS_REFETCH_MIN_INTERVAL;
+            if (fresh && !force) || (force && !refetch_allowed) {
+                return Ok(jwks.clone());
+            }
+        }
+        let jwks: Arc<JwkSet> = Arc::new(self.get_json("jwks", metadata.jwks_uri.as_str()).await?);
+        cache.jwks = Some((jwks.clone(), Instant::now()));
+        Ok(jwks)
+    }
+
+    /// Verifies an ID token, fetching the JWKS again once when the key id is unknown
+    /// (Entra rotates its keys).
+    pub async fn verify_id_token(
+        &self,
+        provider: &Provider,
+        metadata: &ProviderMetadata,
+        id_token: &SecretString,
+        nonce: &str,
+        now: i64,
+    ) -> Result<VerifiedIdentity, UpstreamError> {
+        let check = IdTokenCheck { provider: &provider.settings, issuer_template: &metadata.issuer, nonce, now };
+        let jwks = self.jwks(provider, metadata, false).await?;
+        match entra::verify_id_token(id_token.expose_secret(), &jwks, &check) {
+            Err(IdTokenError::UnknownKid(_)) => {
+                let jwks = self.jwks(provider, metadata, true).await?;
+                Ok(entra::verify_id_token(id_token.expose_secret(), &jwks, &check)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn exchange_code(
+        &self,
+        provider: &Provider,
+        metadata: &ProviderMetadata,
+        code: &str,
+        pkce_verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, UpstreamError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", pkce_verifier),
+            ("scope", provider.settings.scopes.as_str()),
+        ];
+        self.token_request(provider, metadata, "token_code", &form).await
+    }
+
+    pub async fn refresh(
+        &self,
+        provider: &Provider,
+        metadata: &ProviderMetadata,
+        refresh_token: &SecretString,
+    ) -> Result<TokenResponse, UpstreamError> {
+        let scope = entra::refresh_scope(&provider.settings);
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+            ("scope", scope.as_str()),
+        ];
+        self.token_request(provider, metadata, "token_refresh", &form).await
+    }
+
+    async fn token_request(
+        &self,
+        provider: &Provider,
+        metadata: &ProviderMetadata,
+        operation: &'static str,
+        form: &[(&str, &str)],
+    ) -> Result<TokenResponse, UpstreamError> {
+        let settings = &provider.settings;
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        let mut request = self.http.post(metadata.token_endpoint.clone());
+        match settings.client_auth {
+            UpstreamClientAuth::ClientSecretPost => {
+                fields.push(("client_id", &settings.client_id));
+                fields.push(("client_secret", settings.client_secret.expose_secret()));
+            }
+            UpstreamClientAuth::ClientSecretBasic => {
+                let user: String = url::form_urlencoded::byte_serialize(settings.client_id.as_bytes()).collect();
+                let pass: String =
+                    url::form_urlencoded::byte_serialize(settings.client_secret.expose_secret().as_bytes()).collect();
+                request = request.basic_auth(user, Some(pass));
+            }
+        }
+        let started = Instant::now();
+        let result = request.form(&fields).send().await;
+        self.metrics.observe_upstream(operation, started.elapsed());
+        let response = result.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        if status == 200 {
+            return serde_json::from_str(&text)
+                .map_err(|_| UpstreamError::Malformed { status, body: "the token response is not valid JSON".into() });
+        }
+        match serde_json::from_str::<EntraErrorBody>(&text) {
+            Ok(body) if !body.error.is_empty() => {
+                let class = entra::classify(status, &body);
+                Err(UpstreamError::Refused { status, body, class })
+            }
+            _ => Err(UpstreamError::Malformed { status, body: truncate(&text) }),
+        }
+    }
+}
+
+/// reqwest's errors name the URL; token endpoint URLs carry no secrets, but query strings
+/// might, so only the error kind is kept.
+fn without_url(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "the response body could not be read"
+    } else {
+        "request failed"
+    };
+    kind.to_owned()
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(300).collect()
+}
