@@ -441,11 +441,8 @@ fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigError> {
         }
     };
     let url_text = database_url.expose_secret();
-    if !url_text.is_empty()
-        && !(url_text.starts_with("postgres://")
-            || url_text.starts_with("postgresql://")
-            || url_text.starts_with("sqlite:"))
-    {
+    let known_scheme = ["postgres://", "postgresql://", "sqlite:"].iter().any(|scheme| url_text.starts_with(scheme));
+    if !url_text.is_empty() && !known_scheme {
         problems.add("database.url", "must start with `postgres://` or `sqlite:`");
     }
     let database = DatabaseSettings {

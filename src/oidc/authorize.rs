@@ -75,10 +75,8 @@ pub fn validate(
         Some(_) => return Err(refuse("unsupported_response_type", "only response_type=code is supported")),
         None => return Err(refuse("invalid_request", "response_type is missing")),
     }
-    if let Some(mode) = get("response_mode") {
-        if mode != "query" {
-            return Err(refuse("invalid_request", "only response_mode=query is supported"));
-        }
+    if get("response_mode").is_some_and(|mode| mode != "query") {
+        return Err(refuse("invalid_request", "only response_mode=query is supported"));
     }
     let code_challenge = get("code_challenge");
     let code_challenge_method = match (&code_challenge, get("code_challenge_method")) {

@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn pkce_is_checked_when_a_challenge_was_sent() {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWjOEjXk";
-        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let challenge = "VYFANLqdx_HDV6BqEhluZJ63rtrIPROSSFdB3P6G83I";
         assert!(verify_pkce(None, None, None).is_ok(), "no challenge, no check");
         assert!(verify_pkce(Some(challenge), Some("S256"), Some(verifier)).is_ok());
         let bad = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWjOEjXX";

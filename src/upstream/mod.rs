@@ -155,10 +155,10 @@ impl Upstream {
 
     pub async fn metadata(&self, provider: &Provider) -> Result<Arc<ProviderMetadata>, UpstreamError> {
         let mut cache = provider.cache.lock().await;
-        if let Some((metadata, at)) = &cache.metadata {
-            if at.elapsed() < METADATA_TTL {
-                return Ok(metadata.clone());
-            }
+        if let Some((metadata, at)) = &cache.metadata
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(metadata.clone());
         }
         let metadata: Arc<ProviderMetadata> =
             Arc::new(self.get_json("discovery", &entra::discovery_url(&provider.settings)).await?);

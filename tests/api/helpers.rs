@@ -1,0 +1,365 @@
+//! The shared harness: a fresh database per test, the real application on port 0, a fake
+//! Entra, and a browser-like HTTP client that keeps cookies and follows no redirects.
+
+use std::collections::HashMap;
+
+use identity_broker::app::Application;
+use identity_broker::config::{Mode, Settings};
+use identity_broker::store::{Store, Table};
+use reqwest::StatusCode;
+use sqlx::Connection as _;
+use url::Url;
+use uuid::Uuid;
+
+use crate::fake_entra::{FakeEntra, HOME_TENANT};
+
+pub const CLIENT_ID: &str = "allhands";
+pub const CLIENT_SECRET: &str = "client-secret-for-tests";
+pub const REDIRECT_URI: &str = "http://app.test/oauth/keycloak/callback";
+pub const UPSTREAM_CLIENT_ID: &str = "6f1c2f0e-1b7d-4d1e-9a55-upstream0001";
+pub const UPSTREAM_SECRET: &str = "upstream-secret-value";
+pub const VAULT_KEY: &str = "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDb {
+    pub url: String,
+    backend: Backend,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let name = format!("ib_test_{}", Uuid::new_v4().simple());
+        let url = match backend {
+            Backend::Postgres => {
+                let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("Postgres at 127.0.0.1:5432");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+                format!("postgres://postgres@127.0.0.1:5432/{name}")
+            }
+            Backend::Sqlite => {
+                format!("sqlite://{}?mode=rwc", std::env::temp_dir().join(format!("{name}.db")).display())
+            }
+        };
+        TestDb { url, backend, name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self.backend {
+            Backend::Postgres => {
+                let name = self.name.clone();
+                // Drop runs inside the test's runtime; a thread with its own runtime may block.
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    runtime.block_on(async {
+                        if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
+                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut admin)
+                                .await;
+                        }
+                    });
+                })
+                .join();
+            }
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{}.db", self.name));
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+        }
+    }
+}
+
+/// How the provider is set up for a test.
+#[derive(Debug, Clone)]
+pub struct ProviderSetup {
+    pub tenant: String,
+    pub allowed_tenants: Vec<String>,
+}
+
+impl Default for ProviderSetup {
+    fn default() -> Self {
+        ProviderSetup { tenant: HOME_TENANT.to_owned(), allowed_tenants: Vec::new() }
+    }
+}
+
+pub struct TestApp {
+    pub public: String,
+    pub management: String,
+    pub entra: FakeEntra,
+    pub store: Store,
+    pub browser: reqwest::Client,
+    pub api: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Kept for its `Drop`, which removes the database after the test.
+    _db: TestDb,
+}
+
+pub fn browser_client() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+pub fn settings_toml(entra: &FakeEntra, setup: &ProviderSetup) -> String {
+    let allowed: Vec<String> = setup.allowed_tenants.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        r#"
+[http]
+bind = "127.0.0.1:0"
+internal_bind = "127.0.0.1:0"
+management_bind = "127.0.0.1:0"
+
+[vault]
+encryption_keys = ["{VAULT_KEY}"]
+
+[[clients]]
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+redirect_uris = ["{REDIRECT_URI}"]
+
+[providers.azure_devops]
+display_name = "Azure DevOps"
+tenant_id = "{tenant}"
+organization = "contoso"
+client_id = "{UPSTREAM_CLIENT_ID}"
+client_secret = "{UPSTREAM_SECRET}"
+authority = "{authority}"
+allowed_tenants = [{allowed}]
+"#,
+        tenant = setup.tenant,
+        authority = entra.authority(),
+        allowed = allowed.join(", "),
+    )
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, ProviderSetup::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
+    let db = TestDb::new(backend).await;
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let text = settings_toml(&entra, &setup);
+    let url = db.url.clone();
+    let settings = Settings::from_toml(Mode::Development, &text, |name| (name == "DATABASE_URL").then(|| url.clone()))
+        .expect("test settings are valid");
+    let app = Application::build(settings).await.expect("application builds");
+    let public = format!("http://{}", app.public_addr);
+    let management = format!("http://{}", app.management_addr);
+    let store = app.state().store.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        public,
+        management,
+        entra,
+        store,
+        browser: browser_client(),
+        api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        shutdown: Some(tx),
+        server: Some(server),
+        _db: db,
+    }
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no Location on a {} answer", response.status()))
+        .to_owned()
+}
+
+pub fn query_of(url: &str) -> HashMap<String, String> {
+    Url::parse(url).expect("absolute URL").query_pairs().into_owned().collect()
+}
+
+/// Where the browser stopped: the client's redirect URI, or a page of the broker.
+#[derive(Debug)]
+pub enum Outcome {
+    ToClient(HashMap<String, String>),
+    Page { status: StatusCode, body: String },
+}
+
+impl Outcome {
+    pub fn code(&self) -> String {
+        match self {
+            Outcome::ToClient(params) => params.get("code").cloned().unwrap_or_else(|| panic!("no code in {params:?}")),
+            Outcome::Page { status, body } => panic!("sign-in stopped at a {status} page: {body}"),
+        }
+    }
+
+    pub fn page_status(&self) -> StatusCode {
+        match self {
+            Outcome::Page { status, .. } => *status,
+            Outcome::ToClient(params) => {
+                panic!("expected an error page, the browser went back to the client with {params:?}")
+            }
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.public)
+    }
+
+    pub fn auth_url(&self, extra: &[(&str, &str)]) -> String {
+        let mut url = Url::parse(&self.url("/realms/allhands/protocol/openid-connect/auth")).expect("url");
+        url.query_pairs_mut()
+            .append_pair("client_id", CLIENT_ID)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", REDIRECT_URI)
+            .append_pair("scope", "openid email profile")
+            .append_pair("state", "client-state-123")
+            .append_pair("kc_idp_hint", "azure_devops");
+        for (k, v) in extra {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        url.to_string()
+    }
+
+    /// GETs `url` and follows redirects with `browser` until the client's redirect URI or
+    /// a non-redirect answer.
+    pub async fn follow(&self, browser: &reqwest::Client, url: &str) -> Outcome {
+        let mut next = url.to_owned();
+        for _ in 0..10 {
+            let response = browser.get(&next).send().await.expect("request");
+            if !response.status().is_redirection() {
+                let status = response.status();
+                return Outcome::Page { status, body: response.text().await.unwrap_or_default() };
+            }
+            let target = Url::parse(&next).expect("url").join(&location(&response)).expect("location").to_string();
+            if target.starts_with(REDIRECT_URI) {
+                return Outcome::ToClient(query_of(&target));
+            }
+            next = target;
+        }
+        panic!("too many redirects");
+    }
+
+    /// Runs the browser from `/auth` to the provider's authorize URL (not fetched).
+    pub async fn until_upstream(&self, browser: &reqwest::Client, extra: &[(&str, &str)]) -> String {
+        let first = browser.get(self.auth_url(extra)).send().await.expect("auth");
+        assert_eq!(first.status(), StatusCode::FOUND, "/auth redirects to the provider login");
+        let login = self.url(&location(&first));
+        let second = browser.get(&login).send().await.expect("broker login");
+        assert_eq!(second.status(), StatusCode::FOUND, "broker login redirects upstream");
+        location(&second)
+    }
+
+    /// Runs the provider's authorize step and returns the broker callback URL it redirects to.
+    pub async fn upstream_callback(&self, browser: &reqwest::Client, extra: &[(&str, &str)]) -> String {
+        let authorize = self.until_upstream(browser, extra).await;
+        let answer = browser.get(&authorize).send().await.expect("upstream authorize");
+        assert_eq!(answer.status(), StatusCode::FOUND, "the fake provider approves");
+        location(&answer)
+    }
+
+    pub async fn sign_in(&self) -> Outcome {
+        self.follow(&self.browser, &self.auth_url(&[])).await
+    }
+
+    /// The code exchange exactly as python-keycloak sends it.
+    pub async fn exchange(&self, code: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut form = vec![
+            ("username", ""),
+            ("password", ""),
+            ("client_id", CLIENT_ID),
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT_URI),
+            ("scope", "openid"),
+            ("client_secret", CLIENT_SECRET),
+        ];
+        for (k, v) in extra {
+            form.retain(|(name, _)| name != k);
+            form.push((k, v));
+        }
+        self.api
+            .post(self.url("/realms/allhands/protocol/openid-connect/token"))
+            .form(&form)
+            .send()
+            .await
+            .expect("token")
+    }
+
+    pub async fn tokens(&self) -> serde_json::Value {
+        let code = self.sign_in().await.code();
+        let response = self.exchange(&code, &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {
+        self.api
+            .get(self.url("/realms/allhands/protocol/openid-connect/userinfo"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("userinfo")
+    }
+
+    pub async fn count(&self, table: Table) -> i64 {
+        self.store.count_rows(table).await.expect("count")
+    }
+
+    /// Asserts that no user, identity or token was stored.
+    pub async fn assert_nothing_stored(&self, context: &str) {
+        for table in [Table::Users, Table::FederatedIdentities, Table::VaultTokens, Table::AuthorizationCodes] {
+            assert_eq!(self.count(table).await, 0, "{context}: {table:?} must stay empty");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Decodes a JWT's payload without verifying it, as OpenHands does.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON payload")
+}
+
+/// Declares one test per backend: `both_backends!(name, |backend| async { … })`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)($crate::helpers::Backend::Postgres).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)($crate::helpers::Backend::Sqlite).await
+            }
+        }
+    };
+}

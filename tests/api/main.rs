@@ -1,0 +1,11 @@
+//! The integration tests: one binary, a shared harness, a fresh database per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod fake_entra;
+mod helpers;
+mod operations;
+mod python_keycloak;
+mod sign_in;
+mod storage;

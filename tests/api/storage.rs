@@ -1,0 +1,190 @@
+//! One storage suite run against both Postgres and SQLite.
+
+use identity_broker::config::parse_vault_key;
+use identity_broker::store::{
+    AuthRequestRow, AuthorizationCodeRow, CodeRedemption, ProfileUpdate, SessionRow, Store, StoreError, Table,
+    UpstreamLogin,
+};
+use identity_broker::vault::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+async fn store(db: &TestDb) -> Store {
+    let store = Store::connect(&SecretString::from(db.url.clone()), 4).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn cipher() -> Cipher {
+    Cipher::new(&[parse_vault_key(VAULT_KEY).expect("key")]).expect("cipher")
+}
+
+fn profile(user_id: &str, subject: &str) -> ProfileUpdate {
+    ProfileUpdate {
+        user_id: user_id.into(),
+        username: "alice@contoso.com".into(),
+        email: Some("alice@contoso.com".into()),
+        email_verified: true,
+        first_name: None,
+        last_name: None,
+        full_name: Some("Alice".into()),
+        alias: "azure_devops".into(),
+        subject: subject.into(),
+        identity_username: None,
+        tenant_id: None,
+        object_id: None,
+        attributes: "{}".into(),
+    }
+}
+
+fn tokens(access: &str) -> UpstreamTokens {
+    UpstreamTokens {
+        access_token: SecretString::from(access.to_owned()),
+        refresh_token: Some(SecretString::from("refresh-value".to_owned())),
+        id_token: None,
+        token_type: "Bearer".into(),
+        scope: "https://app.vssps.visualstudio.com/user_impersonation".into(),
+        expires_at: 2_000,
+        refresh_expires_at: None,
+    }
+}
+
+both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let cipher = cipher();
+
+    store
+        .save_sign_in(
+            &profile("u1", "sub-1"),
+            &seal_tokens(&cipher, "u1", "azure_devops", &tokens("first"), 1_000),
+            1_000,
+        )
+        .await
+        .expect("first");
+    store
+        .save_sign_in(
+            &profile("u1", "sub-1"),
+            &seal_tokens(&cipher, "u1", "azure_devops", &tokens("second"), 1_100),
+            1_100,
+        )
+        .await
+        .expect("update");
+
+    let identity = store.find_identity_by_subject("azure_devops", "sub-1").await.expect("query").expect("identity");
+    assert_eq!(identity.user_id, "u1");
+    let row = store.find_vault_row("u1", "azure_devops").await.expect("query").expect("row");
+    assert_eq!(row.vault_key_id, "t1");
+    let opened = open_tokens(&cipher, &row).expect("opens");
+    assert_eq!(opened.access_token.expose_secret(), "second", "the later sign-in replaced the tokens");
+    assert_eq!(store.count_rows(Table::Users).await.expect("count"), 1);
+
+    // Another user claiming the same upstream subject is a conflict, and nothing changes.
+    let clash = store
+        .save_sign_in(&profile("u2", "sub-1"), &seal_tokens(&cipher, "u2", "azure_devops", &tokens("x"), 1_200), 1_200)
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+    assert_eq!(store.count_rows(Table::Users).await.expect("count"), 1, "the transaction rolled back");
+
+    // A sealed row copied to another user does not open.
+    let mut moved = row.clone();
+    moved.user_id = "u2".into();
+    assert!(open_tokens(&cipher, &moved).is_err(), "associated data binds the row");
+});
+
+both_backends!(pending_sign_ins_are_bound_to_the_browser_and_single_use, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let row = AuthRequestRow {
+        id: "req".into(),
+        browser_hash: "browser".into(),
+        client_id: "allhands".into(),
+        redirect_uri: REDIRECT_URI.into(),
+        response_mode: "query".into(),
+        scope: "openid".into(),
+        client_state: Some("s".into()),
+        client_nonce: None,
+        code_challenge: None,
+        code_challenge_method: None,
+        login_hint: None,
+        alias: None,
+        upstream_state_hash: None,
+        upstream_nonce: None,
+        pkce_verifier: None,
+        created_at: 100,
+        expires_at: 700,
+    };
+    store.insert_auth_request(&row).await.expect("insert");
+
+    assert!(store.find_auth_request("req", "other-browser", 200).await.expect("query").is_none(), "other browser");
+    assert!(store.find_auth_request("req", "browser", 701).await.expect("query").is_none(), "expired");
+    assert!(store.find_auth_request("req", "browser", 200).await.expect("query").is_some());
+
+    let login = UpstreamLogin {
+        alias: "azure_devops".into(),
+        state_hash: "state-hash".into(),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+    };
+    assert!(store.begin_upstream_login("req", &login).await.expect("begin"));
+    assert!(!store.begin_upstream_login("req", &login).await.expect("begin"), "a sign-in starts upstream once");
+
+    let taken = store.take_auth_request_by_state("state-hash").await.expect("take").expect("row");
+    assert_eq!(taken.alias.as_deref(), Some("azure_devops"));
+    assert!(store.take_auth_request_by_state("state-hash").await.expect("take").is_none(), "single use");
+    assert_eq!(store.delete_expired(10_000).await.expect("cleanup"), 0);
+});
+
+both_backends!(authorization_codes_redeem_once_and_a_replay_ends_the_session, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let cipher = cipher();
+    store
+        .save_sign_in(&profile("u1", "sub-1"), &seal_tokens(&cipher, "u1", "azure_devops", &tokens("t"), 1), 1)
+        .await
+        .expect("user");
+    let session = SessionRow {
+        id: "sid".into(),
+        cookie_hash: "c".into(),
+        user_id: "u1".into(),
+        identity_provider: "azure_devops".into(),
+        created_at: 1,
+        last_seen_at: 1,
+        ended_at: None,
+    };
+    store.insert_session(&session).await.expect("session");
+    let code = AuthorizationCodeRow {
+        code_hash: "code".into(),
+        client_id: "allhands".into(),
+        redirect_uri: REDIRECT_URI.into(),
+        user_id: "u1".into(),
+        session_id: "sid".into(),
+        scope: "openid".into(),
+        nonce: None,
+        code_challenge: None,
+        code_challenge_method: None,
+        created_at: 1,
+        expires_at: 61,
+        used_at: None,
+    };
+    store.insert_authorization_code(&code).await.expect("code");
+
+    assert!(matches!(store.redeem_authorization_code("code", 10).await.expect("redeem"), CodeRedemption::Redeemed(_)));
+    assert!(matches!(store.redeem_authorization_code("code", 11).await.expect("redeem"), CodeRedemption::Replayed(_)));
+    assert!(matches!(store.redeem_authorization_code("nope", 11).await.expect("redeem"), CodeRedemption::Unknown));
+    let ended = store.find_session("sid").await.expect("query").expect("session");
+    assert_eq!(ended.ended_at, Some(11));
+    assert_eq!(store.delete_expired(1_000).await.expect("cleanup"), 1, "the expired code is swept");
+});
+
+both_backends!(instance_secrets_are_created_once, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let first = store.instance_secret_or_insert("k", b"one", 1).await.expect("insert");
+    let second = store.instance_secret_or_insert("k", b"two", 2).await.expect("again");
+    assert_eq!(first, b"one");
+    assert_eq!(second, b"one", "the first value wins");
+    store.migrate().await.expect("migrations are idempotent");
+});

@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""Act as OpenHands against a running identity-broker, through python-keycloak.
+
+Signs a user in through the broker's Keycloak-compatible endpoints the way
+OpenHands does (python-keycloak's ``KeycloakOpenID`` for every server call, a
+cookie-keeping browser session for the redirect chain), then checks every
+answer OpenHands relies on.
+
+Exit status: 0 when every step passed, 1 at the first failure (with the reason
+printed), 2 for bad command-line usage (argparse).
+
+Only python-keycloak (and its jwcrypto) and requests are needed.
+
+Example:
+    python3 tests/python/keycloak_client.py \
+        --server-url http://127.0.0.1:8080/ --realm allhands \
+        --client-id allhands --client-secret s3cret \
+        --redirect-uri http://127.0.0.1:3000/oauth/keycloak/callback \
+        --expect-email alice@contoso.com --expect-username alice@contoso.com
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import secrets
+import sys
+import traceback
+import uuid
+from html.parser import HTMLParser
+from urllib.parse import parse_qs, urljoin, urlparse
+
+import requests
+from jwcrypto import jwk
+from keycloak import KeycloakOpenID
+from keycloak.exceptions import KeycloakError
+
+MAX_HOPS = 15
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+
+
+class StepFailed(Exception):
+    """A check failed; the message says why."""
+
+
+def ok(step: str, detail: str = "") -> None:
+    print(f"[ok]   {step}" + (f": {detail}" if detail else ""), flush=True)
+
+
+def info(line: str) -> None:
+    print(f"       {line}", flush=True)
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise StepFailed(message)
+
+
+def short(value: object, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_canonical_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def realm_issuer_suffix(realm: str) -> str:
+    return f"/realms/{realm}"
+
+
+# --------------------------------------------------------------------------
+# JWT helpers (no verification: OpenHands decodes its tokens this way)
+# --------------------------------------------------------------------------
+
+
+def b64url_json(segment: str) -> dict:
+    padded = segment + "=" * (-len(segment) % 4)
+    value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    if not isinstance(value, dict):
+        raise ValueError("segment is not a JSON object")
+    return value
+
+
+def decode_unverified(token: str, what: str) -> tuple[dict, dict]:
+    """Header and payload of a compact JWS, without checking the signature."""
+    require(isinstance(token, str) and token, f"{what} is missing or not a string")
+    parts = token.split(".")
+    require(len(parts) == 3, f"{what} is not a compact JWS (has {len(parts)} parts)")
+    try:
+        header = b64url_json(parts[0])
+        payload = b64url_json(parts[1])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StepFailed(f"{what} does not decode as a JWT: {exc}") from exc
+    return header, payload
+
+
+# --------------------------------------------------------------------------
+# Browser: follow the sign-in redirect chain by hand
+# --------------------------------------------------------------------------
+
+
+class FormPostParser(HTMLParser):
+    """Finds the first <form method="post"> and its hidden inputs."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.found = False
+        self._in_form = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k.lower(): (v or "") for k, v in attrs}
+        if tag.lower() == "form" and not self.found and a.get("method", "").lower() == "post":
+            self.found = True
+            self._in_form = True
+            self.action = a.get("action", "")
+        elif tag.lower() == "input" and self._in_form:
+            name = a.get("name")
+            if name and a.get("type", "").lower() == "hidden":
+                self.fields[name] = a.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag.lower() == "form":
+            self._in_form = False
+
+
+def browser_sign_in(kc: KeycloakOpenID, args: argparse.Namespace) -> tuple[str, str, list[str]]:
+    """Run the authorization-code sign-in as a browser would.
+
+    Returns (code, state, visited URLs). Never requests the redirect_uri itself.
+    """
+    state = secrets.token_urlsafe(24)
+    url = kc.auth_url(redirect_uri=args.redirect_uri, scope="openid email profile", state=state)
+    url += f"&kc_idp_hint={args.idp_hint}"
+    info(f"auth url: {short(url, 240)}")
+
+    session = requests.Session()
+    session.headers["User-Agent"] = "identity-broker-test-browser/1.0"
+    method, data = "GET", None
+    visited: list[str] = []
+
+    for hop in range(1, MAX_HOPS + 1):
+        if url.startswith(args.redirect_uri):
+            return finish_sign_in(url, state, args, visited)
+        visited.append(url)
+        try:
+            resp = session.request(method, url, data=data, allow_redirects=False, timeout=30)
+        except requests.RequestException as exc:
+            raise StepFailed(f"hop {hop}: {method} {short(url)} failed: {exc}") from exc
+        info(f"hop {hop}: {method} {short(url, 120)} -> {resp.status_code}")
+
+        if resp.status_code in REDIRECT_STATUSES:
+            location = resp.headers.get("Location")
+            require(bool(location), f"hop {hop}: {resp.status_code} without a Location header")
+            url = urljoin(resp.url, location)
+            if resp.status_code in (307, 308):
+                pass  # method and body are preserved
+            else:
+                method, data = "GET", None
+            continue
+
+        if resp.status_code == 200 and 'method="post"' in resp.text.lower().replace("'", '"'):
+            form = FormPostParser()
+            form.feed(resp.text)
+            require(form.found, f"hop {hop}: page mentions method=post but no form was parsed")
+            url = urljoin(resp.url, form.action or resp.url)
+            method, data = "POST", dict(form.fields)
+            info(f"       form_post to {short(url, 100)} with fields {sorted(data)}")
+            continue
+
+        raise StepFailed(
+            f"hop {hop}: {method} {short(url)} answered {resp.status_code} "
+            f"(expected a redirect or a form_post page); body: {short(resp.text, 400)}"
+        )
+
+    raise StepFailed(f"no redirect to {args.redirect_uri} within {MAX_HOPS} hops; visited {visited}")
+
+
+def finish_sign_in(
+    final_url: str, sent_state: str, args: argparse.Namespace, visited: list[str]
+) -> tuple[str, str, list[str]]:
+    query = parse_qs(urlparse(final_url).query, keep_blank_values=True)
+    if "error" in query:
+        raise StepFailed(
+            f"broker redirected back with error={query['error'][0]!r} "
+            f"error_description={query.get('error_description', [''])[0]!r}"
+        )
+    codes = query.get("code", [])
+    require(len(codes) == 1 and codes[0], f"redirect back has no single code: {short(final_url)}")
+    states = query.get("state", [])
+    require(states == [sent_state], f"state mismatch: sent {sent_state!r}, got {states!r}")
+    endpoint_path = f"/realms/{args.realm}/broker/{args.idp_hint}/endpoint"
+    require(
+        any(urlparse(u).path.endswith(endpoint_path) for u in visited),
+        f"the chain never passed through {endpoint_path}; visited {visited}",
+    )
+    return codes[0], states[0], visited
+
+
+# --------------------------------------------------------------------------
+# Checks, one per OpenHands interaction
+# --------------------------------------------------------------------------
+
+
+def check_well_known(kc: KeycloakOpenID, realm: str) -> dict:
+    wk = kc.well_known()
+    issuer = wk.get("issuer")
+    require(isinstance(issuer, str), f"well_known has no issuer: {short(wk)}")
+    require(
+        issuer.rstrip("/").endswith(realm_issuer_suffix(realm)) and not issuer.endswith("/"),
+        f"issuer {issuer!r} does not end with {realm_issuer_suffix(realm)!r}",
+    )
+    for field in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri"):
+        require(isinstance(wk.get(field), str) and wk[field], f"well_known lacks {field}")
+    ok("well_known", f"issuer {issuer}")
+    return wk
+
+
+def check_token_response(token: dict) -> None:
+    for field in ("access_token", "refresh_token", "id_token"):
+        require(isinstance(token.get(field), str) and token[field], f"token response lacks {field}")
+    require(is_int(token.get("expires_in")) and token["expires_in"] > 0,
+            f"expires_in is not a positive integer: {token.get('expires_in')!r}")
+    require(is_int(token.get("refresh_expires_in")) and token["refresh_expires_in"] >= 0,
+            f"refresh_expires_in is not an integer: {token.get('refresh_expires_in')!r}")
+    require(str(token.get("token_type", "")).lower() == "bearer",
+            f"token_type is {token.get('token_type')!r}, expected Bearer")
+
+
+def exchange_code(kc: KeycloakOpenID, code: str, redirect_uri: str) -> dict:
+    token = kc.token(grant_type="authorization_code", code=code, redirect_uri=redirect_uri)
+    check_token_response(token)
+    ok("token (authorization_code)",
+       f"expires_in={token['expires_in']} refresh_expires_in={token['refresh_expires_in']} "
+       f"sizes access={len(token['access_token'])} refresh={len(token['refresh_token'])}")
+    return token
+
+
+def check_userinfo(kc: KeycloakOpenID, access_token: str, args: argparse.Namespace) -> dict:
+    ui = kc.userinfo(access_token)
+    require(isinstance(ui, dict), f"userinfo is not a JSON object: {short(ui)}")
+    require(is_canonical_uuid(ui.get("sub")), f"userinfo sub is not a UUID: {ui.get('sub')!r}")
+    require(isinstance(ui.get("email_verified"), bool),
+            f"email_verified is not a JSON boolean: {ui.get('email_verified')!r}")
+    require(ui.get("identity_provider") == args.idp_hint,
+            f"identity_provider is {ui.get('identity_provider')!r}, expected {args.idp_hint!r}")
+    username = ui.get("preferred_username")
+    require(isinstance(username, str) and username, f"preferred_username missing: {username!r}")
+    require(username == username.lower(), f"preferred_username is not lower-case: {username!r}")
+    if args.expect_email is not None:
+        require(ui.get("email") == args.expect_email,
+                f"email is {ui.get('email')!r}, expected {args.expect_email!r}")
+    if args.expect_username is not None:
+        require(username == args.expect_username,
+                f"preferred_username is {username!r}, expected {args.expect_username!r}")
+    ok("userinfo", f"sub={ui['sub']} preferred_username={username} email={ui.get('email')!r}")
+    return ui
+
+
+def check_keys(kc: KeycloakOpenID) -> None:
+    certs = kc.certs()
+    keys = certs.get("keys")
+    require(isinstance(keys, list) and keys, f"certs has no keys: {short(certs)}")
+    rsa = [k for k in keys if isinstance(k, dict) and k.get("kty") == "RSA" and k.get("kid")]
+    require(bool(rsa), f"certs has no RSA key with a kid: {short(certs)}")
+    ok("certs", f"{len(keys)} key(s), RSA kids {[k['kid'] for k in rsa]}")
+
+    public_key = kc.public_key()
+    require(isinstance(public_key, str) and public_key.strip(), "realm public_key is empty")
+    require("BEGIN" not in public_key, "realm public_key carries PEM armour; Keycloak gives bare base64")
+    pem = f"-----BEGIN PUBLIC KEY-----\n{public_key}\n-----END PUBLIC KEY-----"
+    try:
+        realm_key = jwk.JWK.from_pem(pem.encode("ascii"))
+    except Exception as exc:  # noqa: BLE001
+        raise StepFailed(f"realm public_key is not base64 DER SubjectPublicKeyInfo: {exc}") from exc
+    thumbs = set()
+    for k in rsa:
+        try:
+            thumbs.add(jwk.JWK(**k).thumbprint())
+        except Exception as exc:  # noqa: BLE001
+            raise StepFailed(f"JWKS key {k.get('kid')!r} does not import in jwcrypto: {exc}") from exc
+    require(realm_key.thumbprint() in thumbs, "realm public_key matches no RSA key in the JWKS")
+    ok("public_key", f"{len(public_key)} base64 chars, matches a JWKS key")
+
+
+def check_access_token(
+    kc: KeycloakOpenID, access_token: str, userinfo: dict, issuer: str, client_id: str
+) -> dict:
+    # python-keycloak 7.1.1 fetches certs() itself and verifies with a jwcrypto JWKSet.
+    claims = kc.decode_token(access_token, validate=True)
+    require(claims.get("sub") == userinfo["sub"],
+            f"access token sub {claims.get('sub')!r} differs from userinfo sub {userinfo['sub']!r}")
+    require(claims.get("typ") == "Bearer", f"access token typ is {claims.get('typ')!r}")
+    roles = ((claims.get("resource_access") or {}).get("broker") or {}).get("roles")
+    require(isinstance(roles, list) and "read-token" in roles,
+            f"resource_access.broker.roles lacks read-token: {roles!r}")
+    require(claims.get("azp") == client_id, f"azp is {claims.get('azp')!r}, expected {client_id!r}")
+    require(claims.get("iss") == issuer, f"iss is {claims.get('iss')!r}, expected {issuer!r}")
+    require(is_int(claims.get("exp")), f"access token exp is not an integer: {claims.get('exp')!r}")
+    # OpenHands' cookie path reads payload['email'] and payload['email_verified'] directly.
+    require("email" in claims, "access token has no email claim (OpenHands indexes it)")
+    require(isinstance(claims.get("email_verified"), bool),
+            f"access token email_verified is not a boolean: {claims.get('email_verified')!r}")
+    ok("decode_token (verified)", f"typ={claims['typ']} azp={claims['azp']} roles={roles}")
+    return claims
+
+
+def check_refresh_token(refresh_token: str, sub: str, expected_typ: str = "Refresh") -> dict:
+    _header, payload = decode_unverified(refresh_token, "refresh token")
+    require(payload.get("sub") == sub,
+            f"refresh token sub {payload.get('sub')!r} differs from access token sub {sub!r}")
+    require(is_int(payload.get("exp")), f"refresh token exp is not an integer: {payload.get('exp')!r}")
+    require(payload.get("typ") == expected_typ,
+            f"refresh token typ is {payload.get('typ')!r}, expected {expected_typ!r}")
+    ok("refresh token (unverified decode)", f"typ={payload['typ']} exp={payload['exp']}")
+    return payload
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server-url", required=True, help="broker base URL, e.g. http://127.0.0.1:8080/")
+    p.add_argument("--realm", default="allhands")
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--client-secret", required=True)
+    p.add_argument("--redirect-uri", required=True, help="a redirect URI registered for the client")
+    p.add_argument("--idp-hint", default="azure_devops")
+    p.add_argument("--expect-email", default=None)
+    p.add_argument("--expect-username", default=None)
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    kc = KeycloakOpenID(
+        server_url=args.server_url,
+        realm_name=args.realm,
+        client_id=args.client_id,
+        client_secret_key=args.client_secret,
+    )
+    wk = check_well_known(kc, args.realm)
+    issuer = wk["issuer"]
+
+    code, _state, visited = browser_sign_in(kc, args)
+    ok("browser sign-in", f"{len(visited)} hops, code received, state matches")
+
+    token = exchange_code(kc, code, args.redirect_uri)
+    userinfo = check_userinfo(kc, token["access_token"], args)
+    check_keys(kc)
+    claims = check_access_token(kc, token["access_token"], userinfo, issuer, args.client_id)
+    check_refresh_token(token["refresh_token"], claims["sub"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except StepFailed as exc:
+        print(f"[FAIL] {exc}", flush=True)
+        return 1
+    except KeycloakError as exc:
+        body = exc.response_body.decode("utf-8", "replace") if exc.response_body else ""
+        print(f"[FAIL] python-keycloak {type(exc).__name__}: status={exc.response_code} "
+              f"body={short(body, 400)}", flush=True)
+        traceback.print_exc(limit=3)
+        return 1
+    except Exception as exc:  # noqa: BLE001
+        print(f"[FAIL] unexpected {type(exc).__name__}: {exc}", flush=True)
+        traceback.print_exc()
+        return 1
+    print("[ok]   all steps passed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
