@@ -907,6 +907,21 @@ redirect_uris = []
     }
 
     #[test]
+    fn the_shipped_example_files_load() {
+        let example = include_str!("../config/production.example.toml");
+        let env = [
+            ("BROKER_ENCRYPTION_KEYS", KEY),
+            ("BROKER_CLIENT_ALLHANDS_SECRET", "a"),
+            ("BROKER_CLIENT_OPENHANDS_RUNTIME_SECRET", "b"),
+            ("AZURE_DEVOPS_CLIENT_SECRET", "c"),
+        ];
+        let settings = production(example, &env).unwrap_or_else(|err| panic!("production example: {err}"));
+        assert_eq!(settings.service_accounts[0].allowed_providers, ["azure_devops"]);
+        let dev = Settings::from_toml(Mode::Development, include_str!("../config/dev.toml"), |_| None);
+        assert!(dev.is_ok_and(|s| s.providers.is_empty()), "dev.toml loads with the provider disabled");
+    }
+
+    #[test]
     fn debug_output_never_shows_secrets() {
         let settings = production(&minimal(PROVIDER), &[]).expect("valid");
         let debug = format!("{settings:?}");
