@@ -937,6 +937,9 @@ fn html_escape(value: &str) -> String {
 
 #[cfg(test)]
 mod self_test {
+    // A `harness = false` bench that includes this file still compiles `cfg(test)` under
+    // `clippy --all-targets` but drops the `#[test]` functions, leaving the glob unused.
+    #[allow(unused_imports)]
     use super::*;
 
     const CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
