@@ -181,7 +181,8 @@ pub fn chooser_page(buttons: &[(String, String)]) -> Html<String> {
     let links: String = buttons
         .iter()
         .map(|(href, label)| {
-            format!("<a class=\"button\" href=\"{}\">Sign in with {}</a>", escape(href), escape(label))
+            let href = html_escape::encode_double_quoted_attribute(href);
+            format!("<a class=\"button\" href=\"{href}\">Sign in with {}</a>", escape(label))
         })
         .collect();
     page("Sign in", &format!("<h1>Sign in</h1>{links}"))

@@ -84,11 +84,20 @@ impl Drop for TestDb {
 pub struct ProviderSetup {
     pub tenant: String,
     pub allowed_tenants: Vec<String>,
+    /// `client_secret_post` or `client_secret_basic` towards the provider.
+    pub client_auth_method: &'static str,
+    /// Adds a second provider, `azure_devops_eu`, so that the chooser page appears.
+    pub second_provider: bool,
 }
 
 impl Default for ProviderSetup {
     fn default() -> Self {
-        ProviderSetup { tenant: HOME_TENANT.to_owned(), allowed_tenants: Vec::new() }
+        ProviderSetup {
+            tenant: HOME_TENANT.to_owned(),
+            allowed_tenants: Vec::new(),
+            client_auth_method: "client_secret_post",
+            second_provider: false,
+        }
     }
 }
 
@@ -111,7 +120,16 @@ pub fn browser_client() -> reqwest::Client {
 
 pub fn settings_toml(entra: &FakeEntra, setup: &ProviderSetup) -> String {
     let allowed: Vec<String> = setup.allowed_tenants.iter().map(|t| format!("\"{t}\"")).collect();
-    format!(
+    let second = if setup.second_provider {
+        format!(
+            "[providers.azure_devops_eu]\ndisplay_name = \"Azure DevOps (EU)\"\ntenant_id = \"{HOME_TENANT}\"\n\
+             client_id = \"{UPSTREAM_CLIENT_ID}\"\nclient_secret = \"{UPSTREAM_SECRET}\"\nauthority = \"{}\"\n",
+            entra.authority()
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
         r#"
 [http]
 bind = "127.0.0.1:0"
@@ -134,11 +152,14 @@ client_id = "{UPSTREAM_CLIENT_ID}"
 client_secret = "{UPSTREAM_SECRET}"
 authority = "{authority}"
 allowed_tenants = [{allowed}]
+client_auth_method = "{method}"
 "#,
         tenant = setup.tenant,
         authority = entra.authority(),
         allowed = allowed.join(", "),
-    )
+        method = setup.client_auth_method,
+    );
+    text + &second
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {

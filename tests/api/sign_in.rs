@@ -111,7 +111,11 @@ both_backends!(returning_user_keeps_the_same_id_and_gets_an_updated_profile, |ba
 });
 
 both_backends!(multi_tenant_sign_in_accepts_allowed_tenants_and_refuses_others, |backend| async move {
-    let setup = ProviderSetup { tenant: "organizations".into(), allowed_tenants: vec![HOME_TENANT.into()] };
+    let setup = ProviderSetup {
+        tenant: "organizations".into(),
+        allowed_tenants: vec![HOME_TENANT.into()],
+        ..ProviderSetup::default()
+    };
     let app = spawn_app_with(backend, setup).await;
 
     let mut outsider = FakeUser::bob();
@@ -220,4 +224,35 @@ both_backends!(the_apps_own_pkce_is_honoured, |backend| async move {
 
     let code = app.follow(&browser_client(), &app.auth_url(&challenge)).await.code();
     assert_eq!(app.exchange(&code, &[("code_verifier", verifier)]).await.status(), StatusCode::OK);
+});
+
+both_backends!(several_providers_and_no_hint_show_a_chooser, |backend| async move {
+    let app = spawn_app_with(backend, ProviderSetup { second_provider: true, ..ProviderSetup::default() }).await;
+    let without_hint = app.auth_url(&[]).replace("&kc_idp_hint=azure_devops", "");
+
+    let page = app.browser.get(&without_hint).send().await.expect("auth");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Sign in with Azure DevOps (EU)") && html.contains("Sign in with Azure DevOps<"), "{html}");
+    let start = html.find("href=\"").expect("a link") + 6;
+    let link = html[start..].split('"').next().expect("href").replace("&amp;", "&");
+    assert!(link.contains("/broker/azure_devops/login?request="), "{link}");
+
+    let outcome = app.follow(&app.browser, &app.url(&link)).await;
+    let tokens: Value = app.exchange(&outcome.code(), &[]).await.json().await.expect("json");
+    assert_eq!(jwt_claims(tokens["access_token"].as_str().unwrap_or_default())["identity_provider"], "azure_devops");
+});
+
+both_backends!(client_secret_basic_towards_the_provider_works, |backend| async move {
+    let app = spawn_app_with(
+        backend,
+        ProviderSetup { client_auth_method: "client_secret_basic", ..ProviderSetup::default() },
+    )
+    .await;
+
+    let tokens = app.tokens().await;
+
+    assert!(tokens["access_token"].is_string());
+    let form = app.entra.last_token_form().expect("a token request");
+    assert!(!form.contains_key("client_secret"), "the secret travelled in the Authorization header");
 });
