@@ -200,6 +200,9 @@ pub fn public_router() -> axum::Router<crate::app::AppState> {
         .route(paths::BROKER_ENDPOINT, get(browser::broker_endpoint_query).post(browser::broker_endpoint_form))
         .route(paths::TOKEN, axum::routing::post(token::token))
         .route(paths::USERINFO, get(token::userinfo).post(token::userinfo))
+        .route(paths::LOGOUT, axum::routing::post(token::logout))
+        .route(paths::INTROSPECT, axum::routing::post(token::introspect))
+        .route(paths::REVOKE, axum::routing::post(token::revoke))
 }
 
 /// The internal listener: the token API for other services (grown by the token-serving work).

@@ -44,7 +44,7 @@ pub fn discovery_document(tokens: &TokenService) -> Value {
         "end_session_endpoint": url(paths::LOGOUT),
         "revocation_endpoint": url(paths::REVOKE),
         "jwks_uri": url(paths::CERTS),
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "subject_types_supported": ["public"],

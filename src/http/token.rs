@@ -10,6 +10,7 @@ use serde_json::json;
 use super::realm::unknown_realm;
 use super::{AppError, no_store};
 use crate::app::AppState;
+use crate::config::ClientSettings;
 use crate::oidc::authorize::{MAX_PARAMETER_LENGTH, parse_parameters};
 use crate::oidc::clients::PresentedCredentials;
 use crate::oidc::error::{OAuthError, OAuthErrorCode};
@@ -43,6 +44,25 @@ fn token_response(issued: &IssuedTokens) -> Response {
     (StatusCode::OK, no_store(), Json(body)).into_response()
 }
 
+type Form = std::collections::HashMap<String, String>;
+
+/// Authenticates the calling client by `client_secret_basic` or `client_secret_post`.
+fn authenticate_client<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    params: &Form,
+) -> Result<&'a ClientSettings, AppError> {
+    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let credentials = PresentedCredentials::from_parts(authorization, get("client_id"), get("client_secret"))
+        .map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))?;
+    state.clients.authenticate(&credentials).ok_or(AppError::OAuth {
+        status: StatusCode::UNAUTHORIZED,
+        error: OAuthError::invalid_client(),
+        basic_challenge: credentials.via_basic,
+    })
+}
+
 pub async fn token(
     State(state): State<AppState>,
     Path(realm): Path<String>,
@@ -54,16 +74,7 @@ pub async fn token(
     }
     let params = form(&headers, &body)?;
     let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let credentials = PresentedCredentials::from_parts(authorization, get("client_id"), get("client_secret"))
-        .map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))?;
-    let Some(client) = state.clients.authenticate(&credentials) else {
-        return Err(AppError::OAuth {
-            status: StatusCode::UNAUTHORIZED,
-            error: OAuthError::invalid_client(),
-            basic_challenge: credentials.via_basic,
-        });
-    };
+    let client = authenticate_client(&state, &headers, &params)?;
     let now = state.clock.now();
     match get("grant_type") {
         Some("authorization_code") => {
@@ -74,6 +85,12 @@ pub async fn token(
             let issued =
                 grants::exchange_authorization_code(&state.store, &state.tokens, &state.realm, client, &exchange, now)
                     .await?;
+            Ok(token_response(&issued))
+        }
+        Some("refresh_token") => {
+            let token = get("refresh_token")
+                .ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")))?;
+            let issued = grants::refresh(&state.store, &state.tokens, &state.realm, client, token, now).await?;
             Ok(token_response(&issued))
         }
         Some(_) => {
@@ -117,4 +134,61 @@ pub async fn userinfo(
     let mut body = serde_json::to_value(&current).map_err(|err| AppError::Internal(err.to_string()))?;
     body["sub"] = json!(user.id);
     Ok((no_store(), Json(body)).into_response())
+}
+
+/// Back-channel logout: `refresh_token` plus client authentication; 204 as Keycloak answers.
+pub async fn logout(
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
+        return Ok(response);
+    }
+    let params = form(&headers, &body)?;
+    let client = authenticate_client(&state, &headers, &params)?;
+    let token = params
+        .get("refresh_token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")))?;
+    grants::logout(&state.store, &state.tokens, &state.realm, client, token, state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// RFC 7662 introspection; inactive tokens answer 200 `{"active": false}`.
+pub async fn introspect(
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
+        return Ok(response);
+    }
+    let params = form(&headers, &body)?;
+    authenticate_client(&state, &headers, &params)?;
+    let token = params.get("token").map(String::as_str).unwrap_or_default();
+    let answer = grants::introspect(&state.store, &state.tokens, &state.realm, token, state.clock.now()).await?;
+    Ok((no_store(), Json(answer.unwrap_or_else(|| json!({ "active": false })))).into_response())
+}
+
+/// RFC 7009 revocation of refresh tokens; answers 200 whether or not the token was known.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    if let Some(response) = unknown_realm(&state.realm, &realm) {
+        return Ok(response);
+    }
+    let params = form(&headers, &body)?;
+    let client = authenticate_client(&state, &headers, &params)?;
+    let token = params
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: token")))?;
+    grants::revoke(&state.store, &state.tokens, client, token, state.clock.now()).await?;
+    Ok(StatusCode::OK.into_response())
 }

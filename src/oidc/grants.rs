@@ -5,7 +5,7 @@ use crate::crypto::{constant_time_eq, pkce_s256, token_hash};
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
 
 use super::error::OAuthError;
-use super::tokens::{AccessClaims, Grant, IssuedTokens, TokenError, TokenService, UserClaims};
+use super::tokens::{AccessClaims, Grant, IssuedTokens, RefreshClaims, TokenError, TokenService, UserClaims};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
@@ -92,6 +92,121 @@ pub async fn exchange_authorization_code(
         user: user_claims(&user, &session.identity_provider),
     };
     Ok(tokens.issue(&grant, now)?)
+}
+
+/// A refresh token that is signed, unexpired, not revoked and whose session is live.
+async fn live_refresh_token(
+    store: &Store,
+    tokens: &TokenService,
+    realm: &RealmSettings,
+    token: &str,
+    now: i64,
+) -> Result<Option<(RefreshClaims, SessionRow)>, StoreError> {
+    let Ok(claims) = tokens.verify_refresh(token, now) else {
+        return Ok(None);
+    };
+    if store.is_token_revoked(&claims.jti).await? {
+        return Ok(None);
+    }
+    let session = store.find_session(&claims.sid).await?.filter(|s| session_is_live(s, realm, now));
+    Ok(session.map(|session| (claims, session)))
+}
+
+/// `grant_type=refresh_token` with Keycloak's semantics: the refresh token stays usable for
+/// the life of its session (OpenHands reuses it from parallel requests), and the new access
+/// token carries the user's current profile.
+pub async fn refresh(
+    store: &Store,
+    tokens: &TokenService,
+    realm: &RealmSettings,
+    client: &ClientSettings,
+    refresh_token: &str,
+    now: i64,
+) -> Result<IssuedTokens, GrantError> {
+    let Some((claims, session)) = live_refresh_token(store, tokens, realm, refresh_token, now).await? else {
+        return Err(OAuthError::invalid_grant("Invalid refresh token").into());
+    };
+    if claims.azp != client.client_id {
+        return Err(
+            OAuthError::invalid_grant("Invalid refresh token. Token client and authorized client don't match").into()
+        );
+    }
+    let user = store.find_user(&claims.sub).await?.ok_or_else(|| OAuthError::invalid_grant("User not found"))?;
+    store.touch_session(&session.id, now).await?;
+    let grant = Grant {
+        user_id: user.id.clone(),
+        client_id: client.client_id.clone(),
+        session_id: session.id.clone(),
+        scope: claims.scope.clone(),
+        nonce: None,
+        auth_time: session.created_at,
+        user: user_claims(&user, &session.identity_provider),
+    };
+    Ok(tokens.issue(&grant, now)?)
+}
+
+/// Back-channel logout: ends the session of a refresh token the client itself holds.
+pub async fn logout(
+    store: &Store,
+    tokens: &TokenService,
+    realm: &RealmSettings,
+    client: &ClientSettings,
+    refresh_token: &str,
+    now: i64,
+) -> Result<(), GrantError> {
+    let Some((claims, session)) = live_refresh_token(store, tokens, realm, refresh_token, now).await? else {
+        return Err(OAuthError::invalid_grant("Invalid refresh token").into());
+    };
+    if claims.azp != client.client_id {
+        return Err(
+            OAuthError::invalid_grant("Invalid refresh token. Token client and authorized client don't match").into()
+        );
+    }
+    store.end_session(&session.id, now).await?;
+    Ok(())
+}
+
+/// RFC 7009: revokes a refresh token of this client; unknown or foreign tokens are ignored,
+/// as the RFC asks, so revocation cannot probe for valid tokens.
+pub async fn revoke(
+    store: &Store,
+    tokens: &TokenService,
+    client: &ClientSettings,
+    token: &str,
+    now: i64,
+) -> Result<(), GrantError> {
+    if let Ok(claims) = tokens.verify_refresh(token, now)
+        && claims.azp == client.client_id
+    {
+        store.revoke_token(&claims.jti, claims.exp).await?;
+    }
+    Ok(())
+}
+
+/// RFC 7662: what an active token says about itself; `None` when it is not active.
+pub async fn introspect(
+    store: &Store,
+    tokens: &TokenService,
+    realm: &RealmSettings,
+    token: &str,
+    now: i64,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    if let Some(claims) = authenticate_bearer(store, tokens, realm, token, now).await? {
+        let mut body = serde_json::to_value(&claims).unwrap_or_default();
+        body["active"] = serde_json::Value::Bool(true);
+        body["client_id"] = serde_json::Value::String(claims.azp.clone());
+        body["username"] = serde_json::Value::String(claims.user.preferred_username.clone());
+        body["token_type"] = serde_json::Value::String("Bearer".into());
+        return Ok(Some(body));
+    }
+    if let Some((claims, _)) = live_refresh_token(store, tokens, realm, token, now).await? {
+        let mut body = serde_json::to_value(&claims).unwrap_or_default();
+        body["active"] = serde_json::Value::Bool(true);
+        body["client_id"] = serde_json::Value::String(claims.azp.clone());
+        body["token_type"] = serde_json::Value::String(claims.typ.clone());
+        return Ok(Some(body));
+    }
+    Ok(None)
 }
 
 fn verify_pkce(challenge: Option<&str>, method: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {

@@ -221,6 +221,18 @@ impl TokenService {
         Ok(claims)
     }
 
+    /// Checks a refresh or offline token's signature, issuer, type and expiry.
+    pub fn verify_refresh(&self, token: &str, now: i64) -> Result<RefreshClaims, TokenError> {
+        let claims: RefreshClaims = self.verify(token)?;
+        if claims.typ != TYP_REFRESH && claims.typ != TYP_OFFLINE {
+            return Err(TokenError::WrongType);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
     fn verify<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::RS256 {

@@ -188,6 +188,34 @@ impl Store {
             .await?)
     }
 
+    /// Records use of a live session, which restarts its idle timer.
+    pub async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes one refresh token by its `jti` until it would have expired anyway.
+    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+            .bind(jti)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn end_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
             .bind(id)

@@ -93,7 +93,9 @@ impl Store {
             sqlx::query("DELETE FROM auth_requests WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
         let codes =
             sqlx::query("DELETE FROM authorization_codes WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
-        Ok(requests.rows_affected() + codes.rows_affected())
+        let revoked =
+            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
+        Ok(requests.rows_affected() + codes.rows_affected() + revoked.rows_affected())
     }
 
     /// Counts a table's rows; for health detail and tests.

@@ -15,6 +15,8 @@ use crate::fake_entra::{FakeEntra, HOME_TENANT};
 
 pub const CLIENT_ID: &str = "allhands";
 pub const CLIENT_SECRET: &str = "client-secret-for-tests";
+pub const OTHER_CLIENT_ID: &str = "other-app";
+pub const OTHER_CLIENT_SECRET: &str = "other-app-secret";
 pub const REDIRECT_URI: &str = "http://app.test/oauth/keycloak/callback";
 pub const UPSTREAM_CLIENT_ID: &str = "6f1c2f0e-1b7d-4d1e-9a55-upstream0001";
 pub const UPSTREAM_SECRET: &str = "upstream-secret-value";
@@ -143,6 +145,11 @@ encryption_keys = ["{VAULT_KEY}"]
 client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
 redirect_uris = ["{REDIRECT_URI}"]
+
+[[clients]]
+client_id = "{OTHER_CLIENT_ID}"
+client_secret = "{OTHER_CLIENT_SECRET}"
+redirect_uris = ["http://other.test/callback"]
 
 [providers.azure_devops]
 display_name = "Azure DevOps"
@@ -322,6 +329,12 @@ impl TestApp {
         let response = self.exchange(&code, &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.expect("json")
+    }
+
+    /// POSTs a form to an OpenID Connect endpoint (`token`, `logout`, `token/introspect`, …).
+    pub async fn post_form(&self, endpoint: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let url = self.url(&format!("/realms/allhands/protocol/openid-connect/{endpoint}"));
+        self.api.post(url).form(form).send().await.expect("request")
     }
 
     pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {

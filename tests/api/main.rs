@@ -7,5 +7,6 @@ mod fake_entra;
 mod helpers;
 mod operations;
 mod python_keycloak;
+mod session;
 mod sign_in;
 mod storage;

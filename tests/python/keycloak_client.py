@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urljoin, urlparse
 import requests
 from jwcrypto import jwk
 from keycloak import KeycloakOpenID
-from keycloak.exceptions import KeycloakError
+from keycloak.exceptions import KeycloakAuthenticationError, KeycloakError
 
 MAX_HOPS = 15
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
@@ -328,6 +328,46 @@ def check_refresh_token(refresh_token: str, sub: str, expected_typ: str = "Refre
     return payload
 
 
+def check_session_lifecycle(kc: KeycloakOpenID, token: dict, sub: str) -> None:
+    """Refresh (twice with one refresh token, as OpenHands' parallel requests do),
+    introspect, log out, and see every token of the session stop working."""
+    refresh_token = token["refresh_token"]
+    first = kc.refresh_token(refresh_token)
+    second = kc.refresh_token(refresh_token)
+    for refreshed in (first, second):
+        require(isinstance(refreshed.get("access_token"), str) and isinstance(refreshed.get("refresh_token"), str),
+                f"refresh answer lacks tokens: {short(refreshed)}")
+        _, payload = decode_unverified(refreshed["access_token"], "refreshed access token")
+        require(payload.get("sub") == sub, "refreshed access token has another sub")
+    ok("refresh_token (twice with the same refresh token)")
+
+    active = kc.introspect(first["access_token"])
+    require(active.get("active") is True, f"introspect of a live access token: {short(active)}")
+    active_refresh = kc.introspect(refresh_token)
+    require(active_refresh.get("active") is True, f"introspect of a live refresh token: {short(active_refresh)}")
+    ok("introspect (active)")
+
+    answer = kc.logout(refresh_token)
+    require(answer == {}, f"logout should answer 204 with no body, got {short(answer)}")
+    ok("logout (204)")
+
+    try:
+        kc.userinfo(first["access_token"])
+    except KeycloakAuthenticationError:
+        pass
+    else:
+        raise StepFailed("userinfo still accepted an access token after logout")
+    inactive = kc.introspect(first["access_token"])
+    require(inactive.get("active") is False, f"introspect after logout: {short(inactive)}")
+    try:
+        kc.refresh_token(second["refresh_token"])
+    except KeycloakError as exc:
+        require(exc.response_code == 400, f"refresh after logout answered {exc.response_code}")
+    else:
+        raise StepFailed("a refresh token of the ended session still worked")
+    ok("after logout", "userinfo 401, introspect inactive, refresh invalid_grant")
+
+
 # --------------------------------------------------------------------------
 
 
@@ -362,6 +402,7 @@ def run(args: argparse.Namespace) -> None:
     check_keys(kc)
     claims = check_access_token(kc, token["access_token"], userinfo, issuer, args.client_id)
     check_refresh_token(token["refresh_token"], claims["sub"])
+    check_session_lifecycle(kc, token, claims["sub"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,138 @@
+//! Refresh, introspection, revocation and back-channel logout, as OpenHands uses them.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::fake_entra::FakeUser;
+use crate::helpers::*;
+
+fn client_form<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)];
+    form.extend_from_slice(extra);
+    form
+}
+
+async fn active(app: &TestApp, token: &str) -> bool {
+    let answer = app.post_form("token/introspect", &client_form(&[("token", token)])).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    answer.json::<Value>().await.expect("json")["active"] == Value::Bool(true)
+}
+
+both_backends!(a_refresh_token_works_repeatedly_and_reflects_the_current_profile, |backend| async move {
+    let app = spawn_app(backend).await;
+    let tokens = app.tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap_or_default();
+
+    // The user's profile changes through a later sign-in elsewhere.
+    let mut renamed = FakeUser::alice();
+    renamed.name = "Alice Renamed".into();
+    app.entra.set_user(renamed);
+    app.follow(&browser_client(), &app.auth_url(&[])).await.code();
+
+    let form = client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]);
+    let first = app.post_form("token", &form).await;
+    let second = app.post_form("token", &form).await;
+
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(second.status(), StatusCode::OK, "refresh tokens are not single-use");
+    let second: Value = second.json().await.expect("json");
+    let claims = jwt_claims(second["access_token"].as_str().unwrap_or_default());
+    assert_eq!(claims["name"], "Alice Renamed");
+    assert_eq!(claims["sid"], jwt_claims(refresh)["sid"], "the same session goes on");
+    assert!(active(&app, second["refresh_token"].as_str().unwrap_or_default()).await);
+});
+
+both_backends!(bad_refresh_requests_are_refused_with_invalid_grant, |backend| async move {
+    let app = spawn_app(backend).await;
+    let tokens = app.tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap_or_default().to_owned();
+    let access = tokens["access_token"].as_str().unwrap_or_default().to_owned();
+    let mut tampered = refresh.clone();
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+
+    let cases = [
+        (tampered.as_str(), CLIENT_ID, CLIENT_SECRET, 400, "invalid_grant", "tampered"),
+        (access.as_str(), CLIENT_ID, CLIENT_SECRET, 400, "invalid_grant", "an access token"),
+        ("garbage", CLIENT_ID, CLIENT_SECRET, 400, "invalid_grant", "not a JWT"),
+        (refresh.as_str(), OTHER_CLIENT_ID, OTHER_CLIENT_SECRET, 400, "invalid_grant", "another client's token"),
+        (refresh.as_str(), CLIENT_ID, "wrong", 401, "invalid_client", "wrong secret"),
+    ];
+    for (token, client_id, secret, status, error, context) in cases {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ];
+        let response = app.post_form("token", &form).await;
+        assert_eq!(response.status().as_u16(), status, "{context}");
+        assert_eq!(response.json::<Value>().await.expect("json")["error"], error, "{context}");
+    }
+    let still =
+        app.post_form("token", &client_form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])).await;
+    assert_eq!(still.status(), StatusCode::OK, "failed attempts changed nothing");
+});
+
+both_backends!(back_channel_logout_ends_the_session_and_its_tokens, |backend| async move {
+    let app = spawn_app(backend).await;
+    let tokens = app.tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap_or_default();
+    let access = tokens["access_token"].as_str().unwrap_or_default();
+    assert!(active(&app, access).await && active(&app, refresh).await);
+
+    let foreign = app
+        .post_form(
+            "logout",
+            &[("client_id", OTHER_CLIENT_ID), ("client_secret", OTHER_CLIENT_SECRET), ("refresh_token", refresh)],
+        )
+        .await;
+    assert_eq!(foreign.status(), StatusCode::BAD_REQUEST, "another client cannot end this session");
+    let wrong_secret =
+        app.post_form("logout", &[("client_id", CLIENT_ID), ("client_secret", "x"), ("refresh_token", refresh)]).await;
+    assert_eq!(wrong_secret.status(), StatusCode::UNAUTHORIZED);
+    assert!(active(&app, access).await, "refused logouts changed nothing");
+
+    let logout = app.post_form("logout", &client_form(&[("refresh_token", refresh)])).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+
+    assert_eq!(app.userinfo(access).await.status(), StatusCode::UNAUTHORIZED);
+    assert!(!active(&app, access).await && !active(&app, refresh).await);
+    let refreshed =
+        app.post_form("token", &client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])).await;
+    assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST);
+});
+
+both_backends!(revocation_and_introspection_follow_the_rfcs, |backend| async move {
+    let app = spawn_app(backend).await;
+    let tokens = app.tokens().await;
+    let refresh = tokens["refresh_token"].as_str().unwrap_or_default();
+    let access = tokens["access_token"].as_str().unwrap_or_default();
+
+    let unauthenticated = app.post_form("token/introspect", &[("token", access)]).await;
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED, "introspection needs client authentication");
+    let answer: Value =
+        app.post_form("token/introspect", &client_form(&[("token", access)])).await.json().await.expect("json");
+    assert_eq!(answer["active"], Value::Bool(true));
+    assert_eq!(answer["client_id"], CLIENT_ID);
+    assert_eq!(answer["username"], "alice@contoso.onmicrosoft.com");
+    assert!(!active(&app, "garbage").await, "malformed tokens are inactive, not errors");
+
+    let unknown = app.post_form("revoke", &client_form(&[("token", "garbage")])).await;
+    assert_eq!(unknown.status(), StatusCode::OK, "RFC 7009: unknown tokens answer 200");
+    let foreign = app
+        .post_form(
+            "revoke",
+            &[("client_id", OTHER_CLIENT_ID), ("client_secret", OTHER_CLIENT_SECRET), ("token", refresh)],
+        )
+        .await;
+    assert_eq!(foreign.status(), StatusCode::OK);
+    assert!(active(&app, refresh).await, "another client's revocation is ignored");
+
+    let revoked = app.post_form("revoke", &client_form(&[("token", refresh)])).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert!(!active(&app, refresh).await);
+    let refreshed =
+        app.post_form("token", &client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])).await;
+    assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST, "a revoked refresh token is refused");
+});
