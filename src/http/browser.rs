@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 
-use super::realm::unknown_realm;
+use super::realm::require_realm;
 use super::{AppError, CorrelationId, chooser_page};
 use crate::app::{AppState, Cookies};
 use crate::oidc::authorize::{self, AuthorizeError};
@@ -26,9 +26,7 @@ pub async fn authorize(
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
+    require_realm(&state.realm, &realm)?;
     let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let params = authorize::parse_parameters(pairs).map_err(|message| AppError::page(400, message, &correlation))?;
     let request = match authorize::validate(&state.clients, &params) {
@@ -83,9 +81,7 @@ pub async fn broker_login(
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
+    require_realm(&state.realm, &realm)?;
     let request_id = query.get("request").ok_or_else(|| {
         AppError::page(
             400,
@@ -130,9 +126,7 @@ async fn broker_endpoint(
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
+    require_realm(&state.realm, &realm)?;
     let browser_secret = jar.get(Cookies::PENDING_SIGN_IN).map(|c| c.value().to_owned());
     let params = CallbackParams::from_map(params);
     match state.sign_in.complete(&alias, params, browser_secret.as_deref(), state.clock.now()).await {

@@ -44,6 +44,8 @@ pub enum AppError {
     Bearer { error: OAuthErrorCode, description: String },
     /// An HTML page for a person in a browser.
     Page { status: StatusCode, message: String, correlation_id: String },
+    /// A realm other than the configured one: Keycloak's `Realm does not exist`.
+    UnknownRealm,
     /// A failure of ours; the client sees a generic message.
     Internal(String),
 }
@@ -127,6 +129,9 @@ impl IntoResponse for AppError {
             }
             AppError::Page { status, message, correlation_id } => {
                 (status, no_store(), error_page("Sign-in failed", &message, &correlation_id)).into_response()
+            }
+            AppError::UnknownRealm => {
+                (StatusCode::NOT_FOUND, Json(json!({ "error": "Realm does not exist" }))).into_response()
             }
             AppError::Internal(detail) => {
                 let mut response = (

@@ -2,34 +2,30 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::paths;
+use super::{AppError, paths};
 use crate::app::AppState;
 use crate::config::RealmSettings;
 use crate::oidc::tokens::TokenService;
 
 /// Unknown realms answer 404 like Keycloak's `Realm does not exist`.
-pub fn unknown_realm(realm: &RealmSettings, name: &str) -> Option<Response> {
-    (realm.name != name)
-        .then(|| (StatusCode::NOT_FOUND, Json(json!({ "error": "Realm does not exist" }))).into_response())
+pub fn require_realm(realm: &RealmSettings, name: &str) -> Result<(), AppError> {
+    if realm.name == name { Ok(()) } else { Err(AppError::UnknownRealm) }
 }
 
-pub async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Some(response) = unknown_realm(&state.realm, &name) {
-        return response;
-    }
+pub async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
+    require_realm(&state.realm, &name)?;
     let issuer = state.tokens.issuer();
-    Json(json!({
+    Ok(Json(json!({
         "realm": state.realm.name,
         "public_key": state.tokens.keys().active_public_key_base64(),
         "token-service": format!("{issuer}/protocol/openid-connect"),
         "account-service": format!("{issuer}/account"),
         "tokens-not-before": 0,
     }))
-    .into_response()
+    .into_response())
 }
 
 pub fn discovery_document(tokens: &TokenService) -> Value {
@@ -61,16 +57,12 @@ pub fn discovery_document(tokens: &TokenService) -> Value {
     })
 }
 
-pub async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Some(response) = unknown_realm(&state.realm, &name) {
-        return response;
-    }
-    Json(discovery_document(&state.tokens)).into_response()
+pub async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
+    require_realm(&state.realm, &name)?;
+    Ok(Json(discovery_document(&state.tokens)).into_response())
 }
 
-pub async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if let Some(response) = unknown_realm(&state.realm, &name) {
-        return response;
-    }
-    Json(state.tokens.keys().jwks()).into_response()
+pub async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
+    require_realm(&state.realm, &name)?;
+    Ok(Json(state.tokens.keys().jwks()).into_response())
 }

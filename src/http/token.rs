@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::realm::unknown_realm;
+use super::realm::require_realm;
 use super::{AppError, no_store};
 use crate::app::AppState;
 use crate::config::ClientSettings;
@@ -63,23 +63,40 @@ fn authenticate_client<'a>(
     })
 }
 
+/// A non-empty form parameter, or `invalid_request` naming it.
+fn required<'a>(params: &'a Form, name: &str) -> Result<&'a str, AppError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| AppError::oauth(OAuthError::invalid_request(format!("Missing parameter: {name}"))))
+}
+
+/// The common start of every client-authenticated POST: realm, form body, client.
+fn client_request<'a>(
+    state: &'a AppState,
+    realm: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Form, &'a ClientSettings), AppError> {
+    require_realm(&state.realm, realm)?;
+    let params = form(headers, body)?;
+    let client = authenticate_client(state, headers, &params)?;
+    Ok((params, client))
+}
+
 pub async fn token(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
-    let params = form(&headers, &body)?;
+    let (params, client) = client_request(&state, &realm, &headers, &body)?;
     let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    let client = authenticate_client(&state, &headers, &params)?;
     let now = state.clock.now();
     match get("grant_type") {
         Some("authorization_code") => {
-            let code =
-                get("code").ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: code")))?;
+            let code = required(&params, "code")?;
             let exchange =
                 CodeExchange { code, redirect_uri: get("redirect_uri"), code_verifier: get("code_verifier") };
             let issued =
@@ -88,8 +105,7 @@ pub async fn token(
             Ok(token_response(&issued))
         }
         Some("refresh_token") => {
-            let token = get("refresh_token")
-                .ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")))?;
+            let token = required(&params, "refresh_token")?;
             let issued = grants::refresh(&state.store, &state.tokens, &state.realm, client, token, now).await?;
             Ok(token_response(&issued))
         }
@@ -115,9 +131,7 @@ pub async fn userinfo(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
+    require_realm(&state.realm, &realm)?;
     let invalid = |description: &str| AppError::Bearer {
         error: OAuthErrorCode::InvalidToken,
         description: description.to_owned(),
@@ -143,15 +157,8 @@ pub async fn logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
-    let params = form(&headers, &body)?;
-    let client = authenticate_client(&state, &headers, &params)?;
-    let token = params
-        .get("refresh_token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")))?;
+    let (params, client) = client_request(&state, &realm, &headers, &body)?;
+    let token = required(&params, "refresh_token")?;
     grants::logout(&state.store, &state.tokens, &state.realm, client, token, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -163,11 +170,7 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
-    let params = form(&headers, &body)?;
-    authenticate_client(&state, &headers, &params)?;
+    let (params, _client) = client_request(&state, &realm, &headers, &body)?;
     let token = params.get("token").map(String::as_str).unwrap_or_default();
     let answer = grants::introspect(&state.store, &state.tokens, &state.realm, token, state.clock.now()).await?;
     Ok((no_store(), Json(answer.unwrap_or_else(|| json!({ "active": false })))).into_response())
@@ -180,15 +183,8 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Some(response) = unknown_realm(&state.realm, &realm) {
-        return Ok(response);
-    }
-    let params = form(&headers, &body)?;
-    let client = authenticate_client(&state, &headers, &params)?;
-    let token = params
-        .get("token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| AppError::oauth(OAuthError::invalid_request("Missing parameter: token")))?;
+    let (params, client) = client_request(&state, &realm, &headers, &body)?;
+    let token = required(&params, "token")?;
     grants::revoke(&state.store, &state.tokens, client, token, state.clock.now()).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -112,6 +112,26 @@ async fn live_refresh_token(
     Ok(session.map(|session| (claims, session)))
 }
 
+/// A live refresh token that was issued to `client`, or `invalid_grant`.
+async fn client_refresh_token(
+    store: &Store,
+    tokens: &TokenService,
+    realm: &RealmSettings,
+    client: &ClientSettings,
+    refresh_token: &str,
+    now: i64,
+) -> Result<(RefreshClaims, SessionRow), GrantError> {
+    let Some((claims, session)) = live_refresh_token(store, tokens, realm, refresh_token, now).await? else {
+        return Err(OAuthError::invalid_grant("Invalid refresh token").into());
+    };
+    if claims.azp != client.client_id {
+        return Err(
+            OAuthError::invalid_grant("Invalid refresh token. Token client and authorized client don't match").into()
+        );
+    }
+    Ok((claims, session))
+}
+
 /// `grant_type=refresh_token` with Keycloak's semantics: the refresh token stays usable for
 /// the life of its session (OpenHands reuses it from parallel requests), and the new access
 /// token carries the user's current profile.
@@ -123,14 +143,7 @@ pub async fn refresh(
     refresh_token: &str,
     now: i64,
 ) -> Result<IssuedTokens, GrantError> {
-    let Some((claims, session)) = live_refresh_token(store, tokens, realm, refresh_token, now).await? else {
-        return Err(OAuthError::invalid_grant("Invalid refresh token").into());
-    };
-    if claims.azp != client.client_id {
-        return Err(
-            OAuthError::invalid_grant("Invalid refresh token. Token client and authorized client don't match").into()
-        );
-    }
+    let (claims, session) = client_refresh_token(store, tokens, realm, client, refresh_token, now).await?;
     let user = store.find_user(&claims.sub).await?.ok_or_else(|| OAuthError::invalid_grant("User not found"))?;
     store.touch_session(&session.id, now).await?;
     let grant = Grant {
@@ -154,14 +167,7 @@ pub async fn logout(
     refresh_token: &str,
     now: i64,
 ) -> Result<(), GrantError> {
-    let Some((claims, session)) = live_refresh_token(store, tokens, realm, refresh_token, now).await? else {
-        return Err(OAuthError::invalid_grant("Invalid refresh token").into());
-    };
-    if claims.azp != client.client_id {
-        return Err(
-            OAuthError::invalid_grant("Invalid refresh token. Token client and authorized client don't match").into()
-        );
-    }
+    let (_, session) = client_refresh_token(store, tokens, realm, client, refresh_token, now).await?;
     store.end_session(&session.id, now).await?;
     Ok(())
 }
