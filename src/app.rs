@@ -11,9 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, State};
 use axum::http::{HeaderName, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::SecretBox;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -108,6 +106,12 @@ pub struct AppState {
     pub clock: Clock,
 }
 
+impl AppState {
+    pub fn grants(&self) -> crate::oidc::grants::Grants<'_> {
+        crate::oidc::grants::Grants { store: &self.store, tokens: &self.tokens, realm: &self.realm }
+    }
+}
+
 /// A built application: listeners bound, ready to serve.
 #[derive(Debug)]
 pub struct Application {
@@ -127,21 +131,12 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, BuildE
     TcpListener::bind(addr).await.map_err(|source| BuildError::Bind { addr, key, source })
 }
 
-/// In development the vault key is generated once and kept in the database; production
-/// always brings its own keys.
-async fn vault_keys(settings: &Settings, store: &Store, now: i64) -> Result<Vec<VaultKey>, BuildError> {
-    if !settings.vault.encryption_keys.is_empty() || settings.mode == Mode::Production {
-        return Ok(settings
-            .vault
-            .encryption_keys
-            .iter()
-            .map(|k| VaultKey { id: k.id.clone(), key: SecretBox::new(Box::new(*k.key.expose_secret())) })
-            .collect());
-    }
+/// In development without configured keys, the vault key is generated once and kept in the
+/// database; production always brings its own keys (validation insists on one).
+async fn development_vault_key(store: &Store, now: i64) -> Result<VaultKey, BuildError> {
     let stored = store.instance_secret_or_insert("dev_vault_key", &random_bytes::<32>(), now).await?;
-    let key = crate::config::parse_vault_key(&format!("dev:{}", BASE64.encode(&stored)))
-        .map_err(|_| BuildError::Cipher(CipherError::NoKeys))?;
-    Ok(vec![key])
+    let key: [u8; 32] = stored.try_into().map_err(|_| BuildError::Cipher(CipherError::NoKeys))?;
+    Ok(VaultKey { id: "dev".to_owned(), key: SecretBox::new(Box::new(key)) })
 }
 
 impl Application {
@@ -152,7 +147,12 @@ impl Application {
         if settings.database.migrate {
             store.migrate().await?;
         }
-        let cipher = Arc::new(Cipher::new(&vault_keys(&settings, &store, now).await?)?);
+        let cipher = if settings.vault.encryption_keys.is_empty() && settings.mode == Mode::Development {
+            Cipher::new(&[development_vault_key(&store, now).await?])?
+        } else {
+            Cipher::new(&settings.vault.encryption_keys)?
+        };
+        let cipher = Arc::new(cipher);
         let keys = Arc::new(KeySet::load_or_create(&store, &cipher, now).await?);
 
         let public = bind(settings.http.bind, "http.bind").await?;

@@ -99,14 +99,12 @@ pub async fn token(
             let code = required(&params, "code")?;
             let exchange =
                 CodeExchange { code, redirect_uri: get("redirect_uri"), code_verifier: get("code_verifier") };
-            let issued =
-                grants::exchange_authorization_code(&state.store, &state.tokens, &state.realm, client, &exchange, now)
-                    .await?;
+            let issued = state.grants().exchange_authorization_code(client, &exchange, now).await?;
             Ok(token_response(&issued))
         }
         Some("refresh_token") => {
             let token = required(&params, "refresh_token")?;
-            let issued = grants::refresh(&state.store, &state.tokens, &state.realm, client, token, now).await?;
+            let issued = state.grants().refresh(client, token, now).await?;
             Ok(token_response(&issued))
         }
         Some(_) => {
@@ -140,9 +138,8 @@ pub async fn userinfo(
         .filter(|t| !t.is_empty() && t.len() <= 8 * MAX_PARAMETER_LENGTH)
         .ok_or_else(|| invalid("Token not provided"))?;
     let now = state.clock.now();
-    let claims = grants::authenticate_bearer(&state.store, &state.tokens, &state.realm, &token, now)
-        .await?
-        .ok_or_else(|| invalid("Token verification failed"))?;
+    let claims =
+        state.grants().authenticate_bearer(&token, now).await?.ok_or_else(|| invalid("Token verification failed"))?;
     let user = state.store.find_user(&claims.sub).await?.ok_or_else(|| invalid("User not found"))?;
     let current = grants::user_claims(&user, &claims.user.identity_provider);
     let mut body = serde_json::to_value(&current).map_err(|err| AppError::Internal(err.to_string()))?;
@@ -159,7 +156,7 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     let (params, client) = client_request(&state, &realm, &headers, &body)?;
     let token = required(&params, "refresh_token")?;
-    grants::logout(&state.store, &state.tokens, &state.realm, client, token, state.clock.now()).await?;
+    state.grants().logout(client, token, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -172,7 +169,7 @@ pub async fn introspect(
 ) -> Result<Response, AppError> {
     let (params, _client) = client_request(&state, &realm, &headers, &body)?;
     let token = params.get("token").map(String::as_str).unwrap_or_default();
-    let answer = grants::introspect(&state.store, &state.tokens, &state.realm, token, state.clock.now()).await?;
+    let answer = state.grants().introspect(token, state.clock.now()).await?;
     Ok((no_store(), Json(answer.unwrap_or_else(|| json!({ "active": false })))).into_response())
 }
 
@@ -185,6 +182,6 @@ pub async fn revoke(
 ) -> Result<Response, AppError> {
     let (params, client) = client_request(&state, &realm, &headers, &body)?;
     let token = required(&params, "token")?;
-    grants::revoke(&state.store, &state.tokens, client, token, state.clock.now()).await?;
+    state.grants().revoke(client, token, state.clock.now()).await?;
     Ok(StatusCode::OK.into_response())
 }

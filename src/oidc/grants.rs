@@ -2,6 +2,8 @@
 
 use crate::config::{ClientSettings, RealmSettings};
 use crate::crypto::{constant_time_eq, pkce_s256, token_hash};
+use serde_json::json;
+
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
 
 use super::error::OAuthError;
@@ -49,170 +51,165 @@ impl std::fmt::Debug for CodeExchange<'_> {
     }
 }
 
-/// `grant_type=authorization_code`: single use, bound to client, redirect URI and PKCE.
-pub async fn exchange_authorization_code(
-    store: &Store,
-    tokens: &TokenService,
-    realm: &RealmSettings,
-    client: &ClientSettings,
-    exchange: &CodeExchange<'_>,
-    now: i64,
-) -> Result<IssuedTokens, GrantError> {
-    let refused = || OAuthError::invalid_grant("Code not valid");
-    let row = match store.redeem_authorization_code(&token_hash(exchange.code), now).await? {
-        CodeRedemption::Redeemed(row) => row,
-        CodeRedemption::Replayed(row) => {
-            tracing::warn!(client_id = %row.client_id, session_id = %row.session_id, "authorization code replayed; its session was ended");
-            return Err(OAuthError::invalid_grant("Code not valid").into());
+/// The token endpoint's grants over the session store: a borrowed view of the app state.
+#[derive(Debug, Clone, Copy)]
+pub struct Grants<'a> {
+    pub store: &'a Store,
+    pub tokens: &'a TokenService,
+    pub realm: &'a RealmSettings,
+}
+
+impl Grants<'_> {
+    /// `grant_type=authorization_code`: single use, bound to client, redirect URI and PKCE.
+    pub async fn exchange_authorization_code(
+        &self,
+        client: &ClientSettings,
+        exchange: &CodeExchange<'_>,
+        now: i64,
+    ) -> Result<IssuedTokens, GrantError> {
+        let row = match self.store.redeem_authorization_code(&token_hash(exchange.code), now).await? {
+            CodeRedemption::Redeemed(row) => row,
+            CodeRedemption::Replayed(row) => {
+                tracing::warn!(client_id = %row.client_id, session_id = %row.session_id, "authorization code replayed; its session was ended");
+                return Err(OAuthError::invalid_grant("Code not valid").into());
+            }
+            CodeRedemption::Unknown => return Err(OAuthError::invalid_grant("Code not valid").into()),
+        };
+        if row.expires_at <= now {
+            return Err(OAuthError::invalid_grant("Code is expired").into());
         }
-        CodeRedemption::Unknown => return Err(refused().into()),
-    };
-    if row.expires_at <= now {
-        return Err(OAuthError::invalid_grant("Code is expired").into());
+        if row.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant("Code was issued to another client").into());
+        }
+        if exchange.redirect_uri != Some(row.redirect_uri.as_str()) {
+            return Err(OAuthError::invalid_grant("Incorrect redirect_uri").into());
+        }
+        verify_pkce(row.code_challenge.as_deref(), row.code_challenge_method.as_deref(), exchange.code_verifier)?;
+        let Some(session) = self.live_session(&row.session_id, now).await? else {
+            return Err(OAuthError::invalid_grant("Session not active").into());
+        };
+        self.issue(client, &session, &row.user_id, &row.scope, row.nonce.clone(), now).await
     }
-    if row.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant("Code was issued to another client").into());
-    }
-    if exchange.redirect_uri != Some(row.redirect_uri.as_str()) {
-        return Err(OAuthError::invalid_grant("Incorrect redirect_uri").into());
-    }
-    verify_pkce(row.code_challenge.as_deref(), row.code_challenge_method.as_deref(), exchange.code_verifier)?;
-    let session = store.find_session(&row.session_id).await?.filter(|s| session_is_live(s, realm, now));
-    let Some(session) = session else {
-        return Err(OAuthError::invalid_grant("Session not active").into());
-    };
-    let user = store.find_user(&row.user_id).await?.ok_or_else(|| OAuthError::invalid_grant("User not found"))?;
-    let grant = Grant {
-        user_id: user.id.clone(),
-        client_id: client.client_id.clone(),
-        session_id: session.id.clone(),
-        scope: row.scope.clone(),
-        nonce: row.nonce.clone(),
-        auth_time: session.created_at,
-        user: user_claims(&user, &session.identity_provider),
-    };
-    Ok(tokens.issue(&grant, now)?)
-}
 
-/// A refresh token that is signed, unexpired, not revoked and whose session is live.
-async fn live_refresh_token(
-    store: &Store,
-    tokens: &TokenService,
-    realm: &RealmSettings,
-    token: &str,
-    now: i64,
-) -> Result<Option<(RefreshClaims, SessionRow)>, StoreError> {
-    let Ok(claims) = tokens.verify_refresh(token, now) else {
-        return Ok(None);
-    };
-    if store.is_token_revoked(&claims.jti).await? {
-        return Ok(None);
+    /// `grant_type=refresh_token` with Keycloak's semantics: the refresh token stays usable for
+    /// the life of its session (OpenHands reuses it from parallel requests), and the new access
+    /// token carries the user's current profile.
+    pub async fn refresh(
+        &self,
+        client: &ClientSettings,
+        refresh_token: &str,
+        now: i64,
+    ) -> Result<IssuedTokens, GrantError> {
+        let (claims, session) = self.client_refresh_token(client, refresh_token, now).await?;
+        self.store.touch_session(&session.id, now).await?;
+        self.issue(client, &session, &claims.sub, &claims.scope, None, now).await
     }
-    let session = store.find_session(&claims.sid).await?.filter(|s| session_is_live(s, realm, now));
-    Ok(session.map(|session| (claims, session)))
-}
 
-/// A live refresh token that was issued to `client`, or `invalid_grant`.
-async fn client_refresh_token(
-    store: &Store,
-    tokens: &TokenService,
-    realm: &RealmSettings,
-    client: &ClientSettings,
-    refresh_token: &str,
-    now: i64,
-) -> Result<(RefreshClaims, SessionRow), GrantError> {
-    let Some((claims, session)) = live_refresh_token(store, tokens, realm, refresh_token, now).await? else {
-        return Err(OAuthError::invalid_grant("Invalid refresh token").into());
-    };
-    if claims.azp != client.client_id {
-        return Err(
-            OAuthError::invalid_grant("Invalid refresh token. Token client and authorized client don't match").into()
-        );
+    /// Back-channel logout: ends the session of a refresh token the client itself holds.
+    pub async fn logout(&self, client: &ClientSettings, refresh_token: &str, now: i64) -> Result<(), GrantError> {
+        let (_, session) = self.client_refresh_token(client, refresh_token, now).await?;
+        self.store.end_session(&session.id, now).await?;
+        Ok(())
     }
-    Ok((claims, session))
-}
 
-/// `grant_type=refresh_token` with Keycloak's semantics: the refresh token stays usable for
-/// the life of its session (OpenHands reuses it from parallel requests), and the new access
-/// token carries the user's current profile.
-pub async fn refresh(
-    store: &Store,
-    tokens: &TokenService,
-    realm: &RealmSettings,
-    client: &ClientSettings,
-    refresh_token: &str,
-    now: i64,
-) -> Result<IssuedTokens, GrantError> {
-    let (claims, session) = client_refresh_token(store, tokens, realm, client, refresh_token, now).await?;
-    let user = store.find_user(&claims.sub).await?.ok_or_else(|| OAuthError::invalid_grant("User not found"))?;
-    store.touch_session(&session.id, now).await?;
-    let grant = Grant {
-        user_id: user.id.clone(),
-        client_id: client.client_id.clone(),
-        session_id: session.id.clone(),
-        scope: claims.scope.clone(),
-        nonce: None,
-        auth_time: session.created_at,
-        user: user_claims(&user, &session.identity_provider),
-    };
-    Ok(tokens.issue(&grant, now)?)
-}
-
-/// Back-channel logout: ends the session of a refresh token the client itself holds.
-pub async fn logout(
-    store: &Store,
-    tokens: &TokenService,
-    realm: &RealmSettings,
-    client: &ClientSettings,
-    refresh_token: &str,
-    now: i64,
-) -> Result<(), GrantError> {
-    let (_, session) = client_refresh_token(store, tokens, realm, client, refresh_token, now).await?;
-    store.end_session(&session.id, now).await?;
-    Ok(())
-}
-
-/// RFC 7009: revokes a refresh token of this client; unknown or foreign tokens are ignored,
-/// as the RFC asks, so revocation cannot probe for valid tokens.
-pub async fn revoke(
-    store: &Store,
-    tokens: &TokenService,
-    client: &ClientSettings,
-    token: &str,
-    now: i64,
-) -> Result<(), GrantError> {
-    if let Ok(claims) = tokens.verify_refresh(token, now)
-        && claims.azp == client.client_id
-    {
-        store.revoke_token(&claims.jti, claims.exp).await?;
+    /// RFC 7009: revokes a refresh token of this client; unknown or foreign tokens are ignored,
+    /// as the RFC asks, so revocation cannot probe for valid tokens.
+    pub async fn revoke(&self, client: &ClientSettings, token: &str, now: i64) -> Result<(), GrantError> {
+        if let Ok(claims) = self.tokens.verify_refresh(token, now)
+            && claims.azp == client.client_id
+        {
+            self.store.revoke_token(&claims.jti, claims.exp).await?;
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// RFC 7662: what an active token says about itself; `None` when it is not active.
-pub async fn introspect(
-    store: &Store,
-    tokens: &TokenService,
-    realm: &RealmSettings,
-    token: &str,
-    now: i64,
-) -> Result<Option<serde_json::Value>, StoreError> {
-    if let Some(claims) = authenticate_bearer(store, tokens, realm, token, now).await? {
-        let mut body = serde_json::to_value(&claims).unwrap_or_default();
-        body["active"] = serde_json::Value::Bool(true);
-        body["client_id"] = serde_json::Value::String(claims.azp.clone());
-        body["username"] = serde_json::Value::String(claims.user.preferred_username.clone());
-        body["token_type"] = serde_json::Value::String("Bearer".into());
-        return Ok(Some(body));
+    /// RFC 7662: what an active token says about itself; `None` when it is not active.
+    pub async fn introspect(&self, token: &str, now: i64) -> Result<Option<serde_json::Value>, StoreError> {
+        let active = |claims: serde_json::Value, client_id: &str, token_type: &str| {
+            let mut body = claims;
+            body["active"] = json!(true);
+            body["client_id"] = json!(client_id);
+            body["token_type"] = json!(token_type);
+            body
+        };
+        if let Some(claims) = self.authenticate_bearer(token, now).await? {
+            let mut body = active(serde_json::to_value(&claims).unwrap_or_default(), &claims.azp, "Bearer");
+            body["username"] = json!(claims.user.preferred_username);
+            return Ok(Some(body));
+        }
+        Ok(self
+            .live_refresh_token(token, now)
+            .await?
+            .map(|(claims, _)| active(serde_json::to_value(&claims).unwrap_or_default(), &claims.azp, &claims.typ)))
     }
-    if let Some((claims, _)) = live_refresh_token(store, tokens, realm, token, now).await? {
-        let mut body = serde_json::to_value(&claims).unwrap_or_default();
-        body["active"] = serde_json::Value::Bool(true);
-        body["client_id"] = serde_json::Value::String(claims.azp.clone());
-        body["token_type"] = serde_json::Value::String(claims.typ.clone());
-        return Ok(Some(body));
+
+    /// A bearer access token that is valid now and whose session is still live.
+    pub async fn authenticate_bearer(&self, bearer: &str, now: i64) -> Result<Option<AccessClaims>, StoreError> {
+        let Ok(claims) = self.tokens.verify_access(bearer, now) else {
+            return Ok(None);
+        };
+        let live = self.live_session(&claims.sid, now).await?.is_some();
+        Ok(live.then_some(claims))
     }
-    Ok(None)
+
+    async fn live_session(&self, id: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
+        Ok(self.store.find_session(id).await?.filter(|s| session_is_live(s, self.realm, now)))
+    }
+
+    /// A refresh token that is signed, unexpired, not revoked and whose session is live.
+    async fn live_refresh_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<(RefreshClaims, SessionRow)>, StoreError> {
+        let Ok(claims) = self.tokens.verify_refresh(token, now) else {
+            return Ok(None);
+        };
+        if self.store.is_token_revoked(&claims.jti).await? {
+            return Ok(None);
+        }
+        Ok(self.live_session(&claims.sid, now).await?.map(|session| (claims, session)))
+    }
+
+    /// A live refresh token that was issued to `client`, or `invalid_grant`.
+    async fn client_refresh_token(
+        &self,
+        client: &ClientSettings,
+        refresh_token: &str,
+        now: i64,
+    ) -> Result<(RefreshClaims, SessionRow), GrantError> {
+        match self.live_refresh_token(refresh_token, now).await? {
+            Some((claims, session)) if claims.azp == client.client_id => Ok((claims, session)),
+            Some(_) => {
+                Err(OAuthError::invalid_grant("Invalid refresh token. Token client and authorized client don't match")
+                    .into())
+            }
+            None => Err(OAuthError::invalid_grant("Invalid refresh token").into()),
+        }
+    }
+
+    /// Mints tokens for `user_id` in `session`, from the user's current profile.
+    async fn issue(
+        &self,
+        client: &ClientSettings,
+        session: &SessionRow,
+        user_id: &str,
+        scope: &str,
+        nonce: Option<String>,
+        now: i64,
+    ) -> Result<IssuedTokens, GrantError> {
+        let user = self.store.find_user(user_id).await?.ok_or_else(|| OAuthError::invalid_grant("User not found"))?;
+        let grant = Grant {
+            user_id: user.id.clone(),
+            client_id: client.client_id.clone(),
+            session_id: session.id.clone(),
+            scope: scope.to_owned(),
+            nonce,
+            auth_time: session.created_at,
+            user: user_claims(&user, &session.identity_provider),
+        };
+        Ok(self.tokens.issue(&grant, now)?)
+    }
 }
 
 fn verify_pkce(challenge: Option<&str>, method: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
@@ -232,21 +229,6 @@ fn verify_pkce(challenge: Option<&str>, method: Option<&str>, verifier: Option<&
     } else {
         Err(OAuthError::invalid_grant("PKCE verification failed: code verifier does not match"))
     }
-}
-
-/// A bearer access token that is valid now and whose session is still live.
-pub async fn authenticate_bearer(
-    store: &Store,
-    tokens: &TokenService,
-    realm: &RealmSettings,
-    bearer: &str,
-    now: i64,
-) -> Result<Option<AccessClaims>, StoreError> {
-    let Ok(claims) = tokens.verify_access(bearer, now) else {
-        return Ok(None);
-    };
-    let live = store.find_session(&claims.sid).await?.is_some_and(|s| session_is_live(&s, realm, now));
-    Ok(live.then_some(claims))
 }
 
 #[cfg(test)]
