@@ -21,13 +21,13 @@ use tower_http::trace::TraceLayer;
 use crate::config::{Mode, RealmSettings, Settings, VaultKey};
 use crate::crypto::random_bytes;
 use crate::http::{self, ErrorDetail};
-use crate::oidc::clients::ClientRegistry;
+use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::keys::{KeyError, KeySet};
 use crate::oidc::tokens::TokenService;
 use crate::signin::SignInService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{HttpLabels, Metrics};
-use crate::vault::{Cipher, CipherError};
+use crate::vault::{Cipher, CipherError, RefreshPolicy, TokenVault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -99,6 +99,8 @@ pub struct AppState {
     pub sign_in: SignInService,
     pub tokens: TokenService,
     pub clients: ClientRegistry,
+    pub service_accounts: ServiceAccountRegistry,
+    pub vault: TokenVault,
     pub realm: RealmSettings,
     pub cookies: Cookies,
     pub metrics: Arc<Metrics>,
@@ -193,6 +195,14 @@ impl Application {
             login_max_age: realm.login_timeout_seconds,
             session_max_age: realm.sso_session_max_seconds,
         };
+        let vault = TokenVault::new(
+            store.clone(),
+            cipher.clone(),
+            upstream.clone(),
+            metrics.clone(),
+            clock.clone(),
+            RefreshPolicy::from_settings(&settings.vault),
+        );
         let sign_in = SignInService {
             store: store.clone(),
             cipher,
@@ -206,6 +216,8 @@ impl Application {
             sign_in,
             tokens,
             clients: ClientRegistry::new(settings.clients.clone()),
+            service_accounts: ServiceAccountRegistry::new(settings.service_accounts.clone()),
+            vault,
             realm,
             cookies,
             metrics,
@@ -263,6 +275,7 @@ impl Application {
         self.state.health.started.store(true, Ordering::SeqCst);
         let store = self.state.store.clone();
         let housekeeping = tokio::spawn(housekeeping(store.clone(), self.state.clock.clone()));
+        let keep_alive = tokio::spawn(self.state.vault.clone().run_keep_alive());
         let servers = tokio::spawn(async move {
             tokio::try_join!(
                 axum::serve(self.public, public).with_graceful_shutdown(stopped(stop_rx.clone())),
@@ -282,6 +295,7 @@ impl Application {
             }
         };
         housekeeping.abort();
+        keep_alive.abort();
         store.close().await;
         result
     }

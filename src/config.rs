@@ -83,6 +83,9 @@ pub struct ClientSettings {
     pub credential: ClientCredential,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
+    /// Keycloak's `broker.read-token` role in the client's access tokens: whether the
+    /// application may read the user's upstream tokens at `/broker/{alias}/token`.
+    pub read_token: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +131,8 @@ pub struct ProviderSettings {
     pub authority: Url,
     pub allowed_tenants: Vec<Uuid>,
     pub trust_email: bool,
+    /// Keycloak's `storeToken`: keep the upstream tokens so services can read them.
+    pub store_token: bool,
 }
 
 /// One AES-256 key of the vault with the id stored beside each ciphertext.
@@ -147,6 +152,14 @@ pub struct VaultSettings {
     /// The first key encrypts, all decrypt. Empty in development until generated.
     pub encryption_keys: Vec<VaultKey>,
     pub refresh_before_expiry_seconds: i64,
+    /// A refresh token unused this long is refreshed by the keep-alive task, because Entra's
+    /// die after 90 days without use.
+    pub keepalive_after_seconds: i64,
+    /// How often the keep-alive task looks for stale identities, and how many it takes a time.
+    pub keepalive_interval_seconds: u64,
+    pub keepalive_batch_size: i64,
+    /// How long a reader waits for a refresh that another process is running.
+    pub refresh_wait_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +255,7 @@ struct RawClient {
     public_client: bool,
     redirect_uris: Vec<String>,
     post_logout_redirect_uris: Vec<String>,
+    read_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +281,7 @@ struct RawProvider {
     allowed_tenants: Vec<String>,
     allow_insecure_http: bool,
     trust_email: Option<bool>,
+    store_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +289,10 @@ struct RawProvider {
 struct RawVault {
     encryption_keys: Vec<SecretString>,
     refresh_before_expiry_seconds: Option<i64>,
+    keepalive_after_seconds: Option<i64>,
+    keepalive_interval_seconds: Option<u64>,
+    keepalive_batch_size: Option<i64>,
+    refresh_wait_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -567,6 +586,7 @@ fn validate_clients(problems: &mut Problems, raw: Vec<RawClient>) -> Vec<ClientS
             credential,
             redirect_uris: client.redirect_uris,
             post_logout_redirect_uris: client.post_logout_redirect_uris,
+            read_token: client.read_token.unwrap_or(true),
         });
     }
     clients
@@ -722,6 +742,7 @@ fn validate_providers(problems: &mut Problems, dev: bool, raw: BTreeMap<String, 
             authority,
             allowed_tenants,
             trust_email: provider.trust_email.unwrap_or(true),
+            store_token: provider.store_token.unwrap_or(true),
         });
     }
     providers
@@ -748,6 +769,10 @@ fn validate_vault(problems: &mut Problems, dev: bool, raw: RawVault) -> VaultSet
     VaultSettings {
         encryption_keys: keys,
         refresh_before_expiry_seconds: raw.refresh_before_expiry_seconds.unwrap_or(300).max(0),
+        keepalive_after_seconds: raw.keepalive_after_seconds.unwrap_or(14 * 24 * 3600).max(3600),
+        keepalive_interval_seconds: raw.keepalive_interval_seconds.unwrap_or(300).max(1),
+        keepalive_batch_size: raw.keepalive_batch_size.unwrap_or(5).clamp(1, 1000),
+        refresh_wait_seconds: raw.refresh_wait_seconds.unwrap_or(20).clamp(1, 120),
     }
 }
 

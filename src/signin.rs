@@ -329,8 +329,8 @@ impl SignInService {
             let existing = self.store.find_identity_by_subject(&settings.alias, &identity.subject).await?;
             let user_id = existing.map(|i| i.user_id).unwrap_or_else(|| Uuid::new_v4().to_string());
             let profile = profile_update(&user_id, &settings.alias, settings.trust_email, identity);
-            let row = seal_tokens(&self.cipher, &user_id, &settings.alias, &tokens, now);
-            match self.store.save_sign_in(&profile, &row, now).await {
+            let row = settings.store_token.then(|| seal_tokens(&self.cipher, &user_id, &settings.alias, &tokens, now));
+            match self.store.save_sign_in(&profile, row.as_ref(), now).await {
                 Ok(()) => return Ok(user_id),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(err) => return Err(err.into()),

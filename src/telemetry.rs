@@ -44,6 +44,19 @@ struct SignInLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenReadLabels {
+    surface: &'static str,
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderOutcomeLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: &'static str,
 }
@@ -59,6 +72,10 @@ pub struct Metrics {
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     sign_ins: Family<SignInLabels, Counter>,
     upstream_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    token_reads: Family<TokenReadLabels, Counter>,
+    refreshes: Family<ProviderOutcomeLabels, Counter>,
+    refresh_duration: Family<ProviderOutcomeLabels, Histogram, fn() -> Histogram>,
+    unlinks: Family<ProviderOutcomeLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -89,7 +106,34 @@ impl Metrics {
             "Latency of calls to upstream identity providers",
             upstream_duration.clone(),
         );
-        Metrics { registry, http_requests, http_duration, sign_ins, upstream_duration }
+        let token_reads = Family::<TokenReadLabels, Counter>::default();
+        let refreshes = Family::<ProviderOutcomeLabels, Counter>::default();
+        let refresh_duration =
+            Family::<ProviderOutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_buckets);
+        let unlinks = Family::<ProviderOutcomeLabels, Counter>::default();
+        registry.register(
+            "token_reads",
+            "Reads of stored upstream tokens by surface (internal or broker), provider and outcome",
+            token_reads.clone(),
+        );
+        registry.register("token_refreshes", "Upstream token refreshes by provider and outcome", refreshes.clone());
+        registry.register(
+            "token_refresh_duration_seconds",
+            "Time to refresh an identity's upstream tokens, retries included",
+            refresh_duration.clone(),
+        );
+        registry.register("unlinks", "Providers unlinked from users through the internal API", unlinks.clone());
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            sign_ins,
+            upstream_duration,
+            token_reads,
+            refreshes,
+            refresh_duration,
+            unlinks,
+        }
     }
 
     pub fn observe_http(&self, labels: HttpLabels, elapsed: Duration) {
@@ -105,6 +149,20 @@ impl Metrics {
 
     pub fn observe_upstream(&self, operation: &'static str, elapsed: Duration) {
         self.upstream_duration.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_token_read(&self, surface: &'static str, provider: &str, outcome: &'static str) {
+        self.token_reads.get_or_create(&TokenReadLabels { surface, provider: provider.to_owned(), outcome }).inc();
+    }
+
+    pub fn observe_refresh(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
+        let labels = ProviderOutcomeLabels { provider: provider.to_owned(), outcome };
+        self.refresh_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.refreshes.get_or_create(&labels).inc();
+    }
+
+    pub fn count_unlink(&self, provider: &str, outcome: &'static str) {
+        self.unlinks.get_or_create(&ProviderOutcomeLabels { provider: provider.to_owned(), outcome }).inc();
     }
 
     /// The Prometheus text exposition.

@@ -1,6 +1,8 @@
 //! The HTTP surfaces: one file per surface; handlers extract, call, and map the result.
 
+pub mod broker;
 pub mod browser;
+pub mod internal;
 pub mod management;
 pub mod paths;
 pub mod realm;
@@ -44,6 +46,11 @@ pub enum AppError {
     Bearer { error: OAuthErrorCode, description: String },
     /// An HTML page for a person in a browser.
     Page { status: StatusCode, message: String, correlation_id: String },
+    /// JSON `{"error","error_description"}` from the token APIs, with `Retry-After` when the
+    /// caller should come back later and a `Bearer` challenge on 401.
+    Api { status: StatusCode, error: &'static str, description: String, retry_after: Option<u64> },
+    /// Keycloak's own error shape, `{"errorMessage": …}`, where OpenHands matches the text.
+    Keycloak { status: StatusCode, message: String },
     /// A realm other than the configured one: Keycloak's `Realm does not exist`.
     UnknownRealm,
     /// A failure of ours; the client sees a generic message.
@@ -57,6 +64,14 @@ impl AppError {
             message: message.into(),
             correlation_id: correlation.0.clone(),
         }
+    }
+
+    pub fn api(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        AppError::Api { status, error, description: description.into(), retry_after: None }
+    }
+
+    pub fn keycloak(status: StatusCode, message: impl Into<String>) -> Self {
+        AppError::Keycloak { status, message: message.into() }
     }
 
     pub fn oauth(error: OAuthError) -> Self {
@@ -126,6 +141,24 @@ impl IntoResponse for AppError {
                     response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
                 }
                 response
+            }
+            AppError::Api { status, error, description, retry_after } => {
+                let mut response =
+                    (status, no_store(), Json(json!({ "error": error, "error_description": description })))
+                        .into_response();
+                if let Some(seconds) = retry_after {
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                if status == StatusCode::UNAUTHORIZED {
+                    let challenge = format!("Bearer realm=\"identity-broker\", error=\"{error}\"");
+                    if let Ok(value) = HeaderValue::from_str(&challenge) {
+                        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                    }
+                }
+                response
+            }
+            AppError::Keycloak { status, message } => {
+                (status, no_store(), Json(json!({ "errorMessage": message }))).into_response()
             }
             AppError::Page { status, message, correlation_id } => {
                 (status, no_store(), error_page("Sign-in failed", &message, &correlation_id)).into_response()
@@ -208,9 +241,16 @@ pub fn public_router() -> axum::Router<crate::app::AppState> {
         .route(paths::LOGOUT, axum::routing::post(token::logout))
         .route(paths::INTROSPECT, axum::routing::post(token::introspect))
         .route(paths::REVOKE, axum::routing::post(token::revoke))
+        .route(paths::BROKER_TOKEN, get(broker::retrieve_token).options(broker::retrieve_token_preflight))
 }
 
-/// The internal listener: the token API for other services (grown by the token-serving work).
+/// The internal listener: the token API for other services, and the token endpoint so that
+/// services get their `client_credentials` tokens without leaving the cluster network.
 pub fn internal_router() -> axum::Router<crate::app::AppState> {
+    use axum::routing::{get, post};
     axum::Router::new()
+        .route(paths::INTERNAL_USER_TOKEN, get(internal::read_token).delete(internal::unlink))
+        .route(paths::INTERNAL_USERS, get(internal::find_users))
+        .route(paths::INTERNAL_OPENAPI, get(internal::openapi))
+        .route(paths::TOKEN, post(token::token))
 }

@@ -11,6 +11,11 @@ pub const REVOKE: &str = "/realms/{realm}/protocol/openid-connect/revoke";
 pub const LOGOUT: &str = "/realms/{realm}/protocol/openid-connect/logout";
 pub const BROKER_LOGIN: &str = "/realms/{realm}/broker/{alias}/login";
 pub const BROKER_ENDPOINT: &str = "/realms/{realm}/broker/{alias}/endpoint";
+pub const BROKER_TOKEN: &str = "/realms/{realm}/broker/{alias}/token";
+
+pub const INTERNAL_USER_TOKEN: &str = "/internal/v1/users/{user_id}/tokens/{alias}";
+pub const INTERNAL_USERS: &str = "/internal/v1/users";
+pub const INTERNAL_OPENAPI: &str = "/internal/v1/openapi.json";
 
 pub const HEALTH: &str = "/health";
 pub const HEALTH_LIVE: &str = "/health/live";

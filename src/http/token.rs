@@ -46,21 +46,58 @@ fn token_response(issued: &IssuedTokens) -> Response {
 
 type Form = std::collections::HashMap<String, String>;
 
-/// Authenticates the calling client by `client_secret_basic` or `client_secret_post`.
+/// The client credentials of a request, by `client_secret_basic` or `client_secret_post`.
+fn presented_credentials(headers: &HeaderMap, params: &Form) -> Result<PresentedCredentials, AppError> {
+    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    PresentedCredentials::from_parts(authorization, get("client_id"), get("client_secret"))
+        .map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))
+}
+
+fn invalid_client(credentials: &PresentedCredentials) -> AppError {
+    AppError::OAuth {
+        status: StatusCode::UNAUTHORIZED,
+        error: OAuthError::invalid_client(),
+        basic_challenge: credentials.via_basic,
+    }
+}
+
+/// Authenticates the calling client application.
 fn authenticate_client<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
     params: &Form,
 ) -> Result<&'a ClientSettings, AppError> {
-    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let credentials = PresentedCredentials::from_parts(authorization, get("client_id"), get("client_secret"))
-        .map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))?;
-    state.clients.authenticate(&credentials).ok_or(AppError::OAuth {
-        status: StatusCode::UNAUTHORIZED,
-        error: OAuthError::invalid_client(),
-        basic_challenge: credentials.via_basic,
-    })
+    let credentials = presented_credentials(headers, params)?;
+    state.clients.authenticate(&credentials).ok_or_else(|| invalid_client(&credentials))
+}
+
+/// `grant_type=client_credentials`: a service account's short-lived token for the internal
+/// API. Client applications have no service account, as in Keycloak by default.
+fn client_credentials(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<Response, AppError> {
+    let credentials = presented_credentials(headers, params)?;
+    let Some(account) = state.service_accounts.authenticate(&credentials) else {
+        if state.clients.authenticate(&credentials).is_some() {
+            return Err(AppError::oauth(OAuthError::new(
+                OAuthErrorCode::UnauthorizedClient,
+                "Client not enabled to retrieve service account",
+            )));
+        }
+        return Err(invalid_client(&credentials));
+    };
+    let (access_token, expires_in) = state
+        .tokens
+        .issue_service_token(&account.client_id, &account.allowed_providers, state.clock.now())
+        .map_err(|err| AppError::Internal(err.to_string()))?;
+    let body = json!({
+        "access_token": access_token,
+        "expires_in": expires_in,
+        "refresh_expires_in": 0,
+        "token_type": "Bearer",
+        "not-before-policy": 0,
+        "scope": "tokens",
+    });
+    Ok((StatusCode::OK, no_store(), Json(body)).into_response())
 }
 
 /// A non-empty form parameter, or `invalid_request` naming it.
@@ -91,8 +128,13 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let (params, client) = client_request(&state, &realm, &headers, &body)?;
+    require_realm(&state.realm, &realm)?;
+    let params = form(&headers, &body)?;
     let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    if get("grant_type") == Some("client_credentials") {
+        return client_credentials(&state, &headers, &params);
+    }
+    let client = authenticate_client(&state, &headers, &params)?;
     let now = state.clock.now();
     match get("grant_type") {
         Some("authorization_code") => {
@@ -115,7 +157,7 @@ pub async fn token(
 }
 
 /// The bearer token of a request: the `Authorization` header, or `access_token` in a form.
-fn bearer(headers: &HeaderMap, body: &Bytes) -> Option<String> {
+pub fn bearer(headers: &HeaderMap, body: &Bytes) -> Option<String> {
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::config::{ClientCredential, ClientSettings};
+use crate::config::{ClientCredential, ClientSettings, ServiceAccountSettings};
 
 /// Credentials a token request presented, from the form or the `Authorization` header.
 #[derive(Default)]
@@ -84,7 +84,43 @@ impl ClientSettings {
         self.redirect_uris.iter().any(|registered| registered == redirect_uri)
     }
 
+    /// Keycloak's `+` web origins: the origins of the registered redirect URIs.
+    pub fn allows_web_origin(&self, origin: &str) -> bool {
+        self.redirect_uris
+            .iter()
+            .filter_map(|uri| url::Url::parse(uri).ok())
+            .any(|uri| uri.origin().ascii_serialization() == origin)
+    }
+
     pub fn is_public(&self) -> bool {
         matches!(self.credential, ClientCredential::Public)
+    }
+}
+
+/// The service accounts that may call the internal API.
+#[derive(Debug, Clone)]
+pub struct ServiceAccountRegistry {
+    accounts: Vec<ServiceAccountSettings>,
+}
+
+impl ServiceAccountRegistry {
+    pub fn new(accounts: Vec<ServiceAccountSettings>) -> Self {
+        ServiceAccountRegistry { accounts }
+    }
+
+    pub fn find(&self, client_id: &str) -> Option<&ServiceAccountSettings> {
+        self.accounts.iter().find(|a| a.client_id == client_id)
+    }
+
+    /// The account if the credentials prove it; the secret is compared in constant time.
+    pub fn authenticate(&self, credentials: &PresentedCredentials) -> Option<&ServiceAccountSettings> {
+        let account = self.find(credentials.client_id.as_deref()?)?;
+        account.client_secret.matches(credentials.client_secret.as_deref()?).then_some(account)
+    }
+}
+
+impl ServiceAccountSettings {
+    pub fn may_read(&self, alias: &str) -> bool {
+        self.allowed_providers.iter().any(|allowed| allowed == alias)
     }
 }

@@ -207,6 +207,7 @@ impl Grants<'_> {
             nonce,
             auth_time: session.created_at,
             user: user_claims(&user, &session.identity_provider),
+            read_token: client.read_token,
         };
         Ok(self.tokens.issue(&grant, now)?)
     }

@@ -14,6 +14,10 @@ pub const TYP_REFRESH: &str = "Refresh";
 pub const TYP_OFFLINE: &str = "Offline";
 pub const TYP_ID: &str = "ID";
 pub const READ_TOKEN_ROLE: &str = "read-token";
+/// The audience of service-account tokens: only the internal API accepts them.
+pub const INTERNAL_AUDIENCE: &str = "identity-broker-internal";
+/// Keycloak's audience for user access tokens; a token without it is not one of ours.
+const BROKER_AUDIENCE: &str = "broker";
 
 /// The user facts that go into tokens and userinfo.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,6 +91,23 @@ pub struct IdClaims {
     pub user: UserClaims,
 }
 
+/// An access token from the `client_credentials` grant of a service account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceClaims {
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub typ: String,
+    pub azp: String,
+    pub scope: String,
+    /// The providers whose tokens the account could read when the token was issued; the
+    /// internal API checks the configuration again on every call.
+    pub allowed_providers: Vec<String>,
+}
+
 /// What a session grants: enough to mint any of the three tokens.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -97,6 +118,8 @@ pub struct Grant {
     pub nonce: Option<String>,
     pub auth_time: i64,
     pub user: UserClaims,
+    /// Whether the access token carries `broker.read-token`.
+    pub read_token: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -158,13 +181,17 @@ impl TokenService {
             iat: now,
             jti: random_token(),
             iss: self.issuer.clone(),
-            aud: vec!["broker".to_owned(), "account".to_owned()],
+            aud: vec![BROKER_AUDIENCE.to_owned(), "account".to_owned()],
             sub: grant.user_id.clone(),
             typ: TYP_BEARER.to_owned(),
             azp: grant.client_id.clone(),
             sid: grant.session_id.clone(),
             scope: grant.scope.clone(),
-            resource_access: json!({ "broker": { "roles": [READ_TOKEN_ROLE] } }),
+            resource_access: if grant.read_token {
+                json!({ "broker": { "roles": [READ_TOKEN_ROLE] } })
+            } else {
+                json!({})
+            },
             user: grant.user.clone(),
         };
         let refresh = RefreshClaims {
@@ -209,10 +236,44 @@ impl TokenService {
         })
     }
 
+    /// A short-lived token for a service account; no refresh token, as Keycloak does.
+    pub fn issue_service_token(
+        &self,
+        client_id: &str,
+        allowed_providers: &[String],
+        now: i64,
+    ) -> Result<(String, i64), TokenError> {
+        let claims = ServiceClaims {
+            exp: now + self.access_lifespan,
+            iat: now,
+            jti: random_token(),
+            iss: self.issuer.clone(),
+            aud: INTERNAL_AUDIENCE.to_owned(),
+            sub: format!("service-account-{client_id}"),
+            typ: TYP_BEARER.to_owned(),
+            azp: client_id.to_owned(),
+            scope: "tokens".to_owned(),
+            allowed_providers: allowed_providers.to_vec(),
+        };
+        Ok((self.sign(&claims)?, self.access_lifespan))
+    }
+
+    /// Checks a service-account token: signature, issuer, audience, type and expiry.
+    pub fn verify_service(&self, token: &str, now: i64) -> Result<ServiceClaims, TokenError> {
+        let claims: ServiceClaims = self.verify(token)?;
+        if claims.typ != TYP_BEARER || claims.aud != INTERNAL_AUDIENCE {
+            return Err(TokenError::WrongType);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
     /// Checks signature, issuer, type and expiry against `now`.
     pub fn verify_access(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
         let claims: AccessClaims = self.verify(token)?;
-        if claims.typ != TYP_BEARER {
+        if claims.typ != TYP_BEARER || !claims.aud.iter().any(|aud| aud == BROKER_AUDIENCE) {
             return Err(TokenError::WrongType);
         }
         if claims.exp <= now {

@@ -19,7 +19,7 @@ pub use audit::AuditEvent;
 pub use keys::SigningKeyRow;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 pub use users::{IdentityRow, ProfileUpdate, UserRow};
-pub use vault::VaultRow;
+pub use vault::{Lease, LinkedTokens, VaultRow};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

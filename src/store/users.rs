@@ -25,6 +25,7 @@ pub struct IdentityRow {
     pub object_id: Option<String>,
     pub attributes: String,
     pub needs_reauth: i64,
+    pub reauth_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -48,8 +49,7 @@ pub struct ProfileUpdate {
     pub attributes: String,
 }
 
-const IDENTITY_COLUMNS: &str =
-    "user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, created_at, updated_at";
+const IDENTITY_COLUMNS: &str = "user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, reauth_reason, created_at, updated_at";
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, first_name, last_name, full_name, created_at, updated_at";
 
@@ -73,9 +73,64 @@ impl Store {
         Ok(sqlx::query_as(&sql).bind(user_id).fetch_optional(&self.pool).await?)
     }
 
+    /// Users whose e-mail address matches, ignoring case; at most `limit`.
+    pub async fn find_users_by_email(&self, email: &str, limit: i64) -> Result<Vec<UserRow>, StoreError> {
+        let sql =
+            format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) ORDER BY created_at, id LIMIT $2");
+        Ok(sqlx::query_as(&sql).bind(email).bind(limit).fetch_all(&self.pool).await?)
+    }
+
+    /// Every provider linked to a user.
+    pub async fn list_identities(&self, user_id: &str) -> Result<Vec<IdentityRow>, StoreError> {
+        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM federated_identities WHERE user_id = $1 ORDER BY alias");
+        Ok(sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?)
+    }
+
+    /// Unlinks a provider from a user: the identity and its stored tokens go, the user stays.
+    /// Returns false when the user was not linked to it.
+    pub async fn unlink_identity(&self, user_id: &str, alias: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Store::delete_vault_row(&mut tx, user_id, alias).await?;
+        let deleted = sqlx::query("DELETE FROM federated_identities WHERE user_id = $1 AND alias = $2")
+            .bind(user_id)
+            .bind(alias)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    /// Records that the upstream refused this identity's grant for good: the rows stay for the
+    /// record and the next successful sign-in clears the mark.
+    pub async fn mark_needs_reauth(
+        &self,
+        user_id: &str,
+        alias: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE federated_identities SET needs_reauth = 1, reauth_reason = $3, updated_at = $4
+             WHERE user_id = $1 AND alias = $2",
+        )
+        .bind(user_id)
+        .bind(alias)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Creates or updates the user and the identity and replaces the stored tokens, all or
     /// nothing. A concurrent first sign-in of the same subject surfaces as `Conflict`.
-    pub async fn save_sign_in(&self, profile: &ProfileUpdate, tokens: &VaultRow, now: i64) -> Result<(), StoreError> {
+    /// `tokens` is `None` for a provider that does not store them; any old ones are erased.
+    pub async fn save_sign_in(
+        &self,
+        profile: &ProfileUpdate,
+        tokens: Option<&VaultRow>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, username, email, email_verified, first_name, last_name, full_name, created_at, updated_at)
@@ -97,7 +152,7 @@ impl Store {
             "INSERT INTO federated_identities (user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
              ON CONFLICT (user_id, alias) DO UPDATE SET subject = $3, username = $4, tenant_id = $5,
-                 object_id = $6, attributes = $7, needs_reauth = 0, updated_at = $8",
+                 object_id = $6, attributes = $7, needs_reauth = 0, reauth_reason = NULL, updated_at = $8",
         )
         .bind(&profile.user_id)
         .bind(&profile.alias)
@@ -118,7 +173,10 @@ impl Store {
             }
             return Err(err.into());
         }
-        Store::upsert_vault_row(&mut tx, tokens).await?;
+        match tokens {
+            Some(row) => Store::upsert_vault_row(&mut tx, row).await?,
+            None => Store::delete_vault_row(&mut tx, &profile.user_id, &profile.alias).await?,
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -1,8 +1,29 @@
 //! Rows of the encrypted token vault; sealing and opening happen in `crate::vault`.
 
 use sqlx::Any;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow as _, Row as _};
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
+
+const VAULT_COLUMNS: &str = "user_id, alias, vault_key_id, access_token, refresh_token, id_token, token_type, scope,
+     expires_at, refresh_expires_at, refreshed_at, updated_at";
+
+/// An identity as a token read sees it: whether it must sign in again, and its sealed tokens
+/// (`None` when the provider keeps none for it).
+#[derive(Debug, Clone)]
+pub struct LinkedTokens {
+    pub needs_reauth: bool,
+    pub reauth_reason: Option<String>,
+    pub tokens: Option<VaultRow>,
+}
+
+/// Who holds the right to refresh a row, and until when (Unix seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub until: i64,
+}
 
 #[derive(Clone, sqlx::FromRow)]
 pub struct VaultRow {
@@ -33,15 +54,149 @@ impl std::fmt::Debug for VaultRow {
 
 impl Store {
     pub async fn find_vault_row(&self, user_id: &str, alias: &str) -> Result<Option<VaultRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT user_id, alias, vault_key_id, access_token, refresh_token, id_token, token_type, scope,
-                    expires_at, refresh_expires_at, refreshed_at, updated_at
-             FROM vault_tokens WHERE user_id = $1 AND alias = $2",
+        let sql = format!("SELECT {VAULT_COLUMNS} FROM vault_tokens WHERE user_id = $1 AND alias = $2");
+        Ok(sqlx::query_as(&sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
+    }
+
+    /// The identity's reauthentication mark and its tokens in one round trip: the hot path
+    /// of every token read. `None` when the user is not linked to the provider.
+    pub async fn find_linked_tokens(&self, user_id: &str, alias: &str) -> Result<Option<LinkedTokens>, StoreError> {
+        let row: Option<AnyRow> = sqlx::query(
+            "SELECT f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,
+                    v.refresh_token, v.id_token, v.token_type, v.scope, v.expires_at, v.refresh_expires_at,
+                    v.refreshed_at, v.updated_at
+             FROM federated_identities f
+             LEFT JOIN vault_tokens v ON v.user_id = f.user_id AND v.alias = f.alias
+             WHERE f.user_id = $1 AND f.alias = $2",
         )
         .bind(user_id)
         .bind(alias)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let has_tokens = row.try_get::<Option<String>, _>("user_id")?.is_some();
+        Ok(Some(LinkedTokens {
+            needs_reauth: row.try_get::<i64, _>("needs_reauth")? != 0,
+            reauth_reason: row.try_get("reauth_reason")?,
+            tokens: if has_tokens { Some(VaultRow::from_row(&row)?) } else { None },
+        }))
+    }
+
+    /// Takes the refresh lease of one row if nobody holds a live one, and returns the row as
+    /// it is now, so the caller sees a refresh another process just finished.
+    pub async fn claim_refresh_lease(
+        &self,
+        user_id: &str,
+        alias: &str,
+        lease: Lease<'_>,
+        now: i64,
+    ) -> Result<Option<VaultRow>, StoreError> {
+        let sql = format!(
+            "UPDATE vault_tokens SET lease_owner = $3, lease_until = $4
+             WHERE user_id = $1 AND alias = $2 AND (lease_until IS NULL OR lease_until < $5)
+             RETURNING {VAULT_COLUMNS}"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(alias)
+            .bind(lease.owner)
+            .bind(lease.until)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Takes the leases of up to `limit` rows of `alias` last refreshed before `cutoff`,
+    /// oldest first, skipping rows another process holds and identities that must sign in
+    /// again. Postgres skips locked rows so that replicas split the work; SQLite has one
+    /// writer at a time, so a plain update is already exclusive.
+    pub async fn claim_stale_leases(
+        &self,
+        alias: &str,
+        cutoff: i64,
+        lease: Lease<'_>,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<VaultRow>, StoreError> {
+        let skip_locked = match self.backend {
+            Backend::Postgres => "FOR UPDATE OF v SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE vault_tokens SET lease_owner = $1, lease_until = $2
+             WHERE (lease_until IS NULL OR lease_until < $3) AND (user_id, alias) IN (
+                 SELECT v.user_id, v.alias FROM vault_tokens v
+                 JOIN federated_identities f ON f.user_id = v.user_id AND f.alias = v.alias
+                 WHERE v.alias = $4 AND v.refreshed_at < $5 AND v.refresh_token IS NOT NULL
+                   AND f.needs_reauth = 0 AND (v.lease_until IS NULL OR v.lease_until < $3)
+                 ORDER BY v.refreshed_at LIMIT $6 {skip_locked})
+             RETURNING {VAULT_COLUMNS}"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(lease.owner)
+            .bind(lease.until)
+            .bind(now)
+            .bind(alias)
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Stores refreshed tokens and gives the lease back, if `owner` still holds it; returns
+    /// false when the lease had expired and been taken by another process.
+    pub async fn finish_refresh(&self, row: &VaultRow, owner: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE vault_tokens SET vault_key_id = $3, access_token = $4, refresh_token = $5, id_token = $6,
+                 token_type = $7, scope = $8, expires_at = $9, refresh_expires_at = $10, refreshed_at = $11,
+                 updated_at = $12, lease_owner = NULL, lease_until = NULL
+             WHERE user_id = $1 AND alias = $2 AND lease_owner = $13",
+        )
+        .bind(&row.user_id)
+        .bind(&row.alias)
+        .bind(&row.vault_key_id)
+        .bind(row.access_token.clone())
+        .bind(row.refresh_token.clone())
+        .bind(row.id_token.clone())
+        .bind(&row.token_type)
+        .bind(&row.scope)
+        .bind(row.expires_at)
+        .bind(row.refresh_expires_at)
+        .bind(row.refreshed_at)
+        .bind(row.updated_at)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives a lease back without changing the tokens.
+    pub async fn release_refresh_lease(&self, user_id: &str, alias: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE vault_tokens SET lease_owner = NULL, lease_until = NULL
+             WHERE user_id = $1 AND alias = $2 AND lease_owner = $3",
+        )
+        .bind(user_id)
+        .bind(alias)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn delete_vault_row(
+        tx: &mut sqlx::Transaction<'_, Any>,
+        user_id: &str,
+        alias: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM vault_tokens WHERE user_id = $1 AND alias = $2")
+            .bind(user_id)
+            .bind(alias)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn upsert_vault_row(

@@ -1,12 +1,15 @@
-//! The encrypted vault of upstream tokens: sealing rows for the store and opening them again.
+//! The encrypted vault of upstream tokens: sealing rows for the store, opening them again,
+//! and the coordinator that keeps them fresh (`refresh`).
 
 mod cipher;
+mod refresh;
 
 use std::fmt;
 
 use secrecy::SecretString;
 
 pub use cipher::{Cipher, CipherError, Sealed};
+pub use refresh::{KeepAliveReport, RefreshPolicy, ServedTokens, TokenReader, TokenVault, VaultError};
 
 use crate::store::VaultRow;
 

@@ -167,6 +167,7 @@ impl FakeEntra {
                 deny_next_authorization: false,
                 tweak: IdTokenTweak::None,
                 failure: None,
+                failures_left: 0,
                 token_delay: Duration::ZERO,
                 access_token_lifetime: 3599,
                 signing_key: Arc::new(SigningKey::generate()),
@@ -214,7 +215,14 @@ impl FakeEntra {
 
     /// The next token request (any grant) gets this error instead of being processed.
     pub fn fail_next_token_request(&self, failure: UpstreamFailure) {
-        self.shared.lock().failure = Some(failure);
+        self.fail_token_requests(failure, 1);
+    }
+
+    /// The next `times` token requests get this error.
+    pub fn fail_token_requests(&self, failure: UpstreamFailure, times: usize) {
+        let mut st = self.shared.lock();
+        st.failure = Some(failure);
+        st.failures_left = times;
     }
 
     /// Every token response waits this long first, to test timeouts and concurrency.
@@ -284,6 +292,7 @@ struct MutableState {
     deny_next_authorization: bool,
     tweak: IdTokenTweak,
     failure: Option<UpstreamFailure>,
+    failures_left: usize,
     token_delay: Duration,
     access_token_lifetime: i64,
     signing_key: Arc<SigningKey>,
@@ -565,7 +574,18 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         let mut recorded = form.clone();
         recorded.remove("client_secret");
         st.last_token_form = Some(recorded);
-        (st.token_delay, st.failure.take())
+        let failure = match st.failures_left {
+            0 => None,
+            1 => {
+                st.failures_left = 0;
+                st.failure.take()
+            }
+            _ => {
+                st.failures_left -= 1;
+                st.failure.clone()
+            }
+        };
+        (st.token_delay, failure)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use identity_broker::app::Application;
+use identity_broker::app::{AppState, Application};
 use identity_broker::config::{Mode, Settings};
 use identity_broker::store::{Store, Table};
 use reqwest::StatusCode;
@@ -20,6 +20,11 @@ pub const OTHER_CLIENT_SECRET: &str = "other-app-secret";
 pub const REDIRECT_URI: &str = "http://app.test/oauth/keycloak/callback";
 pub const UPSTREAM_CLIENT_ID: &str = "6f1c2f0e-1b7d-4d1e-9a55-upstream0001";
 pub const UPSTREAM_SECRET: &str = "upstream-secret-value";
+pub const SERVICE_ID: &str = "openhands-runtime";
+pub const SERVICE_SECRET: &str = "runtime-service-secret";
+/// A service account allowed no provider at all.
+pub const LIMITED_SERVICE_ID: &str = "audit-reader";
+pub const LIMITED_SERVICE_SECRET: &str = "audit-reader-secret";
 pub const VAULT_KEY: &str = "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -88,8 +93,11 @@ pub struct ProviderSetup {
     pub allowed_tenants: Vec<String>,
     /// `client_secret_post` or `client_secret_basic` towards the provider.
     pub client_auth_method: &'static str,
-    /// Adds a second provider, `azure_devops_eu`, so that the chooser page appears.
+    /// Adds a second provider, `azure_devops_eu` (which keeps no tokens), so that the
+    /// chooser page appears.
     pub second_provider: bool,
+    /// `vault.keepalive_batch_size`.
+    pub keepalive_batch_size: i64,
 }
 
 impl Default for ProviderSetup {
@@ -99,17 +107,24 @@ impl Default for ProviderSetup {
             allowed_tenants: Vec::new(),
             client_auth_method: "client_secret_post",
             second_provider: false,
+            keepalive_batch_size: 5,
         }
     }
 }
 
 pub struct TestApp {
     pub public: String,
+    pub internal: String,
     pub management: String,
+    /// The running application's state, for what only a process itself can do (a
+    /// keep-alive pass at a chosen time, minting a token with its keys).
+    pub state: AppState,
     pub entra: FakeEntra,
     pub store: Store,
     pub browser: reqwest::Client,
     pub api: reqwest::Client,
+    /// The test database, for other broker processes that share it.
+    pub database_url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Kept for its `Drop`, which removes the database after the test.
@@ -125,7 +140,8 @@ pub fn settings_toml(entra: &FakeEntra, setup: &ProviderSetup) -> String {
     let second = if setup.second_provider {
         format!(
             "[providers.azure_devops_eu]\ndisplay_name = \"Azure DevOps (EU)\"\ntenant_id = \"{HOME_TENANT}\"\n\
-             client_id = \"{UPSTREAM_CLIENT_ID}\"\nclient_secret = \"{UPSTREAM_SECRET}\"\nauthority = \"{}\"\n",
+             client_id = \"{UPSTREAM_CLIENT_ID}\"\nclient_secret = \"{UPSTREAM_SECRET}\"\nauthority = \"{}\"\n\
+             store_token = false\n",
             entra.authority()
         )
     } else {
@@ -140,6 +156,7 @@ management_bind = "127.0.0.1:0"
 
 [vault]
 encryption_keys = ["{VAULT_KEY}"]
+keepalive_batch_size = {batch}
 
 [[clients]]
 client_id = "{CLIENT_ID}"
@@ -150,6 +167,17 @@ redirect_uris = ["{REDIRECT_URI}"]
 client_id = "{OTHER_CLIENT_ID}"
 client_secret = "{OTHER_CLIENT_SECRET}"
 redirect_uris = ["http://other.test/callback"]
+read_token = false
+
+[[service_accounts]]
+client_id = "{SERVICE_ID}"
+client_secret = "{SERVICE_SECRET}"
+allowed_providers = ["azure_devops"]
+
+[[service_accounts]]
+client_id = "{LIMITED_SERVICE_ID}"
+client_secret = "{LIMITED_SERVICE_SECRET}"
+allowed_providers = []
 
 [providers.azure_devops]
 display_name = "Azure DevOps"
@@ -165,6 +193,7 @@ client_auth_method = "{method}"
         authority = entra.authority(),
         allowed = allowed.join(", "),
         method = setup.client_auth_method,
+        batch = setup.keepalive_batch_size,
     );
     text + &second
 }
@@ -182,19 +211,24 @@ pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
         .expect("test settings are valid");
     let app = Application::build(settings).await.expect("application builds");
     let public = format!("http://{}", app.public_addr);
+    let internal = format!("http://{}", app.internal_addr);
     let management = format!("http://{}", app.management_addr);
-    let store = app.state().store.clone();
+    let state = app.state().clone();
+    let store = state.store.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
     TestApp {
         public,
+        internal,
+        state,
         management,
         entra,
         store,
         browser: browser_client(),
         api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        database_url: db.url.clone(),
         shutdown: Some(tx),
         server: Some(server),
         _db: db,
@@ -344,6 +378,40 @@ impl TestApp {
             .send()
             .await
             .expect("userinfo")
+    }
+
+    /// A service account's access token from the internal listener's token endpoint.
+    pub async fn service_token(&self, client_id: &str, client_secret: &str) -> String {
+        let response = self
+            .api
+            .post(format!("{}/realms/allhands/protocol/openid-connect/token", self.internal))
+            .form(&[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", client_secret)])
+            .send()
+            .await
+            .expect("client_credentials");
+        assert_eq!(response.status(), StatusCode::OK, "the service account gets a token");
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    /// `GET /internal/v1/users/{user_id}/tokens/{alias}{query}` with `bearer`.
+    pub async fn read_token(&self, bearer: &str, user_id: &str, alias: &str, query: &str) -> reqwest::Response {
+        self.api
+            .get(format!("{}/internal/v1/users/{user_id}/tokens/{alias}{query}", self.internal))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("internal read")
+    }
+
+    /// `GET /realms/allhands/broker/{alias}/token` with the user's access token.
+    pub async fn broker_token(&self, access_token: &str, alias: &str) -> reqwest::Response {
+        self.api
+            .get(self.url(&format!("/realms/allhands/broker/{alias}/token")))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("broker token")
     }
 
     pub async fn count(&self, table: Table) -> i64 {

@@ -4,9 +4,12 @@
 
 mod bad_input;
 mod fake_entra;
+mod fuzz;
 mod helpers;
 mod operations;
 mod python_keycloak;
+mod replicas;
 mod session;
 mod sign_in;
 mod storage;
+mod tokens;

@@ -59,7 +59,7 @@ both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async
     store
         .save_sign_in(
             &profile("u1", "sub-1"),
-            &seal_tokens(&cipher, "u1", "azure_devops", &tokens("first"), 1_000),
+            Some(&seal_tokens(&cipher, "u1", "azure_devops", &tokens("first"), 1_000)),
             1_000,
         )
         .await
@@ -67,7 +67,7 @@ both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async
     store
         .save_sign_in(
             &profile("u1", "sub-1"),
-            &seal_tokens(&cipher, "u1", "azure_devops", &tokens("second"), 1_100),
+            Some(&seal_tokens(&cipher, "u1", "azure_devops", &tokens("second"), 1_100)),
             1_100,
         )
         .await
@@ -83,7 +83,11 @@ both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async
 
     // Another user claiming the same upstream subject is a conflict, and nothing changes.
     let clash = store
-        .save_sign_in(&profile("u2", "sub-1"), &seal_tokens(&cipher, "u2", "azure_devops", &tokens("x"), 1_200), 1_200)
+        .save_sign_in(
+            &profile("u2", "sub-1"),
+            Some(&seal_tokens(&cipher, "u2", "azure_devops", &tokens("x"), 1_200)),
+            1_200,
+        )
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
     assert_eq!(store.count_rows(Table::Users).await.expect("count"), 1, "the transaction rolled back");
@@ -142,7 +146,7 @@ both_backends!(authorization_codes_redeem_once_and_a_replay_ends_the_session, |b
     let store = store(&db).await;
     let cipher = cipher();
     store
-        .save_sign_in(&profile("u1", "sub-1"), &seal_tokens(&cipher, "u1", "azure_devops", &tokens("t"), 1), 1)
+        .save_sign_in(&profile("u1", "sub-1"), Some(&seal_tokens(&cipher, "u1", "azure_devops", &tokens("t"), 1)), 1)
         .await
         .expect("user");
     let session = SessionRow {

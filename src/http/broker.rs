@@ -1,0 +1,122 @@
+//! Keycloak's stored-token endpoint, `GET /realms/{realm}/broker/{alias}/token`: a user's
+//! own access token buys that user's upstream token, with Keycloak's answers and CORS.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use super::realm::require_realm;
+use super::{AppError, no_store};
+use crate::app::AppState;
+use crate::oidc::tokens::READ_TOKEN_ROLE;
+use crate::vault::{TokenReader, UpstreamTokens, VaultError};
+
+const ALLOWED_HEADERS: &str = "Origin, Accept, X-Requested-With, Content-Type, Access-Control-Request-Method, \
+                               Access-Control-Request-Headers, Authorization";
+
+/// The CORS preflight, as Keycloak answers it: any origin may ask; the real answer decides.
+pub async fn retrieve_token_preflight(headers: HeaderMap) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let cors = response.headers_mut();
+        cors.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        cors.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        cors.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+        cors.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOWED_HEADERS));
+        cors.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
+    }
+    response
+}
+
+pub async fn retrieve_token(
+    State(state): State<AppState>,
+    Path((realm, alias)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (client_id, result) = retrieve(&state, &realm, &alias, &headers).await;
+    let mut response = result.into_response();
+    // Like Keycloak, an answer is readable cross-origin only by the web origins of the client
+    // the bearer token was issued to: here, the origins of its redirect URIs.
+    if let (Some(client_id), Some(origin)) = (client_id, headers.get(header::ORIGIN))
+        && let Some(client) = state.clients.find(&client_id)
+        && origin.to_str().is_ok_and(|origin| client.allows_web_origin(origin))
+    {
+        let cors = response.headers_mut();
+        cors.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        cors.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The answer, and the client the bearer token belongs to once it is known.
+async fn retrieve(
+    state: &AppState,
+    realm: &str,
+    alias: &str,
+    headers: &HeaderMap,
+) -> (Option<String>, Result<Response, AppError>) {
+    if let Err(err) = require_realm(&state.realm, realm) {
+        return (None, Err(err));
+    }
+    let invalid = || AppError::keycloak(StatusCode::BAD_REQUEST, "Invalid token.");
+    let Some(bearer) = super::token::bearer(headers, &Default::default()).filter(|t| !t.is_empty()) else {
+        return (None, Err(invalid()));
+    };
+    let now = state.clock.now();
+    let claims = match state.grants().authenticate_bearer(&bearer, now).await {
+        Ok(Some(claims)) => claims,
+        Ok(None) => return (None, Err(invalid())),
+        Err(err) => return (None, Err(err.into())),
+    };
+    let client_id = Some(claims.azp.clone());
+    if !claims.has_broker_role(READ_TOKEN_ROLE) {
+        let message =
+            format!("Client [{}] not authorized to retrieve tokens from identity provider [{alias}].", claims.azp);
+        return (client_id, Err(AppError::keycloak(StatusCode::FORBIDDEN, message)));
+    }
+    if !state.vault.knows_provider(alias) {
+        let message = format!("Identity Provider [{alias}] not found.");
+        return (client_id, Err(AppError::keycloak(StatusCode::NOT_FOUND, message)));
+    }
+    let reader = TokenReader { surface: "broker", client_id: &claims.azp };
+    let result = match state.vault.read(&reader, &claims.sub, alias, 0).await {
+        Ok(served) => Ok((no_store(), Json(keycloak_token_body(&served.tokens, now))).into_response()),
+        Err(err) => Err(broker_error(err)),
+    };
+    (client_id, result)
+}
+
+/// The stored token as Keycloak serves it, with `expires_in` counting the seconds that are
+/// really left and Keycloak's `accessTokenExpiration`.
+fn keycloak_token_body(tokens: &UpstreamTokens, now: i64) -> serde_json::Value {
+    let mut body = json!({
+        "access_token": tokens.access_token.expose_secret(),
+        "token_type": tokens.token_type,
+        "expires_in": (tokens.expires_at - now).max(1),
+        "scope": tokens.scope,
+        "accessTokenExpiration": tokens.expires_at,
+    });
+    if let Some(refresh_token) = &tokens.refresh_token {
+        body["refresh_token"] = json!(refresh_token.expose_secret());
+    }
+    if let Some(at) = tokens.refresh_expires_at {
+        body["refresh_expires_in"] = json!((at - now).max(0));
+    }
+    if let Some(id_token) = &tokens.id_token {
+        body["id_token"] = json!(id_token.expose_secret());
+    }
+    body
+}
+
+/// Keycloak's texts where it has them; for what Keycloak never says, the token API's shape.
+fn broker_error(err: VaultError) -> AppError {
+    match err {
+        VaultError::NotLinked { .. } | VaultError::NotStored { .. } => {
+            AppError::keycloak(StatusCode::BAD_REQUEST, err.to_string())
+        }
+        other => super::internal::vault_error(other),
+    }
+}

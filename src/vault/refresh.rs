@@ -1,0 +1,506 @@
+//! The refresh coordinator: serves an identity's upstream access token, refreshing it first
+//! when it is about to expire — once per identity however many readers ask, within a process
+//! (one shared in-flight refresh) and across replicas (a lease held in the token's row).
+//!
+//! The lease is a pair of columns rather than a row lock or an advisory lock, so that no
+//! database connection is held while the upstream call is in flight, and so that a process
+//! that dies mid-refresh frees the identity when its lease runs out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
+use crate::app::Clock;
+use crate::config::VaultSettings;
+use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
+use crate::telemetry::Metrics;
+use crate::upstream::entra::ErrorClass;
+use crate::upstream::{Provider, TokenResponse, Upstream, UpstreamError};
+
+/// Pauses between attempts when the upstream fails transiently; three attempts in all.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1000)];
+/// How long a refresh may hold an identity: longer than all attempts with their timeouts.
+const LEASE_SECONDS: i64 = 60;
+/// What `Retry-After` suggests when the upstream is unavailable.
+const RETRY_AFTER_SECONDS: u64 = 10;
+
+/// Why a token read or refresh did not produce a token. The `Display` texts of the first two
+/// are Keycloak's, which OpenHands matches.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VaultError {
+    #[error("User [{user_id}] is not associated with identity provider [{alias}].")]
+    NotLinked { user_id: String, alias: String },
+    #[error("Identity Provider [{alias}] does not support this operation.")]
+    NotStored { alias: String },
+    /// The upstream refused the grant for good; the user must sign in again.
+    #[error("{reason}")]
+    ReauthRequired { reason: String },
+    /// The upstream refused the broker's own configuration; an operator must fix `config_key`.
+    #[error("the provider refused the broker's configuration ({cause}); check `{config_key}`")]
+    Misconfigured { cause: String, config_key: String },
+    #[error("the provider is unavailable; try again in {retry_after} seconds")]
+    Unavailable { retry_after: u64 },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for VaultError {
+    fn from(err: StoreError) -> Self {
+        VaultError::Internal(err.to_string())
+    }
+}
+
+impl VaultError {
+    /// The outcome label for metrics and the audit trail.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            VaultError::NotLinked { .. } => "not_linked",
+            VaultError::NotStored { .. } => "not_stored",
+            VaultError::ReauthRequired { .. } => "reauth_required",
+            VaultError::Misconfigured { .. } => "misconfigured",
+            VaultError::Unavailable { .. } => "unavailable",
+            VaultError::Internal(_) => "error",
+        }
+    }
+}
+
+/// Where a read came from, for the audit trail and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenReader<'a> {
+    /// `internal` (the service API) or `broker` (Keycloak's endpoint).
+    pub surface: &'static str,
+    /// The service account or client application that asked.
+    pub client_id: &'a str,
+}
+
+/// A token as served, with whether this read had to wait for a refresh.
+#[derive(Debug, Clone)]
+pub struct ServedTokens {
+    pub tokens: UpstreamTokens,
+    pub refreshed: bool,
+}
+
+/// What one keep-alive pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepAliveReport {
+    pub refreshed: usize,
+    pub failed: usize,
+}
+
+/// When tokens count as stale and how long readers wait for another process's refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshPolicy {
+    pub refresh_before_expiry: i64,
+    pub wait: Duration,
+    pub keepalive_after: i64,
+    pub keepalive_interval: Duration,
+    pub keepalive_batch: i64,
+}
+
+impl RefreshPolicy {
+    pub fn from_settings(settings: &VaultSettings) -> Self {
+        RefreshPolicy {
+            refresh_before_expiry: settings.refresh_before_expiry_seconds,
+            wait: Duration::from_secs(settings.refresh_wait_seconds),
+            keepalive_after: settings.keepalive_after_seconds,
+            keepalive_interval: Duration::from_secs(settings.keepalive_interval_seconds),
+            keepalive_batch: settings.keepalive_batch_size,
+        }
+    }
+}
+
+type IdentityKey = (String, String);
+type Flight = Shared<BoxFuture<'static, Result<Arc<UpstreamTokens>, VaultError>>>;
+
+/// The vault as services see it: read, refresh, keep alive, unlink. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenVault {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVault").field("owner", &self.inner.owner).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Store,
+    cipher: Arc<Cipher>,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    policy: RefreshPolicy,
+    /// This process's name on the leases it takes.
+    owner: String,
+    flights: Mutex<HashMap<IdentityKey, Flight>>,
+}
+
+impl TokenVault {
+    pub fn new(
+        store: Store,
+        cipher: Arc<Cipher>,
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        policy: RefreshPolicy,
+    ) -> Self {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let flights = Mutex::new(HashMap::new());
+        TokenVault { inner: Arc::new(Inner { store, cipher, upstream, metrics, clock, policy, owner, flights }) }
+    }
+
+    /// True when `alias` names a configured provider.
+    pub fn knows_provider(&self, alias: &str) -> bool {
+        self.inner.upstream.provider(alias).is_some()
+    }
+
+    /// The user's upstream token for `alias`, valid for more than `min_validity` seconds (and
+    /// `refresh_before_expiry_seconds`) when a refresh can make it so. Audited and counted.
+    pub async fn read(
+        &self,
+        reader: &TokenReader<'_>,
+        user_id: &str,
+        alias: &str,
+        min_validity: i64,
+    ) -> Result<ServedTokens, VaultError> {
+        let result = self.inner.read(user_id, alias, min_validity).await;
+        let outcome = match &result {
+            Ok(served) if served.refreshed => "refreshed",
+            Ok(_) => "ok",
+            Err(err) => err.outcome(),
+        };
+        self.inner.metrics.count_token_read(reader.surface, alias, outcome);
+        let detail = json!({ "surface": reader.surface, "min_validity": min_validity });
+        self.inner.audit("token_read", outcome, user_id, Some(reader.client_id), alias, detail).await;
+        result
+    }
+
+    /// Erases the user's tokens for `alias` and unlinks the provider; the user stays.
+    /// Returns false when the user was not linked to it.
+    pub async fn unlink(&self, reader: &TokenReader<'_>, user_id: &str, alias: &str) -> Result<bool, VaultError> {
+        let unlinked = self.inner.store.unlink_identity(user_id, alias).await?;
+        let outcome = if unlinked { "unlinked" } else { "not_linked" };
+        self.inner.metrics.count_unlink(alias, outcome);
+        let detail = json!({ "surface": reader.surface });
+        self.inner.audit("unlink", outcome, user_id, Some(reader.client_id), alias, detail).await;
+        Ok(unlinked)
+    }
+
+    /// Refreshes, a batch at a time, every identity whose tokens were last refreshed more
+    /// than `keepalive_after` before `now`, so that its refresh token never dies of disuse.
+    pub async fn keep_alive_once(&self, now: i64) -> Result<KeepAliveReport, StoreError> {
+        let inner = &self.inner;
+        let mut report = KeepAliveReport::default();
+        let aliases: Vec<String> =
+            inner.upstream.providers().filter(|p| p.store_token).map(|p| p.alias.clone()).collect();
+        for alias in aliases {
+            loop {
+                let lease = Lease { owner: &inner.owner, until: now + LEASE_SECONDS };
+                let cutoff = now - inner.policy.keepalive_after;
+                let batch =
+                    inner.store.claim_stale_leases(&alias, cutoff, lease, now, inner.policy.keepalive_batch).await?;
+                let claimed = batch.len();
+                let mut failed = 0;
+                for row in batch {
+                    match inner.refresh_leased(row, "keepalive", now).await {
+                        Ok(_) => report.refreshed += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                report.failed += failed;
+                // A failed identity would be claimed again at once; leave it to the next pass.
+                if (claimed as i64) < inner.policy.keepalive_batch || failed > 0 {
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs keep-alive passes forever, one every `keepalive_interval`.
+    pub async fn run_keep_alive(self) {
+        let period = self.inner.policy.keepalive_interval;
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            interval.tick().await;
+            match self.keep_alive_once(self.inner.clock.now()).await {
+                Ok(report) if report.refreshed + report.failed > 0 => {
+                    tracing::info!(refreshed = report.refreshed, failed = report.failed, "keep-alive pass");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "keep-alive pass failed"),
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn open(&self, row: &VaultRow) -> Result<UpstreamTokens, VaultError> {
+        open_tokens(&self.cipher, row).map_err(|err| VaultError::Internal(format!("cannot open stored tokens: {err}")))
+    }
+
+    async fn read(self: &Arc<Self>, user_id: &str, alias: &str, min_validity: i64) -> Result<ServedTokens, VaultError> {
+        let not_linked = || VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() };
+        let provider = self.upstream.provider(alias).ok_or_else(not_linked)?;
+        if !provider.settings.store_token {
+            return Err(VaultError::NotStored { alias: alias.to_owned() });
+        }
+        let linked = self.store.find_linked_tokens(user_id, alias).await?.ok_or_else(not_linked)?;
+        let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
+        let threshold = self.policy.refresh_before_expiry.max(min_validity);
+        let now = self.clock.now();
+        if row.expires_at - now > threshold {
+            return Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false });
+        }
+        if linked.needs_reauth {
+            return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });
+        }
+        match self.shared_refresh(user_id, alias, threshold).await {
+            Ok(tokens) => Ok(ServedTokens { tokens: (*tokens).clone(), refreshed: true }),
+            // The upstream is down, but the token we have is still good: better than nothing.
+            Err(VaultError::Unavailable { .. }) if row.expires_at > self.clock.now() => {
+                Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Joins the refresh of this identity already in flight in this process, or starts one.
+    /// The refresh runs in its own task, so a reader that gives up does not cancel it.
+    async fn shared_refresh(
+        self: &Arc<Self>,
+        user_id: &str,
+        alias: &str,
+        threshold: i64,
+    ) -> Result<Arc<UpstreamTokens>, VaultError> {
+        let key = (user_id.to_owned(), alias.to_owned());
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            flights
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let inner = self.clone();
+                    let task = tokio::spawn(async move {
+                        let result = inner.refresh_identity(&key.0, &key.1, threshold).await;
+                        inner.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+                        result
+                    });
+                    async move {
+                        task.await
+                            .unwrap_or_else(|err| Err(VaultError::Internal(format!("refresh task failed: {err}"))))
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        flight.await
+    }
+
+    /// Takes the identity's lease and refreshes it, or waits (polling, no connection held) for
+    /// the process that holds the lease, and uses its result.
+    async fn refresh_identity(
+        &self,
+        user_id: &str,
+        alias: &str,
+        threshold: i64,
+    ) -> Result<Arc<UpstreamTokens>, VaultError> {
+        let deadline = Instant::now() + self.policy.wait;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let now = self.clock.now();
+            let lease = Lease { owner: &self.owner, until: now + LEASE_SECONDS };
+            if let Some(row) = self.store.claim_refresh_lease(user_id, alias, lease, now).await? {
+                // Read again under the lease: another replica may have just refreshed.
+                if row.expires_at - now > threshold {
+                    self.store.release_refresh_lease(user_id, alias, &self.owner).await?;
+                    return Ok(Arc::new(self.open(&row)?));
+                }
+                return self.refresh_leased(row, "read", now).await.map(Arc::new);
+            }
+            if Instant::now() >= deadline {
+                return Err(VaultError::Unavailable { retry_after: RETRY_AFTER_SECONDS });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+            let linked = self
+                .store
+                .find_linked_tokens(user_id, alias)
+                .await?
+                .ok_or_else(|| VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() })?;
+            let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
+            if row.expires_at - self.clock.now() > threshold {
+                return Ok(Arc::new(self.open(&row)?));
+            }
+            if linked.needs_reauth {
+                return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });
+            }
+        }
+    }
+
+    /// Refreshes a row whose lease this process holds; always gives the lease back.
+    async fn refresh_leased(
+        &self,
+        row: VaultRow,
+        trigger: &'static str,
+        now: i64,
+    ) -> Result<UpstreamTokens, VaultError> {
+        let started = Instant::now();
+        let result = self.refresh_upstream(&row, now).await;
+        if result.is_err()
+            && let Err(err) = self.store.release_refresh_lease(&row.user_id, &row.alias, &self.owner).await
+        {
+            tracing::warn!(error = %err, alias = %row.alias, "could not release a refresh lease; it expires on its own");
+        }
+        let outcome = match &result {
+            Ok(_) => "refreshed",
+            Err(err) => err.outcome(),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.observe_refresh(&row.alias, outcome, elapsed);
+        let detail = json!({ "trigger": trigger, "latency_ms": elapsed.as_millis() as u64 });
+        self.audit("token_refresh", outcome, &row.user_id, None, &row.alias, detail).await;
+        result
+    }
+
+    async fn refresh_upstream(&self, row: &VaultRow, now: i64) -> Result<UpstreamTokens, VaultError> {
+        let provider = self.upstream.provider(&row.alias).ok_or_else(|| VaultError::Misconfigured {
+            cause: "the provider is no longer configured".to_owned(),
+            config_key: format!("providers.{}", row.alias),
+        })?;
+        let stored = self.open(row)?;
+        let refresh_token = stored.refresh_token.clone().ok_or_else(|| VaultError::Misconfigured {
+            cause: "no refresh token is stored; Entra returns one only when `offline_access` is requested".to_owned(),
+            config_key: format!("providers.{}.scopes", row.alias),
+        })?;
+        match self.call_with_retries(provider, &refresh_token).await {
+            Ok(response) => {
+                let fresh = refreshed_tokens(stored, response, now);
+                let sealed = seal_tokens(&self.cipher, &row.user_id, &row.alias, &fresh, now);
+                if !self.store.finish_refresh(&sealed, &self.owner).await? {
+                    tracing::warn!(alias = %row.alias, "the refresh outlived its lease (or the identity was unlinked); tokens not stored");
+                }
+                Ok(fresh)
+            }
+            Err(err) => Err(self.refusal(provider, row, err, now).await),
+        }
+    }
+
+    async fn call_with_retries(
+        &self,
+        provider: &Provider,
+        refresh_token: &SecretString,
+    ) -> Result<TokenResponse, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            let result = match self.upstream.metadata(provider).await {
+                Ok(metadata) => self.upstream.refresh(provider, &metadata, refresh_token).await,
+                Err(err) => Err(err),
+            };
+            match result {
+                Err(err) if err.is_transient() && attempt < RETRY_DELAYS.len() => {
+                    tracing::info!(alias = %provider.settings.alias, attempt, error = %err, "refresh failed transiently; retrying");
+                    tokio::time::sleep(RETRY_DELAYS[attempt]).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Turns an upstream refusal into what the reader is told, marking the identity when the
+    /// user must sign in again.
+    async fn refusal(&self, provider: &Provider, row: &VaultRow, err: UpstreamError, now: i64) -> VaultError {
+        let alias = &provider.settings.alias;
+        if err.is_transient() {
+            tracing::warn!(alias = %alias, error = %err, "the provider is unavailable; refresh postponed");
+            return VaultError::Unavailable { retry_after: RETRY_AFTER_SECONDS };
+        }
+        let reauth_cause = match &err {
+            UpstreamError::Refused { class: ErrorClass::Reauthenticate { cause }, .. } => Some(*cause),
+            UpstreamError::Refused { class: ErrorClass::Rejected, body, .. } if body.error == "invalid_grant" => {
+                Some("the provider no longer accepts the stored refresh token")
+            }
+            _ => None,
+        };
+        if let (Some(cause), UpstreamError::Refused { body, .. }) = (reauth_cause, &err) {
+            let code = body.aadsts().map(|c| format!("AADSTS{c}: ")).unwrap_or_default();
+            let reason = format!(
+                "{code}{cause}. The user must sign in with {} again to renew access.",
+                provider.settings.display_name
+            );
+            if let Err(store_err) = self.store.mark_needs_reauth(&row.user_id, alias, &reason, now).await {
+                return store_err.into();
+            }
+            tracing::info!(alias = %alias, user_id = %row.user_id, reason = %reason, "identity needs a new sign-in");
+            return VaultError::ReauthRequired { reason };
+        }
+        let (cause, key) = match &err {
+            UpstreamError::Refused { class: ErrorClass::Operator { cause, config_key }, .. } => {
+                ((*cause).to_owned(), *config_key)
+            }
+            other => (format!("unexpected answer to a refresh: {other}"), "authority"),
+        };
+        let config_key = if key.contains('.') { key.to_owned() } else { format!("providers.{alias}.{key}") };
+        tracing::error!(
+            alias = %alias,
+            error = %err,
+            config_key = %config_key,
+            "OPERATOR ACTION NEEDED: the provider refused a token refresh because of the broker's configuration: {cause}; fix `{config_key}`"
+        );
+        VaultError::Misconfigured { cause, config_key }
+    }
+
+    async fn audit(
+        &self,
+        kind: &str,
+        outcome: &str,
+        user_id: &str,
+        client_id: Option<&str>,
+        alias: &str,
+        detail: serde_json::Value,
+    ) {
+        let event = AuditEvent {
+            at: self.clock.now(),
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+            user_id: Some(user_id.to_owned()),
+            client_id: client_id.map(str::to_owned),
+            alias: Some(alias.to_owned()),
+            detail: detail.to_string(),
+        };
+        if let Err(err) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %err, kind, "could not write an audit event");
+        }
+    }
+}
+
+fn reauth_reason(stored: Option<String>) -> String {
+    stored.unwrap_or_else(|| "The user must sign in again to renew access.".to_owned())
+}
+
+/// The stored tokens after a refresh: Entra rotates the refresh token, but when an answer
+/// omits it the old one stays good. The ID token of a refresh answer may be unsigned, so the
+/// one from the sign-in is kept.
+fn refreshed_tokens(stored: UpstreamTokens, response: TokenResponse, now: i64) -> UpstreamTokens {
+    let rotated = response.refresh_token.is_some();
+    UpstreamTokens {
+        access_token: response.access_token,
+        refresh_token: response.refresh_token.or(stored.refresh_token),
+        id_token: stored.id_token,
+        token_type: response.token_type.unwrap_or(stored.token_type),
+        scope: response.scope.unwrap_or(stored.scope),
+        expires_at: now + response.expires_in.unwrap_or(3600),
+        refresh_expires_at: if rotated {
+            response.refresh_token_expires_in.map(|seconds| now + seconds)
+        } else {
+            stored.refresh_expires_at
+        },
+    }
+}

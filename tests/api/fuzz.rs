@@ -1,0 +1,34 @@
+//! The internal API's OpenAPI document driven through schemathesis, a schema-driven fuzzer:
+//! every generated request must get a documented status and body, and never a 500.
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+    let app = spawn_app(Backend::Postgres).await;
+    let _ = app.tokens().await;
+    let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
+    let schema = format!("{}/internal/v1/openapi.json", app.internal);
+
+    let output = tokio::process::Command::new("schemathesis")
+        .args(["run", &schema, "--url", &app.internal])
+        .args(["--header", &format!("Authorization: Bearer {service}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,ignored_auth",
+        ])
+        .args(["--max-examples", "40", "--seed", "7", "--generation-database", "none", "--no-color"])
+        .args(["--workers", "2", "--request-timeout", "10"])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .await
+        .expect("schemathesis is installed (pip install -r tests/python/requirements.txt)");
+
+    let report = String::from_utf8_lossy(&output.stdout);
+    println!("{report}");
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
