@@ -127,6 +127,7 @@ pub struct Application {
     pub public_url: String,
     max_body_bytes: usize,
     request_timeout: Duration,
+    audit_retention_days: i64,
 }
 
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, BuildError> {
@@ -235,6 +236,7 @@ impl Application {
             public_url,
             max_body_bytes: settings.http.max_body_bytes,
             request_timeout: Duration::from_secs(settings.http.request_timeout_seconds),
+            audit_retention_days: settings.audit_retention_days,
         })
     }
 
@@ -274,7 +276,8 @@ impl Application {
         };
         self.state.health.started.store(true, Ordering::SeqCst);
         let store = self.state.store.clone();
-        let housekeeping = tokio::spawn(housekeeping(store.clone(), self.state.clock.clone()));
+        let audit_retention = self.audit_retention_days * 24 * 3600;
+        let housekeeping = tokio::spawn(housekeeping(store.clone(), self.state.clock.clone(), audit_retention));
         let keep_alive = tokio::spawn(self.state.vault.clone().run_keep_alive());
         let servers = tokio::spawn(async move {
             tokio::try_join!(
@@ -301,13 +304,18 @@ impl Application {
     }
 }
 
-/// Deletes expired pending sign-ins and codes every minute.
-async fn housekeeping(store: Store, clock: Clock) {
+/// Every minute: deletes expired pending sign-ins, codes and revocations, and audit
+/// events older than the retention period.
+async fn housekeeping(store: Store, clock: Clock, audit_retention_seconds: i64) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));
     loop {
         interval.tick().await;
-        if let Err(err) = store.delete_expired(clock.now()).await {
+        let now = clock.now();
+        if let Err(err) = store.delete_expired(now).await {
             tracing::warn!(error = %err, "housekeeping failed");
+        }
+        if let Err(err) = store.delete_audit_before(now - audit_retention_seconds).await {
+            tracing::warn!(error = %err, "audit retention failed");
         }
     }
 }

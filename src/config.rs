@@ -38,6 +38,8 @@ pub struct Settings {
     pub providers: Vec<ProviderSettings>,
     pub vault: VaultSettings,
     pub log_format: LogFormat,
+    /// Audit events older than this are deleted by housekeeping.
+    pub audit_retention_days: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +216,7 @@ struct RawSettings {
     providers: BTreeMap<String, RawProvider>,
     vault: RawVault,
     log: RawLog,
+    audit: RawAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +296,12 @@ struct RawVault {
     keepalive_interval_seconds: Option<u64>,
     keepalive_batch_size: Option<i64>,
     refresh_wait_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAudit {
+    retention_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -474,6 +483,17 @@ fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigError> {
     let clients = validate_clients(&mut problems, raw.clients);
     let providers = validate_providers(&mut problems, dev, raw.providers);
     let service_accounts = validate_service_accounts(&mut problems, raw.service_accounts, &providers);
+    // One id names one caller: a service account must not answer to an application's id.
+    let mut seen = std::collections::BTreeSet::new();
+    let ids = clients.iter().map(|c| &c.client_id).chain(service_accounts.iter().map(|a| &a.client_id));
+    for id in ids {
+        if !seen.insert(id) {
+            problems.add(
+                "service_accounts",
+                format!("client id `{id}` is used twice among [[clients]] and [[service_accounts]]"),
+            );
+        }
+    }
     let vault = validate_vault(&mut problems, dev, raw.vault);
 
     let log_format = match raw.log.format.as_deref() {
@@ -495,7 +515,22 @@ fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigError> {
     if !problems.0.is_empty() {
         return Err(ConfigError { problems: problems.0 });
     }
-    Ok(Settings { mode, http, database, realm, clients, service_accounts, providers, vault, log_format })
+    let audit_retention_days = raw.audit.retention_days.unwrap_or(90);
+    if audit_retention_days < 1 {
+        problems.add("audit.retention_days", "keep audit events at least one day");
+    }
+    Ok(Settings {
+        mode,
+        http,
+        database,
+        realm,
+        clients,
+        service_accounts,
+        providers,
+        vault,
+        log_format,
+        audit_retention_days,
+    })
 }
 
 fn parse_hostname(problems: &mut Problems, dev: bool, text: &str) -> Option<Url> {
@@ -834,6 +869,14 @@ client_secret = "xyz"
         assert_eq!(settings.providers[0].tenant, Tenant::Multi("organizations".into()));
         assert_eq!(settings.providers[0].scopes, DEFAULT_SCOPES);
         assert_eq!(settings.vault.encryption_keys[0].id, "k1");
+    }
+
+    #[test]
+    fn a_service_account_may_not_reuse_an_application_client_id() {
+        let account = "[[service_accounts]]\nclient_id = \"allhands\"\nclient_secret = \"x\"\nallowed_providers = []\n";
+        let err = production(&minimal(&format!("{PROVIDER}{account}")), &[]).expect_err("duplicate id");
+        assert!(err.mentions("service_accounts"), "{err}");
+        assert!(err.to_string().contains("`allhands` is used twice"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,12 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes events recorded before `cutoff`; returns how many went.
+    pub async fn delete_audit_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM audit_events WHERE at < $1").bind(cutoff).execute(&self.pool).await?;
+        Ok(deleted.rows_affected())
+    }
+
     /// Events oldest first, optionally only one kind.
     pub async fn list_audit(&self, kind: Option<&str>) -> Result<Vec<AuditEvent>, StoreError> {
         Ok(sqlx::query_as("SELECT at, kind, outcome, user_id, client_id, alias, detail FROM audit_events WHERE ($1 IS NULL OR kind = $1) ORDER BY id")

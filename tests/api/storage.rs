@@ -2,8 +2,8 @@
 
 use identity_broker::config::parse_vault_key;
 use identity_broker::store::{
-    AuthRequestRow, AuthorizationCodeRow, CodeRedemption, ProfileUpdate, SessionRow, Store, StoreError, Table,
-    UpstreamLogin,
+    AuditEvent, AuthRequestRow, AuthorizationCodeRow, CodeRedemption, Lease, ProfileUpdate, SessionRow, Store,
+    StoreError, Table, UpstreamLogin,
 };
 use identity_broker::vault::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
 use secrecy::{ExposeSecret, SecretString};
@@ -191,4 +191,48 @@ both_backends!(instance_secrets_are_created_once, |backend| async move {
     assert_eq!(first, b"one");
     assert_eq!(second, b"one", "the first value wins");
     store.migrate().await.expect("migrations are idempotent");
+});
+
+both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let cipher = cipher();
+    for (user, subject) in [("u1", "sub-1"), ("u2", "sub-2")] {
+        let row = seal_tokens(&cipher, user, "azure_devops", &tokens("t"), 100);
+        store.save_sign_in(&profile(user, subject), Some(&row), 100).await.expect("user");
+    }
+    let first = Lease { owner: "replica-a", until: 160 };
+    let second = Lease { owner: "replica-b", until: 170 };
+
+    assert!(store.claim_refresh_lease("u1", "azure_devops", first, 110).await.expect("claim").is_some());
+    assert!(store.claim_refresh_lease("u1", "azure_devops", second, 120).await.expect("claim").is_none(), "held");
+    assert!(store.claim_refresh_lease("nobody", "azure_devops", second, 120).await.expect("claim").is_none());
+    // Keep-alive skips the held row and takes the other stale one.
+    let stale = store.claim_stale_leases("azure_devops", 150, second, 120, 10).await.expect("stale");
+    assert_eq!(stale.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["u2"]);
+    // Only the holder finishes; afterwards the row is free again.
+    let mut refreshed = seal_tokens(&cipher, "u1", "azure_devops", &tokens("new"), 130);
+    refreshed.expires_at = 5_000;
+    assert!(!store.finish_refresh(&refreshed, "replica-b").await.expect("finish"), "not the holder");
+    assert!(store.finish_refresh(&refreshed, "replica-a").await.expect("finish"));
+    let reread = store.claim_refresh_lease("u1", "azure_devops", second, 131).await.expect("claim").expect("free");
+    assert_eq!(reread.expires_at, 5_000, "the claim returns the row as the last holder left it");
+    // A lease that outlives its time is taken over.
+    assert!(store.claim_refresh_lease("u1", "azure_devops", first, 171).await.expect("claim").is_some(), "expired");
+    // A marked identity is not kept alive.
+    store.release_refresh_lease("u2", "azure_devops", "replica-b").await.expect("release");
+    store.mark_needs_reauth("u2", "azure_devops", "AADSTS70008", 200).await.expect("mark");
+    let stale = store.claim_stale_leases("azure_devops", 1_000, second, 300, 10).await.expect("stale");
+    assert!(stale.iter().all(|r| r.user_id != "u2"), "needs a sign-in, not a refresh");
+});
+
+both_backends!(audit_events_older_than_the_retention_go, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    for at in [10, 20, 30] {
+        let event = AuditEvent { at, kind: "token_read".into(), outcome: "ok".into(), ..Default::default() };
+        store.record_audit(&event).await.expect("audit");
+    }
+    assert_eq!(store.delete_audit_before(25).await.expect("retention"), 2);
+    assert_eq!(store.list_audit(None).await.expect("list").len(), 1);
 });
