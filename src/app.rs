@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -43,13 +43,23 @@ pub enum BuildError {
     HttpClient(#[from] reqwest::Error),
 }
 
-/// The wall clock, in Unix seconds; protocol code receives `now` from here.
+/// The wall clock, in Unix seconds; protocol code receives `now` from here. Clones share an
+/// offset, so tests can move the whole application forward in time.
 #[derive(Debug, Clone, Default)]
-pub struct Clock;
+pub struct Clock {
+    offset: Arc<AtomicI64>,
+}
 
 impl Clock {
     pub fn now(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+        let wall =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        wall + self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves this clock and all its clones `seconds` forward.
+    pub fn advance(&self, seconds: i64) {
+        self.offset.fetch_add(seconds, Ordering::Relaxed);
     }
 }
 
@@ -80,6 +90,13 @@ impl Cookies {
             .same_site(axum_extra::extract::cookie::SameSite::Lax)
             .max_age(time_seconds(max_age))
             .build()
+    }
+}
+
+impl Cookies {
+    /// A cookie that makes the browser forget `name` (same path, expired).
+    pub fn removal(&self, name: &'static str) -> axum_extra::extract::cookie::Cookie<'static> {
+        self.build(name, String::new(), 0)
     }
 }
 
@@ -144,7 +161,7 @@ async fn development_vault_key(store: &Store, now: i64) -> Result<VaultKey, Buil
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, BuildError> {
-        let clock = Clock;
+        let clock = Clock::default();
         let now = clock.now();
         let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
         if settings.database.migrate {
@@ -189,6 +206,7 @@ impl Application {
             keys,
             realm.access_token_lifespan_seconds,
             realm.sso_session_idle_seconds,
+            realm.offline_session_idle_seconds,
         );
         let cookies = Cookies {
             secure: public_url.starts_with("https://"),

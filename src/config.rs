@@ -88,6 +88,9 @@ pub struct ClientSettings {
     /// Keycloak's `broker.read-token` role in the client's access tokens: whether the
     /// application may read the user's upstream tokens at `/broker/{alias}/token`.
     pub read_token: bool,
+    /// Keycloak's "revoke refresh token": each refresh returns a new refresh token, and a
+    /// reused one ends the session. Off by default: OpenHands reuses refresh tokens.
+    pub rotate_refresh_tokens: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +262,7 @@ struct RawClient {
     redirect_uris: Vec<String>,
     post_logout_redirect_uris: Vec<String>,
     read_token: Option<bool>,
+    rotate_refresh_tokens: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -622,6 +626,7 @@ fn validate_clients(problems: &mut Problems, raw: Vec<RawClient>) -> Vec<ClientS
             redirect_uris: client.redirect_uris,
             post_logout_redirect_uris: client.post_logout_redirect_uris,
             read_token: client.read_token.unwrap_or(true),
+            rotate_refresh_tokens: client.rotate_refresh_tokens,
         });
     }
     clients

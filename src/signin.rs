@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::config::RealmSettings;
 use crate::crypto::{pkce_s256, random_token, token_hash};
 use crate::oidc::authorize::AuthorizationRequest;
+use crate::oidc::grants::session_is_live;
 use crate::store::{
     AuditEvent, AuthRequestRow, AuthorizationCodeRow, ProfileUpdate, SessionRow, Store, StoreError, UpstreamLogin,
 };
@@ -45,6 +46,8 @@ pub enum Started {
     Provider { request_id: String, browser_secret: String, alias: String },
     /// Several providers and no hint: let the user choose.
     Choose { request_id: String, browser_secret: String },
+    /// The browser's SSO session answered at once: back to the client with a code.
+    SignedIn(Url),
 }
 
 /// A finished sign-in: the client's redirect and the SSO cookie value.
@@ -87,7 +90,7 @@ pub struct SignInService {
 
 pub fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<Url> {
     let mut url = Url::parse(base).ok()?;
-    {
+    if pairs.iter().any(|(_, value)| value.is_some()) {
         let mut query = url.query_pairs_mut();
         for (name, value) in pairs {
             if let Some(value) = value {
@@ -121,10 +124,15 @@ impl SignInService {
     /// Records the pending request, bound to the browser by a fresh secret.
     /// A browser that already holds a pending-sign-in cookie keeps it, so that sign-ins in
     /// two tabs do not undo each other.
+    ///
+    /// With a live SSO session (the `session_secret` cookie) the client gets a code at once,
+    /// unless it asks for `prompt=login`; `kc_action=idp_link` runs the provider's sign-in
+    /// and links it to that session's user.
     pub async fn start(
         &self,
         request: &AuthorizationRequest,
         browser_secret: Option<&str>,
+        session_secret: Option<&str>,
         now: i64,
     ) -> Result<Started, SignInError> {
         let providers: Vec<&str> = self.upstream.providers().map(|p| p.alias.as_str()).collect();
@@ -141,7 +149,15 @@ impl SignInService {
         let browser_secret = browser_secret
             .filter(|s| s.len() == 43 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
             .map_or_else(random_token, str::to_owned);
-        let row = AuthRequestRow {
+        let session = match session_secret {
+            Some(secret) => self
+                .store
+                .find_session_by_cookie(&token_hash(secret))
+                .await?
+                .filter(|s| session_is_live(s, &self.realm, now)),
+            None => None,
+        };
+        let mut row = AuthRequestRow {
             id: request_id.clone(),
             browser_hash: token_hash(&browser_secret),
             client_id: request.client_id.clone(),
@@ -159,10 +175,21 @@ impl SignInService {
             pkce_verifier: None,
             created_at: now,
             expires_at: now + self.realm.login_timeout_seconds,
+            link_user_id: None,
+            prompt: request.prompt.clone(),
         };
-        if request.prompt.as_deref() == Some("none") {
-            // No SSO session is consulted yet, so a silent sign-in cannot succeed.
-            return Err(self.client_error(&row, "login_required", "The user must sign in"));
+        let prompt_login = request.prompt.as_deref().is_some_and(|p| p.split(' ').any(|p| p == "login"));
+        match &session {
+            Some(session) if request.link_alias.is_some() => row.link_user_id = Some(session.user_id.clone()),
+            Some(session) if !prompt_login => {
+                self.store.touch_session(&session.id, now).await?;
+                let url = self.issue_code(&row, session, now).await?;
+                return Ok(Started::SignedIn(url));
+            }
+            None if request.prompt.as_deref() == Some("none") => {
+                return Err(self.client_error(&row, "login_required", "The user must sign in"));
+            }
+            _ => {}
         }
         self.store.insert_auth_request(&row).await?;
         Ok(match chosen {
@@ -219,7 +246,7 @@ impl SignInService {
                 nonce: &nonce,
                 code_challenge: &pkce_s256(&verifier),
                 login_hint: request.login_hint.as_deref(),
-                prompt: None,
+                prompt: request.prompt.as_deref().filter(|p| p.split(' ').any(|p| p == "login")).map(|_| "login"),
             },
         ))
     }
@@ -303,8 +330,53 @@ impl SignInService {
             .verify_id_token(provider, &metadata, id_token, nonce, now)
             .await
             .map_err(|err| self.upstream_failure(alias, &err))?;
-        let user_id = self.save_user(provider, &identity, &response, now).await?;
+        let user_id = match &request.link_user_id {
+            Some(user_id) => self.link_user(provider, user_id, &identity, &response, now).await?,
+            None => self.save_user(provider, &identity, &response, now).await?,
+        };
         self.finish(&request, alias, &user_id, now).await
+    }
+
+    /// `kc_action=idp_link`: links the provider's identity to the signed-in user, replacing
+    /// tokens stored for an earlier link. An identity that belongs to another user is refused
+    /// and nothing changes. The user's own profile is left as it is.
+    async fn link_user(
+        &self,
+        provider: &Provider,
+        user_id: &str,
+        identity: &VerifiedIdentity,
+        response: &TokenResponse,
+        now: i64,
+    ) -> Result<String, SignInError> {
+        let settings = &provider.settings;
+        let taken = || {
+            tracing::warn!(alias = %settings.alias, user_id, "refused to link an identity that belongs to another user");
+            SignInError::page(409, format!("This {} account is already linked to another user.", settings.display_name))
+        };
+        if let Some(existing) = self.store.find_identity_by_subject(&settings.alias, &identity.subject).await?
+            && existing.user_id != user_id
+        {
+            return Err(taken());
+        }
+        let user = self
+            .store
+            .find_user(user_id)
+            .await?
+            .ok_or_else(|| SignInError::page(400, "The account this link was started for no longer exists."))?;
+        let mut profile = profile_update(user_id, &settings.alias, settings.trust_email, identity);
+        profile.username = user.username;
+        profile.email = user.email;
+        profile.email_verified = user.email_verified != 0;
+        profile.first_name = user.first_name;
+        profile.last_name = user.last_name;
+        profile.full_name = user.full_name;
+        let tokens = upstream_tokens(response, now);
+        let row = settings.store_token.then(|| seal_tokens(&self.cipher, user_id, &settings.alias, &tokens, now));
+        match self.store.save_sign_in(&profile, row.as_ref(), now).await {
+            Ok(()) => Ok(user_id.to_owned()),
+            Err(StoreError::Conflict(_)) => Err(taken()),
+            Err(err) => Err(err.into()),
+        }
     }
 
     async fn save_user(
@@ -315,15 +387,7 @@ impl SignInService {
         now: i64,
     ) -> Result<String, SignInError> {
         let settings = &provider.settings;
-        let tokens = UpstreamTokens {
-            access_token: response.access_token.clone(),
-            refresh_token: response.refresh_token.clone(),
-            id_token: response.id_token.clone(),
-            token_type: response.token_type.clone().unwrap_or_else(|| "Bearer".to_owned()),
-            scope: response.scope.clone().unwrap_or_default(),
-            expires_at: now + response.expires_in.unwrap_or(3600),
-            refresh_expires_at: response.refresh_token_expires_in.map(|s| now + s),
-        };
+        let tokens = upstream_tokens(response, now);
         // Two first sign-ins of one person can race; the loser finds the winner's user.
         for _ in 0..2 {
             let existing = self.store.find_identity_by_subject(&settings.alias, &identity.subject).await?;
@@ -355,15 +419,33 @@ impl SignInService {
             created_at: now,
             last_seen_at: now,
             ended_at: None,
+            offline: 0,
         };
         self.store.insert_session(&session).await?;
+        let client_redirect = self.issue_code(request, &session, now).await?;
+        self.store
+            .record_audit(&AuditEvent {
+                at: now,
+                kind: if request.link_user_id.is_some() { "link".into() } else { "sign_in".into() },
+                outcome: "success".into(),
+                user_id: Some(user_id.to_owned()),
+                client_id: Some(request.client_id.clone()),
+                alias: Some(alias.to_owned()),
+                detail: json!({ "session_id": session.id }).to_string(),
+            })
+            .await?;
+        Ok(Completed { client_redirect, session_secret })
+    }
+
+    /// A single-use code for `session`, and the client's redirect carrying it.
+    async fn issue_code(&self, request: &AuthRequestRow, session: &SessionRow, now: i64) -> Result<Url, SignInError> {
         let code = random_token();
         self.store
             .insert_authorization_code(&AuthorizationCodeRow {
                 code_hash: token_hash(&code),
                 client_id: request.client_id.clone(),
                 redirect_uri: request.redirect_uri.clone(),
-                user_id: user_id.to_owned(),
+                user_id: session.user_id.clone(),
                 session_id: session.id.clone(),
                 scope: request.scope.clone(),
                 nonce: request.client_nonce.clone(),
@@ -374,28 +456,17 @@ impl SignInService {
                 used_at: None,
             })
             .await?;
-        self.store
-            .record_audit(&AuditEvent {
-                at: now,
-                kind: "sign_in".into(),
-                outcome: "success".into(),
-                user_id: Some(user_id.to_owned()),
-                client_id: Some(request.client_id.clone()),
-                alias: Some(alias.to_owned()),
-                detail: json!({ "session_id": session.id }).to_string(),
-            })
-            .await?;
-        let client_redirect = with_query(
+        with_query(
             &request.redirect_uri,
             &[
                 ("state", request.client_state.as_deref()),
                 ("session_state", Some(&session.id)),
                 ("iss", Some(&self.realm_url)),
                 ("code", Some(&code)),
+                ("kc_action_status", request.link_user_id.as_ref().map(|_| "success")),
             ],
         )
-        .ok_or_else(|| SignInError::page(400, "The application's redirect URI is not valid."))?;
-        Ok(Completed { client_redirect, session_secret })
+        .ok_or_else(|| SignInError::page(400, "The application's redirect URI is not valid."))
     }
 
     /// `error=` on the callback: the user declined, or the provider refused the request.
@@ -408,6 +479,21 @@ impl SignInService {
     ) -> SignInError {
         let summary = description.and_then(|d| d.lines().next()).unwrap_or_default();
         match error {
+            "access_denied" if request.link_user_id.is_some() => {
+                tracing::info!(alias, client_id = %request.client_id, "the user cancelled linking at the provider");
+                let back = with_query(
+                    &request.redirect_uri,
+                    &[
+                        ("state", request.client_state.as_deref()),
+                        ("kc_action_status", Some("cancelled")),
+                        ("iss", Some(&self.realm_url)),
+                    ],
+                );
+                match back {
+                    Some(url) => SignInError::ToClient(url),
+                    None => SignInError::page(400, "The application's redirect URI is not valid."),
+                }
+            }
             "access_denied" => {
                 tracing::info!(alias, client_id = %request.client_id, "the user declined the sign-in at the provider");
                 self.client_error(request, "access_denied", "The user declined the sign-in")
@@ -490,6 +576,19 @@ impl SignInService {
 }
 
 /// Maps Entra's claims onto the user, as Keycloak's mappers do for OpenHands' realm.
+/// What the vault keeps of a sign-in's token response.
+fn upstream_tokens(response: &TokenResponse, now: i64) -> UpstreamTokens {
+    UpstreamTokens {
+        access_token: response.access_token.clone(),
+        refresh_token: response.refresh_token.clone(),
+        id_token: response.id_token.clone(),
+        token_type: response.token_type.clone().unwrap_or_else(|| "Bearer".to_owned()),
+        scope: response.scope.clone().unwrap_or_default(),
+        expires_at: now + response.expires_in.unwrap_or(3600),
+        refresh_expires_at: response.refresh_token_expires_in.map(|s| now + s),
+    }
+}
+
 pub fn profile_update(user_id: &str, alias: &str, trust_email: bool, identity: &VerifiedIdentity) -> ProfileUpdate {
     let upn = identity.preferred_username.clone();
     let email =

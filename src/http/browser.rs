@@ -46,8 +46,9 @@ pub async fn authorize(
         }
     };
     let existing = jar.get(Cookies::PENDING_SIGN_IN).map(|c| c.value().to_owned());
+    let session = jar.get(Cookies::SSO_SESSION).map(|c| c.value().to_owned());
     let now = state.clock.now();
-    let started = match state.sign_in.start(&request, existing.as_deref(), now).await {
+    let started = match state.sign_in.start(&request, existing.as_deref(), session.as_deref(), now).await {
         Ok(started) => started,
         Err(SignInError::ToClient(url)) => return Ok(redirect_to(url.as_str())),
         Err(err) => return Err(AppError::from_sign_in(err, &correlation)),
@@ -59,6 +60,7 @@ pub async fn authorize(
     };
     let cookie = |secret: String| state.cookies.build(Cookies::PENDING_SIGN_IN, secret, state.cookies.login_max_age);
     Ok(match started {
+        Started::SignedIn(url) => redirect_to(url.as_str()),
         Started::Provider { request_id, browser_secret, alias } => {
             (jar.add(cookie(browser_secret)), redirect_to(&login_url(&request_id, &alias))).into_response()
         }

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod browser;
 pub mod internal;
+pub mod logout;
 pub mod management;
 pub mod paths;
 pub mod realm;
@@ -238,7 +239,7 @@ pub fn public_router() -> axum::Router<crate::app::AppState> {
         .route(paths::BROKER_ENDPOINT, get(browser::broker_endpoint_query).post(browser::broker_endpoint_form))
         .route(paths::TOKEN, axum::routing::post(token::token))
         .route(paths::USERINFO, get(token::userinfo).post(token::userinfo))
-        .route(paths::LOGOUT, axum::routing::post(token::logout))
+        .route(paths::LOGOUT, get(logout::logout_get).post(logout::logout_post))
         .route(paths::INTROSPECT, axum::routing::post(token::introspect))
         .route(paths::REVOKE, axum::routing::post(token::revoke))
         .route(paths::BROKER_TOKEN, get(broker::retrieve_token).options(broker::retrieve_token_preflight))

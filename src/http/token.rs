@@ -18,7 +18,7 @@ use crate::oidc::grants::{self, CodeExchange};
 use crate::oidc::tokens::IssuedTokens;
 
 /// Parses an `application/x-www-form-urlencoded` body, refusing repeats and oversized values.
-fn form(headers: &HeaderMap, body: &Bytes) -> Result<std::collections::HashMap<String, String>, AppError> {
+pub(super) fn form(headers: &HeaderMap, body: &Bytes) -> Result<std::collections::HashMap<String, String>, AppError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
         return Err(AppError::oauth(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded")));
@@ -44,7 +44,7 @@ fn token_response(issued: &IssuedTokens) -> Response {
     (StatusCode::OK, no_store(), Json(body)).into_response()
 }
 
-type Form = std::collections::HashMap<String, String>;
+pub(super) type Form = std::collections::HashMap<String, String>;
 
 /// The client credentials of a request, by `client_secret_basic` or `client_secret_post`.
 fn presented_credentials(headers: &HeaderMap, params: &Form) -> Result<PresentedCredentials, AppError> {
@@ -63,7 +63,7 @@ fn invalid_client(credentials: &PresentedCredentials) -> AppError {
 }
 
 /// Authenticates the calling client application.
-fn authenticate_client<'a>(
+pub(super) fn authenticate_client<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
     params: &Form,
@@ -101,7 +101,7 @@ fn client_credentials(state: &AppState, headers: &HeaderMap, params: &Form) -> R
 }
 
 /// A non-empty form parameter, or `invalid_request` naming it.
-fn required<'a>(params: &'a Form, name: &str) -> Result<&'a str, AppError> {
+pub(super) fn required<'a>(params: &'a Form, name: &str) -> Result<&'a str, AppError> {
     params
         .get(name)
         .map(String::as_str)
@@ -187,19 +187,6 @@ pub async fn userinfo(
     let mut body = serde_json::to_value(&current).map_err(|err| AppError::Internal(err.to_string()))?;
     body["sub"] = json!(user.id);
     Ok((no_store(), Json(body)).into_response())
-}
-
-/// Back-channel logout: `refresh_token` plus client authentication; 204 as Keycloak answers.
-pub async fn logout(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let (params, client) = client_request(&state, &realm, &headers, &body)?;
-    let token = required(&params, "refresh_token")?;
-    state.grants().logout(client, token, state.clock.now()).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// RFC 7662 introspection; inactive tokens answer 200 `{"active": false}`.

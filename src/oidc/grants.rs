@@ -1,13 +1,15 @@
 //! Token-endpoint grants and the session checks behind every token the broker accepts.
 
 use crate::config::{ClientSettings, RealmSettings};
-use crate::crypto::{constant_time_eq, pkce_s256, token_hash};
+use crate::crypto::{constant_time_eq, pkce_s256, random_token, token_hash};
 use serde_json::json;
 
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
 
 use super::error::OAuthError;
-use super::tokens::{AccessClaims, Grant, IssuedTokens, RefreshClaims, TokenError, TokenService, UserClaims};
+use super::tokens::{
+    AccessClaims, Grant, IssuedTokens, RefreshClaims, TYP_OFFLINE, TokenError, TokenService, UserClaims,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
@@ -32,12 +34,25 @@ pub fn user_claims(user: &UserRow, identity_provider: &str) -> UserClaims {
     }
 }
 
-/// True while the SSO session is neither ended nor past its idle or maximum lifetime.
+/// True while the session is neither ended nor past its idle or maximum lifetime. An
+/// offline session has no maximum: it lives while it is used within its idle time.
 pub fn session_is_live(session: &SessionRow, realm: &RealmSettings, now: i64) -> bool {
-    session.ended_at.is_none()
-        && now < session.last_seen_at + realm.sso_session_idle_seconds
+    if session.ended_at.is_some() {
+        return false;
+    }
+    if session.offline != 0 {
+        return now < session.last_seen_at + realm.offline_session_idle_seconds;
+    }
+    now < session.last_seen_at + realm.sso_session_idle_seconds
         && now < session.created_at + realm.sso_session_max_seconds
 }
+
+/// True when a scope asks for an offline token.
+fn wants_offline(scope: &str) -> bool {
+    scope.split_whitespace().any(|s| s == OFFLINE_ACCESS)
+}
+
+const OFFLINE_ACCESS: &str = "offline_access";
 
 pub struct CodeExchange<'a> {
     pub code: &'a str,
@@ -88,19 +103,59 @@ impl Grants<'_> {
         let Some(session) = self.live_session(&row.session_id, now).await? else {
             return Err(OAuthError::invalid_grant("Session not active").into());
         };
+        // `offline_access` opens an offline session beside the browser's SSO session: its
+        // tokens outlive logout and the SSO session's limits.
+        let session =
+            if wants_offline(&row.scope) { self.start_offline_session(&session, now).await? } else { session };
         self.issue(client, &session, &row.user_id, &row.scope, row.nonce.clone(), now).await
+    }
+
+    async fn start_offline_session(&self, from: &SessionRow, now: i64) -> Result<SessionRow, StoreError> {
+        let offline = SessionRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            // Offline sessions have no browser cookie; the hash of a discarded secret keeps
+            // the column unique.
+            cookie_hash: token_hash(&random_token()),
+            user_id: from.user_id.clone(),
+            identity_provider: from.identity_provider.clone(),
+            created_at: now,
+            last_seen_at: now,
+            ended_at: None,
+            offline: 1,
+        };
+        self.store.insert_session(&offline).await?;
+        Ok(offline)
     }
 
     /// `grant_type=refresh_token` with Keycloak's semantics: the refresh token stays usable for
     /// the life of its session (OpenHands reuses it from parallel requests), and the new access
     /// token carries the user's current profile.
+    ///
+    /// A client configured with `rotate_refresh_tokens` gets a new refresh token each time and
+    /// the old one is revoked; presenting a revoked one again is taken as theft and ends the
+    /// session (reuse detection).
     pub async fn refresh(
         &self,
         client: &ClientSettings,
         refresh_token: &str,
         now: i64,
     ) -> Result<IssuedTokens, GrantError> {
+        let reused = || OAuthError::invalid_grant("Refresh token was already used; the session has been ended");
+        if client.rotate_refresh_tokens
+            && let Ok(claims) = self.tokens.verify_refresh(refresh_token, now)
+            && claims.azp == client.client_id
+            && self.store.is_token_revoked(&claims.jti).await?
+        {
+            self.store.end_session(&claims.sid, now).await?;
+            tracing::warn!(client_id = %client.client_id, session_id = %claims.sid, "a rotated refresh token was reused; its session was ended");
+            return Err(reused().into());
+        }
         let (claims, session) = self.client_refresh_token(client, refresh_token, now).await?;
+        // Two uses racing: only one revokes the token; the other is a reuse.
+        if client.rotate_refresh_tokens && !self.store.revoke_token(&claims.jti, claims.exp).await? {
+            self.store.end_session(&session.id, now).await?;
+            return Err(reused().into());
+        }
         self.store.touch_session(&session.id, now).await?;
         self.issue(client, &session, &claims.sub, &claims.scope, None, now).await
     }
@@ -119,6 +174,10 @@ impl Grants<'_> {
             && claims.azp == client.client_id
         {
             self.store.revoke_token(&claims.jti, claims.exp).await?;
+            // Revoking an offline token ends its offline session, as in Keycloak.
+            if claims.typ == TYP_OFFLINE {
+                self.store.end_session(&claims.sid, now).await?;
+            }
         }
         Ok(())
     }
@@ -208,6 +267,7 @@ impl Grants<'_> {
             auth_time: session.created_at,
             user: user_claims(&user, &session.identity_provider),
             read_token: client.read_token,
+            offline: session.offline != 0,
         };
         Ok(self.tokens.issue(&grant, now)?)
     }

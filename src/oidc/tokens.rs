@@ -120,6 +120,8 @@ pub struct Grant {
     pub user: UserClaims,
     /// Whether the access token carries `broker.read-token`.
     pub read_token: bool,
+    /// The refresh token is an offline token (`typ: Offline`) of an offline session.
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -153,11 +155,18 @@ pub struct TokenService {
     keys: Arc<KeySet>,
     access_lifespan: i64,
     refresh_lifespan: i64,
+    offline_lifespan: i64,
 }
 
 impl TokenService {
-    pub fn new(issuer: String, keys: Arc<KeySet>, access_lifespan: i64, refresh_lifespan: i64) -> Self {
-        TokenService { issuer, keys, access_lifespan, refresh_lifespan }
+    pub fn new(
+        issuer: String,
+        keys: Arc<KeySet>,
+        access_lifespan: i64,
+        refresh_lifespan: i64,
+        offline_lifespan: i64,
+    ) -> Self {
+        TokenService { issuer, keys, access_lifespan, refresh_lifespan, offline_lifespan }
     }
 
     pub fn issuer(&self) -> &str {
@@ -194,14 +203,16 @@ impl TokenService {
             },
             user: grant.user.clone(),
         };
+        let (refresh_typ, refresh_lifespan) =
+            if grant.offline { (TYP_OFFLINE, self.offline_lifespan) } else { (TYP_REFRESH, self.refresh_lifespan) };
         let refresh = RefreshClaims {
-            exp: now + self.refresh_lifespan,
+            exp: now + refresh_lifespan,
             iat: now,
             jti: random_token(),
             iss: self.issuer.clone(),
             aud: self.issuer.clone(),
             sub: grant.user_id.clone(),
-            typ: TYP_REFRESH.to_owned(),
+            typ: refresh_typ.to_owned(),
             azp: grant.client_id.clone(),
             sid: grant.session_id.clone(),
             scope: grant.scope.clone(),
@@ -229,7 +240,7 @@ impl TokenService {
             access_token: self.sign(&access)?,
             expires_in: self.access_lifespan,
             refresh_token: self.sign(&refresh)?,
-            refresh_expires_in: self.refresh_lifespan,
+            refresh_expires_in: refresh_lifespan,
             id_token,
             scope: grant.scope.clone(),
             session_id: grant.session_id.clone(),
@@ -266,6 +277,16 @@ impl TokenService {
         }
         if claims.exp <= now {
             return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Checks an `id_token_hint`: our signature, our issuer, an ID token. Expiry is not
+    /// checked, as in Keycloak: a user may sign out long after signing in.
+    pub fn verify_id_token_hint(&self, token: &str) -> Result<IdClaims, TokenError> {
+        let claims: IdClaims = self.verify(token)?;
+        if claims.typ != TYP_ID {
+            return Err(TokenError::WrongType);
         }
         Ok(claims)
     }

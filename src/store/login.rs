@@ -23,6 +23,10 @@ pub struct AuthRequestRow {
     pub pkce_verifier: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The signed-in user a `kc_action=idp_link` request links the provider to.
+    pub link_user_id: Option<String>,
+    /// The client's `prompt`, carried on to the provider (`login`).
+    pub prompt: Option<String>,
 }
 
 impl std::fmt::Debug for AuthRequestRow {
@@ -60,6 +64,8 @@ pub struct SessionRow {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub ended_at: Option<i64>,
+    /// 1 for an offline session (scope `offline_access`), which survives logout.
+    pub offline: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -89,16 +95,17 @@ pub enum CodeRedemption {
 
 const AUTH_REQUEST_COLUMNS: &str = "id, browser_hash, client_id, redirect_uri, response_mode, scope, client_state,
     client_nonce, code_challenge, code_challenge_method, login_hint, alias, upstream_state_hash, upstream_nonce,
-    pkce_verifier, created_at, expires_at";
+    pkce_verifier, created_at, expires_at, link_user_id, prompt";
 const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, user_id, session_id, scope, nonce, code_challenge,
     code_challenge_method, created_at, expires_at, used_at";
-const SESSION_COLUMNS: &str = "id, cookie_hash, user_id, identity_provider, created_at, last_seen_at, ended_at";
+const SESSION_COLUMNS: &str =
+    "id, cookie_hash, user_id, identity_provider, created_at, last_seen_at, ended_at, offline";
 
 impl Store {
     pub async fn insert_auth_request(&self, row: &AuthRequestRow) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(&row.id)
         .bind(&row.browser_hash)
@@ -117,6 +124,8 @@ impl Store {
         .bind(&row.pkce_verifier)
         .bind(row.created_at)
         .bind(row.expires_at)
+        .bind(&row.link_user_id)
+        .bind(&row.prompt)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -168,7 +177,7 @@ impl Store {
     }
 
     pub async fn insert_session(&self, row: &SessionRow) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO sso_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+        sqlx::query(&format!("INSERT INTO sso_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
             .bind(&row.id)
             .bind(&row.cookie_hash)
             .bind(&row.user_id)
@@ -176,6 +185,7 @@ impl Store {
             .bind(row.created_at)
             .bind(row.last_seen_at)
             .bind(row.ended_at)
+            .bind(row.offline)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -188,6 +198,16 @@ impl Store {
             .await?)
     }
 
+    /// The browser's SSO session, by the hash of its cookie.
+    pub async fn find_session_by_cookie(&self, cookie_hash: &str) -> Result<Option<SessionRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sso_sessions WHERE cookie_hash = $1 AND offline = 0"
+        ))
+        .bind(cookie_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Records use of a live session, which restarts its idle timer.
     pub async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL")
@@ -198,14 +218,16 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes one refresh token by its `jti` until it would have expired anyway.
-    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
-            .bind(jti)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Revokes one refresh token by its `jti` until it would have expired anyway. Returns
+    /// false when it was revoked already, which is how a reused rotated token is caught.
+    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let inserted =
+            sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+        Ok(inserted.rows_affected() > 0)
     }
 
     pub async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {

@@ -18,6 +18,8 @@ pub const CLIENT_SECRET: &str = "client-secret-for-tests";
 pub const OTHER_CLIENT_ID: &str = "other-app";
 pub const OTHER_CLIENT_SECRET: &str = "other-app-secret";
 pub const REDIRECT_URI: &str = "http://app.test/oauth/keycloak/callback";
+pub const OTHER_REDIRECT_URI: &str = "http://other.test/callback";
+pub const POST_LOGOUT_URI: &str = "http://app.test/signed-out";
 pub const UPSTREAM_CLIENT_ID: &str = "6f1c2f0e-1b7d-4d1e-9a55-upstream0001";
 pub const UPSTREAM_SECRET: &str = "upstream-secret-value";
 pub const SERVICE_ID: &str = "openhands-runtime";
@@ -125,6 +127,7 @@ pub struct TestApp {
     pub api: reqwest::Client,
     /// The test database, for other broker processes that share it.
     pub database_url: String,
+    settings_text: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Kept for its `Drop`, which removes the database after the test.
@@ -162,12 +165,15 @@ keepalive_batch_size = {batch}
 client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
 redirect_uris = ["{REDIRECT_URI}"]
+post_logout_redirect_uris = ["{POST_LOGOUT_URI}"]
 
 [[clients]]
 client_id = "{OTHER_CLIENT_ID}"
 client_secret = "{OTHER_CLIENT_SECRET}"
-redirect_uris = ["http://other.test/callback"]
+redirect_uris = ["{OTHER_REDIRECT_URI}"]
+post_logout_redirect_uris = ["http://other.test/bye"]
 read_token = false
+rotate_refresh_tokens = true
 
 [[service_accounts]]
 client_id = "{SERVICE_ID}"
@@ -206,19 +212,9 @@ pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
     let db = TestDb::new(backend).await;
     let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
     let text = settings_toml(&entra, &setup);
-    let url = db.url.clone();
-    let settings = Settings::from_toml(Mode::Development, &text, |name| (name == "DATABASE_URL").then(|| url.clone()))
-        .expect("test settings are valid");
-    let app = Application::build(settings).await.expect("application builds");
-    let public = format!("http://{}", app.public_addr);
-    let internal = format!("http://{}", app.internal_addr);
-    let management = format!("http://{}", app.management_addr);
-    let state = app.state().clone();
+    let (running, shutdown, server) = start_application(&text, &db.url).await;
+    let Running { public, internal, management, state } = running;
     let store = state.store.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
     TestApp {
         public,
         internal,
@@ -229,10 +225,39 @@ pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
         browser: browser_client(),
         api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         database_url: db.url.clone(),
-        shutdown: Some(tx),
+        settings_text: text,
+        shutdown: Some(shutdown),
         server: Some(server),
         _db: db,
     }
+}
+
+/// Where a started application listens, and its state.
+struct Running {
+    public: String,
+    internal: String,
+    management: String,
+    state: AppState,
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+async fn start_application(text: &str, database_url: &str) -> (Running, tokio::sync::oneshot::Sender<()>, ServerTask) {
+    let url = database_url.to_owned();
+    let settings = Settings::from_toml(Mode::Development, text, |name| (name == "DATABASE_URL").then(|| url.clone()))
+        .expect("test settings are valid");
+    let app = Application::build(settings).await.expect("application builds");
+    let running = Running {
+        public: format!("http://{}", app.public_addr),
+        internal: format!("http://{}", app.internal_addr),
+        management: format!("http://{}", app.management_addr),
+        state: app.state().clone(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    (running, tx, server)
 }
 
 pub fn location(response: &reqwest::Response) -> String {
@@ -274,22 +299,52 @@ impl Outcome {
 }
 
 impl TestApp {
+    /// Stops the application gracefully and starts it again on the same database, as a
+    /// deployment restart does; the fake provider keeps running.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        // Same public address, so the issuer (derived from it in development) is unchanged.
+        let port = self.public.rsplit(':').next().unwrap_or("0");
+        let text = self.settings_text.replace("\nbind = \"127.0.0.1:0\"", &format!("\nbind = \"127.0.0.1:{port}\""));
+        let (running, shutdown, server) = start_application(&text, &self.database_url).await;
+        self.public = running.public;
+        self.internal = running.internal;
+        self.management = running.management;
+        self.store = running.state.store.clone();
+        self.state = running.state;
+        self.shutdown = Some(shutdown);
+        self.server = Some(server);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.public)
     }
 
     pub fn auth_url(&self, extra: &[(&str, &str)]) -> String {
-        let mut url = Url::parse(&self.url("/realms/allhands/protocol/openid-connect/auth")).expect("url");
-        url.query_pairs_mut()
-            .append_pair("client_id", CLIENT_ID)
-            .append_pair("response_type", "code")
-            .append_pair("redirect_uri", REDIRECT_URI)
-            .append_pair("scope", "openid email profile")
-            .append_pair("state", "client-state-123")
-            .append_pair("kc_idp_hint", "azure_devops");
+        self.auth_url_for(CLIENT_ID, REDIRECT_URI, extra)
+    }
+
+    /// The authorization URL for a client; `extra` adds parameters or replaces the defaults.
+    pub fn auth_url_for(&self, client_id: &str, redirect_uri: &str, extra: &[(&str, &str)]) -> String {
+        let mut params = vec![
+            ("client_id", client_id),
+            ("response_type", "code"),
+            ("redirect_uri", redirect_uri),
+            ("scope", "openid email profile"),
+            ("state", "client-state-123"),
+            ("kc_idp_hint", "azure_devops"),
+        ];
         for (k, v) in extra {
-            url.query_pairs_mut().append_pair(k, v);
+            params.retain(|(name, _)| name != k);
+            params.push((k, v));
         }
+        let mut url = Url::parse(&self.url("/realms/allhands/protocol/openid-connect/auth")).expect("url");
+        url.query_pairs_mut().extend_pairs(params);
         url.to_string()
     }
 
@@ -304,7 +359,7 @@ impl TestApp {
                 return Outcome::Page { status, body: response.text().await.unwrap_or_default() };
             }
             let target = Url::parse(&next).expect("url").join(&location(&response)).expect("location").to_string();
-            if target.starts_with(REDIRECT_URI) {
+            if target.starts_with(REDIRECT_URI) || target.starts_with(OTHER_REDIRECT_URI) {
                 return Outcome::ToClient(query_of(&target));
             }
             next = target;
@@ -356,6 +411,22 @@ impl TestApp {
             .send()
             .await
             .expect("token")
+    }
+
+    /// A complete sign-in of `client` in a fresh browser, through the code exchange.
+    pub async fn tokens_for(&self, client: (&str, &str, &str), extra: &[(&str, &str)]) -> serde_json::Value {
+        let (client_id, secret, redirect_uri) = client;
+        let code = self.follow(&browser_client(), &self.auth_url_for(client_id, redirect_uri, extra)).await.code();
+        let form = [
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri),
+        ];
+        let response = self.post_form("token", &form).await;
+        assert_eq!(response.status(), StatusCode::OK, "code exchange for {client_id}");
+        response.json().await.expect("json")
     }
 
     pub async fn tokens(&self) -> serde_json::Value {

@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
+mod browser_session;
 mod fake_entra;
 mod fuzz;
 mod helpers;
+mod lifecycle;
 mod operations;
 mod python_keycloak;
 mod replicas;

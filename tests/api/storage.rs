@@ -119,6 +119,8 @@ both_backends!(pending_sign_ins_are_bound_to_the_browser_and_single_use, |backen
         pkce_verifier: None,
         created_at: 100,
         expires_at: 700,
+        link_user_id: Some("u1".into()),
+        prompt: Some("login".into()),
     };
     store.insert_auth_request(&row).await.expect("insert");
 
@@ -137,6 +139,7 @@ both_backends!(pending_sign_ins_are_bound_to_the_browser_and_single_use, |backen
 
     let taken = store.take_auth_request_by_state("state-hash").await.expect("take").expect("row");
     assert_eq!(taken.alias.as_deref(), Some("azure_devops"));
+    assert_eq!((taken.link_user_id.as_deref(), taken.prompt.as_deref()), (Some("u1"), Some("login")));
     assert!(store.take_auth_request_by_state("state-hash").await.expect("take").is_none(), "single use");
     assert_eq!(store.delete_expired(10_000).await.expect("cleanup"), 0);
 });
@@ -157,6 +160,7 @@ both_backends!(authorization_codes_redeem_once_and_a_replay_ends_the_session, |b
         created_at: 1,
         last_seen_at: 1,
         ended_at: None,
+        offline: 0,
     };
     store.insert_session(&session).await.expect("session");
     let code = AuthorizationCodeRow {
