@@ -136,18 +136,28 @@ class FormPostParser(HTMLParser):
             self._in_form = False
 
 
-def browser_sign_in(kc: KeycloakOpenID, args: argparse.Namespace) -> tuple[str, str, list[str]]:
-    """Run the authorization-code sign-in as a browser would.
-
-    Returns (code, state, visited URLs). Never requests the redirect_uri itself.
-    """
-    state = secrets.token_urlsafe(24)
-    url = kc.auth_url(redirect_uri=args.redirect_uri, scope="openid email profile", state=state)
-    url += f"&kc_idp_hint={args.idp_hint}"
-    info(f"auth url: {short(url, 240)}")
-
+def new_browser() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = "identity-broker-test-browser/1.0"
+    return session
+
+
+def browser_sign_in(
+    kc: KeycloakOpenID,
+    args: argparse.Namespace,
+    session: requests.Session,
+    scope: str = "openid email profile",
+    extra: str = "",
+) -> tuple[str, dict, list[str]]:
+    """Run the authorization-code sign-in as a browser would (``session`` keeps the
+    broker's cookies, so a second sign-in in it may be answered by SSO).
+
+    Returns (code, the redirect's query, visited URLs). Never requests the redirect_uri.
+    """
+    state = secrets.token_urlsafe(24)
+    url = kc.auth_url(redirect_uri=args.redirect_uri, scope=scope, state=state)
+    url += f"&kc_idp_hint={args.idp_hint}{extra}"
+    info(f"auth url: {short(url, 240)}")
     method, data = "GET", None
     visited: list[str] = []
 
@@ -190,7 +200,7 @@ def browser_sign_in(kc: KeycloakOpenID, args: argparse.Namespace) -> tuple[str, 
 
 def finish_sign_in(
     final_url: str, sent_state: str, args: argparse.Namespace, visited: list[str]
-) -> tuple[str, str, list[str]]:
+) -> tuple[str, dict, list[str]]:
     query = parse_qs(urlparse(final_url).query, keep_blank_values=True)
     if "error" in query:
         raise StepFailed(
@@ -201,12 +211,12 @@ def finish_sign_in(
     require(len(codes) == 1 and codes[0], f"redirect back has no single code: {short(final_url)}")
     states = query.get("state", [])
     require(states == [sent_state], f"state mismatch: sent {sent_state!r}, got {states!r}")
+    return codes[0], {k: v[0] for k, v in query.items()}, visited
+
+
+def passed_upstream(args: argparse.Namespace, visited: list[str]) -> bool:
     endpoint_path = f"/realms/{args.realm}/broker/{args.idp_hint}/endpoint"
-    require(
-        any(urlparse(u).path.endswith(endpoint_path) for u in visited),
-        f"the chain never passed through {endpoint_path}; visited {visited}",
-    )
-    return codes[0], states[0], visited
+    return any(urlparse(u).path.endswith(endpoint_path) for u in visited)
 
 
 # --------------------------------------------------------------------------
@@ -328,6 +338,51 @@ def check_refresh_token(refresh_token: str, sub: str, expected_typ: str = "Refre
     return payload
 
 
+def check_broker_token(args: argparse.Namespace, access_token: str) -> None:
+    """OpenHands fetches the user's Azure DevOps token from Keycloak's broker endpoint."""
+    url = urljoin(args.server_url, f"realms/{args.realm}/broker/{args.idp_hint}/token")
+    resp = requests.get(url, headers={"Authorization": f"Bearer {access_token}"}, timeout=30)
+    require(resp.status_code == 200, f"broker token answered {resp.status_code}: {short(resp.text)}")
+    body = resp.json()
+    for field in ("access_token", "refresh_token"):
+        require(isinstance(body.get(field), str) and body[field], f"broker token lacks {field}")
+    require(is_int(body.get("expires_in")) and body["expires_in"] > 0,
+            f"broker token expires_in is not positive: {body.get('expires_in')!r}")
+    ok("broker token", f"expires_in={body['expires_in']}")
+
+
+def check_linking(kc: KeycloakOpenID, args: argparse.Namespace, browser: requests.Session, sub: str) -> None:
+    """Settings' "link Azure DevOps": kc_action=idp_link for the signed-in user."""
+    code, query, visited = browser_sign_in(kc, args, browser, extra=f"&kc_action=idp_link:{args.idp_hint}")
+    require(passed_upstream(args, visited), "linking must run the provider's sign-in")
+    require(query.get("kc_action_status") == "success",
+            f"kc_action_status is {query.get('kc_action_status')!r}, expected 'success'")
+    token = kc.token(grant_type="authorization_code", code=code, redirect_uri=args.redirect_uri)
+    _, payload = decode_unverified(token["access_token"], "access token after linking")
+    require(payload.get("sub") == sub, "linking signed in another user")
+    ok("kc_action=idp_link", "kc_action_status=success, same user")
+
+
+def check_offline_token(kc: KeycloakOpenID, args: argparse.Namespace, browser: requests.Session, sub: str) -> str:
+    """An offline token for background jobs, taken in the same browser (SSO answers)."""
+    code, _query, visited = browser_sign_in(kc, args, browser, scope="openid offline_access")
+    require(not passed_upstream(args, visited), "with a live SSO session the provider is not asked again")
+    token = kc.token(grant_type="authorization_code", code=code, redirect_uri=args.redirect_uri)
+    check_refresh_token(token["refresh_token"], sub, expected_typ="Offline")
+    introspected = kc.introspect(token["refresh_token"])
+    require(introspected.get("active") is True, f"introspect of an offline token: {short(introspected)}")
+    ok("offline token", "typ=Offline, introspect active, obtained by SSO")
+    return token["refresh_token"]
+
+
+def check_offline_survives(kc: KeycloakOpenID, offline_token: str, sub: str) -> None:
+    refreshed = kc.refresh_token(offline_token)
+    check_refresh_token(refreshed["refresh_token"], sub, expected_typ="Offline")
+    info_claims = kc.userinfo(refreshed["access_token"])
+    require(info_claims.get("sub") == sub, "userinfo with the offline-derived token names another user")
+    ok("offline token after logout", "refresh and userinfo still work")
+
+
 def check_session_lifecycle(kc: KeycloakOpenID, token: dict, sub: str) -> None:
     """Refresh (twice with one refresh token, as OpenHands' parallel requests do),
     introspect, log out, and see every token of the session stop working."""
@@ -394,7 +449,9 @@ def run(args: argparse.Namespace) -> None:
     wk = check_well_known(kc, args.realm)
     issuer = wk["issuer"]
 
-    code, _state, visited = browser_sign_in(kc, args)
+    browser = new_browser()
+    code, _query, visited = browser_sign_in(kc, args, browser)
+    require(passed_upstream(args, visited), f"the first sign-in never reached the provider; visited {visited}")
     ok("browser sign-in", f"{len(visited)} hops, code received, state matches")
 
     token = exchange_code(kc, code, args.redirect_uri)
@@ -402,7 +459,11 @@ def run(args: argparse.Namespace) -> None:
     check_keys(kc)
     claims = check_access_token(kc, token["access_token"], userinfo, issuer, args.client_id)
     check_refresh_token(token["refresh_token"], claims["sub"])
+    check_broker_token(args, token["access_token"])
+    offline_token = check_offline_token(kc, args, browser, claims["sub"])
+    check_linking(kc, args, browser, claims["sub"])
     check_session_lifecycle(kc, token, claims["sub"])
+    check_offline_survives(kc, offline_token, claims["sub"])
 
 
 def main(argv: list[str] | None = None) -> int:
