@@ -178,6 +178,11 @@ impl SignInService {
             link_user_id: None,
             prompt: request.prompt.clone(),
         };
+        if let Some(link) = request.link_alias.as_deref()
+            && !providers.contains(&link)
+        {
+            return Err(self.client_error(&row, "invalid_request", "kc_action names an unknown identity provider"));
+        }
         let prompt_login = request.prompt.as_deref().is_some_and(|p| p.split(' ').any(|p| p == "login"));
         match &session {
             Some(session) if request.link_alias.is_some() => row.link_user_id = Some(session.user_id.clone()),

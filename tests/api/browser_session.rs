@@ -131,6 +131,11 @@ both_backends!(linking_a_provider_keeps_the_signed_in_user, |backend| async move
     let user_id = text(&jwt_claims(&text(&tokens, "access_token")), "sub");
     let link = [("kc_action", "idp_link:azure_devops_eu")];
 
+    // An unknown provider is refused back to the client.
+    let unknown = app.follow(&app.browser, &app.auth_url(&[("kc_action", "idp_link:github")])).await;
+    let Outcome::ToClient(params) = unknown else { panic!("expected a return to the client: {unknown:?}") };
+    assert_eq!(params.get("error").map(String::as_str), Some("invalid_request"));
+
     // Cancelled at the provider: back to the client, nothing linked.
     app.entra.deny_next_authorization();
     let cancelled = app.follow(&app.browser, &app.auth_url(&link)).await;
