@@ -295,7 +295,13 @@ impl Application {
         self.state.health.started.store(true, Ordering::SeqCst);
         let store = self.state.store.clone();
         let audit_retention = self.audit_retention_days * 24 * 3600;
-        let housekeeping = tokio::spawn(housekeeping(store.clone(), self.state.clock.clone(), audit_retention));
+        let housekeeping = tokio::spawn(housekeeping(
+            store.clone(),
+            self.state.clock.clone(),
+            audit_retention,
+            self.state.tokens.clone(),
+            self.state.sign_in.cipher.clone(),
+        ));
         let keep_alive = tokio::spawn(self.state.vault.clone().run_keep_alive());
         let servers = tokio::spawn(async move {
             tokio::try_join!(
@@ -323,12 +329,24 @@ impl Application {
 }
 
 /// Every minute: deletes expired pending sign-ins, codes and revocations, and audit
-/// events older than the retention period.
-async fn housekeeping(store: Store, clock: Clock, audit_retention_seconds: i64) {
+/// events older than the retention period; picks up signing keys rotated by
+/// `identity-broker keys rotate` in another process.
+async fn housekeeping(
+    store: Store,
+    clock: Clock,
+    audit_retention_seconds: i64,
+    tokens: TokenService,
+    cipher: Arc<Cipher>,
+) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));
     loop {
         interval.tick().await;
         let now = clock.now();
+        match tokens.keys().reload(&store, &cipher, now).await {
+            Ok(true) => tracing::info!(active_kid = %tokens.keys().active_kid(), "signing keys reloaded"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "signing key reload failed; keeping the keys in use"),
+        }
         if let Err(err) = store.delete_expired(now).await {
             tracing::warn!(error = %err, "housekeeping failed");
         }

@@ -1,7 +1,14 @@
-//! The realm's RS256 signing keys: generated on first start, stored sealed, published as JWKS.
+//! The realm's RS256 signing keys: generated on first start, rotated by `keys rotate`, stored
+//! sealed, published as JWKS, and reloaded by running servers when another process rotates.
+//!
+//! Token code borrows keys (`&EncodingKey`, `&DecodingKey`) for as long as it holds the
+//! `KeySet`, so a reload cannot replace keys in place behind a lock. Instead each reload that
+//! changes something appends a new generation to an append-only chain of `OnceLock`s and
+//! readers use the newest; older generations are freed with the `KeySet`. Rotations are rare
+//! and a generation is a few kilobytes, so the chain stays short.
 
-use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair, KeySize};
@@ -11,9 +18,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
+use crate::config::RealmSettings;
 use crate::crypto::token_hash;
 use crate::store::{SigningKeyRow, Store, StoreError};
 use crate::vault::{Cipher, CipherError, Sealed};
+
+/// How long after a key's retirement servers may still sign with it: a server learns of a
+/// rotation at its next reload (every minute), and hosts' clocks differ a little.
+pub const ROTATION_GRACE_SECONDS: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -25,9 +37,26 @@ pub enum KeyError {
     Malformed(String),
     #[error("RSA key generation failed")]
     Generation,
+    #[error("no stored signing key may sign now; run `identity-broker keys rotate`")]
+    NoActiveKey,
 }
 
-/// One key: the private half only for the active key.
+/// The longest a token the broker issues can live, hence how long a retired key must keep
+/// verifying: access tokens, refresh tokens (SSO idle and max) and offline tokens.
+pub fn max_token_lifetime(realm: &RealmSettings) -> i64 {
+    [
+        realm.access_token_lifespan_seconds,
+        realm.sso_session_idle_seconds,
+        realm.sso_session_max_seconds,
+        realm.offline_session_idle_seconds,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+}
+
+/// One key's public half.
+#[derive(Clone)]
 struct RealmKey {
     kid: String,
     decoding: DecodingKey,
@@ -36,20 +65,43 @@ struct RealmKey {
     public_key_base64: String,
 }
 
-/// The keys in force: the active one signs, all of them verify.
-pub struct KeySet {
+/// The keys in force from one load: the active one signs, all of them verify.
+struct Generation {
     active: RealmKey,
     active_encoding: EncodingKey,
-    others: HashMap<String, RealmKey>,
+    /// Keys that verify without signing (announced or retired), newest first.
+    others: Vec<RealmKey>,
+    next: OnceLock<Box<Generation>>,
+}
+
+impl Generation {
+    fn find(&self, kid: &str) -> Option<&RealmKey> {
+        std::iter::once(&self.active).chain(&self.others).find(|k| k.kid == kid)
+    }
+
+    fn kids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.active).chain(&self.others).map(|k| k.kid.as_str())
+    }
+}
+
+/// The realm's keys, current as of the last load or `reload`.
+pub struct KeySet {
+    first: Generation,
+    /// Only one reload appends at a time, so the tail it read is still the tail it extends.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySet").field("active_kid", &self.active.kid).field("others", &self.others.len()).finish()
+        let current = self.current();
+        f.debug_struct("KeySet")
+            .field("active_kid", &current.active.kid)
+            .field("others", &current.others.len())
+            .finish()
     }
 }
 
-fn private_key_aad(kid: &str) -> String {
+pub(crate) fn private_key_aad(kid: &str) -> String {
     format!("signing_key\u{1f}{kid}")
 }
 
@@ -87,7 +139,7 @@ fn load_key(cipher: &Cipher, row: &SigningKeyRow) -> Result<(RealmKey, EncodingK
     Ok((key, encoding))
 }
 
-/// A new RSA-2048 key, sealed for storage.
+/// A new RSA-2048 key that signs from `now`, sealed for storage.
 pub fn generate_signing_key(cipher: &Cipher, now: i64) -> Result<SigningKeyRow, KeyError> {
     let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generation)?;
     let pkcs8: Pkcs8V1Der = pair.as_der().map_err(|_| KeyError::Generation)?;
@@ -100,60 +152,229 @@ pub fn generate_signing_key(cipher: &Cipher, now: i64) -> Result<SigningKeyRow, 
         algorithm: "RS256".to_owned(),
         kid,
         created_at: now,
+        active_from: now,
         retired_at: None,
+        verify_until: None,
     })
 }
 
+/// Which stored keys are in force at `now`, as indexes into the rows.
+#[derive(Debug, PartialEq, Eq)]
+struct InForce {
+    /// The newest key that has started signing and is not retired.
+    active: usize,
+    /// Every other key still published: announced ones, and retired ones whose tokens may
+    /// still be alive. A retired key without `verify_until` is kept, as its lifetime is unknown.
+    verifying: Vec<usize>,
+}
+
+fn in_force(rows: &[SigningKeyRow], now: i64) -> Option<InForce> {
+    let signs = |row: &SigningKeyRow| row.active_from <= now && row.retired_at.is_none_or(|at| at > now);
+    let (active, _) =
+        rows.iter().enumerate().filter(|(_, row)| signs(row)).max_by(|(_, a), (_, b)| {
+            (a.active_from, a.created_at, &a.kid).cmp(&(b.active_from, b.created_at, &b.kid))
+        })?;
+    let verifying = rows
+        .iter()
+        .enumerate()
+        .filter(|(index, row)| *index != active && row.verify_until.is_none_or(|until| until > now))
+        .map(|(index, _)| index)
+        .collect();
+    Some(InForce { active, verifying })
+}
+
+/// Builds the generation for `rows`, reusing what `previous` already opened, so that only
+/// new keys need the vault.
+fn build_generation(
+    cipher: &Cipher,
+    rows: &[SigningKeyRow],
+    force: &InForce,
+    previous: Option<&Generation>,
+) -> Result<Generation, KeyError> {
+    let active_row = &rows[force.active];
+    let (active, active_encoding) = match previous {
+        Some(previous) if previous.active.kid == active_row.kid => {
+            (previous.active.clone(), previous.active_encoding.clone())
+        }
+        _ => load_key(cipher, active_row)?,
+    };
+    let mut others = Vec::with_capacity(force.verifying.len());
+    for &index in &force.verifying {
+        let row = &rows[index];
+        match previous.and_then(|previous| previous.find(&row.kid)) {
+            Some(known) => others.push(known.clone()),
+            None => others.push(load_key(cipher, row)?.0),
+        }
+    }
+    Ok(Generation { active, active_encoding, others, next: OnceLock::new() })
+}
+
+/// What `keys rotate` did.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub new_kid: String,
+    /// When the new key starts signing (Unix seconds).
+    pub active_from: i64,
+    /// The keys it replaces; they verify until `verify_until`.
+    pub retired: Vec<String>,
+    pub verify_until: i64,
+}
+
+/// Creates a key that signs from `now + activate_after` and retires the current ones at that
+/// moment. A delay lets every replica publish the new key before any signs with it; without
+/// one, servers that have not reloaded yet reject the new key's tokens until they do.
+/// Retired keys verify for `max_token_lifetime` (plus a grace) after their retirement.
+pub async fn rotate(
+    store: &Store,
+    cipher: &Cipher,
+    now: i64,
+    activate_after: i64,
+    max_token_lifetime: i64,
+) -> Result<Rotation, KeyError> {
+    let rows = store.list_signing_keys(now).await?;
+    // With no key in force there is nothing to hand over from: the new key signs at once.
+    let active_from = if in_force(&rows, now).is_some() { now + activate_after.max(0) } else { now };
+    let mut key = generate_signing_key(cipher, now)?;
+    key.active_from = active_from;
+    let verify_until = active_from + max_token_lifetime + ROTATION_GRACE_SECONDS;
+    let retired = store.rotate_signing_keys(&key, active_from, verify_until).await?;
+    Ok(Rotation { new_kid: key.kid, active_from, retired, verify_until })
+}
+
 impl KeySet {
-    /// Loads the stored keys, creating the first one when there is none.
+    /// Loads the stored keys, creating the first one when none may sign.
     pub async fn load_or_create(store: &Store, cipher: &Cipher, now: i64) -> Result<KeySet, KeyError> {
-        let mut rows = store.list_signing_keys().await?;
-        if rows.iter().all(|r| r.retired_at.is_some()) {
+        let mut rows = store.list_signing_keys(now).await?;
+        if in_force(&rows, now).is_none() {
             store.insert_signing_key(&generate_signing_key(cipher, now)?).await?;
             // Re-read: a replica starting at the same moment may have stored its own key,
             // and every replica must choose the same newest one.
-            rows = store.list_signing_keys().await?;
+            rows = store.list_signing_keys(now).await?;
         }
-        KeySet::from_rows(cipher, &rows)
+        let force = in_force(&rows, now).ok_or(KeyError::NoActiveKey)?;
+        let first = build_generation(cipher, &rows, &force, None)?;
+        Ok(KeySet { first, reloading: tokio::sync::Mutex::new(()) })
     }
 
-    fn from_rows(cipher: &Cipher, rows: &[SigningKeyRow]) -> Result<KeySet, KeyError> {
-        let mut active = None;
-        let mut others = HashMap::new();
-        for row in rows {
-            let (key, encoding) = load_key(cipher, row)?;
-            if active.is_none() && row.retired_at.is_none() {
-                active = Some((key, encoding));
-            } else {
-                others.insert(key.kid.clone(), key);
-            }
+    /// Reads the stored keys again and switches to them if what is in force at `now` changed
+    /// (a rotation by another process, an announced key starting to sign, a retired key's
+    /// tokens all expired). Returns whether anything changed; on error the keys stay as
+    /// they were.
+    pub async fn reload(&self, store: &Store, cipher: &Cipher, now: i64) -> Result<bool, KeyError> {
+        let _only_reload = self.reloading.lock().await;
+        let rows = store.list_signing_keys(now).await?;
+        let force = in_force(&rows, now).ok_or(KeyError::NoActiveKey)?;
+        let current = self.current();
+        let wanted = std::iter::once(force.active).chain(force.verifying.iter().copied()).map(|i| rows[i].kid.as_str());
+        if current.kids().eq(wanted) {
+            return Ok(false);
         }
-        let (active, active_encoding) = active.ok_or(KeyError::Generation)?;
-        Ok(KeySet { active, active_encoding, others })
+        let next = build_generation(cipher, &rows, &force, Some(current))?;
+        tracing::info!(active_kid = %next.active.kid, verifying = next.others.len(), "signing keys reloaded");
+        // The reload lock makes this task the only one extending the chain, so the tail is free.
+        let _ = current.next.set(Box::new(next));
+        Ok(true)
+    }
+
+    fn current(&self) -> &Generation {
+        let mut generation = &self.first;
+        while let Some(next) = generation.next.get() {
+            generation = next;
+        }
+        generation
     }
 
     pub fn active_kid(&self) -> &str {
-        &self.active.kid
+        &self.current().active.kid
     }
 
     pub fn signing_key(&self) -> &EncodingKey {
-        &self.active_encoding
+        &self.current().active_encoding
+    }
+
+    /// The active kid and its key from one generation: a reload between separate
+    /// `active_kid()` and `signing_key()` calls could pair one key's kid with another's key.
+    pub fn signer(&self) -> (&str, &EncodingKey) {
+        let current = self.current();
+        (&current.active.kid, &current.active_encoding)
     }
 
     pub fn active_public_key_base64(&self) -> &str {
-        &self.active.public_key_base64
+        &self.current().active.public_key_base64
     }
 
     pub fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
-        if kid == self.active.kid {
-            return Some(&self.active.decoding);
-        }
-        self.others.get(kid).map(|k| &k.decoding)
+        self.current().find(kid).map(|k| &k.decoding)
     }
 
+    /// The active key first, then the others newest first.
     pub fn jwks(&self) -> JwkSet {
-        let mut keys = vec![self.active.jwk.clone()];
-        keys.extend(self.others.values().map(|k| k.jwk.clone()));
-        JwkSet { keys }
+        let current = self.current();
+        JwkSet { keys: std::iter::once(&current.active).chain(&current.others).map(|k| k.jwk.clone()).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, Settings};
+
+    fn row(kid: &str, active_from: i64, retired_at: Option<i64>, verify_until: Option<i64>) -> SigningKeyRow {
+        SigningKeyRow {
+            kid: kid.to_owned(),
+            algorithm: "RS256".to_owned(),
+            vault_key_id: "k1".to_owned(),
+            private_key: Vec::new(),
+            public_key: Vec::new(),
+            created_at: active_from.min(1_000),
+            active_from,
+            retired_at,
+            verify_until,
+        }
+    }
+
+    #[test]
+    fn the_newest_started_unretired_key_signs_and_the_others_verify_until_their_tokens_expire() {
+        let cases = [
+            ("one key", vec![row("a", 1_000, None, None)], 1_000, Some(InForce { active: 0, verifying: vec![] })),
+            (
+                "rotated: the retired key still verifies",
+                vec![row("b", 2_000, None, None), row("a", 1_000, Some(2_000), Some(5_000))],
+                2_000,
+                Some(InForce { active: 0, verifying: vec![1] }),
+            ),
+            (
+                "rotated long ago: the retired key is gone",
+                vec![row("b", 2_000, None, None), row("a", 1_000, Some(2_000), Some(5_000))],
+                5_000,
+                Some(InForce { active: 0, verifying: vec![] }),
+            ),
+            (
+                "announced: the old key signs until the new one starts",
+                vec![row("b", 2_000, None, None), row("a", 1_000, Some(2_000), Some(5_000))],
+                1_999,
+                Some(InForce { active: 1, verifying: vec![0] }),
+            ),
+            (
+                "retired without a lifetime: kept",
+                vec![row("b", 2_000, None, None), row("a", 1_000, Some(2_000), None)],
+                9_000,
+                Some(InForce { active: 0, verifying: vec![1] }),
+            ),
+            ("every key retired", vec![row("a", 1_000, Some(1_500), Some(5_000))], 2_000, None),
+            ("only an announced key", vec![row("a", 3_000, None, None)], 2_000, None),
+        ];
+        for (name, rows, now, expected) in cases {
+            assert_eq!(in_force(&rows, now), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_longest_token_lifetime_bounds_how_long_a_retired_key_verifies() {
+        let text = "[realm]\naccess_token_lifespan_seconds = 300\nsso_session_idle_seconds = 1800\n\
+                    sso_session_max_seconds = 36000\noffline_session_idle_seconds = 7200\n";
+        let settings = Settings::from_toml(Mode::Development, text, |_| None).expect("settings");
+        let realm = settings.realm;
+        assert_eq!(max_token_lifetime(&realm), 36_000);
     }
 }

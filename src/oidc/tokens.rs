@@ -178,10 +178,12 @@ impl TokenService {
     }
 
     fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        // Kid and key from one read, so a key reload between them cannot mismatch them.
+        let (kid, key) = self.keys.signer();
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.keys.active_kid().to_owned());
+        header.kid = Some(kid.to_owned());
         header.typ = Some("JWT".to_owned());
-        jsonwebtoken::encode(&header, claims, self.keys.signing_key()).map_err(|_| TokenError::Signing)
+        jsonwebtoken::encode(&header, claims, key).map_err(|_| TokenError::Signing)
     }
 
     pub fn issue(&self, grant: &Grant, now: i64) -> Result<IssuedTokens, TokenError> {

@@ -1,6 +1,10 @@
 //! Signing keys and instance secrets (the development vault key).
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
+
+/// `active_from` was added by a later migration; a row from before it signs from its creation.
+const SIGNING_KEY_COLUMNS: &str = "kid, algorithm, vault_key_id, private_key, public_key, created_at,
+     COALESCE(active_from, created_at) AS active_from, retired_at, verify_until";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SigningKeyRow {
@@ -12,7 +16,11 @@ pub struct SigningKeyRow {
     /// SubjectPublicKeyInfo DER.
     pub public_key: Vec<u8>,
     pub created_at: i64,
+    /// When the key starts signing; a rotation may publish a key before it signs.
+    pub active_from: i64,
     pub retired_at: Option<i64>,
+    /// Until when a retired key is still published and verifies: its last tokens' expiry.
+    pub verify_until: Option<i64>,
 }
 
 impl Store {
@@ -33,24 +41,63 @@ impl Store {
             .await?)
     }
 
-    /// Keys newest first.
-    pub async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT kid, algorithm, vault_key_id, private_key, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC")
-            .fetch_all(&self.pool)
-            .await?)
+    /// The keys that may still sign or verify at `now` (retired keys past `verify_until`
+    /// are left out), newest first.
+    pub async fn list_signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRow>, StoreError> {
+        let sql = format!(
+            "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys WHERE verify_until IS NULL OR verify_until > $1
+             ORDER BY COALESCE(active_from, created_at) DESC, created_at DESC, kid DESC"
+        );
+        Ok(sqlx::query_as(&sql).bind(now).fetch_all(&self.pool).await?)
     }
 
     pub async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO signing_keys (kid, algorithm, vault_key_id, private_key, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&key.kid)
-            .bind(&key.algorithm)
-            .bind(&key.vault_key_id)
-            .bind(key.private_key.clone())
-            .bind(key.public_key.clone())
-            .bind(key.created_at)
-            .bind(key.retired_at)
-            .execute(&self.pool)
-            .await?;
+        insert_query(key).execute(&self.pool).await?;
         Ok(())
     }
+
+    /// Stores `key` and retires at `retire_at` every key not retired by then, which then
+    /// verifies until `verify_until`; returns the kids retired. Rotations run one at a time
+    /// (Postgres locks the table; SQLite has one writer), so two at once cannot leave two
+    /// keys unretired.
+    pub async fn rotate_signing_keys(
+        &self,
+        key: &SigningKeyRow,
+        retire_at: i64,
+        verify_until: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let retired: Vec<String> = sqlx::query_scalar(
+            "UPDATE signing_keys SET retired_at = $1, verify_until = $2
+             WHERE retired_at IS NULL OR retired_at > $1
+             RETURNING kid",
+        )
+        .bind(retire_at)
+        .bind(verify_until)
+        .fetch_all(&mut *tx)
+        .await?;
+        insert_query(key).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(retired)
+    }
+}
+
+fn insert_query(key: &SigningKeyRow) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, vault_key_id, private_key, public_key, created_at, active_from,
+                                   retired_at, verify_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&key.kid)
+    .bind(&key.algorithm)
+    .bind(&key.vault_key_id)
+    .bind(key.private_key.clone())
+    .bind(key.public_key.clone())
+    .bind(key.created_at)
+    .bind(key.active_from)
+    .bind(key.retired_at)
+    .bind(key.verify_until)
 }

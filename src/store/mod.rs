@@ -4,6 +4,7 @@
 mod audit;
 mod keys;
 mod login;
+mod rekey;
 mod users;
 mod vault;
 

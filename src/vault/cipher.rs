@@ -4,6 +4,7 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::VaultKey;
@@ -92,6 +93,15 @@ impl Cipher {
         Ok(plaintext.to_vec())
     }
 
+    /// Opens a ciphertext sealed under any key of the ring and seals it again under the
+    /// active key, for the same row (`aad`); the plaintext is wiped before returning.
+    pub fn reseal(&self, key_id: &str, sealed: &Sealed, aad: &str) -> Result<Sealed, CipherError> {
+        let mut plaintext = self.open(key_id, sealed, aad)?;
+        let resealed = self.seal(&plaintext, aad);
+        plaintext.zeroize();
+        Ok(resealed)
+    }
+
     pub fn open_str(&self, key_id: &str, sealed: &Sealed, aad: &str) -> Result<SecretString, CipherError> {
         let bytes = self.open(key_id, sealed, aad)?;
         String::from_utf8(bytes).map(SecretString::from).map_err(|_| CipherError::Unauthentic)
@@ -133,5 +143,17 @@ mod tests {
         assert_eq!(rotated.active_key_id(), "k2");
         assert_eq!(rotated.open("k1", &sealed_with_k1, "aad").expect("k1 still opens"), b"t");
         assert!(matches!(cipher(&[K2]).open("k1", &sealed_with_k1, "aad"), Err(CipherError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn reseal_moves_a_ciphertext_to_the_active_key_for_the_same_row_only() {
+        let sealed_with_k1 = cipher(&[K1]).seal(b"t", "aad");
+        let rotated = cipher(&[K2, K1]);
+
+        let resealed = rotated.reseal("k1", &sealed_with_k1, "aad").expect("reseals");
+
+        assert_eq!(cipher(&[K2]).open("k2", &resealed, "aad").expect("k2 alone opens it"), b"t");
+        assert!(matches!(rotated.reseal("k1", &sealed_with_k1, "other"), Err(CipherError::Unauthentic)));
+        assert!(matches!(rotated.reseal("k0", &sealed_with_k1, "aad"), Err(CipherError::UnknownKey(_))));
     }
 }

@@ -3,6 +3,7 @@
 
 mod cipher;
 mod refresh;
+pub mod rekey;
 
 use std::fmt;
 

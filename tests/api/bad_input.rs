@@ -90,8 +90,9 @@ both_backends!(callbacks_without_state_cookie_or_with_a_replayed_state_are_refus
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST, "replayed state");
     assert_eq!(app.count(Table::AuthorizationCodes).await, 1, "the replay issued nothing");
 
-    // The callback must come from the provider the sign-in started with.
-    let callback = app.upstream_callback(&app.browser, &[]).await;
+    // The callback must come from the provider the sign-in started with (prompt=login, as
+    // the browser now has an SSO session that would answer at once).
+    let callback = app.upstream_callback(&app.browser, &[("prompt", "login")]).await;
     let other = callback.replace("/broker/azure_devops/", "/broker/github/");
     let response = app.browser.get(&other).send().await.expect("request");
     assert!(response.status().is_client_error(), "another provider's endpoint: {}", response.status());

@@ -429,8 +429,10 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// A complete sign-in through the provider, in a browser of its own (so an earlier
+    /// sign-in's SSO session does not answer it), and the code exchange.
     pub async fn tokens(&self) -> serde_json::Value {
-        let code = self.sign_in().await.code();
+        let code = self.follow(&browser_client(), &self.auth_url(&[])).await.code();
         let response = self.exchange(&code, &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.expect("json")

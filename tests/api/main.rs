@@ -7,6 +7,7 @@ mod browser_session;
 mod fake_entra;
 mod fuzz;
 mod helpers;
+mod keys;
 mod lifecycle;
 mod operations;
 mod python_keycloak;
