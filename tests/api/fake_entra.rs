@@ -243,6 +243,14 @@ impl FakeEntra {
         self.shared.lock().signing_key = key;
     }
 
+    /// A refresh token for `user` as the token endpoint would issue it after a sign-in with the
+    /// broker's default scopes, without a sign-in: for seeding many identities directly.
+    pub fn issue_refresh_token(&self, user: &FakeUser) -> String {
+        let mut scopes: Vec<String> = OIDC_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+        scopes.push(format!("{ADO_RESOURCE_URI}/.default"));
+        self.shared.lock().issue_refresh_token(&RefreshGrant { scopes, user: user.clone() })
+    }
+
     /// POSTs to the token endpoint, whatever the grant and outcome.
     pub fn token_requests(&self) -> usize {
         self.shared.lock().token_requests
@@ -305,6 +313,16 @@ struct MutableState {
     jwks_requests: usize,
     last_token_form: Option<HashMap<String, String>>,
     issued_tokens: Vec<String>,
+}
+
+impl MutableState {
+    /// A new refresh token for `grant`, valid from now on like every one issued before it.
+    fn issue_refresh_token(&mut self, grant: &RefreshGrant) -> String {
+        let token = format!("1.A{}", random_b64(200));
+        self.issued_tokens.push(token.clone());
+        self.refresh_tokens.insert(token.clone(), grant.clone());
+        token
+    }
 }
 
 /// What an authorization code stands for until it is redeemed.
@@ -740,19 +758,16 @@ fn redeem_refresh_token(shared: &Shared, form: &HashMap<String, String>) -> Resp
 /// granted, and the ID token if one was minted.
 fn token_response(shared: &Shared, grant: &RefreshGrant, id_token: Option<String>) -> Response {
     let access_token = opaque_access_token();
-    let refresh_token = grant.scopes.iter().any(|s| s == "offline_access").then(|| format!("1.A{}", random_b64(200)));
+    let offline = grant.scopes.iter().any(|s| s == "offline_access");
 
-    let lifetime = {
+    let (refresh_token, lifetime) = {
         let mut st = shared.lock();
         st.issued_tokens.push(access_token.clone());
-        if let Some(refresh_token) = &refresh_token {
-            st.issued_tokens.push(refresh_token.clone());
-            st.refresh_tokens.insert(refresh_token.clone(), grant.clone());
-        }
+        let refresh_token = offline.then(|| st.issue_refresh_token(grant));
         if let Some(id_token) = &id_token {
             st.issued_tokens.push(id_token.clone());
         }
-        st.access_token_lifetime
+        (refresh_token, st.access_token_lifetime)
     };
 
     let mut body = Map::new();

@@ -1,0 +1,423 @@
+//! What the benchmarks share: the release server against a fresh Postgres database and the
+//! fake Entra, a fixed-concurrency load generator, and the figures they report.
+
+// Each benchmark binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+#[path = "../../tests/api/fake_entra.rs"]
+pub mod fake_entra;
+
+use std::future::Future;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection as _;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use fake_entra::{FakeEntra, HOME_TENANT};
+
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const CLIENT_SECRET: &str = "bench-client-secret";
+pub const REDIRECT_URI: &str = "http://app.bench/callback";
+pub const UPSTREAM_CLIENT: &str = "bench-upstream-client";
+pub const UPSTREAM_SECRET: &str = "bench-upstream-secret";
+/// The server's vault key, so that a benchmark can seal tokens the server opens.
+pub const VAULT_KEY: &str = "b1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// How many failure messages a load run keeps to show.
+const FAILURES_KEPT: usize = 5;
+
+/// A benchmark's world: a fresh database, the fake Entra and the release server using both.
+pub struct Bench {
+    pub database: Database,
+    pub entra: FakeEntra,
+    pub server: Server,
+    /// From process start to `/health/ready` answering 200.
+    pub ready_after: Duration,
+}
+
+impl Bench {
+    /// Starts the world for the benchmark `name`, with `extra` TOML in the server's configuration.
+    /// `cargo test --all-targets` runs bench binaries without `--bench`: they only need to build,
+    /// so then this says how to run the benchmark and returns `None`.
+    pub async fn start(name: &str, extra: &str) -> Option<Bench> {
+        if !std::env::args().any(|arg| arg == "--bench") {
+            println!("{name} benchmark: run it with `cargo bench --bench {name}`");
+            return None;
+        }
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let database = Database::create().await;
+        let entra = FakeEntra::start(UPSTREAM_CLIENT, UPSTREAM_SECRET).await;
+        let (server, ready_after) = Server::start(&entra, &database.url, extra).await;
+        Some(Bench { database, entra, server, ready_after })
+    }
+
+    /// Stops the fake Entra and drops the database, once the server has been terminated.
+    pub async fn clean_up(self) {
+        drop(self.entra);
+        self.database.remove().await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `/proc/{pid}/status` figure in KiB, e.g. `VmRSS:`; 0 when it cannot be read.
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Mean milliseconds of one upstream operation (`token_code`, `token_refresh`) from `/metrics`.
+pub fn upstream_mean_ms(metrics: &str, operation: &str) -> f64 {
+    let value = |suffix: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "identity_broker_upstream_request_duration_seconds_{suffix}{{operation=\"{operation}\"}}"
+                ))
+            })
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let count = value("count");
+    if count == 0.0 { 0.0 } else { value("sum") / count * 1000.0 }
+}
+
+/// A Postgres database of its own, created empty; `remove` drops it.
+pub struct Database {
+    pub url: String,
+    name: String,
+    admin: sqlx::PgConnection,
+}
+
+impl Database {
+    pub async fn create() -> Database {
+        let name = format!("ib_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("Postgres at 127.0.0.1:5432");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        Database { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name, admin }
+    }
+
+    pub async fn remove(mut self) {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut self.admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// The release binary, running `start-dev` with a configuration of its own.
+pub struct Server {
+    child: Child,
+    pub public: String,
+    pub internal: String,
+    pub management: String,
+}
+
+impl Server {
+    /// Starts the broker with the `allhands` client and the `azure_devops` provider at `entra`,
+    /// plus `extra` TOML, and waits until it is ready; also returns how long that took.
+    pub async fn start(entra: &FakeEntra, database_url: &str, extra: &str) -> (Server, Duration) {
+        let (public_port, internal_port, management_port) = (free_port(), free_port(), free_port());
+        let config = format!(
+            r#"
+[http]
+bind = "127.0.0.1:{public_port}"
+internal_bind = "127.0.0.1:{internal_port}"
+management_bind = "127.0.0.1:{management_port}"
+[database]
+url = "{database_url}"
+max_connections = 20
+[vault]
+encryption_keys = ["{VAULT_KEY}"]
+[log]
+format = "json"
+[[clients]]
+client_id = "allhands"
+client_secret = "{CLIENT_SECRET}"
+redirect_uris = ["{REDIRECT_URI}"]
+[providers.azure_devops]
+tenant_id = "{HOME_TENANT}"
+client_id = "{UPSTREAM_CLIENT}"
+client_secret = "{UPSTREAM_SECRET}"
+authority = "{authority}"
+{extra}
+"#,
+            authority = entra.authority()
+        );
+        let path = std::env::temp_dir().join(format!("ib-bench-{public_port}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let management = format!("http://127.0.0.1:{management_port}");
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_identity-broker"))
+            .args(["start-dev", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the broker starts");
+        let probe = reqwest::Client::new();
+        loop {
+            if let Ok(response) = probe.get(format!("{management}/health/ready")).send().await
+                && response.status() == 200
+            {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the broker did not become ready");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ready_after = started.elapsed();
+        let server = Server {
+            child,
+            public: format!("http://127.0.0.1:{public_port}"),
+            internal: format!("http://127.0.0.1:{internal_port}"),
+            management,
+        };
+        (server, ready_after)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to end; graceful shutdown should exit 0.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        self.child.wait().unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.management)).await.unwrap().text().await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    /// A benchmark that panics must not leave the server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// A browser: keeps cookies, does not follow redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// What one complete sign-in gave the application, and the time spent in the broker's own endpoints.
+pub struct SignIn {
+    pub broker_time: Duration,
+    pub tokens: serde_json::Value,
+}
+
+/// One complete sign-in of the fake Entra's user, through to the code exchange.
+pub async fn sign_in(browser: &reqwest::Client, public: &str) -> SignIn {
+    let auth = format!(
+        "{public}/realms/allhands/protocol/openid-connect/auth?client_id=allhands&response_type=code&redirect_uri={REDIRECT_URI}&scope=openid%20email%20profile&state=bench&kc_idp_hint=azure_devops"
+    );
+    let mut broker_time = Duration::ZERO;
+    let timed = Instant::now();
+    let first = browser.get(&auth).send().await.unwrap();
+    let login = format!("{public}{}", location(&first));
+    let second = browser.get(&login).send().await.unwrap();
+    broker_time += timed.elapsed();
+    let upstream = browser.get(location(&second)).send().await.unwrap();
+    let callback = location(&upstream);
+    let timed = Instant::now();
+    let back = browser.get(&callback).send().await.unwrap();
+    assert_eq!(back.status(), 302, "sign-in completes");
+    let target = Url::parse(&location(&back)).unwrap();
+    let code = target.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).expect("a code");
+    let token = browser
+        .post(format!("{public}/realms/allhands/protocol/openid-connect/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT_URI),
+            ("client_id", "allhands"),
+            ("client_secret", CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200, "code exchange succeeds");
+    let body = token.bytes().await.unwrap();
+    let broker_time = broker_time + timed.elapsed();
+    SignIn { broker_time, tokens: serde_json::from_slice(&body).expect("a JSON token response") }
+}
+
+/// Sends `request` and times it until the whole body has arrived; anything but 200 fails,
+/// with the status and body as the message.
+pub async fn expect_ok(request: reqwest::RequestBuilder) -> Result<(Duration, String), String> {
+    let started = Instant::now();
+    let response = request.send().await.map_err(|err| format!("no answer: {err}"))?;
+    let status = response.status();
+    let body = response.text().await.map_err(|err| format!("{status}, body cut off: {err}"))?;
+    let elapsed = started.elapsed();
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok((elapsed, body))
+}
+
+/// When a load run ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Stop {
+    /// The first request after this long is not sent.
+    After(Duration),
+    /// After this many requests in all, numbered `0..n`.
+    Requests(usize),
+}
+
+/// One request of a load run: which worker sends it, and its number in the whole run.
+#[derive(Clone, Copy, Debug)]
+pub struct Turn {
+    pub worker: usize,
+    pub seq: usize,
+}
+
+/// What a load run measured.
+#[derive(Debug)]
+pub struct Load {
+    /// Latencies of the successful requests, sorted.
+    pub latencies: Vec<Duration>,
+    pub failures: usize,
+    /// The first few failure messages.
+    pub failure_samples: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl Load {
+    /// Successful requests per second.
+    pub fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn p50(&self) -> Duration {
+        percentile(&self.latencies, 0.5)
+    }
+
+    pub fn p99(&self) -> Duration {
+        percentile(&self.latencies, 0.99)
+    }
+}
+
+/// Runs `request` from `workers` concurrent tasks, each sending its next request as soon as
+/// the previous one is answered, until `stop`. A request returns the latency to record, or why
+/// it failed.
+pub async fn run_load<F, Fut>(workers: usize, stop: Stop, request: F) -> Load
+where
+    F: Fn(Turn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Duration, String>> + Send + 'static,
+{
+    let request = Arc::new(request);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let (request, next) = (Arc::clone(&request), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut failures) = (Vec::new(), Vec::new());
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                let done = match stop {
+                    Stop::After(duration) => started.elapsed() >= duration,
+                    Stop::Requests(total) => seq >= total,
+                };
+                if done {
+                    break;
+                }
+                match request(Turn { worker, seq }).await {
+                    Ok(latency) => latencies.push(latency),
+                    Err(message) => failures.push(message),
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut load = Load { latencies: Vec::new(), failures: 0, failure_samples: Vec::new(), elapsed: Duration::ZERO };
+    for task in tasks {
+        let (latencies, failures) = task.await.unwrap();
+        load.latencies.extend(latencies);
+        load.failures += failures.len();
+        let room = FAILURES_KEPT.saturating_sub(load.failure_samples.len());
+        load.failure_samples.extend(failures.into_iter().take(room));
+    }
+    load.elapsed = started.elapsed();
+    load.latencies.sort();
+    load
+}
+
+/// Requests per second of `/health/live` from `workers` concurrent keep-alive clients;
+/// every answer must be 200.
+pub async fn health_rate(server: &Server, workers: usize, duration: Duration) -> f64 {
+    let client = reqwest::Client::new();
+    let url = format!("{}/health/live", server.management);
+    let load = run_load(workers, Stop::After(duration), move |_| {
+        let request = client.get(&url);
+        async move { expect_ok(request).await.map(|(latency, _)| latency) }
+    })
+    .await;
+    assert_eq!(load.failures, 0, "/health/live failed: {:?}", load.failure_samples);
+    load.rate()
+}
+
+/// Samples a process's resident memory every 50 ms and keeps the peak.
+pub struct PeakRss {
+    peak: Arc<AtomicU64>,
+    running: Arc<AtomicBool>,
+    sampler: JoinHandle<()>,
+}
+
+impl PeakRss {
+    pub fn start(pid: u32) -> PeakRss {
+        let (peak, running) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(true)));
+        let sampler = {
+            let (peak, running) = (Arc::clone(&peak), Arc::clone(&running));
+            tokio::spawn(async move {
+                while running.load(Ordering::Relaxed) {
+                    peak.fetch_max(memory_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        PeakRss { peak, running, sampler }
+    }
+
+    /// Stops sampling; the peak in KiB.
+    pub async fn stop(self) -> u64 {
+        self.running.store(false, Ordering::Relaxed);
+        self.sampler.await.unwrap();
+        self.peak.load(Ordering::Relaxed)
+    }
+}

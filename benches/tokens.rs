@@ -1,0 +1,332 @@
+//! Drives the real release server (Postgres) through users' upstream token reads, by the
+//! internal API and by Keycloak's `/broker/{alias}/token`, with `/health/live` measured in the
+//! same run as the baseline, then a refresh storm over identities whose tokens have expired.
+//!
+//! Run with `cargo bench --bench tokens`. Identities are seeded through the library (the same
+//! vault key as the server's), after the server has run its migrations. Reports seeding time,
+//! requests per second with p50/p99 and the ratio to `/health/live`, resident memory idle and
+//! under load, and for the storm the refreshes that reached the fake Entra and the time until
+//! every read was answered with a fresh token. Any failed request makes the run fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::fake_entra::FakeUser;
+use common::{
+    Bench, Load, PeakRss, Server, Stop, Turn, VAULT_KEY, browser, expect_ok, health_rate, memory_kib, mib, ms,
+    run_load, sign_in, upstream_mean_ms,
+};
+use identity_broker::config::parse_vault_key;
+use identity_broker::store::{ProfileUpdate, Store};
+use identity_broker::vault::{Cipher, UpstreamTokens, seal_tokens};
+use secrecy::SecretString;
+use serde_json::Value;
+
+const CONNECTIONS: usize = 64;
+const PHASE: Duration = Duration::from_secs(5);
+const FRESH_IDENTITIES: usize = 10_000;
+const STORM_IDENTITIES: usize = 1_000;
+/// Concurrent `save_sign_in` transactions while seeding.
+const SEED_TASKS: usize = 16;
+const ALIAS: &str = "azure_devops";
+const SERVICE_ID: &str = "bench-service";
+const SERVICE_SECRET: &str = "bench-service-secret";
+/// The broker refreshes a token that expires within this many seconds before serving it.
+const REFRESH_BEFORE_EXPIRY: i64 = 300;
+/// The issue's targets for token reads.
+const TARGET_RATIO: f64 = 0.25;
+const TARGET_P99: Duration = Duration::from_millis(5);
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// An identity to seed, and the access token stored for it.
+struct Identity {
+    user_id: String,
+    subject: String,
+    access_token: String,
+    refresh_token: String,
+}
+
+impl Identity {
+    /// A new identity with an access token about as long as Azure DevOps' (~1.2 KB).
+    fn new(refresh_token: String) -> Identity {
+        let user_id = uuid::Uuid::new_v4().to_string();
+        let access_token = format!("seeded.{}", uuid::Uuid::new_v4().simple().to_string().repeat(36));
+        Identity { subject: format!("sub-{}", uuid::Uuid::new_v4().simple()), user_id, access_token, refresh_token }
+    }
+
+    fn profile(&self) -> ProfileUpdate {
+        ProfileUpdate {
+            user_id: self.user_id.clone(),
+            username: format!("{}@contoso.com", self.subject),
+            email: None,
+            email_verified: false,
+            first_name: None,
+            last_name: None,
+            full_name: None,
+            alias: ALIAS.into(),
+            subject: self.subject.clone(),
+            identity_username: None,
+            tenant_id: None,
+            object_id: None,
+            attributes: "{}".into(),
+        }
+    }
+
+    fn tokens(&self, expires_at: i64) -> UpstreamTokens {
+        UpstreamTokens {
+            access_token: SecretString::from(self.access_token.clone()),
+            refresh_token: Some(SecretString::from(self.refresh_token.clone())),
+            id_token: None,
+            token_type: "Bearer".into(),
+            scope: "https://app.vssps.visualstudio.com/user_impersonation".into(),
+            expires_at,
+            refresh_expires_at: None,
+        }
+    }
+}
+
+/// Writes the identities as sign-ins would, `SEED_TASKS` transactions at a time, with tokens
+/// that expire at `expires_at`; returns how long it took.
+async fn seed(store: &Store, cipher: &Arc<Cipher>, identities: &Arc<Vec<Identity>>, expires_at: i64) -> Duration {
+    let started = Instant::now();
+    let now = unix_now();
+    let mut tasks = Vec::with_capacity(SEED_TASKS);
+    for task in 0..SEED_TASKS {
+        let (store, cipher, identities) = (store.clone(), Arc::clone(cipher), Arc::clone(identities));
+        tasks.push(tokio::spawn(async move {
+            for identity in identities.iter().skip(task).step_by(SEED_TASKS) {
+                let sealed = seal_tokens(&cipher, &identity.user_id, ALIAS, &identity.tokens(expires_at), now);
+                store.save_sign_in(&identity.profile(), Some(&sealed), now).await.expect("seeding a sign-in");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// A `client_credentials` token of the benchmark's service account.
+async fn service_token(server: &Server) -> String {
+    let form = [("grant_type", "client_credentials"), ("client_id", SERVICE_ID), ("client_secret", SERVICE_SECRET)];
+    let url = format!("{}/realms/allhands/protocol/openid-connect/token", server.internal);
+    let (_, body) = expect_ok(reqwest::Client::new().post(url).form(&form)).await.expect("a service account token");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["access_token"].as_str().expect("access_token").to_owned()
+}
+
+/// What a read must serve.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// The token seeded for the identity, still fresh.
+    StoredToken,
+    /// Another token than the seeded one, which had expired.
+    RefreshedToken,
+}
+
+/// The access token of a 200 answer, which must stay valid beyond the refresh window.
+fn served_token(body: &str) -> Result<String, String> {
+    let body: Value = serde_json::from_str(body).map_err(|err| format!("200 but not JSON: {err}"))?;
+    let expires_in = body["expires_in"].as_i64().ok_or("200 without expires_in")?;
+    if expires_in <= REFRESH_BEFORE_EXPIRY {
+        return Err(format!("200 with a token that expires in {expires_in} s"));
+    }
+    body["access_token"].as_str().map(str::to_owned).ok_or_else(|| "200 without access_token".to_owned())
+}
+
+/// Reads through the internal API until `stop`, turn `n` for identity `pick(n)`.
+async fn internal_reads(server: &Server, identities: &Arc<Vec<Identity>>, stop: Stop, expect: Expect) -> Load {
+    let client = reqwest::Client::new();
+    let token = service_token(server).await;
+    let (internal, identities) = (server.internal.clone(), Arc::clone(identities));
+    run_load(CONNECTIONS, stop, move |turn: Turn| {
+        let identity = &identities[pick(turn.seq, identities.len())];
+        let url = format!("{internal}/internal/v1/users/{}/tokens/{ALIAS}", identity.user_id);
+        let request = client.get(url).bearer_auth(&token);
+        let seeded = identity.access_token.clone();
+        async move {
+            let (latency, body) = expect_ok(request).await?;
+            let served = served_token(&body)?;
+            match expect {
+                Expect::StoredToken if served != seeded => Err("200 with another token than the stored one".into()),
+                Expect::RefreshedToken if served == seeded => Err("200 with the expired token".into()),
+                _ => Ok(latency),
+            }
+        }
+    })
+    .await
+}
+
+/// Spreads turns over `count` identities in a random-looking order that still visits each one
+/// exactly once in `count` turns: the multiplier is odd and not a multiple of 5, so it has no
+/// factor in common with the round counts used here.
+fn pick(seq: usize, count: usize) -> usize {
+    seq.wrapping_mul(2_654_435_761) % count
+}
+
+/// Reads through Keycloak's endpoint, all with one signed-in user's own access token.
+async fn broker_reads(server: &Server) -> Load {
+    let client = reqwest::Client::new();
+    let signed_in = sign_in(&browser(), &server.public).await;
+    let token = signed_in.tokens["access_token"].as_str().expect("access_token").to_owned();
+    let url = format!("{}/realms/allhands/broker/{ALIAS}/token", server.public);
+    run_load(CONNECTIONS, Stop::After(PHASE), move |_| {
+        let request = client.get(&url).bearer_auth(&token);
+        async move {
+            let (latency, body) = expect_ok(request).await?;
+            served_token(&body).map(|_| latency)
+        }
+    })
+    .await
+}
+
+/// One row of the read table.
+fn read_row(name: &str, load: &Load, baseline: f64) -> bool {
+    let ratio = load.rate() / baseline;
+    let met = ratio >= TARGET_RATIO && load.p99() < TARGET_P99 && load.failures == 0;
+    println!(
+        "  {name:<28}{:>9.0}{:>8.3}{:>9.2}{:>9.2}{:>10}  {}",
+        load.rate(),
+        ratio,
+        ms(load.p50()),
+        ms(load.p99()),
+        load.failures,
+        if met { "met" } else { "MISSED" }
+    );
+    met
+}
+
+fn report_failures(name: &str, load: &Load) {
+    if load.failures > 0 {
+        println!("!!! {name}: {} FAILED requests; the first ones:", load.failures);
+        for message in &load.failure_samples {
+            println!("!!!   {message}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let service_account = format!(
+        "[[service_accounts]]\nclient_id = \"{SERVICE_ID}\"\nclient_secret = \"{SERVICE_SECRET}\"\n\
+         allowed_providers = [\"{ALIAS}\"]\n"
+    );
+    let Some(mut bench) = Bench::start("tokens", &service_account).await else {
+        return;
+    };
+    let (server, entra) = (&mut bench.server, &bench.entra);
+
+    // The server has migrated the database; seed through the library with the server's key.
+    let store = Store::connect(&SecretString::from(bench.database.url.clone()), SEED_TASKS as u32).await.unwrap();
+    let cipher = Arc::new(Cipher::new(&[parse_vault_key(VAULT_KEY).unwrap()]).unwrap());
+    let fresh: Arc<Vec<Identity>> =
+        Arc::new((0..FRESH_IDENTITIES).map(|i| Identity::new(format!("seeded-{i}"))).collect());
+    let seeding = seed(&store, &cipher, &fresh, unix_now() + 3600).await;
+
+    // Warm up: JWKS, connection pools, the service account token path.
+    for _ in 0..3 {
+        sign_in(&browser(), &server.public).await;
+    }
+    internal_reads(server, &fresh, Stop::Requests(200), Expect::StoredToken).await;
+    let idle_kib = memory_kib(server.pid(), "VmRSS:");
+
+    let rss = PeakRss::start(server.pid());
+    let health = health_rate(server, CONNECTIONS, PHASE).await;
+    let internal = internal_reads(server, &fresh, Stop::After(PHASE), Expect::StoredToken).await;
+    let broker = broker_reads(server).await;
+    let health_after = health_rate(server, CONNECTIONS, PHASE).await;
+    let peak_kib = rss.stop().await;
+    let baseline = (health + health_after) / 2.0;
+
+    // The storm: every stored token has expired; each identity must be refreshed exactly once.
+    let expired: Arc<Vec<Identity>> = Arc::new(
+        (0..STORM_IDENTITIES)
+            .map(|i| {
+                let user = FakeUser { subject: format!("storm-{i}"), ..FakeUser::bob() };
+                Identity::new(entra.issue_refresh_token(&user))
+            })
+            .collect(),
+    );
+    let storm_seeding = seed(&store, &cipher, &expired, unix_now() - 10).await;
+    store.close().await;
+    let refreshes_before = entra.refresh_requests();
+    let rss = PeakRss::start(server.pid());
+    let storm = internal_reads(server, &expired, Stop::Requests(STORM_IDENTITIES), Expect::RefreshedToken).await;
+    let storm_peak_kib = rss.stop().await;
+    let refreshes = entra.refresh_requests() - refreshes_before;
+    let refresh_mean = upstream_mean_ms(&server.metrics().await, "token_refresh");
+    let exit = server.terminate();
+
+    let storm_passed = refreshes == STORM_IDENTITIES && storm.failures == 0;
+    println!();
+    println!(
+        "identity-broker token benchmark ({CONNECTIONS} connections, {} s a phase, release build, Postgres, \
+         server and load generator on one 2-core machine)",
+        PHASE.as_secs()
+    );
+    println!("  ready after start               {:>8.1} ms", ms(bench.ready_after));
+    println!(
+        "  seeding {FRESH_IDENTITIES} fresh identities    {:>8.2} s ({:.0} sign-ins/s through the library)",
+        seeding.as_secs_f64(),
+        FRESH_IDENTITIES as f64 / seeding.as_secs_f64()
+    );
+    println!();
+    println!("  {:<28}{:>9}{:>8}{:>9}{:>9}{:>10}  target", "phase", "req/s", "ratio", "p50 ms", "p99 ms", "failures");
+    println!("  {:<28}{baseline:>9.0}{:>8.3}  (before {health:.0}, after {health_after:.0})", "/health/live", 1.0);
+    let internal_met = read_row("internal API token read", &internal, baseline);
+    let broker_met = read_row("/broker/azure_devops/token", &broker, baseline);
+    println!("  targets: ratio >= {TARGET_RATIO:.2} of /health/live, p99 < {:.0} ms, no failures", ms(TARGET_P99));
+    println!();
+    println!(
+        "  resident memory                 idle after seeding {:.1} MiB, peak under read load {:.1} MiB, \
+         peak in the storm {:.1} MiB",
+        mib(idle_kib),
+        mib(peak_kib),
+        mib(storm_peak_kib)
+    );
+    println!();
+    println!(
+        "  refresh storm: {STORM_IDENTITIES} identities with expired tokens (seeded in {:.2} s), one read each",
+        storm_seeding.as_secs_f64()
+    );
+    println!(
+        "    refreshes at the fake Entra   {refreshes} (expected {STORM_IDENTITIES}): {}",
+        if refreshes == STORM_IDENTITIES { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "    all reads answered after      {:.0} ms ({:.0} reads/s, p50 {:.1} ms, p99 {:.1} ms)",
+        ms(storm.elapsed),
+        storm.rate(),
+        ms(storm.p50()),
+        ms(storm.p99())
+    );
+    println!(
+        "    fresh tokens served           {} of {STORM_IDENTITIES}, failures {}",
+        storm.latencies.len(),
+        storm.failures
+    );
+    println!("    upstream refresh mean         {refresh_mean:.2} ms (from /metrics)");
+    println!("  SIGTERM exit status             {exit}");
+    report_failures("internal API token read", &internal);
+    report_failures("/broker/azure_devops/token", &broker);
+    report_failures("refresh storm", &storm);
+    if !storm_passed {
+        println!("!!! refresh storm FAILED: {refreshes} refreshes for {STORM_IDENTITIES} identities");
+    }
+    if !internal_met || !broker_met {
+        println!("!!! a token read missed its target (see the table)");
+    }
+
+    bench.clean_up().await;
+    assert!(internal.failures + broker.failures + storm.failures == 0, "token reads failed");
+    assert!(storm_passed, "the storm refreshed each identity exactly once");
+    assert!(exit.success(), "graceful shutdown exits 0");
+}
