@@ -18,6 +18,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::audit::AuditLog;
 use crate::config::{Mode, RealmSettings, Settings, VaultKey};
 use crate::crypto::random_bytes;
 use crate::http::{self, ErrorDetail};
@@ -216,6 +217,7 @@ impl Application {
         };
         let vault = TokenVault::new(
             store.clone(),
+            AuditLog::start(store.clone()),
             cipher.clone(),
             upstream.clone(),
             metrics.clone(),
@@ -323,6 +325,7 @@ impl Application {
         };
         housekeeping.abort();
         keep_alive.abort();
+        self.state.vault.flush_audit().await;
         store.close().await;
         result
     }

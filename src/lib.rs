@@ -1,6 +1,7 @@
 //! identity-broker: a Keycloak-compatible identity broker for Azure DevOps sign-in via Entra ID.
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod http;

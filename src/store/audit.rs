@@ -16,16 +16,25 @@ pub struct AuditEvent {
 
 impl Store {
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_events (at, kind, outcome, user_id, client_id, alias, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(event.at)
-            .bind(&event.kind)
-            .bind(&event.outcome)
-            .bind(&event.user_id)
-            .bind(&event.client_id)
-            .bind(&event.alias)
-            .bind(&event.detail)
-            .execute(&self.pool)
-            .await?;
+        self.record_audits(std::slice::from_ref(event)).await
+    }
+
+    /// Writes several events in one transaction: one commit for the lot.
+    pub async fn record_audits(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            sqlx::query("INSERT INTO audit_events (at, kind, outcome, user_id, client_id, alias, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(event.at)
+                .bind(&event.kind)
+                .bind(&event.outcome)
+                .bind(&event.user_id)
+                .bind(&event.client_id)
+                .bind(&event.alias)
+                .bind(&event.detail)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

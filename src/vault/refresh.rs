@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
 use crate::app::Clock;
+use crate::audit::AuditLog;
 use crate::config::VaultSettings;
 use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
 use crate::telemetry::Metrics;
@@ -131,6 +132,7 @@ impl std::fmt::Debug for TokenVault {
 
 struct Inner {
     store: Store,
+    audit: AuditLog,
     cipher: Arc<Cipher>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
@@ -144,6 +146,7 @@ struct Inner {
 impl TokenVault {
     pub fn new(
         store: Store,
+        audit: AuditLog,
         cipher: Arc<Cipher>,
         upstream: Upstream,
         metrics: Arc<Metrics>,
@@ -152,7 +155,12 @@ impl TokenVault {
     ) -> Self {
         let owner = uuid::Uuid::new_v4().to_string();
         let flights = Mutex::new(HashMap::new());
-        TokenVault { inner: Arc::new(Inner { store, cipher, upstream, metrics, clock, policy, owner, flights }) }
+        TokenVault { inner: Arc::new(Inner { store, audit, cipher, upstream, metrics, clock, policy, owner, flights }) }
+    }
+
+    /// Waits until every audit event of earlier reads, refreshes and unlinks is written.
+    pub async fn flush_audit(&self) {
+        self.inner.audit.flush().await;
     }
 
     /// True when `alias` names a configured provider.
@@ -475,9 +483,7 @@ impl Inner {
             alias: Some(alias.to_owned()),
             detail: detail.to_string(),
         };
-        if let Err(err) = self.store.record_audit(&event).await {
-            tracing::warn!(error = %err, kind, "could not write an audit event");
-        }
+        self.audit.record(event).await;
     }
 }
 
