@@ -101,6 +101,9 @@ const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, user_id, session
 const SESSION_COLUMNS: &str =
     "id, cookie_hash, user_id, identity_provider, created_at, last_seen_at, ended_at, offline";
 
+/// How stale a session's `last_seen_at` may be before a use writes it again.
+pub const TOUCH_GRANULARITY_SECONDS: i64 = 30;
+
 impl Store {
     pub async fn insert_auth_request(&self, row: &AuthRequestRow) -> Result<(), StoreError> {
         sqlx::query(&format!(
@@ -208,13 +211,18 @@ impl Store {
         .await?)
     }
 
-    /// Records use of a live session, which restarts its idle timer.
+    /// Records use of a live session, which restarts its idle timer. A session used within
+    /// the last `TOUCH_GRANULARITY_SECONDS` is not written again: idle limits are hours or
+    /// days, and skipping the write spares a commit on most refreshes.
     pub async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL")
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL AND last_seen_at < $3",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now - TOUCH_GRANULARITY_SECONDS)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -233,10 +233,17 @@ both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| asyn
 both_backends!(audit_events_older_than_the_retention_go, |backend| async move {
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
-    for at in [10, 20, 30] {
-        let event = AuditEvent { at, kind: "token_read".into(), outcome: "ok".into(), ..Default::default() };
-        store.record_audit(&event).await.expect("audit");
-    }
+    let events: Vec<AuditEvent> = [10, 20, 30]
+        .into_iter()
+        .map(|at| AuditEvent { at, kind: "token_read".into(), outcome: "ok".into(), ..Default::default() })
+        .collect();
+    store.record_audits(&events).await.expect("one statement for the batch");
+    assert_eq!(store.list_audit(Some("token_read")).await.expect("list").len(), 3);
     assert_eq!(store.delete_audit_before(25).await.expect("retention"), 2);
     assert_eq!(store.list_audit(None).await.expect("list").len(), 1);
+    // A full batch of the writer (500 events, 3,500 parameters) fits both databases.
+    let full: Vec<AuditEvent> =
+        (0..500).map(|at| AuditEvent { at: 100 + at, kind: "unlink".into(), ..Default::default() }).collect();
+    store.record_audits(&full).await.expect("a full batch");
+    assert_eq!(store.list_audit(Some("unlink")).await.expect("list").len(), 500);
 });
