@@ -43,12 +43,17 @@ impl Bench {
     /// `cargo test --all-targets` runs bench binaries without `--bench`: they only need to build,
     /// so then this says how to run the benchmark and returns `None`.
     pub async fn start(name: &str, extra: &str) -> Option<Bench> {
+        Bench::start_with(name, extra, PostgresTls::Prefer).await
+    }
+
+    /// As [`Bench::start`], with the server reaching Postgres as `tls` says.
+    pub async fn start_with(name: &str, extra: &str, tls: PostgresTls) -> Option<Bench> {
         if !std::env::args().any(|arg| arg == "--bench") {
             println!("{name} benchmark: run it with `cargo bench --bench {name}`");
             return None;
         }
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let database = Database::create().await;
+        let database = Database::create(tls).await;
         let entra = FakeEntra::start(UPSTREAM_CLIENT, UPSTREAM_SECRET).await;
         let (server, ready_after) = Server::start(&entra, &database.url, extra).await;
         Some(Bench { database, entra, server, ready_after })
@@ -74,6 +79,81 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Clock ticks per second of the CPU times in `/proc` (`USER_HZ`, 100 on Linux).
+pub const CLOCK_TICKS_PER_SECOND: u64 = 100;
+
+/// A process's CPU time so far, user plus system, in clock ticks; 0 when it cannot be read.
+pub fn process_cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces; after it come `state` (field 3), ...,
+    // `utime` (field 14) and `stime` (field 15).
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = after_name.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    fields.iter().sum()
+}
+
+/// Busy clock ticks of every CPU of the machine so far: neither idle nor waiting for I/O.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let times: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    // user nice system idle iowait irq softirq steal; guest time is counted in user already.
+    times.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum()
+}
+
+/// CPU time used so far, in clock ticks, by each party to a benchmark run; `since` turns two
+/// samples into what a phase cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTicks {
+    pub server: u64,
+    /// This process: the load generator.
+    pub bench: u64,
+    /// The Postgres backends connected to the benchmark's database.
+    pub postgres: u64,
+    /// Every CPU of the machine: the above, Postgres' shared processes and anything else running.
+    pub machine: u64,
+}
+
+impl CpuTicks {
+    pub fn sample(server: &Server, database: &Database) -> CpuTicks {
+        let postgres = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && database.is_backend(pid))
+            .map(|pid| process_cpu_ticks(&pid))
+            .sum();
+        CpuTicks {
+            server: process_cpu_ticks(&server.pid().to_string()),
+            bench: process_cpu_ticks("self"),
+            postgres,
+            machine: machine_busy_ticks(),
+        }
+    }
+
+    pub fn since(self, earlier: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            server: self.server.saturating_sub(earlier.server),
+            bench: self.bench.saturating_sub(earlier.bench),
+            postgres: self.postgres.saturating_sub(earlier.postgres),
+            machine: self.machine.saturating_sub(earlier.machine),
+        }
+    }
+
+    /// What none of the three parties used: Postgres' shared processes and other work on the machine.
+    pub fn others(&self) -> u64 {
+        self.machine.saturating_sub(self.server + self.bench + self.postgres)
+    }
+}
+
+/// Milliseconds of CPU time in `ticks` clock ticks.
+pub fn ticks_ms(ticks: u64) -> f64 {
+    ticks as f64 * 1000.0 / CLOCK_TICKS_PER_SECOND as f64
 }
 
 pub fn mib(kib: u64) -> f64 {
@@ -109,6 +189,32 @@ pub fn upstream_mean_ms(metrics: &str, operation: &str) -> f64 {
     if count == 0.0 { 0.0 } else { value("sum") / count * 1000.0 }
 }
 
+/// How the server's connections reach the loopback Postgres, which offers TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostgresTls {
+    /// sqlx's default, `sslmode=prefer`: TLS, since the server offers it.
+    Prefer,
+    /// `sslmode=disable`: plain TCP, as a broker beside its database would be set up.
+    Disable,
+}
+
+impl PostgresTls {
+    fn url_query(self) -> &'static str {
+        match self {
+            PostgresTls::Prefer => "",
+            PostgresTls::Disable => "?sslmode=disable",
+        }
+    }
+
+    /// What a report says about it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PostgresTls::Prefer => "TLS to loopback Postgres (sslmode=prefer)",
+            PostgresTls::Disable => "plain TCP to loopback Postgres (sslmode=disable)",
+        }
+    }
+}
+
 /// A Postgres database of its own, created empty; `remove` drops it.
 pub struct Database {
     pub url: String,
@@ -117,11 +223,20 @@ pub struct Database {
 }
 
 impl Database {
-    pub async fn create() -> Database {
+    pub async fn create(tls: PostgresTls) -> Database {
         let name = format!("ib_bench_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("Postgres at 127.0.0.1:5432");
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-        Database { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name, admin }
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}{}", tls.url_query());
+        Database { url, name, admin }
+    }
+
+    /// Whether a process is a Postgres backend serving this database: Postgres titles its
+    /// backends `postgres: <cluster>: <user> <database> <client> <state>`.
+    fn is_backend(&self, pid: &str) -> bool {
+        let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let title = String::from_utf8_lossy(&title);
+        title.starts_with("postgres: ") && title.split_whitespace().any(|word| word == self.name)
     }
 
     pub async fn remove(mut self) {
@@ -329,6 +444,16 @@ impl Load {
 
     pub fn p99(&self) -> Duration {
         percentile(&self.latencies, 0.99)
+    }
+
+    /// Says loudly how many requests of the phase `name` failed, with the first messages.
+    pub fn print_failures(&self, name: &str) {
+        if self.failures > 0 {
+            println!("!!! {name}: {} FAILED requests; the first ones:", self.failures);
+            for message in &self.failure_samples {
+                println!("!!!   {message}");
+            }
+        }
     }
 }
 
