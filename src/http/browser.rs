@@ -27,8 +27,8 @@ pub async fn authorize(
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-    let params = authorize::parse_parameters(pairs).map_err(|message| AppError::page(400, message, &correlation))?;
+    let params =
+        authorize::parse_query(query.as_deref()).map_err(|message| AppError::page(400, message, &correlation))?;
     let request = match authorize::validate(&state.clients, &params) {
         Ok(request) => request,
         Err(AuthorizeError::Page(message)) => return Err(AppError::page(400, message, &correlation)),

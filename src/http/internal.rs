@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{AppError, no_store};
 use crate::app::AppState;
 use crate::config::ServiceAccountSettings;
-use crate::oidc::authorize::{MAX_PARAMETER_LENGTH, parse_parameters};
+use crate::oidc::authorize::{MAX_PARAMETER_LENGTH, parse_query};
 use crate::store::{IdentityRow, UserRow};
 use crate::vault::{TokenReader, VaultError};
 
@@ -97,8 +97,7 @@ pub fn vault_error(err: VaultError) -> AppError {
 }
 
 fn query(raw: Option<String>) -> Result<HashMap<String, String>, AppError> {
-    let pairs = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect();
-    parse_parameters(pairs).map_err(|message| AppError::api(StatusCode::BAD_REQUEST, "invalid_request", message))
+    parse_query(raw.as_deref()).map_err(|message| AppError::api(StatusCode::BAD_REQUEST, "invalid_request", message))
 }
 
 /// `GET /internal/v1/users/{user_id}/tokens/{alias}?min_validity=<seconds>`

@@ -13,7 +13,7 @@ use super::token::{Form, authenticate_client, form, required};
 use super::{AppError, CorrelationId, no_store, page};
 use crate::app::{AppState, Cookies};
 use crate::crypto::token_hash;
-use crate::oidc::authorize::parse_parameters;
+use crate::oidc::authorize::parse_query;
 use crate::signin::with_query;
 use crate::store::AuditEvent;
 
@@ -45,8 +45,7 @@ pub async fn logout_get(
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-    let params = parse_parameters(pairs).map_err(|message| AppError::page(400, message, &correlation))?;
+    let params = parse_query(query.as_deref()).map_err(|message| AppError::page(400, message, &correlation))?;
     browser_logout(&state, &params, jar, &correlation).await
 }
 

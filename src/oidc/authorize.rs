@@ -34,6 +34,11 @@ pub enum AuthorizeError {
     Redirect { redirect_uri: String, state: Option<String>, error: &'static str, description: String },
 }
 
+/// Parses a raw query string as `parse_parameters` does.
+pub fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
+    parse_parameters(url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect())
+}
+
 /// Parses raw query pairs; a repeated parameter is an error (RFC 6749 §3.1).
 pub fn parse_parameters(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
     let mut params = HashMap::new();

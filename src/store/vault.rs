@@ -148,24 +148,15 @@ impl Store {
     /// Stores refreshed tokens and gives the lease back, if `owner` still holds it; returns
     /// false when the lease had expired and been taken by another process.
     pub async fn finish_refresh(&self, row: &VaultRow, owner: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE vault_tokens SET vault_key_id = $3, access_token = $4, refresh_token = $5, id_token = $6,
+        let done = bind_vault_row(
+            sqlx::query(
+                "UPDATE vault_tokens SET vault_key_id = $3, access_token = $4, refresh_token = $5, id_token = $6,
                  token_type = $7, scope = $8, expires_at = $9, refresh_expires_at = $10, refreshed_at = $11,
                  updated_at = $12, lease_owner = NULL, lease_until = NULL
              WHERE user_id = $1 AND alias = $2 AND lease_owner = $13",
+            ),
+            row,
         )
-        .bind(&row.user_id)
-        .bind(&row.alias)
-        .bind(&row.vault_key_id)
-        .bind(row.access_token.clone())
-        .bind(row.refresh_token.clone())
-        .bind(row.id_token.clone())
-        .bind(&row.token_type)
-        .bind(&row.scope)
-        .bind(row.expires_at)
-        .bind(row.refresh_expires_at)
-        .bind(row.refreshed_at)
-        .bind(row.updated_at)
         .bind(owner)
         .execute(&self.pool)
         .await?;
@@ -203,14 +194,26 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, Any>,
         row: &VaultRow,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        bind_vault_row(sqlx::query(
             "INSERT INTO vault_tokens (user_id, alias, vault_key_id, access_token, refresh_token, id_token, token_type,
                                        scope, expires_at, refresh_expires_at, refreshed_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (user_id, alias) DO UPDATE SET vault_key_id = $3, access_token = $4, refresh_token = $5,
                  id_token = $6, token_type = $7, scope = $8, expires_at = $9, refresh_expires_at = $10,
                  refreshed_at = $11, updated_at = $12",
-        )
+        ), row)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Binds a row's columns as `$1`…`$12`, in `VAULT_COLUMNS` order.
+fn bind_vault_row<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    row: &'q VaultRow,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    query
         .bind(&row.user_id)
         .bind(&row.alias)
         .bind(&row.vault_key_id)
@@ -223,8 +226,4 @@ impl Store {
         .bind(row.refresh_expires_at)
         .bind(row.refreshed_at)
         .bind(row.updated_at)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
 }

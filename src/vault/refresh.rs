@@ -116,6 +116,13 @@ impl RefreshPolicy {
 }
 
 type IdentityKey = (String, String);
+
+/// A stored row as a reader finds it.
+enum Stored {
+    Fresh(VaultRow),
+    /// Expires within the reader's threshold: refresh first.
+    Stale(VaultRow),
+}
 type Flight = Shared<BoxFuture<'static, Result<Arc<UpstreamTokens>, VaultError>>>;
 
 /// The vault as services see it: read, refresh, keep alive, unlink. Cheap to clone.
@@ -259,16 +266,11 @@ impl Inner {
         if !provider.settings.store_token {
             return Err(VaultError::NotStored { alias: alias.to_owned() });
         }
-        let linked = self.store.find_linked_tokens(user_id, alias).await?.ok_or_else(not_linked)?;
-        let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
         let threshold = self.policy.refresh_before_expiry.max(min_validity);
-        let now = self.clock.now();
-        if row.expires_at - now > threshold {
-            return Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false });
-        }
-        if linked.needs_reauth {
-            return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });
-        }
+        let row = match self.stored(user_id, alias, threshold).await? {
+            Stored::Fresh(row) => return Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false }),
+            Stored::Stale(row) => row,
+        };
         match self.shared_refresh(user_id, alias, threshold).await {
             Ok(tokens) => Ok(ServedTokens { tokens: (*tokens).clone(), refreshed: true }),
             // The upstream is down, but the token we have is still good: better than nothing.
@@ -337,19 +339,28 @@ impl Inner {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(250));
-            let linked = self
-                .store
-                .find_linked_tokens(user_id, alias)
-                .await?
-                .ok_or_else(|| VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() })?;
-            let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
-            if row.expires_at - self.clock.now() > threshold {
+            if let Stored::Fresh(row) = self.stored(user_id, alias, threshold).await? {
                 return Ok(Arc::new(self.open(&row)?));
             }
-            if linked.needs_reauth {
-                return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });
-            }
         }
+    }
+
+    /// The identity's stored tokens, fresh or due for a refresh; an error when the identity
+    /// is gone, keeps no tokens, or must sign in again before a refresh can help.
+    async fn stored(&self, user_id: &str, alias: &str, threshold: i64) -> Result<Stored, VaultError> {
+        let linked = self
+            .store
+            .find_linked_tokens(user_id, alias)
+            .await?
+            .ok_or_else(|| VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() })?;
+        let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
+        if row.expires_at - self.clock.now() > threshold {
+            return Ok(Stored::Fresh(row));
+        }
+        if linked.needs_reauth {
+            return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });
+        }
+        Ok(Stored::Stale(row))
     }
 
     /// Refreshes a row whose lease this process holds; always gives the lease back.
