@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::fake_entra::FakeUser;
 use common::{
-    Bench, Load, PeakRss, Server, Stop, Turn, VAULT_KEY, browser, expect_ok, health_rate, memory_kib, mib, ms,
-    run_load, sign_in, upstream_mean_ms,
+    Bench, CpuTicks, Load, PeakRss, PostgresTls, Server, Stop, Turn, VAULT_KEY, browser, expect_ok, health_rate,
+    memory_kib, mib, ms, run_load, sign_in, ticks_ms, upstream_mean_ms,
 };
 use identity_broker::config::parse_vault_key;
 use identity_broker::store::{ProfileUpdate, Store};
@@ -41,6 +41,8 @@ const REFRESH_BEFORE_EXPIRY: i64 = 300;
 /// The issue's targets for token reads.
 const TARGET_RATIO: f64 = 0.25;
 const TARGET_P99: Duration = Duration::from_millis(5);
+/// A broker beside its database reaches it without TLS.
+const TLS: PostgresTls = PostgresTls::Disable;
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -219,7 +221,7 @@ async fn main() {
         "[[service_accounts]]\nclient_id = \"{SERVICE_ID}\"\nclient_secret = \"{SERVICE_SECRET}\"\n\
          allowed_providers = [\"{ALIAS}\"]\n"
     );
-    let Some(mut bench) = Bench::start("tokens", &service_account).await else {
+    let Some(mut bench) = Bench::start_with("tokens", &service_account, TLS).await else {
         return;
     };
     let (server, entra) = (&mut bench.server, &bench.entra);
@@ -239,10 +241,19 @@ async fn main() {
     let idle_kib = memory_kib(server.pid(), "VmRSS:");
 
     let rss = PeakRss::start(server.pid());
+    let cpu = CpuTicks::sample(server, &bench.database);
     let health = health_rate(server, CONNECTIONS, PHASE).await;
+    let cpu_health = CpuTicks::sample(server, &bench.database);
     let internal = internal_reads(server, &fresh, Stop::After(PHASE), Expect::StoredToken).await;
+    let cpu_internal = CpuTicks::sample(server, &bench.database);
     let broker = broker_reads(server).await;
+    let cpu_broker = CpuTicks::sample(server, &bench.database);
     let health_after = health_rate(server, CONNECTIONS, PHASE).await;
+    let costs = [
+        ("/health/live (before)", cpu_health.since(cpu), health * PHASE.as_secs_f64()),
+        ("internal API token read", cpu_internal.since(cpu_health), internal.latencies.len() as f64),
+        ("/broker/azure_devops/token", cpu_broker.since(cpu_internal), broker.latencies.len() as f64),
+    ];
     let peak_kib = rss.stop().await;
     let baseline = (health + health_after) / 2.0;
 
@@ -284,6 +295,19 @@ async fn main() {
     let internal_met = read_row("internal API token read", &internal, baseline);
     let broker_met = read_row("/broker/azure_devops/token", &broker, baseline);
     println!("  targets: ratio >= {TARGET_RATIO:.2} of /health/live, p99 < {:.0} ms, no failures", ms(TARGET_P99));
+    println!();
+    println!("  CPU per request, microseconds   {:>9}{:>10}{:>10}{:>10}", "server", "postgres", "loadgen", "other");
+    for (name, ticks, requests) in costs {
+        let per = |t: u64| ticks_ms(t) * 1000.0 / requests.max(1.0);
+        println!(
+            "    {name:<30}{:>9.0}{:>10.0}{:>10.0}{:>10.0}",
+            per(ticks.server),
+            per(ticks.postgres),
+            per(ticks.bench),
+            per(ticks.others())
+        );
+    }
+    println!("  Postgres reached by            {}", TLS.describe());
     println!();
     println!(
         "  resident memory                 idle after seeding {:.1} MiB, peak under read load {:.1} MiB, \

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderName, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -111,8 +111,20 @@ pub struct Health {
     pub started: AtomicBool,
 }
 
-#[derive(Debug, Clone, FromRef)]
-pub struct AppState {
+/// What every handler shares, behind one `Arc`: cloning it for a request is one increment.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Services {
     pub store: Store,
     pub sign_in: SignInService,
     pub tokens: TokenService,
@@ -168,6 +180,7 @@ impl Application {
         if settings.database.migrate {
             store.migrate().await?;
         }
+        let store = store.with_cache(&settings.database.url, settings.vault.cache_megabytes);
         let cipher = if settings.vault.encryption_keys.is_empty() && settings.mode == Mode::Development {
             Cipher::new(&[development_vault_key(&store, now).await?])?
         } else {
@@ -232,7 +245,7 @@ impl Application {
             metrics: metrics.clone(),
             realm_url,
         };
-        let state = AppState {
+        let state = AppState(Arc::new(Services {
             store,
             sign_in,
             tokens,
@@ -244,7 +257,7 @@ impl Application {
             metrics,
             health: Arc::new(Health::default()),
             clock,
-        };
+        }));
         Ok(Application {
             state,
             public,

@@ -165,6 +165,8 @@ pub struct VaultSettings {
     pub keepalive_batch_size: i64,
     /// How long a reader waits for a refresh that another process is running.
     pub refresh_wait_seconds: u64,
+    /// Memory for identities' sealed tokens kept between reads (Postgres only); 0 turns it off.
+    pub cache_megabytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +302,7 @@ struct RawVault {
     keepalive_interval_seconds: Option<u64>,
     keepalive_batch_size: Option<i64>,
     refresh_wait_seconds: Option<u64>,
+    cache_megabytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -813,6 +816,7 @@ fn validate_vault(problems: &mut Problems, dev: bool, raw: RawVault) -> VaultSet
         keepalive_interval_seconds: raw.keepalive_interval_seconds.unwrap_or(300).max(1),
         keepalive_batch_size: raw.keepalive_batch_size.unwrap_or(5).clamp(1, 1000),
         refresh_wait_seconds: raw.refresh_wait_seconds.unwrap_or(20).clamp(1, 120),
+        cache_megabytes: raw.cache_megabytes.unwrap_or(32).min(64 * 1024),
     }
 }
 

@@ -212,7 +212,13 @@ impl Grants<'_> {
     }
 
     async fn live_session(&self, id: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
-        Ok(self.store.find_session(id).await?.filter(|s| session_is_live(s, self.realm, now)))
+        // A copy in memory may have an older `last_seen_at`, never a newer one: if it is live,
+        // the session is; if not, the database decides.
+        let live = |s: &SessionRow| session_is_live(s, self.realm, now);
+        if let Some(session) = self.store.cached_session(id).filter(live) {
+            return Ok(Some(session));
+        }
+        Ok(self.store.find_session(id).await?.filter(live))
     }
 
     /// A refresh token that is signed, unexpired, not revoked and whose session is live.

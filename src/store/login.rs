@@ -195,10 +195,22 @@ impl Store {
     }
 
     pub async fn find_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sso_sessions WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        let ticket = self.cache.as_ref().map(|cache| cache.ticket());
+        let session: Option<SessionRow> =
+            sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sso_sessions WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if let (Some(cache), Some(ticket), Some(session)) = (&self.cache, ticket, &session) {
+            cache.keep_session(ticket, session);
+        }
+        Ok(session)
+    }
+
+    /// The session as kept in memory, when it is (see `cache`). Its `last_seen_at` may be
+    /// older than the database's, never newer: a session it shows as live is live.
+    pub fn cached_session(&self, id: &str) -> Option<SessionRow> {
+        self.cache.as_ref()?.session(id)
     }
 
     /// The browser's SSO session, by the hash of its cookie.
@@ -252,6 +264,9 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_session(id);
+        }
         Ok(())
     }
 

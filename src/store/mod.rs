@@ -2,6 +2,7 @@
 //! (portable types only: TEXT, BIGINT seconds, bytes); what differs lives in `Backend`.
 
 mod audit;
+mod cache;
 mod keys;
 mod login;
 mod rekey;
@@ -9,6 +10,7 @@ mod users;
 mod vault;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -17,6 +19,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
 pub use audit::AuditEvent;
+use cache::RowCache;
 pub use keys::SigningKeyRow;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 pub use users::{IdentityRow, ProfileUpdate, UserRow};
@@ -35,6 +38,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Conflict(String),
+    #[error("cannot encode a batch: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Rows kept in memory for token reads (Postgres only; see `cache`).
+    cache: Option<Arc<RowCache>>,
 }
 
 impl Store {
@@ -61,9 +68,22 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // No ping before each query: a round trip per read. A connection that broke while
+            // idle fails its next query, and the pool drops it.
+            .test_before_acquire(false)
             .connect(url)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, cache: None })
+    }
+
+    /// This store, keeping up to `megabytes` of identities (and the sessions token reads check)
+    /// in memory, kept current by the database's change notifications. Only on Postgres: SQLite
+    /// has no notifications, and reading it costs no round trip anyway. Zero turns it off.
+    pub fn with_cache(self, url: &SecretString, megabytes: u64) -> Store {
+        if self.backend != Backend::Postgres || megabytes == 0 {
+            return self;
+        }
+        Store { cache: Some(RowCache::start(url.clone(), megabytes * 1024 * 1024)), ..self }
     }
 
     pub fn backend(&self) -> Backend {

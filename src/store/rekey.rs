@@ -73,6 +73,7 @@ impl Store {
         .bind(seen.access_token.clone())
         .execute(&self.pool)
         .await?;
+        self.forget_identity(&seen.user_id, &seen.alias);
         Ok(done.rows_affected() > 0)
     }
 

@@ -97,6 +97,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.forget_identity(user_id, alias);
         Ok(deleted.rows_affected() > 0)
     }
 
@@ -119,6 +120,7 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.forget_identity(user_id, alias);
         Ok(())
     }
 
@@ -178,6 +180,7 @@ impl Store {
             None => Store::delete_vault_row(&mut tx, &profile.user_id, &profile.alias).await?,
         }
         tx.commit().await?;
+        self.forget_identity(&profile.user_id, &profile.alias);
         Ok(())
     }
 }

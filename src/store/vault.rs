@@ -58,9 +58,16 @@ impl Store {
         Ok(sqlx::query_as(&sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
     }
 
+    /// The identity's reauthentication mark and its sealed tokens as kept in memory, when they
+    /// are (see `cache`); `None` means "ask the database", never "not linked".
+    pub fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<LinkedTokens> {
+        self.cache.as_ref()?.identity(user_id, alias)
+    }
+
     /// The identity's reauthentication mark and its tokens in one round trip: the hot path
     /// of every token read. `None` when the user is not linked to the provider.
     pub async fn find_linked_tokens(&self, user_id: &str, alias: &str) -> Result<Option<LinkedTokens>, StoreError> {
+        let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let row: Option<AnyRow> = sqlx::query(
             "SELECT f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,
                     v.refresh_token, v.id_token, v.token_type, v.scope, v.expires_at, v.refresh_expires_at,
@@ -77,11 +84,22 @@ impl Store {
             return Ok(None);
         };
         let has_tokens = row.try_get::<Option<String>, _>("user_id")?.is_some();
-        Ok(Some(LinkedTokens {
+        let linked = LinkedTokens {
             needs_reauth: row.try_get::<i64, _>("needs_reauth")? != 0,
             reauth_reason: row.try_get("reauth_reason")?,
             tokens: if has_tokens { Some(VaultRow::from_row(&row)?) } else { None },
-        }))
+        };
+        if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {
+            cache.keep_identity(ticket, &linked);
+        }
+        Ok(Some(linked))
+    }
+
+    /// Drops this process's copy of an identity's rows after writing them.
+    pub(super) fn forget_identity(&self, user_id: &str, alias: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget_identity(user_id, alias);
+        }
     }
 
     /// Takes the refresh lease of one row if nobody holds a live one, and returns the row as
@@ -160,6 +178,7 @@ impl Store {
         .bind(owner)
         .execute(&self.pool)
         .await?;
+        self.forget_identity(&row.user_id, &row.alias);
         Ok(done.rows_affected() > 0)
     }
 

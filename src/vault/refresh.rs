@@ -348,6 +348,12 @@ impl Inner {
     /// The identity's stored tokens, fresh or due for a refresh; an error when the identity
     /// is gone, keeps no tokens, or must sign in again before a refresh can help.
     async fn stored(&self, user_id: &str, alias: &str, threshold: i64) -> Result<Stored, VaultError> {
+        // A fresh token kept in memory is served as is; anything else is asked of the database.
+        if let Some(row) = self.store.cached_linked_tokens(user_id, alias).and_then(|linked| linked.tokens)
+            && row.expires_at - self.clock.now() > threshold
+        {
+            return Ok(Stored::Fresh(row));
+        }
         let linked = self
             .store
             .find_linked_tokens(user_id, alias)

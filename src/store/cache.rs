@@ -1,0 +1,245 @@
+//! The rows every token read looks up, kept in memory on Postgres: identities with their
+//! sealed tokens, and SSO sessions. Vault rows stay sealed here and are opened per read, as
+//! when they come from the database.
+//!
+//! A cached row is never served once the database has changed it, within a notification's
+//! delivery: triggers (migration 0006) send `NOTIFY identity_broker_changes` for every write
+//! that matters, from any process (replicas, `vault rekey`, an operator's SQL), and a listener
+//! here forgets the row. This process's own writes forget their rows before they return. While
+//! the listener is not connected, nothing is served from memory or added to it; rows older
+//! than [`MAX_AGE`] are not served either, in case a connection dies without anyone noticing.
+//!
+//! A row read from the database is cached only if nothing was forgotten while it was being
+//! read (the `epoch`), so an old row can never be put back after its change was announced.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::postgres::PgListener;
+
+use super::{LinkedTokens, SessionRow};
+
+/// The channel the triggers of migration 0006 notify.
+pub const CHANNEL: &str = "identity_broker_changes";
+/// How long a cached row may be served without the database being asked again.
+const MAX_AGE: Duration = Duration::from_secs(60);
+/// Sessions cached at most: a few hundred bytes each.
+const SESSION_ENTRIES: usize = 20_000;
+/// What a cached identity costs beyond its ciphertexts: keys, ids, the map's own slot.
+const ENTRY_OVERHEAD: u64 = 256;
+/// The triggers of migration 0006.
+const TRIGGERS: i64 = 3;
+/// The wait before connecting the listener again after it failed.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+type IdentityKey = (String, String);
+
+#[derive(Clone)]
+struct Entry<T> {
+    row: T,
+    cached_at: Instant,
+}
+
+/// Weighs an identity by the bytes it holds, so that the cache's bound is in bytes.
+#[derive(Clone)]
+struct ByteSize;
+
+impl Weighter<IdentityKey, Entry<LinkedTokens>> for ByteSize {
+    fn weight(&self, key: &IdentityKey, entry: &Entry<LinkedTokens>) -> u64 {
+        let tokens = entry.row.tokens.as_ref().map_or(0, |row| {
+            row.access_token.len()
+                + row.refresh_token.as_ref().map_or(0, Vec::len)
+                + row.id_token.as_ref().map_or(0, Vec::len)
+                + row.scope.len()
+        });
+        ENTRY_OVERHEAD + (key.0.len() + key.1.len() + tokens) as u64
+    }
+}
+
+/// What a trigger announces: an identity (its tokens or its reauthentication mark) or a session.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Change {
+    Identity { user_id: String, alias: String },
+    Session { session: String },
+}
+
+/// The cached rows of one process. Shared by every clone of the `Store` that enabled it.
+pub struct RowCache {
+    identities: Cache<IdentityKey, Entry<LinkedTokens>, ByteSize>,
+    sessions: Cache<String, Entry<SessionRow>>,
+    /// Counts forgettings; bumped under `forgetting` so that a fill cannot slip in between.
+    epoch: AtomicU64,
+    forgetting: Mutex<()>,
+    listening: AtomicBool,
+}
+
+impl std::fmt::Debug for RowCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowCache")
+            .field("identities", &self.identities.len())
+            .field("sessions", &self.sessions.len())
+            .field("listening", &self.listening.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Where a reader stands: the epoch before it asked the database.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+impl RowCache {
+    /// A cache of at most `bytes` of identities, filled once its listener is connected, which
+    /// the returned cache does in a task of its own for as long as the cache is in use.
+    pub fn start(database_url: SecretString, bytes: u64) -> Arc<RowCache> {
+        let estimated = (bytes / 2048).max(16) as usize;
+        let cache = Arc::new(RowCache {
+            identities: Cache::with_weighter(estimated, bytes, ByteSize),
+            sessions: Cache::new(SESSION_ENTRIES),
+            epoch: AtomicU64::new(0),
+            forgetting: Mutex::new(()),
+            listening: AtomicBool::new(false),
+        });
+        tokio::spawn(follow_changes(database_url, Arc::downgrade(&cache)));
+        cache
+    }
+
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.epoch.load(Ordering::Acquire))
+    }
+
+    pub fn identity(&self, user_id: &str, alias: &str) -> Option<LinkedTokens> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.identities.get(&(user_id.to_owned(), alias.to_owned()))?;
+        (entry.cached_at.elapsed() < MAX_AGE).then_some(entry.row)
+    }
+
+    pub fn session(&self, id: &str) -> Option<SessionRow> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.sessions.get(id)?;
+        (entry.cached_at.elapsed() < MAX_AGE).then_some(entry.row)
+    }
+
+    pub fn keep_identity(&self, ticket: Ticket, row: &LinkedTokens) {
+        let Some(tokens) = &row.tokens else {
+            return;
+        };
+        let key = (tokens.user_id.clone(), tokens.alias.clone());
+        self.keep(ticket, || self.identities.insert(key, Entry { row: row.clone(), cached_at: Instant::now() }));
+    }
+
+    pub fn keep_session(&self, ticket: Ticket, row: &SessionRow) {
+        self.keep(ticket, || {
+            self.sessions.insert(row.id.clone(), Entry { row: row.clone(), cached_at: Instant::now() })
+        });
+    }
+
+    fn keep(&self, ticket: Ticket, insert: impl FnOnce()) {
+        let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.listening.load(Ordering::Acquire) && self.epoch.load(Ordering::Acquire) == ticket.0 {
+            insert();
+        }
+    }
+
+    pub fn forget_identity(&self, user_id: &str, alias: &str) {
+        let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.identities.remove(&(user_id.to_owned(), alias.to_owned()));
+    }
+
+    pub fn forget_session(&self, id: &str) {
+        let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.sessions.remove(id);
+    }
+
+    /// Forgets everything, and serves nothing until `listening` is set again.
+    fn forget_all(&self, listening: bool) {
+        let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
+        self.listening.store(listening, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.identities.clear();
+        self.sessions.clear();
+    }
+
+    fn apply(&self, payload: &str) {
+        match serde_json::from_str::<Change>(payload) {
+            Ok(Change::Identity { user_id, alias }) => self.forget_identity(&user_id, &alias),
+            Ok(Change::Session { session }) => self.forget_session(&session),
+            Err(err) => {
+                tracing::warn!(error = %err, "an unreadable change notification; forgetting every cached row");
+                self.forget_all(true);
+            }
+        }
+    }
+}
+
+/// Listens for changes while the cache lives, connecting again whenever the connection drops;
+/// notifications sent in between are lost, so everything cached is forgotten then.
+async fn follow_changes(database_url: SecretString, cache: Weak<RowCache>) {
+    loop {
+        let mut listener = match listen(&database_url).await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => {
+                tracing::error!(
+                    "the database lacks the change triggers of migration 0006 (run `identity-broker migrate`); \
+                     token reads go to the database"
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for changes; token reads go to the database");
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                match cache.upgrade() {
+                    Some(_) => continue,
+                    None => return,
+                }
+            }
+        };
+        match cache.upgrade() {
+            Some(cache) => cache.forget_all(true),
+            None => return,
+        }
+        loop {
+            // `try_recv` gives `None` when the connection was lost.
+            let received = listener.try_recv().await;
+            let Some(cache) = cache.upgrade() else {
+                return;
+            };
+            match received {
+                Ok(Some(notification)) => cache.apply(notification.payload()),
+                Ok(None) | Err(_) => {
+                    tracing::warn!("lost the change notifications' connection; reconnecting");
+                    cache.forget_all(false);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A listener on [`CHANNEL`], or `None` when the triggers that notify it are missing (a
+/// database not migrated yet), since nothing would ever be forgotten then.
+async fn listen(database_url: &SecretString) -> Result<Option<PgListener>, sqlx::Error> {
+    let mut listener = PgListener::connect(database_url.expose_secret()).await?;
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_trigger
+         WHERE tgname IN ('vault_tokens_changed', 'federated_identities_changed', 'sso_sessions_changed')",
+    )
+    .fetch_one(&mut listener)
+    .await?;
+    if triggers < TRIGGERS {
+        return Ok(None);
+    }
+    listener.listen(CHANNEL).await?;
+    Ok(Some(listener))
+}
