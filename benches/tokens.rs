@@ -13,13 +13,14 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::fake_entra::FakeUser;
 use common::{
     Bench, CpuTicks, Load, PeakRss, PostgresTls, Server, Stop, Turn, VAULT_KEY, browser, expect_ok, health_rate,
-    memory_kib, mib, ms, run_load, sign_in, ticks_ms, upstream_mean_ms,
+    memory_kib, mib, ms, run_load, run_paced, sign_in, ticks_ms, upstream_mean_ms,
 };
 use identity_broker::config::parse_vault_key;
 use identity_broker::store::{ProfileUpdate, Store};
@@ -144,12 +145,43 @@ fn served_token(body: &str) -> Result<String, String> {
     body["access_token"].as_str().map(str::to_owned).ok_or_else(|| "200 without access_token".to_owned())
 }
 
-/// Reads through the internal API until `stop`, turn `n` for identity `pick(n)`.
-async fn internal_reads(server: &Server, identities: &Arc<Vec<Identity>>, stop: Stop, expect: Expect) -> Load {
+/// How a phase loads the server.
+#[derive(Clone, Copy)]
+enum Drive {
+    /// Each connection sends its next request as soon as the last is answered: throughput.
+    Saturate(Stop),
+    /// Requests are offered at this many per second for a phase: latency at that rate.
+    Pace(f64),
+}
+
+async fn drive<F, Fut>(how: Drive, request: F) -> Load
+where
+    F: Fn(Turn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Duration, String>> + Send + 'static,
+{
+    match how {
+        Drive::Saturate(stop) => run_load(CONNECTIONS, stop, request).await,
+        Drive::Pace(rate) => run_paced(CONNECTIONS, rate, PHASE, request).await,
+    }
+}
+
+/// `/health/live`, the baseline, driven as `how` says.
+async fn health_reads(server: &Server, how: Drive) -> Load {
+    let client = reqwest::Client::new();
+    let url = format!("{}/health/live", server.management);
+    drive(how, move |_| {
+        let request = client.get(&url);
+        async move { expect_ok(request).await.map(|(latency, _)| latency) }
+    })
+    .await
+}
+
+/// Reads through the internal API, turn `n` for identity `pick(n)`.
+async fn internal_reads(server: &Server, identities: &Arc<Vec<Identity>>, how: Drive, expect: Expect) -> Load {
     let client = reqwest::Client::new();
     let token = service_token(server).await;
     let (internal, identities) = (server.internal.clone(), Arc::clone(identities));
-    run_load(CONNECTIONS, stop, move |turn: Turn| {
+    drive(how, move |turn: Turn| {
         let identity = &identities[pick(turn.seq, identities.len())];
         let url = format!("{internal}/internal/v1/users/{}/tokens/{ALIAS}", identity.user_id);
         let request = client.get(url).bearer_auth(&token);
@@ -175,12 +207,12 @@ fn pick(seq: usize, count: usize) -> usize {
 }
 
 /// Reads through Keycloak's endpoint, all with one signed-in user's own access token.
-async fn broker_reads(server: &Server) -> Load {
+async fn broker_reads(server: &Server, how: Drive) -> Load {
     let client = reqwest::Client::new();
     let signed_in = sign_in(&browser(), &server.public).await;
     let token = signed_in.tokens["access_token"].as_str().expect("access_token").to_owned();
     let url = format!("{}/realms/allhands/broker/{ALIAS}/token", server.public);
-    run_load(CONNECTIONS, Stop::After(PHASE), move |_| {
+    drive(how, move |_| {
         let request = client.get(&url).bearer_auth(&token);
         async move {
             let (latency, body) = expect_ok(request).await?;
@@ -190,10 +222,12 @@ async fn broker_reads(server: &Server) -> Load {
     .await
 }
 
-/// One row of the read table.
-fn read_row(name: &str, load: &Load, baseline: f64) -> bool {
+/// One row of the throughput table: every connection busy. With 64 requests always in
+/// flight, latency here is queueing (Little's law: 64 / rate), so the target's p99 is read
+/// off the paced table.
+fn throughput_row(name: &str, load: &Load, baseline: f64) -> bool {
     let ratio = load.rate() / baseline;
-    let met = ratio >= TARGET_RATIO && load.p99() < TARGET_P99 && load.failures == 0;
+    let met = ratio >= TARGET_RATIO && load.failures == 0;
     println!(
         "  {name:<28}{:>9.0}{:>8.3}{:>9.2}{:>9.2}{:>10}  {}",
         load.rate(),
@@ -206,13 +240,22 @@ fn read_row(name: &str, load: &Load, baseline: f64) -> bool {
     met
 }
 
-fn report_failures(name: &str, load: &Load) {
-    if load.failures > 0 {
-        println!("!!! {name}: {} FAILED requests; the first ones:", load.failures);
-        for message in &load.failure_samples {
-            println!("!!!   {message}");
+/// One row of the latency table: requests offered at the target's rate.
+fn paced_row(name: &str, load: &Load, target: bool) -> bool {
+    let met = load.p99() < TARGET_P99 && load.failures == 0;
+    println!(
+        "  {name:<28}{:>9.0}{:>9.2}{:>9.2}{:>10}  {}",
+        load.rate(),
+        ms(load.p50()),
+        ms(load.p99()),
+        load.failures,
+        match (target, met) {
+            (false, _) => "(baseline)",
+            (true, true) => "met",
+            (true, false) => "MISSED",
         }
-    }
+    );
+    met
 }
 
 #[tokio::main]
@@ -237,16 +280,18 @@ async fn main() {
     for _ in 0..3 {
         sign_in(&browser(), &server.public).await;
     }
-    internal_reads(server, &fresh, Stop::Requests(200), Expect::StoredToken).await;
+    internal_reads(server, &fresh, Drive::Saturate(Stop::Requests(200)), Expect::StoredToken).await;
     let idle_kib = memory_kib(server.pid(), "VmRSS:");
 
+    // Throughput: every connection busy.
     let rss = PeakRss::start(server.pid());
+    let saturate = Drive::Saturate(Stop::After(PHASE));
     let cpu = CpuTicks::sample(server, &bench.database);
     let health = health_rate(server, CONNECTIONS, PHASE).await;
     let cpu_health = CpuTicks::sample(server, &bench.database);
-    let internal = internal_reads(server, &fresh, Stop::After(PHASE), Expect::StoredToken).await;
+    let internal = internal_reads(server, &fresh, saturate, Expect::StoredToken).await;
     let cpu_internal = CpuTicks::sample(server, &bench.database);
-    let broker = broker_reads(server).await;
+    let broker = broker_reads(server, saturate).await;
     let cpu_broker = CpuTicks::sample(server, &bench.database);
     let health_after = health_rate(server, CONNECTIONS, PHASE).await;
     let costs = [
@@ -254,8 +299,14 @@ async fn main() {
         ("internal API token read", cpu_internal.since(cpu_health), internal.latencies.len() as f64),
         ("/broker/azure_devops/token", cpu_broker.since(cpu_internal), broker.latencies.len() as f64),
     ];
-    let peak_kib = rss.stop().await;
     let baseline = (health + health_after) / 2.0;
+
+    // Latency: reads offered at the target's rate, a quarter of what /health/live serves.
+    let offered = TARGET_RATIO * baseline;
+    let paced_health = health_reads(server, Drive::Pace(offered)).await;
+    let paced_internal = internal_reads(server, &fresh, Drive::Pace(offered), Expect::StoredToken).await;
+    let paced_broker = broker_reads(server, Drive::Pace(offered)).await;
+    let peak_kib = rss.stop().await;
 
     // The storm: every stored token has expired; each identity must be refreshed exactly once.
     let expired: Arc<Vec<Identity>> = Arc::new(
@@ -270,7 +321,9 @@ async fn main() {
     store.close().await;
     let refreshes_before = entra.refresh_requests();
     let rss = PeakRss::start(server.pid());
-    let storm = internal_reads(server, &expired, Stop::Requests(STORM_IDENTITIES), Expect::RefreshedToken).await;
+    let storm =
+        internal_reads(server, &expired, Drive::Saturate(Stop::Requests(STORM_IDENTITIES)), Expect::RefreshedToken)
+            .await;
     let storm_peak_kib = rss.stop().await;
     let refreshes = entra.refresh_requests() - refreshes_before;
     let refresh_mean = upstream_mean_ms(&server.metrics().await, "token_refresh");
@@ -292,9 +345,19 @@ async fn main() {
     println!();
     println!("  {:<28}{:>9}{:>8}{:>9}{:>9}{:>10}  target", "phase", "req/s", "ratio", "p50 ms", "p99 ms", "failures");
     println!("  {:<28}{baseline:>9.0}{:>8.3}  (before {health:.0}, after {health_after:.0})", "/health/live", 1.0);
-    let internal_met = read_row("internal API token read", &internal, baseline);
-    let broker_met = read_row("/broker/azure_devops/token", &broker, baseline);
-    println!("  targets: ratio >= {TARGET_RATIO:.2} of /health/live, p99 < {:.0} ms, no failures", ms(TARGET_P99));
+    let mut met = throughput_row("internal API token read", &internal, baseline);
+    met &= throughput_row("/broker/azure_devops/token", &broker, baseline);
+    println!("  target: ratio >= {TARGET_RATIO:.2} of /health/live, no failures");
+    println!();
+    println!(
+        "  latency at the target's rate: {offered:.0} req/s offered ({TARGET_RATIO:.2} of /health/live) over \
+         {CONNECTIONS} connections, open loop, timed from when each request was due"
+    );
+    println!("  {:<28}{:>9}{:>9}{:>9}{:>10}  target", "phase", "req/s", "p50 ms", "p99 ms", "failures");
+    paced_row("/health/live", &paced_health, false);
+    met &= paced_row("internal API token read", &paced_internal, true);
+    met &= paced_row("/broker/azure_devops/token", &paced_broker, true);
+    println!("  target: p99 < {:.0} ms, no failures", ms(TARGET_P99));
     println!();
     println!("  CPU per request, microseconds   {:>9}{:>10}{:>10}{:>10}", "server", "postgres", "loadgen", "other");
     for (name, ticks, requests) in costs {
@@ -339,18 +402,21 @@ async fn main() {
     );
     println!("    upstream refresh mean         {refresh_mean:.2} ms (from /metrics)");
     println!("  SIGTERM exit status             {exit}");
-    report_failures("internal API token read", &internal);
-    report_failures("/broker/azure_devops/token", &broker);
-    report_failures("refresh storm", &storm);
+    internal.print_failures("internal API token read");
+    broker.print_failures("/broker/azure_devops/token");
+    paced_internal.print_failures("internal API token read, paced");
+    paced_broker.print_failures("/broker/azure_devops/token, paced");
+    storm.print_failures("refresh storm");
     if !storm_passed {
         println!("!!! refresh storm FAILED: {refreshes} refreshes for {STORM_IDENTITIES} identities");
     }
-    if !internal_met || !broker_met {
-        println!("!!! a token read missed its target (see the table)");
+    if !met {
+        println!("!!! a token read missed its target (see the tables)");
     }
 
     bench.clean_up().await;
-    assert!(internal.failures + broker.failures + storm.failures == 0, "token reads failed");
+    let failures = [&internal, &broker, &paced_health, &paced_internal, &paced_broker, &storm].map(|l| l.failures);
+    assert!(failures.iter().sum::<usize>() == 0, "requests failed");
     assert!(storm_passed, "the storm refreshed each identity exactly once");
     assert!(exit.success(), "graceful shutdown exits 0");
 }

@@ -490,6 +490,11 @@ where
             (latencies, failures)
         }));
     }
+    collect(tasks, started).await
+}
+
+/// Gathers what the workers of a load run measured.
+async fn collect(tasks: Vec<JoinHandle<(Vec<Duration>, Vec<String>)>>, started: Instant) -> Load {
     let mut load = Load { latencies: Vec::new(), failures: 0, failure_samples: Vec::new(), elapsed: Duration::ZERO };
     for task in tasks {
         let (latencies, failures) = task.await.unwrap();
@@ -501,6 +506,37 @@ where
     load.elapsed = started.elapsed();
     load.latencies.sort();
     load
+}
+
+/// Offers `rate` requests per second for `duration`, spread evenly over `workers` keep-alive
+/// connections (open loop, as wrk2 does): request `n` is due at `n / rate` seconds. Latency
+/// runs from when a request was *due*, not when it went out, so a server that falls behind
+/// is charged for the wait it causes (no coordinated omission).
+pub async fn run_paced<F, Fut>(workers: usize, rate: f64, duration: Duration, request: F) -> Load
+where
+    F: Fn(Turn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Duration, String>> + Send + 'static,
+{
+    let request = Arc::new(request);
+    let total = (rate * duration.as_secs_f64()) as usize;
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let request = Arc::clone(&request);
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut failures) = (Vec::new(), Vec::new());
+            for seq in (worker..total).step_by(workers) {
+                let due = started + Duration::from_secs_f64(seq as f64 / rate);
+                tokio::time::sleep_until(due).await;
+                match request(Turn { worker, seq }).await {
+                    Ok(_) => latencies.push(due.elapsed()),
+                    Err(message) => failures.push(message),
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    collect(tasks, started.into_std()).await
 }
 
 /// Requests per second of `/health/live` from `workers` concurrent keep-alive clients;

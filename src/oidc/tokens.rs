@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use quick_cache::sync::Cache;
+
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -149,14 +151,31 @@ pub enum TokenError {
 
 /// Mints and checks the realm's tokens; the issuer is fixed so it never depends on which
 /// host name or listener a request came through.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TokenService {
     issuer: String,
     keys: Arc<KeySet>,
     access_lifespan: i64,
     refresh_lifespan: i64,
     offline_lifespan: i64,
+    /// Access tokens already checked, with the key that signed them: services and OpenHands
+    /// send the same token on every call for its minutes of life, and an RSA check costs more
+    /// than the rest of a token read.
+    verified_services: Arc<Verified<ServiceClaims>>,
+    verified_access: Arc<Verified<AccessClaims>>,
 }
+
+/// Tokens whose signature, issuer and type were found good, by token, with their key's id.
+type Verified<T> = Cache<String, (String, T)>;
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+/// Tokens remembered as checked, of each kind.
+const VERIFIED_TOKENS: usize = 1024;
 
 impl TokenService {
     pub fn new(
@@ -166,7 +185,15 @@ impl TokenService {
         refresh_lifespan: i64,
         offline_lifespan: i64,
     ) -> Self {
-        TokenService { issuer, keys, access_lifespan, refresh_lifespan, offline_lifespan }
+        TokenService {
+            issuer,
+            keys,
+            access_lifespan,
+            refresh_lifespan,
+            offline_lifespan,
+            verified_services: Arc::new(Cache::new(VERIFIED_TOKENS)),
+            verified_access: Arc::new(Cache::new(VERIFIED_TOKENS)),
+        }
     }
 
     pub fn issuer(&self) -> &str {
@@ -273,13 +300,34 @@ impl TokenService {
 
     /// Checks a service-account token: signature, issuer, audience, type and expiry.
     pub fn verify_service(&self, token: &str, now: i64) -> Result<ServiceClaims, TokenError> {
-        let claims: ServiceClaims = self.verify(token)?;
-        if claims.typ != TYP_BEARER || claims.aud != INTERNAL_AUDIENCE {
-            return Err(TokenError::WrongType);
-        }
+        let claims = self.verify_remembered(&self.verified_services, token, |claims: &ServiceClaims| {
+            claims.typ == TYP_BEARER && claims.aud == INTERNAL_AUDIENCE
+        })?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
         }
+        Ok(claims)
+    }
+
+    /// The claims of a token of the kind `is_kind` accepts, signed by one of the realm's keys.
+    /// A token found good before is only checked for its key still being known; expiry is
+    /// the caller's to check, every time.
+    fn verify_remembered<T: serde::de::DeserializeOwned + Clone>(
+        &self,
+        verified: &Verified<T>,
+        token: &str,
+        is_kind: impl Fn(&T) -> bool,
+    ) -> Result<T, TokenError> {
+        if let Some((kid, claims)) = verified.get(token)
+            && self.keys.decoding_key(&kid).is_some()
+        {
+            return Ok(claims);
+        }
+        let (kid, claims) = self.verify_signed::<T>(token)?;
+        if !is_kind(&claims) {
+            return Err(TokenError::WrongType);
+        }
+        verified.insert(token.to_owned(), (kid, claims.clone()));
         Ok(claims)
     }
 
@@ -295,10 +343,9 @@ impl TokenService {
 
     /// Checks signature, issuer, type and expiry against `now`.
     pub fn verify_access(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
-        let claims: AccessClaims = self.verify(token)?;
-        if claims.typ != TYP_BEARER || !claims.aud.iter().any(|aud| aud == BROKER_AUDIENCE) {
-            return Err(TokenError::WrongType);
-        }
+        let claims = self.verify_remembered(&self.verified_access, token, |claims: &AccessClaims| {
+            claims.typ == TYP_BEARER && claims.aud.iter().any(|aud| aud == BROKER_AUDIENCE)
+        })?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
         }
@@ -318,6 +365,11 @@ impl TokenService {
     }
 
     fn verify<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
+        self.verify_signed(token).map(|(_, claims)| claims)
+    }
+
+    /// The claims of a token signed by one of the realm's keys, with that key's id.
+    fn verify_signed<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<(String, T), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Invalid);
@@ -330,6 +382,7 @@ impl TokenService {
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[&self.issuer]);
-        jsonwebtoken::decode::<T>(token, key, &validation).map(|data| data.claims).map_err(|_| TokenError::Invalid)
+        let claims = jsonwebtoken::decode::<T>(token, key, &validation).map_err(|_| TokenError::Invalid)?.claims;
+        Ok((kid, claims))
     }
 }

@@ -578,3 +578,22 @@ both_backends!(keep_alive_refreshes_exactly_the_stale_identities, |backend| asyn
     let refreshes = app.store.list_audit(Some("token_refresh")).await.expect("audit");
     assert_eq!(refreshes.iter().filter(|e| e.detail.contains("keepalive")).count(), 5);
 });
+
+both_backends!(a_bearer_token_checked_before_is_still_refused_once_it_expires, |backend| async move {
+    let app = spawn_app(backend).await;
+    let (user_id, tokens) = signed_in(&app).await;
+    let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
+    // Both tokens are checked (and remembered as checked) by a first use.
+    assert_eq!(app.read_token(&service, &user_id, "azure_devops", "").await.status(), StatusCode::OK);
+    assert_eq!(app.broker_token(access_token(&tokens), "azure_devops").await.status(), StatusCode::OK);
+
+    // Past both tokens' lifetimes (300 s), with the upstream token still fresh.
+    app.state.clock.advance(301);
+
+    let internal = app.read_token(&service, &user_id, "azure_devops", "").await;
+    assert_eq!(internal.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json(internal).await["error"], "invalid_token");
+    let broker = app.broker_token(access_token(&tokens), "azure_devops").await;
+    assert_eq!(broker.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(broker).await["errorMessage"], "Invalid token.");
+});
