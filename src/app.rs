@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -19,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::audit::AuditLog;
+use crate::clock::Clock;
 use crate::config::{Mode, RealmSettings, Settings, VaultKey};
 use crate::crypto::random_bytes;
 use crate::http::{self, ErrorDetail};
@@ -42,26 +43,6 @@ pub enum BuildError {
     Bind { addr: SocketAddr, key: &'static str, source: std::io::Error },
     #[error("HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
-}
-
-/// The wall clock, in Unix seconds; protocol code receives `now` from here. Clones share an
-/// offset, so tests can move the whole application forward in time.
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    offset: Arc<AtomicI64>,
-}
-
-impl Clock {
-    pub fn now(&self) -> i64 {
-        let wall =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        wall + self.offset.load(Ordering::Relaxed)
-    }
-
-    /// Moves this clock and all its clones `seconds` forward.
-    pub fn advance(&self, seconds: i64) {
-        self.offset.fetch_add(seconds, Ordering::Relaxed);
-    }
 }
 
 /// The one place that knows each cookie's name and flags.

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use identity_broker::app::{Application, Clock};
+use identity_broker::app::Application;
+use identity_broker::clock::Clock;
 use identity_broker::config::{Mode, Settings};
 use identity_broker::oidc::keys;
 use identity_broker::store::Store;

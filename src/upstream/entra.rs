@@ -1,10 +1,13 @@
 //! Microsoft Entra's protocol, without I/O: URL layout, authorize requests, ID-token checks
 //! (single- and multi-tenant issuers) and the classification of Entra's error answers.
 //!
-//! ID tokens are checked with `jsonwebtoken` rather than `openidconnect`: Entra's
-//! multi-tenant issuer template, a JWKS that must be re-fetched on an unknown `kid`, and a
-//! clock skew are all outside what `openidconnect`'s verifier does, and the broker already
-//! needs `jsonwebtoken` for its own tokens, so one JWT stack serves both.
+//! ID tokens are checked with `jsonwebtoken` (aws-lc), the crate that also signs the
+//! broker's own tokens, rather than `openidconnect`. `openidconnect`'s verifier could
+//! take our clock (`set_time_fn`) and skip its issuer match, but it has no clock-skew
+//! leeway; its discovery rejects Entra's `{tenantid}` issuer, and it would pull in about
+//! 64 more crates, RustCrypto `rsa` among them. The tenant substitution,
+//! `allowed_tenants`, refetching the JWKS on an unknown `kid` and the error classification
+//! would remain ours either way. See docs/decisions.md.
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};

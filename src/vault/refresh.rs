@@ -15,8 +15,8 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
-use crate::app::Clock;
 use crate::audit::AuditLog;
+use crate::clock::Clock;
 use crate::config::VaultSettings;
 use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
 use crate::telemetry::Metrics;

@@ -2,6 +2,7 @@
 //! every generated request must get a documented status and body, and never a 500.
 
 use crate::helpers::*;
+use crate::python::python_env;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
@@ -10,7 +11,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let schema = format!("{}/internal/v1/openapi.json", app.internal);
 
-    let output = tokio::process::Command::new("schemathesis")
+    let output = tokio::process::Command::new(python_env().await.tool("schemathesis"))
         .args(["run", &schema, "--url", &app.internal])
         .args(["--header", &format!("Authorization: Bearer {service}")])
         .args([
@@ -24,7 +25,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         .current_dir(std::env::temp_dir())
         .output()
         .await
-        .expect("schemathesis is installed (pip install -r tests/python/requirements.txt)");
+        .expect("the environment's schemathesis runs");
 
     let report = String::from_utf8_lossy(&output.stdout);
     println!("{report}");

@@ -10,6 +10,7 @@ mod helpers;
 mod keys;
 mod lifecycle;
 mod operations;
+mod python;
 mod python_keycloak;
 mod replicas;
 mod session;
