@@ -23,8 +23,9 @@ use common::{
     memory_kib, mib, ms, run_load, run_paced, sign_in, ticks_ms, upstream_mean_ms,
 };
 use identity_broker::config::parse_vault_key;
+use identity_broker::crypto::Cipher;
 use identity_broker::store::{ProfileUpdate, Store};
-use identity_broker::vault::{Cipher, UpstreamTokens, seal_tokens};
+use identity_broker::vault::{UpstreamTokens, seal_tokens};
 use secrecy::SecretString;
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -20,118 +20,44 @@ use tower_http::trace::TraceLayer;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
-use crate::config::{Mode, RealmSettings, Settings, VaultKey};
-use crate::crypto::random_bytes;
-use crate::http::{self, ErrorDetail};
+use crate::config::{HttpSettings, Mode, Settings};
+use crate::crypto::{Cipher, CipherError, VaultKey, random_bytes};
+use crate::directory::Directory;
+use crate::http::{self, AppState, Cookies, ErrorDetail, Health, Services, paths};
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::keys::{KeyError, KeySet};
+use crate::oidc::sessions::Sessions;
 use crate::oidc::tokens::TokenService;
 use crate::signin::SignInService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{HttpLabels, Metrics};
-use crate::vault::{Cipher, CipherError, RefreshPolicy, TokenVault};
+use crate::upstream::Upstream;
+use crate::vault::{RefreshPolicy, TokenVault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("database: {0}")]
+    #[error("cannot open the database")]
     Store(#[from] StoreError),
-    #[error("vault: {0}")]
+    #[error("cannot use the vault keys")]
     Cipher(#[from] CipherError),
-    #[error("signing keys: {0}")]
+    #[error("cannot load the signing keys")]
     Keys(#[from] KeyError),
-    #[error("cannot listen on {addr} ({key}): {source}")]
-    Bind { addr: SocketAddr, key: &'static str, source: std::io::Error },
-    #[error("HTTP client: {0}")]
+    #[error("cannot listen on {addr} ({key})")]
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client for upstream providers")]
     HttpClient(#[from] reqwest::Error),
-}
-
-/// The one place that knows each cookie's name and flags.
-#[derive(Debug, Clone)]
-pub struct Cookies {
-    pub secure: bool,
-    pub path: String,
-    pub login_max_age: i64,
-    pub session_max_age: i64,
-}
-
-impl Cookies {
-    pub const PENDING_SIGN_IN: &'static str = "IB_AUTH_SESSION";
-    pub const SSO_SESSION: &'static str = "IB_SESSION";
-
-    pub fn build(
-        &self,
-        name: &'static str,
-        value: String,
-        max_age: i64,
-    ) -> axum_extra::extract::cookie::Cookie<'static> {
-        axum_extra::extract::cookie::Cookie::build((name, value))
-            .path(self.path.clone())
-            .http_only(true)
-            .secure(self.secure)
-            // Lax, not Strict: the cookie must come back on the top-level redirect from Entra.
-            .same_site(axum_extra::extract::cookie::SameSite::Lax)
-            .max_age(time_seconds(max_age))
-            .build()
-    }
-}
-
-impl Cookies {
-    /// A cookie that makes the browser forget `name` (same path, expired).
-    pub fn removal(&self, name: &'static str) -> axum_extra::extract::cookie::Cookie<'static> {
-        self.build(name, String::new(), 0)
-    }
-}
-
-fn time_seconds(seconds: i64) -> time::Duration {
-    time::Duration::seconds(seconds)
-}
-
-/// Readiness facts for the management listener.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub started: AtomicBool,
-}
-
-/// What every handler shares, behind one `Arc`: cloning it for a request is one increment.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Services>);
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-#[derive(Debug)]
-pub struct Services {
-    pub store: Store,
-    pub sign_in: SignInService,
-    pub tokens: TokenService,
-    pub clients: ClientRegistry,
-    pub service_accounts: ServiceAccountRegistry,
-    pub vault: TokenVault,
-    pub realm: RealmSettings,
-    pub cookies: Cookies,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    pub clock: Clock,
-}
-
-impl AppState {
-    pub fn grants(&self) -> crate::oidc::grants::Grants<'_> {
-        crate::oidc::grants::Grants { store: &self.store, tokens: &self.tokens, realm: &self.realm }
-    }
 }
 
 /// A built application: listeners bound, ready to serve.
 #[derive(Debug)]
 pub struct Application {
     state: AppState,
-    public: TcpListener,
-    internal: TcpListener,
-    management: TcpListener,
+    listeners: Listeners,
     pub public_addr: SocketAddr,
     pub internal_addr: SocketAddr,
     pub management_addr: SocketAddr,
@@ -141,112 +67,137 @@ pub struct Application {
     audit_retention_days: i64,
 }
 
+/// The three listeners, bound.
+#[derive(Debug)]
+struct Listeners {
+    public: TcpListener,
+    internal: TcpListener,
+    management: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(http: &HttpSettings) -> Result<Listeners, BuildError> {
+        Ok(Listeners {
+            public: bind(http.bind, "http.bind").await?,
+            internal: bind(http.internal_bind, "http.internal_bind").await?,
+            management: bind(http.management_bind, "http.management_bind").await?,
+        })
+    }
+}
+
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, BuildError> {
     TcpListener::bind(addr).await.map_err(|source| BuildError::Bind { addr, key, source })
 }
 
-/// In development without configured keys, the vault key is generated once and kept in the
-/// database; production always brings its own keys (validation insists on one).
-async fn development_vault_key(store: &Store, now: i64) -> Result<VaultKey, BuildError> {
+fn local_addr(listener: &TcpListener, key: &'static str) -> Result<SocketAddr, BuildError> {
+    listener.local_addr().map_err(|source| BuildError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), key, source })
+}
+
+/// The database, migrated when configured so, with its cache of rows for token reads.
+async fn open_store(settings: &Settings) -> Result<Store, BuildError> {
+    let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
+    if settings.database.migrate {
+        store.migrate().await?;
+    }
+    Ok(store.with_cache(&settings.database.url, settings.vault.cache_megabytes))
+}
+
+/// The configured vault keys; in development without any, one generated once and kept in the
+/// database (production always brings its own: validation insists on one).
+async fn vault_cipher(settings: &Settings, store: &Store, now: i64) -> Result<Cipher, BuildError> {
+    if !settings.vault.encryption_keys.is_empty() || settings.mode != Mode::Development {
+        return Ok(Cipher::new(&settings.vault.encryption_keys)?);
+    }
     let stored = store.instance_secret_or_insert("dev_vault_key", &random_bytes::<32>(), now).await?;
     let key: [u8; 32] = stored.try_into().map_err(|_| BuildError::Cipher(CipherError::NoKeys))?;
-    Ok(VaultKey { id: "dev".to_owned(), key: SecretBox::new(Box::new(key)) })
+    Ok(Cipher::new(&[VaultKey { id: "dev".to_owned(), key: SecretBox::new(Box::new(key)) }])?)
+}
+
+/// Every service the handlers share, wired together.
+fn services(
+    settings: &Settings,
+    store: Store,
+    cipher: Arc<Cipher>,
+    keys: KeySet,
+    public_url: &str,
+    clock: Clock,
+) -> Result<Services, BuildError> {
+    let realm = settings.realm.clone();
+    let realm_url = format!("{public_url}/realms/{}", realm.name);
+    let metrics = Arc::new(Metrics::new());
+    let audit = AuditLog::start(store.clone());
+    let upstream = Upstream::new(settings.providers.clone(), metrics.clone())?;
+    let sessions = Sessions::new(store.clone(), audit.clone(), &realm);
+    let tokens = TokenService::new(
+        realm_url.clone(),
+        Arc::new(keys),
+        realm.access_token_lifespan_seconds,
+        realm.sso_session_idle_seconds,
+        realm.offline_session_idle_seconds,
+    );
+    let cookies = Cookies {
+        secure: public_url.starts_with("https://"),
+        path: format!("/realms/{}/", realm.name),
+        login_max_age: realm.login_timeout_seconds,
+        session_max_age: realm.sso_session_max_seconds,
+    };
+    let vault = TokenVault::new(
+        store.clone(),
+        audit.clone(),
+        cipher.clone(),
+        upstream.clone(),
+        metrics.clone(),
+        clock.clone(),
+        RefreshPolicy::from_settings(&settings.vault),
+    );
+    let sign_in = SignInService {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        audit: audit.clone(),
+        cipher,
+        upstream,
+        realm: realm.clone(),
+        metrics: metrics.clone(),
+        realm_url,
+    };
+    Ok(Services {
+        directory: Directory::new(store.clone()),
+        store,
+        sessions,
+        audit,
+        sign_in,
+        tokens,
+        clients: ClientRegistry::new(settings.clients.clone()),
+        service_accounts: ServiceAccountRegistry::new(settings.service_accounts.clone()),
+        vault,
+        realm,
+        cookies,
+        metrics,
+        health: Arc::new(Health::default()),
+        clock,
+    })
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, BuildError> {
         let clock = Clock::default();
         let now = clock.now();
-        let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
-        if settings.database.migrate {
-            store.migrate().await?;
-        }
-        let store = store.with_cache(&settings.database.url, settings.vault.cache_megabytes);
-        let cipher = if settings.vault.encryption_keys.is_empty() && settings.mode == Mode::Development {
-            Cipher::new(&[development_vault_key(&store, now).await?])?
-        } else {
-            Cipher::new(&settings.vault.encryption_keys)?
-        };
-        let cipher = Arc::new(cipher);
-        let keys = Arc::new(KeySet::load_or_create(&store, &cipher, now).await?);
-
-        let public = bind(settings.http.bind, "http.bind").await?;
-        let internal = bind(settings.http.internal_bind, "http.internal_bind").await?;
-        let management = bind(settings.http.management_bind, "http.management_bind").await?;
-        let public_addr = public.local_addr().map_err(|source| BuildError::Bind {
-            addr: settings.http.bind,
-            key: "http.bind",
-            source,
-        })?;
-        let internal_addr = internal.local_addr().map_err(|source| BuildError::Bind {
-            addr: settings.http.internal_bind,
-            key: "http.internal_bind",
-            source,
-        })?;
-        let management_addr = management.local_addr().map_err(|source| BuildError::Bind {
-            addr: settings.http.management_bind,
-            key: "http.management_bind",
-            source,
-        })?;
+        let store = open_store(&settings).await?;
+        let cipher = Arc::new(vault_cipher(&settings, &store, now).await?);
+        let keys = KeySet::load_or_create(&store, &cipher, now).await?;
+        let listeners = Listeners::bind(&settings.http).await?;
+        let public_addr = local_addr(&listeners.public, "http.bind")?;
         let public_url = match &settings.http.hostname {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
             None => format!("http://{public_addr}"),
         };
-        let realm = settings.realm.clone();
-        let realm_url = format!("{public_url}/realms/{}", realm.name);
-        let metrics = Arc::new(Metrics::new());
-        let upstream = crate::upstream::Upstream::new(settings.providers.clone(), metrics.clone())?;
-        let tokens = TokenService::new(
-            realm_url.clone(),
-            keys,
-            realm.access_token_lifespan_seconds,
-            realm.sso_session_idle_seconds,
-            realm.offline_session_idle_seconds,
-        );
-        let cookies = Cookies {
-            secure: public_url.starts_with("https://"),
-            path: format!("/realms/{}/", realm.name),
-            login_max_age: realm.login_timeout_seconds,
-            session_max_age: realm.sso_session_max_seconds,
-        };
-        let vault = TokenVault::new(
-            store.clone(),
-            AuditLog::start(store.clone()),
-            cipher.clone(),
-            upstream.clone(),
-            metrics.clone(),
-            clock.clone(),
-            RefreshPolicy::from_settings(&settings.vault),
-        );
-        let sign_in = SignInService {
-            store: store.clone(),
-            cipher,
-            upstream,
-            realm: realm.clone(),
-            metrics: metrics.clone(),
-            realm_url,
-        };
-        let state = AppState(Arc::new(Services {
-            store,
-            sign_in,
-            tokens,
-            clients: ClientRegistry::new(settings.clients.clone()),
-            service_accounts: ServiceAccountRegistry::new(settings.service_accounts.clone()),
-            vault,
-            realm,
-            cookies,
-            metrics,
-            health: Arc::new(Health::default()),
-            clock,
-        }));
+        let state = AppState::new(services(&settings, store, cipher, keys, &public_url, clock)?);
         Ok(Application {
             state,
-            public,
-            internal,
-            management,
             public_addr,
-            internal_addr,
-            management_addr,
+            internal_addr: local_addr(&listeners.internal, "http.internal_bind")?,
+            management_addr: local_addr(&listeners.management, "http.management_bind")?,
+            listeners,
             public_url,
             max_body_bytes: settings.http.max_body_bytes,
             request_timeout: Duration::from_secs(settings.http.request_timeout_seconds),
@@ -299,11 +250,13 @@ impl Application {
             self.state.sign_in.cipher.clone(),
         ));
         let keep_alive = tokio::spawn(self.state.vault.clone().run_keep_alive());
+        let Listeners { public: public_listener, internal: internal_listener, management: management_listener } =
+            self.listeners;
         let servers = tokio::spawn(async move {
             tokio::try_join!(
-                axum::serve(self.public, public).with_graceful_shutdown(stopped(stop_rx.clone())),
-                axum::serve(self.internal, internal).with_graceful_shutdown(stopped(stop_rx.clone())),
-                axum::serve(self.management, management).with_graceful_shutdown(stopped(stop_rx)),
+                axum::serve(public_listener, public).with_graceful_shutdown(stopped(stop_rx.clone())),
+                axum::serve(internal_listener, internal).with_graceful_shutdown(stopped(stop_rx.clone())),
+                axum::serve(management_listener, management).with_graceful_shutdown(stopped(stop_rx)),
             )
         });
         shutdown.await;
@@ -319,7 +272,7 @@ impl Application {
         };
         housekeeping.abort();
         keep_alive.abort();
-        self.state.vault.flush_audit().await;
+        self.state.audit.flush().await;
         store.close().await;
         result
     }
@@ -340,7 +293,7 @@ async fn housekeeping(
         interval.tick().await;
         let now = clock.now();
         match tokens.keys().reload(&store, &cipher, now).await {
-            Ok(true) => tracing::info!(active_kid = %tokens.keys().active_kid(), "signing keys reloaded"),
+            Ok(true) => tracing::info!(active_kid = %tokens.keys().current().active_kid(), "signing keys reloaded"),
             Ok(false) => {}
             Err(err) => tracing::warn!(error = %err, "signing key reload failed; keeping the keys in use"),
         }
@@ -360,12 +313,8 @@ async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| paths::route_label(p.as_str()));
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16();
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
@@ -373,4 +322,19 @@ async fn observe(
     }
     metrics.observe_http(HttpLabels { listener, method, route, status }, started.elapsed());
     response
+}
+
+/// A request method as a metrics label, without allocating.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
 }

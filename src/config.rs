@@ -13,6 +13,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::crypto::CtSecret;
+pub use crate::crypto::VaultKey;
 
 /// Which command started the process; it decides defaults and how strict validation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,18 +139,6 @@ pub struct ProviderSettings {
     pub trust_email: bool,
     /// Keycloak's `storeToken`: keep the upstream tokens so services can read them.
     pub store_token: bool,
-}
-
-/// One AES-256 key of the vault with the id stored beside each ciphertext.
-pub struct VaultKey {
-    pub id: String,
-    pub key: SecretBox<[u8; 32]>,
-}
-
-impl fmt::Debug for VaultKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VaultKey").field("id", &self.id).field("key", &"[redacted]").finish()
-    }
 }
 
 #[derive(Debug)]

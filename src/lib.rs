@@ -3,8 +3,10 @@
 pub mod app;
 pub mod audit;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod directory;
 pub mod http;
 pub mod oidc;
 pub mod signin;

@@ -1,41 +1,90 @@
 //! The browser sign-in: from a client's authorization request, through the upstream
 //! provider, to the user, the vault, an SSO session and an authorization code.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::json;
 use url::Url;
 use uuid::Uuid;
 
+use crate::audit::AuditLog;
 use crate::config::RealmSettings;
-use crate::crypto::{pkce_s256, random_token, token_hash};
+use crate::crypto::{Cipher, pkce_s256, random_token, token_hash};
 use crate::oidc::authorize::AuthorizationRequest;
-use crate::oidc::grants::session_is_live;
+use crate::oidc::error::ErrorCode;
+use crate::oidc::sessions::Sessions;
 use crate::store::{
     AuditEvent, AuthRequestRow, AuthorizationCodeRow, ProfileUpdate, SessionRow, Store, StoreError, UpstreamLogin,
 };
 use crate::telemetry::Metrics;
 use crate::upstream::entra::{AuthorizeRequest, ErrorClass, VerifiedIdentity};
 use crate::upstream::{Provider, TokenResponse, Upstream, UpstreamError};
-use crate::vault::{Cipher, UpstreamTokens, seal_tokens};
+use crate::vault::{UpstreamTokens, seal_tokens};
 
-/// Where a failed sign-in leaves the browser.
+/// Why a sign-in stopped on a page of ours. `Display` is what the user reads; what the
+/// operator needs is logged where the cause is found.
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
-    /// A page for the user; the detail for the operator is logged where it happens.
-    #[error("{message}")]
-    Page { status: u16, message: String },
-    /// The client's redirect URI with an OAuth error: the client handles it.
-    #[error("returned to the client with an error")]
-    ToClient(Url),
-    #[error(transparent)]
+    #[error("No identity provider is enabled on this sign-in service.")]
+    NoProviderEnabled,
+    #[error("This identity provider is not enabled.")]
+    UnknownProvider,
+    #[error("This sign-in has expired or was opened in another browser. Go back to the application and sign in again.")]
+    PendingSignInNotFound,
+    #[error("This sign-in was already started. Go back to the application and sign in again.")]
+    AlreadyStarted,
+    #[error("This sign-in has expired or was already used. Go back to the application and sign in again.")]
+    ExpiredOrUsed,
+    #[error(
+        "This sign-in was started in another browser or its cookie is missing. Go back to the application and sign in again."
+    )]
+    OtherBrowser,
+    #[error("This sign-in was answered by another identity provider.")]
+    OtherProvider,
+    #[error("The identity provider returned no authorization code.")]
+    NoCode,
+    #[error("The identity provider's answer was incomplete.")]
+    IncompleteAnswer,
+    #[error("Sign-in is misconfigured on this service. An administrator has been told; please try again later.")]
+    Misconfigured,
+    #[error("The identity provider refused the sign-in request.")]
+    RequestRefused,
+    #[error("The identity provider is temporarily unavailable. Please try again in a minute.")]
+    UpstreamUnavailable,
+    #[error(
+        "The application needs consent to access Azure DevOps. Ask an administrator to grant consent, then sign in again."
+    )]
+    ConsentRequired,
+    #[error("The identity provider needs you to sign in again.")]
+    UpstreamReauthentication,
+    #[error("The identity provider's answer could not be verified. Go back to the application and sign in again.")]
+    Unverifiable,
+    #[error("The identity provider refused this sign-in. Go back to the application and sign in again.")]
+    UpstreamRefused,
+    #[error("This {provider} account is already linked to another user.")]
+    AlreadyLinked { provider: String },
+    #[error("The account this link was started for no longer exists.")]
+    LinkedUserGone,
+    #[error("This account is being signed in from elsewhere at the same moment. Try again.")]
+    Contended,
+    #[error("The application's redirect URI is not valid.")]
+    InvalidRedirectUri,
+    #[error("the sign-in could not be stored")]
     Store(#[from] StoreError),
 }
 
 impl SignInError {
-    fn page(status: u16, message: impl Into<String>) -> Self {
-        SignInError::Page { status, message: message.into() }
+    /// A failure on the provider's side or ours, rather than a refusal of this browser's request.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            SignInError::NoProviderEnabled
+                | SignInError::IncompleteAnswer
+                | SignInError::Misconfigured
+                | SignInError::RequestRefused
+                | SignInError::UpstreamUnavailable
+                | SignInError::Store(_)
+        )
     }
 }
 
@@ -46,19 +95,22 @@ pub enum Started {
     Provider { request_id: String, browser_secret: String, alias: String },
     /// Several providers and no hint: let the user choose.
     Choose { request_id: String, browser_secret: String },
-    /// The browser's SSO session answered at once: back to the client with a code.
-    SignedIn(Url),
+    /// Back to the client at once: with a code from the browser's SSO session, or with an
+    /// OAuth error the client handles (`login_required`, an unknown `kc_action` provider).
+    ToClient(Url),
 }
 
-/// A finished sign-in: the client's redirect and the SSO cookie value.
+/// How the provider's answer ends the sign-in.
 #[derive(Debug)]
-pub struct Completed {
-    pub client_redirect: Url,
-    pub session_secret: String,
+pub enum Completed {
+    /// Signed in: the client's redirect with a code, and the SSO cookie's value.
+    SignedIn { client_redirect: Url, session_secret: String },
+    /// Back to the client without a session: the user declined or cancelled linking.
+    ToClient(Url),
 }
 
 /// The callback's query or form: Entra's answer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Deserialize)]
 pub struct CallbackParams {
     pub state: Option<String>,
     pub code: Option<String>,
@@ -66,20 +118,11 @@ pub struct CallbackParams {
     pub error_description: Option<String>,
 }
 
-impl CallbackParams {
-    pub fn from_map(mut map: HashMap<String, String>) -> Self {
-        CallbackParams {
-            state: map.remove("state"),
-            code: map.remove("code"),
-            error: map.remove("error"),
-            error_description: map.remove("error_description"),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct SignInService {
     pub store: Store,
+    pub sessions: Sessions,
+    pub audit: AuditLog,
     pub cipher: Arc<Cipher>,
     pub upstream: Upstream,
     pub realm: RealmSettings,
@@ -106,19 +149,18 @@ impl SignInService {
         format!("{}/broker/{alias}/endpoint", self.realm_url)
     }
 
-    fn client_error(&self, request: &AuthRequestRow, error: &str, description: &str) -> SignInError {
-        match with_query(
+    /// The client's redirect URI carrying an OAuth error and the client's state.
+    fn client_error(&self, request: &AuthRequestRow, error: ErrorCode, description: &str) -> Result<Url, SignInError> {
+        with_query(
             &request.redirect_uri,
             &[
-                ("error", Some(error)),
+                ("error", Some(error.as_str())),
                 ("error_description", Some(description)),
                 ("state", request.client_state.as_deref()),
                 ("iss", Some(&self.realm_url)),
             ],
-        ) {
-            Some(url) => SignInError::ToClient(url),
-            None => SignInError::page(400, "The application's redirect URI is not valid."),
-        }
+        )
+        .ok_or(SignInError::InvalidRedirectUri)
     }
 
     /// Records the pending request, bound to the browser by a fresh secret.
@@ -143,18 +185,14 @@ impl SignInService {
             .filter(|alias| providers.contains(alias))
             .or_else(|| (providers.len() == 1).then(|| providers[0]));
         if providers.is_empty() {
-            return Err(SignInError::page(503, "No identity provider is enabled on this sign-in service."));
+            return Err(SignInError::NoProviderEnabled);
         }
         let request_id = random_token();
         let browser_secret = browser_secret
             .filter(|s| s.len() == 43 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
             .map_or_else(random_token, str::to_owned);
         let session = match session_secret {
-            Some(secret) => self
-                .store
-                .find_session_by_cookie(&token_hash(secret))
-                .await?
-                .filter(|s| session_is_live(s, &self.realm, now)),
+            Some(secret) => self.sessions.live_by_cookie(secret, now).await?,
             None => None,
         };
         let mut row = AuthRequestRow {
@@ -181,18 +219,24 @@ impl SignInService {
         if let Some(link) = request.link_alias.as_deref()
             && !providers.contains(&link)
         {
-            return Err(self.client_error(&row, "invalid_request", "kc_action names an unknown identity provider"));
+            let url =
+                self.client_error(&row, ErrorCode::InvalidRequest, "kc_action names an unknown identity provider")?;
+            return Ok(Started::ToClient(url));
         }
         let prompt_login = request.prompt.as_deref().is_some_and(|p| p.split(' ').any(|p| p == "login"));
         match &session {
             Some(session) if request.link_alias.is_some() => row.link_user_id = Some(session.user_id.clone()),
             Some(session) if !prompt_login => {
-                self.store.touch_session(&session.id, now).await?;
+                self.sessions.touch(&session.id, now).await?;
                 let url = self.issue_code(&row, session, now).await?;
-                return Ok(Started::SignedIn(url));
+                return Ok(Started::ToClient(url));
             }
             None if request.prompt.as_deref() == Some("none") => {
-                return Err(self.client_error(&row, "login_required", "The user must sign in"));
+                return Ok(Started::ToClient(self.client_error(
+                    &row,
+                    ErrorCode::LoginRequired,
+                    "The user must sign in",
+                )?));
             }
             _ => {}
         }
@@ -204,7 +248,7 @@ impl SignInService {
     }
 
     fn provider(&self, alias: &str) -> Result<&Provider, SignInError> {
-        self.upstream.provider(alias).ok_or_else(|| SignInError::page(404, "This identity provider is not enabled."))
+        self.upstream.provider(alias).ok_or(SignInError::UnknownProvider)
     }
 
     /// Sends the browser to the provider, remembering state, nonce and PKCE verifier.
@@ -216,15 +260,12 @@ impl SignInService {
         now: i64,
     ) -> Result<Url, SignInError> {
         let provider = self.provider(alias)?;
-        let expired = || {
-            SignInError::page(
-                400,
-                "This sign-in has expired or was opened in another browser. Go back to the application and sign in again.",
-            )
-        };
-        let browser_secret = browser_secret.ok_or_else(expired)?;
-        let request =
-            self.store.find_auth_request(request_id, &token_hash(browser_secret), now).await?.ok_or_else(expired)?;
+        let browser_secret = browser_secret.ok_or(SignInError::PendingSignInNotFound)?;
+        let request = self
+            .store
+            .find_auth_request(request_id, &token_hash(browser_secret), now)
+            .await?
+            .ok_or(SignInError::PendingSignInNotFound)?;
         let metadata = self.upstream.metadata(provider).await.map_err(|err| self.upstream_failure(alias, &err))?;
         let state = random_token();
         let nonce = random_token();
@@ -236,10 +277,7 @@ impl SignInService {
             pkce_verifier: verifier.clone(),
         };
         if !self.store.begin_upstream_login(request_id, &login).await? {
-            return Err(SignInError::page(
-                400,
-                "This sign-in was already started. Go back to the application and sign in again.",
-            ));
+            return Err(SignInError::AlreadyStarted);
         }
         let redirect_uri = self.upstream_redirect_uri(alias);
         Ok(crate::upstream::entra::authorize_url(
@@ -266,11 +304,11 @@ impl SignInService {
     ) -> Result<Completed, SignInError> {
         let result = self.complete_inner(alias, params, browser_secret, now).await;
         let outcome = match &result {
-            Ok(_) => "success",
-            Err(SignInError::ToClient(_)) => "denied",
-            Err(SignInError::Page { status, .. }) if *status >= 500 => "upstream_error",
-            Err(SignInError::Page { .. }) => "rejected",
+            Ok(Completed::SignedIn { .. }) => "success",
+            Ok(Completed::ToClient(_)) => "denied",
             Err(SignInError::Store(_)) => "internal_error",
+            Err(err) if err.is_failure() => "upstream_error",
+            Err(_) => "rejected",
         };
         self.metrics.count_sign_in(alias, outcome);
         result
@@ -283,38 +321,27 @@ impl SignInService {
         browser_secret: Option<&str>,
         now: i64,
     ) -> Result<Completed, SignInError> {
-        let unknown = || {
-            SignInError::page(
-                400,
-                "This sign-in has expired or was already used. Go back to the application and sign in again.",
-            )
-        };
-        let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(unknown)?;
-        let request = self.store.take_auth_request_by_state(&token_hash(state)).await?.ok_or_else(unknown)?;
+        let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or(SignInError::ExpiredOrUsed)?;
+        let request =
+            self.store.take_auth_request_by_state(&token_hash(state)).await?.ok_or(SignInError::ExpiredOrUsed)?;
         let provider = self.provider(alias)?;
         let bound_to_browser = browser_secret.is_some_and(|secret| token_hash(secret) == request.browser_hash);
         if !bound_to_browser {
             tracing::warn!(alias, client_id = %request.client_id, "sign-in callback without the browser cookie that started it");
-            return Err(SignInError::page(
-                400,
-                "This sign-in was started in another browser or its cookie is missing. Go back to the application and sign in again.",
-            ));
+            return Err(SignInError::OtherBrowser);
         }
         if request.alias.as_deref() != Some(alias) {
             tracing::warn!(alias, expected = ?request.alias, "sign-in callback came from another provider than the one it started with");
-            return Err(SignInError::page(400, "This sign-in was answered by another identity provider."));
+            return Err(SignInError::OtherProvider);
         }
         if request.expires_at < now {
-            return Err(unknown());
+            return Err(SignInError::ExpiredOrUsed);
         }
         if let Some(error) = params.error.as_deref() {
-            return Err(self.upstream_authorize_error(alias, &request, error, params.error_description.as_deref()));
+            let back = self.upstream_authorize_error(alias, &request, error, params.error_description.as_deref())?;
+            return Ok(Completed::ToClient(back));
         }
-        let code = params
-            .code
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| SignInError::page(400, "The identity provider returned no authorization code."))?;
+        let code = params.code.as_deref().filter(|c| !c.is_empty()).ok_or(SignInError::NoCode)?;
         let verifier = request.pkce_verifier.as_deref().unwrap_or_default();
         let nonce = request.upstream_nonce.as_deref().unwrap_or_default();
         let metadata = self.upstream.metadata(provider).await.map_err(|err| self.upstream_failure(alias, &err))?;
@@ -328,7 +355,7 @@ impl SignInService {
                 alias,
                 "the provider's token response has no id_token; is `openid` in providers.{alias}.scopes?"
             );
-            return Err(SignInError::page(502, "The identity provider's answer was incomplete."));
+            return Err(SignInError::IncompleteAnswer);
         };
         let identity = self
             .upstream
@@ -356,18 +383,14 @@ impl SignInService {
         let settings = &provider.settings;
         let taken = || {
             tracing::warn!(alias = %settings.alias, user_id, "refused to link an identity that belongs to another user");
-            SignInError::page(409, format!("This {} account is already linked to another user.", settings.display_name))
+            SignInError::AlreadyLinked { provider: settings.display_name.clone() }
         };
         if let Some(existing) = self.store.find_identity_by_subject(&settings.alias, &identity.subject).await?
             && existing.user_id != user_id
         {
             return Err(taken());
         }
-        let user = self
-            .store
-            .find_user(user_id)
-            .await?
-            .ok_or_else(|| SignInError::page(400, "The account this link was started for no longer exists."))?;
+        let user = self.store.find_user(user_id).await?.ok_or(SignInError::LinkedUserGone)?;
         let mut profile = profile_update(user_id, &settings.alias, settings.trust_email, identity);
         profile.username = user.username;
         profile.email = user.email;
@@ -405,7 +428,7 @@ impl SignInService {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(SignInError::page(409, "This account is being signed in from elsewhere at the same moment. Try again."))
+        Err(SignInError::Contended)
     }
 
     async fn finish(
@@ -415,21 +438,10 @@ impl SignInService {
         user_id: &str,
         now: i64,
     ) -> Result<Completed, SignInError> {
-        let session_secret = random_token();
-        let session = SessionRow {
-            id: Uuid::new_v4().to_string(),
-            cookie_hash: token_hash(&session_secret),
-            user_id: user_id.to_owned(),
-            identity_provider: alias.to_owned(),
-            created_at: now,
-            last_seen_at: now,
-            ended_at: None,
-            offline: 0,
-        };
-        self.store.insert_session(&session).await?;
+        let (session, session_secret) = self.sessions.start(user_id, alias, now).await?;
         let client_redirect = self.issue_code(request, &session, now).await?;
-        self.store
-            .record_audit(&AuditEvent {
+        self.audit
+            .record(AuditEvent {
                 at: now,
                 kind: if request.link_user_id.is_some() { "link".into() } else { "sign_in".into() },
                 outcome: "success".into(),
@@ -438,8 +450,8 @@ impl SignInService {
                 alias: Some(alias.to_owned()),
                 detail: json!({ "session_id": session.id }).to_string(),
             })
-            .await?;
-        Ok(Completed { client_redirect, session_secret })
+            .await;
+        Ok(Completed::SignedIn { client_redirect, session_secret })
     }
 
     /// A single-use code for `session`, and the client's redirect carrying it.
@@ -471,48 +483,43 @@ impl SignInService {
                 ("kc_action_status", request.link_user_id.as_ref().map(|_| "success")),
             ],
         )
-        .ok_or_else(|| SignInError::page(400, "The application's redirect URI is not valid."))
+        .ok_or(SignInError::InvalidRedirectUri)
     }
 
-    /// `error=` on the callback: the user declined, or the provider refused the request.
+    /// `error=` on the callback: the user declined (back to the client), or the provider
+    /// refused the request (a page).
     fn upstream_authorize_error(
         &self,
         alias: &str,
         request: &AuthRequestRow,
         error: &str,
         description: Option<&str>,
-    ) -> SignInError {
+    ) -> Result<Url, SignInError> {
         let summary = description.and_then(|d| d.lines().next()).unwrap_or_default();
         match error {
             "access_denied" if request.link_user_id.is_some() => {
                 tracing::info!(alias, client_id = %request.client_id, "the user cancelled linking at the provider");
-                let back = with_query(
+                with_query(
                     &request.redirect_uri,
                     &[
                         ("state", request.client_state.as_deref()),
                         ("kc_action_status", Some("cancelled")),
                         ("iss", Some(&self.realm_url)),
                     ],
-                );
-                match back {
-                    Some(url) => SignInError::ToClient(url),
-                    None => SignInError::page(400, "The application's redirect URI is not valid."),
-                }
+                )
+                .ok_or(SignInError::InvalidRedirectUri)
             }
             "access_denied" => {
                 tracing::info!(alias, client_id = %request.client_id, "the user declined the sign-in at the provider");
-                self.client_error(request, "access_denied", "The user declined the sign-in")
+                self.client_error(request, ErrorCode::AccessDenied, "The user declined the sign-in")
             }
             "temporarily_unavailable" | "server_error" => {
                 tracing::warn!(alias, error, summary, "the provider is temporarily unavailable");
-                SignInError::page(
-                    503,
-                    "The identity provider is temporarily unavailable. Please try again in a minute.",
-                )
+                Err(SignInError::UpstreamUnavailable)
             }
             _ => {
                 tracing::error!(alias, error, summary, "the provider refused the authorization request");
-                SignInError::page(502, "The identity provider refused the sign-in request.")
+                Err(SignInError::RequestRefused)
             }
         }
     }
@@ -541,40 +548,27 @@ impl SignInService {
                     upstream_correlation_id = body.correlation_id.as_deref().unwrap_or_default(),
                     "upstream sign-in failed: the configuration must be fixed"
                 );
-                SignInError::page(
-                    502,
-                    "Sign-in is misconfigured on this service. An administrator has been told; please try again later.",
-                )
+                SignInError::Misconfigured
             }
             UpstreamError::Refused { body, class: ErrorClass::Reauthenticate { cause }, .. } => {
                 tracing::warn!(alias, aadsts = body.aadsts(), cause, "the provider needs the user to act");
-                let message = if body.aadsts() == Some(65001) {
-                    "The application needs consent to access Azure DevOps. Ask an administrator to grant consent, then sign in again."
+                if body.aadsts() == Some(65001) {
+                    SignInError::ConsentRequired
                 } else {
-                    "The identity provider needs you to sign in again."
-                };
-                SignInError::page(400, message)
+                    SignInError::UpstreamReauthentication
+                }
             }
             err if err.is_transient() => {
                 tracing::warn!(alias, error = %err, "the provider is unavailable");
-                SignInError::page(
-                    503,
-                    "The identity provider is temporarily unavailable. Please try again in a minute.",
-                )
+                SignInError::UpstreamUnavailable
             }
             UpstreamError::IdToken(reason) => {
                 tracing::warn!(alias, reason = %reason, "rejected the provider's ID token");
-                SignInError::page(
-                    400,
-                    "The identity provider's answer could not be verified. Go back to the application and sign in again.",
-                )
+                SignInError::Unverifiable
             }
             other => {
                 tracing::warn!(alias, error = %other, "the provider refused the sign-in");
-                SignInError::page(
-                    400,
-                    "The identity provider refused this sign-in. Go back to the application and sign in again.",
-                )
+                SignInError::UpstreamRefused
             }
         }
     }

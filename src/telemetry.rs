@@ -26,15 +26,15 @@ pub fn init_tracing(format: LogFormat) {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub listener: &'static str,
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     listener: &'static str,
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,7 +138,7 @@ impl Metrics {
 
     pub fn observe_http(&self, labels: HttpLabels, elapsed: Duration) {
         self.http_duration
-            .get_or_create(&RouteLabels { listener: labels.listener, route: labels.route.clone() })
+            .get_or_create(&RouteLabels { listener: labels.listener, route: labels.route })
             .observe(elapsed.as_secs_f64());
         self.http_requests.get_or_create(&labels).inc();
     }

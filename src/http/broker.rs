@@ -6,11 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use serde_json::json;
+use serde::Serialize;
 
+use super::error::no_store;
+use super::params::Bearer;
 use super::realm::require_realm;
-use super::{AppError, no_store};
-use crate::app::AppState;
+use super::{AppError, AppState};
 use crate::oidc::tokens::READ_TOKEN_ROLE;
 use crate::vault::{TokenReader, UpstreamTokens, VaultError};
 
@@ -34,9 +35,10 @@ pub async fn retrieve_token_preflight(headers: HeaderMap) -> Response {
 pub async fn retrieve_token(
     State(state): State<AppState>,
     Path((realm, alias)): Path<(String, String)>,
+    Bearer(bearer): Bearer,
     headers: HeaderMap,
 ) -> Response {
-    let (client_id, result) = retrieve(&state, &realm, &alias, &headers).await;
+    let (client_id, result) = retrieve(&state, &realm, &alias, bearer).await;
     let mut response = result.into_response();
     // Like Keycloak, an answer is readable cross-origin only by the web origins of the client
     // the bearer token was issued to: here, the origins of its redirect URIs.
@@ -56,13 +58,13 @@ async fn retrieve(
     state: &AppState,
     realm: &str,
     alias: &str,
-    headers: &HeaderMap,
+    bearer: Option<String>,
 ) -> (Option<String>, Result<Response, AppError>) {
     if let Err(err) = require_realm(&state.realm, realm) {
         return (None, Err(err));
     }
     let invalid = || AppError::keycloak(StatusCode::BAD_REQUEST, "Invalid token.");
-    let Some(bearer) = super::token::bearer(headers, &Default::default()).filter(|t| !t.is_empty()) else {
+    let Some(bearer) = bearer else {
         return (None, Err(invalid()));
     };
     let now = state.clock.now();
@@ -91,24 +93,33 @@ async fn retrieve(
 
 /// The stored token as Keycloak serves it, with `expires_in` counting the seconds that are
 /// really left and Keycloak's `accessTokenExpiration`.
-fn keycloak_token_body(tokens: &UpstreamTokens, now: i64) -> serde_json::Value {
-    let mut body = json!({
-        "access_token": tokens.access_token.expose_secret(),
-        "token_type": tokens.token_type,
-        "expires_in": (tokens.expires_at - now).max(1),
-        "scope": tokens.scope,
-        "accessTokenExpiration": tokens.expires_at,
-    });
-    if let Some(refresh_token) = &tokens.refresh_token {
-        body["refresh_token"] = json!(refresh_token.expose_secret());
+#[derive(Debug, Serialize)]
+struct KeycloakTokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: i64,
+    scope: &'a str,
+    #[serde(rename = "accessTokenExpiration")]
+    access_token_expiration: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_in: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
+}
+
+fn keycloak_token_body(tokens: &UpstreamTokens, now: i64) -> KeycloakTokenBody<'_> {
+    KeycloakTokenBody {
+        access_token: tokens.access_token.expose_secret(),
+        token_type: &tokens.token_type,
+        expires_in: (tokens.expires_at - now).max(1),
+        scope: &tokens.scope,
+        access_token_expiration: tokens.expires_at,
+        refresh_token: tokens.refresh_token.as_ref().map(|t| t.expose_secret()),
+        refresh_expires_in: tokens.refresh_expires_at.map(|at| (at - now).max(0)),
+        id_token: tokens.id_token.as_ref().map(|t| t.expose_secret()),
     }
-    if let Some(at) = tokens.refresh_expires_at {
-        body["refresh_expires_in"] = json!((at - now).max(0));
-    }
-    if let Some(id_token) = &tokens.id_token {
-        body["id_token"] = json!(id_token.expose_secret());
-    }
-    body
 }
 
 /// Keycloak's texts where it has them; for what Keycloak never says, the token API's shape.
@@ -117,6 +128,6 @@ fn broker_error(err: VaultError) -> AppError {
         VaultError::NotLinked { .. } | VaultError::NotStored { .. } => {
             AppError::keycloak(StatusCode::BAD_REQUEST, err.to_string())
         }
-        other => super::internal::vault_error(other),
+        other => AppError::vault(other),
     }
 }

@@ -1,22 +1,26 @@
 //! The browser's path: the authorization endpoint, the provider hand-off and its callback.
 
-use std::collections::HashMap;
-
-use axum::Form;
-use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
+use serde::Deserialize;
 
+use super::pages::chooser_page;
+use super::params::{ParamError, parse_form, parse_query};
 use super::realm::require_realm;
-use super::{AppError, CorrelationId, chooser_page};
-use crate::app::{AppState, Cookies};
-use crate::oidc::authorize::{self, AuthorizeError};
-use crate::signin::{CallbackParams, SignInError, Started, with_query};
+use super::{AppError, AppState, Cookies, CorrelationId, paths};
+use crate::oidc::authorize::{self, AuthorizationParams, AuthorizeError};
+use crate::signin::{CallbackParams, Completed, Started, with_query};
 
 /// 302 Found, as Keycloak answers; the browser follows it with a GET.
 fn redirect_to(url: &str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, url.to_owned())]).into_response()
+}
+
+fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
+    AppError::page(StatusCode::BAD_REQUEST, err.to_string(), correlation)
 }
 
 pub async fn authorize(
@@ -27,40 +31,42 @@ pub async fn authorize(
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let params =
-        authorize::parse_query(query.as_deref()).map_err(|message| AppError::page(400, message, &correlation))?;
-    let request = match authorize::validate(&state.clients, &params) {
+    let params: AuthorizationParams = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
+    let request = match authorize::validate(&state.clients, params) {
         Ok(request) => request,
-        Err(AuthorizeError::Page(message)) => return Err(AppError::page(400, message, &correlation)),
+        Err(AuthorizeError::Page(message)) => {
+            return Err(AppError::page(StatusCode::BAD_REQUEST, message, &correlation));
+        }
         Err(AuthorizeError::Redirect { redirect_uri, state: client_state, error, description }) => {
             let url = with_query(
                 &redirect_uri,
                 &[
-                    ("error", Some(error)),
+                    ("error", Some(error.as_str())),
                     ("error_description", Some(&description)),
                     ("state", client_state.as_deref()),
                 ],
             )
-            .ok_or_else(|| AppError::page(400, "The redirect URI is not valid.", &correlation))?;
+            .ok_or_else(|| AppError::page(StatusCode::BAD_REQUEST, "The redirect URI is not valid.", &correlation))?;
             return Ok(redirect_to(url.as_str()));
         }
     };
     let existing = jar.get(Cookies::PENDING_SIGN_IN).map(|c| c.value().to_owned());
     let session = jar.get(Cookies::SSO_SESSION).map(|c| c.value().to_owned());
     let now = state.clock.now();
-    let started = match state.sign_in.start(&request, existing.as_deref(), session.as_deref(), now).await {
-        Ok(started) => started,
-        Err(SignInError::ToClient(url)) => return Ok(redirect_to(url.as_str())),
-        Err(err) => return Err(AppError::from_sign_in(err, &correlation)),
-    };
+    let started = state
+        .sign_in
+        .start(&request, existing.as_deref(), session.as_deref(), now)
+        .await
+        .map_err(|err| AppError::sign_in(err, &correlation))?;
     let login_url = |request_id: &str, alias: &str| {
         let query: String =
             url::form_urlencoded::Serializer::new(String::new()).append_pair("request", request_id).finish();
-        format!("/realms/{}/broker/{alias}/login?{query}", state.realm.name)
+        let path = paths::BROKER_LOGIN.replace("{realm}", &state.realm.name).replace("{alias}", alias);
+        format!("{path}?{query}")
     };
     let cookie = |secret: String| state.cookies.build(Cookies::PENDING_SIGN_IN, secret, state.cookies.login_max_age);
     Ok(match started {
-        Started::SignedIn(url) => redirect_to(url.as_str()),
+        Started::ToClient(url) => redirect_to(url.as_str()),
         Started::Provider { request_id, browser_secret, alias } => {
             (jar.add(cookie(browser_secret)), redirect_to(&login_url(&request_id, &alias))).into_response()
         }
@@ -76,17 +82,23 @@ pub async fn authorize(
     })
 }
 
+#[derive(Debug, Deserialize)]
+pub struct BrokerLoginParams {
+    request: Option<String>,
+}
+
 pub async fn broker_login(
     State(state): State<AppState>,
     Path((realm, alias)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let request_id = query.get("request").ok_or_else(|| {
+    let params: BrokerLoginParams = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
+    let request_id = params.request.ok_or_else(|| {
         AppError::page(
-            400,
+            StatusCode::BAD_REQUEST,
             "This link does not belong to a sign-in. Go back to the application and sign in again.",
             &correlation,
         )
@@ -94,19 +106,20 @@ pub async fn broker_login(
     let browser_secret = jar.get(Cookies::PENDING_SIGN_IN).map(|c| c.value().to_owned());
     let url = state
         .sign_in
-        .begin_upstream(&alias, request_id, browser_secret.as_deref(), state.clock.now())
+        .begin_upstream(&alias, &request_id, browser_secret.as_deref(), state.clock.now())
         .await
-        .map_err(|err| AppError::from_sign_in(err, &correlation))?;
+        .map_err(|err| AppError::sign_in(err, &correlation))?;
     Ok(redirect_to(url.as_str()))
 }
 
 pub async fn broker_endpoint_query(
     state: State<AppState>,
     path: Path<(String, String)>,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
+    let params = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
     broker_endpoint(state, path, params, jar, correlation).await
 }
 
@@ -116,27 +129,32 @@ pub async fn broker_endpoint_form(
     path: Path<(String, String)>,
     jar: CookieJar,
     correlation: CorrelationId,
-    Form(params): Form<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, AppError> {
+    let params = parse_form(&headers, &body).map_err(|err| bad_parameters(err, &correlation))?;
     broker_endpoint(state, path, params, jar, correlation).await
 }
 
 async fn broker_endpoint(
     State(state): State<AppState>,
     Path((realm, alias)): Path<(String, String)>,
-    params: HashMap<String, String>,
+    params: CallbackParams,
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
     let browser_secret = jar.get(Cookies::PENDING_SIGN_IN).map(|c| c.value().to_owned());
-    let params = CallbackParams::from_map(params);
-    match state.sign_in.complete(&alias, params, browser_secret.as_deref(), state.clock.now()).await {
-        Ok(done) => {
-            let session = state.cookies.build(Cookies::SSO_SESSION, done.session_secret, state.cookies.session_max_age);
-            Ok((jar.add(session), redirect_to(done.client_redirect.as_str())).into_response())
+    let completed = state
+        .sign_in
+        .complete(&alias, params, browser_secret.as_deref(), state.clock.now())
+        .await
+        .map_err(|err| AppError::sign_in(err, &correlation))?;
+    Ok(match completed {
+        Completed::SignedIn { client_redirect, session_secret } => {
+            let session = state.cookies.build(Cookies::SSO_SESSION, session_secret, state.cookies.session_max_age);
+            (jar.add(session), redirect_to(client_redirect.as_str())).into_response()
         }
-        Err(SignInError::ToClient(url)) => Ok(redirect_to(url.as_str())),
-        Err(err) => Err(AppError::from_sign_in(err, &correlation)),
-    }
+        Completed::ToClient(url) => redirect_to(url.as_str()),
+    })
 }

@@ -2,26 +2,24 @@
 //! each call authorized by a service account's `client_credentials` token and its
 //! `allowed_providers`.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use serde::Serialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::{AppError, no_store};
-use crate::app::AppState;
+use super::error::no_store;
+use super::params::{Bearer, ParamError, parse_query};
+use super::{AppError, AppState};
 use crate::config::ServiceAccountSettings;
-use crate::oidc::authorize::{MAX_PARAMETER_LENGTH, parse_query};
+use crate::oidc::error::ErrorCode;
 use crate::store::{IdentityRow, UserRow};
 use crate::vault::{TokenReader, VaultError};
 
-/// The OpenAPI 3.1 description of this API, served as written.
-const OPENAPI: &str = include_str!("openapi.json");
+/// The OpenAPI 3 description of this API, served as written; a test holds it against the router.
+pub const OPENAPI: &str = include_str!("openapi.json");
 /// The most users an e-mail lookup returns.
 const MAX_USERS: i64 = 100;
 /// The longest `min_validity` a caller may ask for: a day, more than any upstream token lives.
@@ -36,19 +34,14 @@ impl FromRequestParts<AppState> for ServiceCaller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let unauthorized = |description: &str| AppError::api(StatusCode::UNAUTHORIZED, "invalid_token", description);
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty() && token.len() <= 8 * MAX_PARAMETER_LENGTH)
-            .ok_or_else(|| unauthorized("A bearer token from the client_credentials grant is required"))?;
+        let unauthorized =
+            |description: &str| AppError::api(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, description);
+        let Ok(Bearer(token)) = Bearer::from_request_parts(parts, state).await;
+        let token =
+            token.ok_or_else(|| unauthorized("A bearer token from the client_credentials grant is required"))?;
         let claims = state
             .tokens
-            .verify_service(token, state.clock.now())
+            .verify_service(&token, state.clock.now())
             .map_err(|_| unauthorized("The token is invalid, expired or not a service account's"))?;
         let account = state
             .service_accounts
@@ -70,34 +63,33 @@ impl ServiceCaller {
         }
         Err(AppError::api(
             StatusCode::FORBIDDEN,
-            "insufficient_scope",
+            ErrorCode::InsufficientScope,
             format!("Service account [{}] may not use identity provider [{alias}].", self.0.client_id),
         ))
     }
 }
 
-/// How a refusal of the vault reaches a service.
-pub fn vault_error(err: VaultError) -> AppError {
-    let description = err.to_string();
-    match err {
-        VaultError::NotLinked { .. } => AppError::api(StatusCode::NOT_FOUND, "not_linked", description),
-        VaultError::NotStored { .. } => AppError::api(StatusCode::NOT_FOUND, "not_stored", description),
-        VaultError::ReauthRequired { .. } => AppError::api(StatusCode::CONFLICT, "reauth_required", description),
-        VaultError::Misconfigured { .. } => {
-            AppError::api(StatusCode::BAD_GATEWAY, "upstream_misconfigured", description)
-        }
-        VaultError::Unavailable { retry_after } => AppError::Api {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error: "temporarily_unavailable",
-            description,
-            retry_after: Some(retry_after),
-        },
-        VaultError::Internal(detail) => AppError::Internal(detail),
-    }
+fn bad_request(message: impl Into<String>) -> AppError {
+    AppError::api(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
 }
 
-fn query(raw: Option<String>) -> Result<HashMap<String, String>, AppError> {
-    parse_query(raw.as_deref()).map_err(|message| AppError::api(StatusCode::BAD_REQUEST, "invalid_request", message))
+fn bad_parameters(err: ParamError) -> AppError {
+    bad_request(err.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReadTokenParams {
+    min_validity: Option<String>,
+}
+
+/// `GET /internal/v1/users/{user_id}/tokens/{alias}`'s answer.
+#[derive(Debug, Serialize)]
+struct UpstreamToken<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: i64,
+    expires_at: i64,
+    scope: &'a str,
 }
 
 /// `GET /internal/v1/users/{user_id}/tokens/{alias}?min_validity=<seconds>`
@@ -107,27 +99,23 @@ pub async fn read_token(
     Path((user_id, alias)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
-    let params = query(raw)?;
-    let min_validity = match params.get("min_validity") {
+    let params: ReadTokenParams = parse_query(raw.as_deref()).map_err(bad_parameters)?;
+    let min_validity = match params.min_validity {
         None => 0,
         Some(text) => text.parse::<i64>().ok().filter(|s| (0..=MAX_MIN_VALIDITY).contains(s)).ok_or_else(|| {
-            AppError::api(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("min_validity must be a whole number of seconds from 0 to {MAX_MIN_VALIDITY}"),
-            )
+            bad_request(format!("min_validity must be a whole number of seconds from 0 to {MAX_MIN_VALIDITY}"))
         })?,
     };
     caller.require_provider(&alias)?;
-    let served = state.vault.read(&caller.reader(), &user_id, &alias, min_validity).await.map_err(vault_error)?;
+    let served = state.vault.read(&caller.reader(), &user_id, &alias, min_validity).await.map_err(AppError::vault)?;
     let tokens = served.tokens;
-    let body = json!({
-        "access_token": tokens.access_token.expose_secret(),
-        "token_type": tokens.token_type,
-        "expires_in": (tokens.expires_at - state.clock.now()).max(1),
-        "expires_at": tokens.expires_at,
-        "scope": tokens.scope,
-    });
+    let body = UpstreamToken {
+        access_token: tokens.access_token.expose_secret(),
+        token_type: &tokens.token_type,
+        expires_in: (tokens.expires_at - state.clock.now()).max(1),
+        expires_at: tokens.expires_at,
+        scope: &tokens.scope,
+    };
     Ok((no_store(), Json(body)).into_response())
 }
 
@@ -138,11 +126,23 @@ pub async fn unlink(
     Path((user_id, alias)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
     caller.require_provider(&alias)?;
-    if state.vault.unlink(&caller.reader(), &user_id, &alias).await.map_err(vault_error)? {
+    if state.vault.unlink(&caller.reader(), &user_id, &alias).await.map_err(AppError::vault)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(vault_error(VaultError::NotLinked { user_id, alias }))
+        Err(AppError::vault(VaultError::NotLinked { user_id, alias }))
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FindUsersParams {
+    provider: Option<String>,
+    subject: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct FoundUsers {
+    users: Vec<FoundUser>,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,32 +192,21 @@ pub async fn find_users(
     caller: ServiceCaller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, AppError> {
-    let params = query(raw)?;
-    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    let users = match (get("provider"), get("subject"), get("email")) {
+    let params: FindUsersParams = parse_query(raw.as_deref()).map_err(bad_parameters)?;
+    let users = match (params.provider, params.subject, params.email) {
         (Some(alias), Some(subject), None) => {
-            caller.require_provider(alias)?;
-            let identity = state.store.find_identity_by_subject(alias, subject).await?;
-            match identity {
-                Some(identity) => state.store.find_user(&identity.user_id).await?.into_iter().collect(),
-                None => Vec::new(),
-            }
+            caller.require_provider(&alias)?;
+            state.directory.find_by_identity(&alias, &subject).await?.into_iter().collect()
         }
-        (None, None, Some(email)) => state.store.find_users_by_email(email, MAX_USERS).await?,
-        _ => {
-            return Err(AppError::api(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "give either `provider` and `subject`, or `email`",
-            ));
-        }
+        (None, None, Some(email)) => state.directory.find_by_email(&email, MAX_USERS).await?,
+        _ => return Err(bad_request("give either `provider` and `subject`, or `email`")),
     };
     let mut found = Vec::with_capacity(users.len());
     for user in users {
-        let identities = state.store.list_identities(&user.id).await?;
+        let identities = state.directory.identities(&user.id).await?;
         found.push(found_user(user, identities, &caller));
     }
-    Ok((no_store(), Json(json!({ "users": found }))).into_response())
+    Ok((no_store(), Json(FoundUsers { users: found })).into_response())
 }
 
 /// `GET /internal/v1/openapi.json`: public, so that tools can read it before they have a token.

@@ -7,15 +7,33 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
+use serde::Deserialize;
 
+use super::error::no_store;
+use super::pages::{logout_confirmation_page, signed_out_page};
+use super::params::{ParamError, parse_form, parse_query};
 use super::realm::require_realm;
-use super::token::{Form, authenticate_client, form, required};
-use super::{AppError, CorrelationId, no_store, page};
-use crate::app::{AppState, Cookies};
-use crate::crypto::token_hash;
-use crate::oidc::authorize::parse_query;
+use super::token::client_request;
+use super::{AppError, AppState, Cookies, CorrelationId, paths};
+use crate::oidc::sessions::Ending;
 use crate::signin::with_query;
-use crate::store::AuditEvent;
+
+/// RP-initiated logout's parameters (GET query or POST form).
+#[derive(Debug, Default, Deserialize)]
+pub struct LogoutParams {
+    id_token_hint: Option<String>,
+    client_id: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    state: Option<String>,
+    /// `yes` once the user confirmed on our page.
+    confirm: Option<String>,
+    /// The back-channel form: present means the client ends this token's session.
+    refresh_token: Option<String>,
+}
+
+fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
+    AppError::page(StatusCode::BAD_REQUEST, err.to_string(), correlation)
+}
 
 pub async fn logout_post(
     State(state): State<AppState>,
@@ -26,15 +44,16 @@ pub async fn logout_post(
     body: Bytes,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let params = form(&headers, &body)?;
-    if params.contains_key("refresh_token") {
+    let params: LogoutParams = parse_form(&headers, &body)
+        .map_err(|err| AppError::oauth(crate::oidc::error::OAuthError::invalid_request(err.to_string())))?;
+    if params.refresh_token.is_some() {
         // Back-channel: the client ends the session of a refresh token it holds.
-        let client = authenticate_client(&state, &headers, &params)?;
-        let token = required(&params, "refresh_token")?;
+        let (form, client) = client_request(&state, &realm, &headers, &body)?;
+        let token = form.refresh_token.as_deref().unwrap_or_default();
         state.grants().logout(client, token, state.clock.now()).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    browser_logout(&state, &params, jar, &correlation).await
+    browser_logout(&state, params, jar, &correlation).await
 }
 
 pub async fn logout_get(
@@ -45,8 +64,8 @@ pub async fn logout_get(
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let params = parse_query(query.as_deref()).map_err(|message| AppError::page(400, message, &correlation))?;
-    browser_logout(&state, &params, jar, &correlation).await
+    let params = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
+    browser_logout(&state, params, jar, &correlation).await
 }
 
 /// RP-initiated logout. The redirect target must be registered for the client exactly, or
@@ -54,13 +73,12 @@ pub async fn logout_get(
 /// sent the browser here, so the user confirms first.
 async fn browser_logout(
     state: &AppState,
-    params: &Form,
+    params: LogoutParams,
     jar: CookieJar,
     correlation: &CorrelationId,
 ) -> Result<Response, AppError> {
-    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    let refuse = |message: &str| AppError::page(400, message, correlation);
-    let hint = match get("id_token_hint") {
+    let refuse = |message: &str| AppError::page(StatusCode::BAD_REQUEST, message, correlation);
+    let hint = match params.id_token_hint.as_deref() {
         Some(token) => Some(
             state
                 .tokens
@@ -69,7 +87,7 @@ async fn browser_logout(
         ),
         None => None,
     };
-    let client_id = match (hint.as_ref().map(|claims| claims.aud.as_str()), get("client_id")) {
+    let client_id = match (hint.as_ref().map(|claims| claims.aud.as_str()), params.client_id.as_deref()) {
         (Some(hinted), Some(named)) if hinted != named => {
             return Err(refuse("The id_token_hint was issued to another application than client_id names."));
         }
@@ -79,7 +97,7 @@ async fn browser_logout(
         Some(id) => Some(state.clients.find(id).ok_or_else(|| refuse("The application is not registered."))?),
         None => None,
     };
-    let redirect = match get("post_logout_redirect_uri") {
+    let redirect = match params.post_logout_redirect_uri.as_deref() {
         None => None,
         Some(uri) => {
             let client = client.ok_or_else(|| refuse("post_logout_redirect_uri needs client_id or id_token_hint."))?;
@@ -89,67 +107,46 @@ async fn browser_logout(
             Some(uri)
         }
     };
-    if hint.is_none() && get("confirm") != Some("yes") {
-        return Ok((no_store(), confirmation_page(&state.realm.name, params)).into_response());
+    if hint.is_none() && params.confirm.as_deref() != Some("yes") {
+        return Ok((no_store(), confirmation_page(&state.realm.name, &params)).into_response());
     }
 
     let now = state.clock.now();
     let mut ended = Vec::new();
     if let Some(claims) = &hint
-        && let Some(session) = state.store.find_session(&claims.sid).await?
+        && let Some(session) = state.sessions.find(&claims.sid).await?
         && session.offline == 0
     {
         ended.push(session);
     }
     if let Some(cookie) = jar.get(Cookies::SSO_SESSION)
-        && let Some(session) = state.store.find_session_by_cookie(&token_hash(cookie.value())).await?
+        && let Some(session) = state.sessions.by_cookie(cookie.value()).await?
     {
         ended.push(session);
     }
     for session in &ended {
-        state.store.end_session(&session.id, now).await?;
-        state
-            .store
-            .record_audit(&AuditEvent {
-                at: now,
-                kind: "logout".into(),
-                outcome: "success".into(),
-                user_id: Some(session.user_id.clone()),
-                client_id: client_id.map(str::to_owned),
-                alias: Some(session.identity_provider.clone()),
-                detail: serde_json::json!({ "session_id": session.id, "initiated_by": "browser" }).to_string(),
-            })
-            .await?;
+        state.sessions.end(session, Ending::BrowserLogout, client_id, now).await?;
     }
     let jar = jar.add(state.cookies.removal(Cookies::SSO_SESSION));
     Ok(match redirect {
         Some(uri) => {
-            let target = with_query(uri, &[("state", get("state"))])
+            let target = with_query(uri, &[("state", params.state.as_deref())])
                 .ok_or_else(|| refuse("The post_logout_redirect_uri is not a valid URL."))?;
             (StatusCode::FOUND, jar, [(header::LOCATION, target.to_string())]).into_response()
         }
-        None => (jar, no_store(), page("Signed out", "<h1>You are signed out</h1>")).into_response(),
+        None => (jar, no_store(), signed_out_page()).into_response(),
     })
 }
 
 /// Asks the user to confirm, posting the same parameters back with `confirm=yes`.
-fn confirmation_page(realm: &str, params: &Form) -> axum::response::Html<String> {
-    let hidden: String = ["client_id", "post_logout_redirect_uri", "state"]
-        .iter()
-        .filter_map(|name| params.get(*name).map(|value| (name, value)))
-        .map(|(name, value)| {
-            format!(
-                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
-                html_escape::encode_double_quoted_attribute(value)
-            )
-        })
-        .collect();
-    page(
-        "Sign out",
-        &format!(
-            "<h1>Sign out?</h1><form method=\"post\" action=\"/realms/{}/protocol/openid-connect/logout\">{hidden}\
-             <input type=\"hidden\" name=\"confirm\" value=\"yes\"><button type=\"submit\">Sign out</button></form>",
-            html_escape::encode_double_quoted_attribute(realm)
-        ),
-    )
+fn confirmation_page(realm: &str, params: &LogoutParams) -> axum::response::Html<String> {
+    let hidden: Vec<(&str, &str)> = [
+        ("client_id", params.client_id.as_deref()),
+        ("post_logout_redirect_uri", params.post_logout_redirect_uri.as_deref()),
+        ("state", params.state.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|value| (name, value)))
+    .collect();
+    logout_confirmation_page(&paths::LOGOUT.replace("{realm}", realm), &hidden)
 }

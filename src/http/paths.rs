@@ -23,6 +23,35 @@ pub const HEALTH_READY: &str = "/health/ready";
 pub const HEALTH_STARTED: &str = "/health/started";
 pub const METRICS: &str = "/metrics";
 
+/// Every route the listeners serve.
+const ALL: &[&str] = &[
+    REALM,
+    DISCOVERY,
+    CERTS,
+    AUTH,
+    TOKEN,
+    USERINFO,
+    INTROSPECT,
+    REVOKE,
+    LOGOUT,
+    BROKER_LOGIN,
+    BROKER_ENDPOINT,
+    BROKER_TOKEN,
+    INTERNAL_USER_TOKEN,
+    INTERNAL_USERS,
+    INTERNAL_OPENAPI,
+    HEALTH,
+    HEALTH_LIVE,
+    HEALTH_READY,
+    HEALTH_STARTED,
+    METRICS,
+];
+
+/// The constant for a matched route template, so that metrics label it without allocating.
+pub fn route_label(template: &str) -> &'static str {
+    ALL.iter().copied().find(|route| *route == template).unwrap_or("unmatched")
+}
+
 /// A route template with the realm name filled in, relative to the realm URL's root.
 pub fn realm_relative(template: &str) -> &str {
     template.trim_start_matches(REALM)

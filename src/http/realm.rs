@@ -3,10 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::{AppError, paths};
-use crate::app::AppState;
+use super::{AppError, AppState, paths};
 use crate::config::RealmSettings;
 use crate::oidc::tokens::TokenService;
 
@@ -15,46 +14,101 @@ pub fn require_realm(realm: &RealmSettings, name: &str) -> Result<(), AppError> 
     if realm.name == name { Ok(()) } else { Err(AppError::UnknownRealm) }
 }
 
+/// `GET /realms/{realm}`, Keycloak's realm document.
+#[derive(Debug, Serialize)]
+struct RealmInfo<'a> {
+    realm: &'a str,
+    public_key: &'a str,
+    #[serde(rename = "token-service")]
+    token_service: String,
+    #[serde(rename = "account-service")]
+    account_service: String,
+    #[serde(rename = "tokens-not-before")]
+    tokens_not_before: i64,
+}
+
 pub async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
     let issuer = state.tokens.issuer();
-    Ok(Json(json!({
-        "realm": state.realm.name,
-        "public_key": state.tokens.keys().active_public_key_base64(),
-        "token-service": format!("{issuer}/protocol/openid-connect"),
-        "account-service": format!("{issuer}/account"),
-        "tokens-not-before": 0,
-    }))
+    let keys = state.tokens.keys().current();
+    Ok(Json(RealmInfo {
+        realm: &state.realm.name,
+        public_key: keys.active_public_key_base64(),
+        token_service: format!("{issuer}/protocol/openid-connect"),
+        account_service: format!("{issuer}/account"),
+        tokens_not_before: 0,
+    })
     .into_response())
 }
 
-pub fn discovery_document(tokens: &TokenService) -> Value {
+/// The OpenID Connect discovery document.
+#[derive(Debug, Serialize)]
+pub struct Discovery {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    userinfo_endpoint: String,
+    end_session_endpoint: String,
+    revocation_endpoint: String,
+    jwks_uri: String,
+    grant_types_supported: &'static [&'static str],
+    response_types_supported: &'static [&'static str],
+    response_modes_supported: &'static [&'static str],
+    subject_types_supported: &'static [&'static str],
+    id_token_signing_alg_values_supported: &'static [&'static str],
+    userinfo_signing_alg_values_supported: &'static [&'static str],
+    token_endpoint_auth_methods_supported: &'static [&'static str],
+    introspection_endpoint_auth_methods_supported: &'static [&'static str],
+    code_challenge_methods_supported: &'static [&'static str],
+    scopes_supported: &'static [&'static str],
+    claims_supported: &'static [&'static str],
+    claims_parameter_supported: bool,
+    request_parameter_supported: bool,
+    request_uri_parameter_supported: bool,
+}
+
+const CLIENT_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
+
+pub fn discovery_document(tokens: &TokenService) -> Discovery {
     let issuer = tokens.issuer();
     let url = |template: &str| format!("{issuer}{}", paths::realm_relative(template));
-    json!({
-        "issuer": issuer,
-        "authorization_endpoint": url(paths::AUTH),
-        "token_endpoint": url(paths::TOKEN),
-        "introspection_endpoint": url(paths::INTROSPECT),
-        "userinfo_endpoint": url(paths::USERINFO),
-        "end_session_endpoint": url(paths::LOGOUT),
-        "revocation_endpoint": url(paths::REVOKE),
-        "jwks_uri": url(paths::CERTS),
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "userinfo_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "code_challenge_methods_supported": ["plain", "S256"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "claims_supported": ["aud", "sub", "iss", "auth_time", "name", "given_name", "family_name", "preferred_username", "email", "email_verified", "identity_provider"],
-        "claims_parameter_supported": false,
-        "request_parameter_supported": false,
-        "request_uri_parameter_supported": false,
-    })
+    Discovery {
+        issuer: issuer.to_owned(),
+        authorization_endpoint: url(paths::AUTH),
+        token_endpoint: url(paths::TOKEN),
+        introspection_endpoint: url(paths::INTROSPECT),
+        userinfo_endpoint: url(paths::USERINFO),
+        end_session_endpoint: url(paths::LOGOUT),
+        revocation_endpoint: url(paths::REVOKE),
+        jwks_uri: url(paths::CERTS),
+        grant_types_supported: &["authorization_code", "refresh_token"],
+        response_types_supported: &["code"],
+        response_modes_supported: &["query"],
+        subject_types_supported: &["public"],
+        id_token_signing_alg_values_supported: &["RS256"],
+        userinfo_signing_alg_values_supported: &["RS256"],
+        token_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
+        introspection_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
+        code_challenge_methods_supported: &["plain", "S256"],
+        scopes_supported: &["openid", "profile", "email", "offline_access"],
+        claims_supported: &[
+            "aud",
+            "sub",
+            "iss",
+            "auth_time",
+            "name",
+            "given_name",
+            "family_name",
+            "preferred_username",
+            "email",
+            "email_verified",
+            "identity_provider",
+        ],
+        claims_parameter_supported: false,
+        request_parameter_supported: false,
+        request_uri_parameter_supported: false,
+    }
 }
 
 pub async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
@@ -64,5 +118,5 @@ pub async fn discovery(State(state): State<AppState>, Path(name): Path<String>) 
 
 pub async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
-    Ok(Json(state.tokens.keys().jwks()).into_response())
+    Ok(Json(state.tokens.keys().current().jwks()).into_response())
 }

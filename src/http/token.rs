@@ -1,57 +1,104 @@
-//! The token endpoint and userinfo.
+//! The token endpoint, userinfo, introspection and revocation: the OAuth client's surface.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
+use super::params::{Bearer, form_bearer, parse_form};
 use super::realm::require_realm;
-use super::{AppError, no_store};
-use crate::app::AppState;
+use super::{AppError, AppState, error::no_store};
 use crate::config::ClientSettings;
-use crate::oidc::authorize::{MAX_PARAMETER_LENGTH, parse_parameters};
 use crate::oidc::clients::PresentedCredentials;
-use crate::oidc::error::{OAuthError, OAuthErrorCode};
-use crate::oidc::grants::{self, CodeExchange};
-use crate::oidc::tokens::IssuedTokens;
+use crate::oidc::error::{ErrorCode, OAuthError};
+use crate::oidc::grants::CodeExchange;
+use crate::oidc::tokens::{IssuedTokens, UserClaims};
 
-/// Parses an `application/x-www-form-urlencoded` body, refusing repeats and oversized values.
-pub(super) fn form(headers: &HeaderMap, body: &Bytes) -> Result<std::collections::HashMap<String, String>, AppError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
-        return Err(AppError::oauth(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded")));
-    }
-    let pairs = url::form_urlencoded::parse(body).into_owned().collect();
-    parse_parameters(pairs).map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))
+/// Every parameter the token endpoint and its siblings read.
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    pub(super) refresh_token: Option<String>,
+    /// Introspection and revocation: the token in question.
+    token: Option<String>,
+}
+
+/// The answer to a user's grant, as Keycloak shapes it.
+#[derive(Debug, Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    expires_in: i64,
+    refresh_expires_in: i64,
+    refresh_token: &'a str,
+    token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
+    #[serde(rename = "not-before-policy")]
+    not_before_policy: i64,
+    session_state: &'a str,
+    scope: &'a str,
+}
+
+/// A service account's token: no refresh token, as Keycloak does.
+#[derive(Debug, Serialize)]
+struct ServiceTokenResponse {
+    access_token: String,
+    expires_in: i64,
+    refresh_expires_in: i64,
+    token_type: &'static str,
+    #[serde(rename = "not-before-policy")]
+    not_before_policy: i64,
+    scope: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Userinfo<'a> {
+    sub: &'a str,
+    #[serde(flatten)]
+    claims: &'a UserClaims,
+}
+
+#[derive(Debug, Serialize)]
+struct Inactive {
+    active: bool,
 }
 
 fn token_response(issued: &IssuedTokens) -> Response {
-    let mut body = json!({
-        "access_token": issued.access_token,
-        "expires_in": issued.expires_in,
-        "refresh_expires_in": issued.refresh_expires_in,
-        "refresh_token": issued.refresh_token,
-        "token_type": "Bearer",
-        "not-before-policy": 0,
-        "session_state": issued.session_id,
-        "scope": issued.scope,
-    });
-    if let Some(id_token) = &issued.id_token {
-        body["id_token"] = json!(id_token);
-    }
+    let body = TokenResponse {
+        access_token: &issued.access_token,
+        expires_in: issued.expires_in,
+        refresh_expires_in: issued.refresh_expires_in,
+        refresh_token: &issued.refresh_token,
+        token_type: "Bearer",
+        id_token: issued.id_token.as_deref(),
+        not_before_policy: 0,
+        session_state: &issued.session_id,
+        scope: &issued.scope,
+    };
     (StatusCode::OK, no_store(), Json(body)).into_response()
 }
 
-pub(super) type Form = std::collections::HashMap<String, String>;
+fn invalid_request(message: impl ToString) -> AppError {
+    AppError::oauth(OAuthError::invalid_request(message.to_string()))
+}
+
+/// A required parameter, or `invalid_request` naming it as Keycloak does.
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, AppError> {
+    value.as_deref().ok_or_else(|| invalid_request(format!("Missing parameter: {name}")))
+}
 
 /// The client credentials of a request, by `client_secret_basic` or `client_secret_post`.
-fn presented_credentials(headers: &HeaderMap, params: &Form) -> Result<PresentedCredentials, AppError> {
-    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
+fn presented_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<PresentedCredentials, AppError> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    PresentedCredentials::from_parts(authorization, get("client_id"), get("client_secret"))
-        .map_err(|message| AppError::oauth(OAuthError::invalid_request(message)))
+    PresentedCredentials::from_parts(authorization, form.client_id.as_deref(), form.client_secret.as_deref())
+        .map_err(invalid_request)
 }
 
 fn invalid_client(credentials: &PresentedCredentials) -> AppError {
@@ -63,23 +110,36 @@ fn invalid_client(credentials: &PresentedCredentials) -> AppError {
 }
 
 /// Authenticates the calling client application.
-pub(super) fn authenticate_client<'a>(
+fn authenticate_client<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
-    params: &Form,
+    form: &TokenForm,
 ) -> Result<&'a ClientSettings, AppError> {
-    let credentials = presented_credentials(headers, params)?;
+    let credentials = presented_credentials(headers, form)?;
     state.clients.authenticate(&credentials).ok_or_else(|| invalid_client(&credentials))
+}
+
+/// The common start of every client POST: the realm, the form, and the client it proves.
+pub(super) fn client_request<'a>(
+    state: &'a AppState,
+    realm: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(TokenForm, &'a ClientSettings), AppError> {
+    require_realm(&state.realm, realm)?;
+    let form: TokenForm = parse_form(headers, body).map_err(invalid_request)?;
+    let client = authenticate_client(state, headers, &form)?;
+    Ok((form, client))
 }
 
 /// `grant_type=client_credentials`: a service account's short-lived token for the internal
 /// API. Client applications have no service account, as in Keycloak by default.
-fn client_credentials(state: &AppState, headers: &HeaderMap, params: &Form) -> Result<Response, AppError> {
-    let credentials = presented_credentials(headers, params)?;
+fn client_credentials(state: &AppState, headers: &HeaderMap, form: &TokenForm) -> Result<Response, AppError> {
+    let credentials = presented_credentials(headers, form)?;
     let Some(account) = state.service_accounts.authenticate(&credentials) else {
         if state.clients.authenticate(&credentials).is_some() {
             return Err(AppError::oauth(OAuthError::new(
-                OAuthErrorCode::UnauthorizedClient,
+                ErrorCode::UnauthorizedClient,
                 "Client not enabled to retrieve service account",
             )));
         }
@@ -88,38 +148,16 @@ fn client_credentials(state: &AppState, headers: &HeaderMap, params: &Form) -> R
     let (access_token, expires_in) = state
         .tokens
         .issue_service_token(&account.client_id, &account.allowed_providers, state.clock.now())
-        .map_err(|err| AppError::Internal(err.to_string()))?;
-    let body = json!({
-        "access_token": access_token,
-        "expires_in": expires_in,
-        "refresh_expires_in": 0,
-        "token_type": "Bearer",
-        "not-before-policy": 0,
-        "scope": "tokens",
-    });
+        .map_err(AppError::internal)?;
+    let body = ServiceTokenResponse {
+        access_token,
+        expires_in,
+        refresh_expires_in: 0,
+        token_type: "Bearer",
+        not_before_policy: 0,
+        scope: "tokens",
+    };
     Ok((StatusCode::OK, no_store(), Json(body)).into_response())
-}
-
-/// A non-empty form parameter, or `invalid_request` naming it.
-pub(super) fn required<'a>(params: &'a Form, name: &str) -> Result<&'a str, AppError> {
-    params
-        .get(name)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| AppError::oauth(OAuthError::invalid_request(format!("Missing parameter: {name}"))))
-}
-
-/// The common start of every client-authenticated POST: realm, form body, client.
-fn client_request<'a>(
-    state: &'a AppState,
-    realm: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(Form, &'a ClientSettings), AppError> {
-    require_realm(&state.realm, realm)?;
-    let params = form(headers, body)?;
-    let client = authenticate_client(state, headers, &params)?;
-    Ok((params, client))
 }
 
 pub async fn token(
@@ -129,64 +167,64 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let params = form(&headers, &body)?;
-    let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
-    if get("grant_type") == Some("client_credentials") {
-        return client_credentials(&state, &headers, &params);
+    let form: TokenForm = parse_form(&headers, &body).map_err(invalid_request)?;
+    if form.grant_type.as_deref() == Some("client_credentials") {
+        return client_credentials(&state, &headers, &form);
     }
-    let client = authenticate_client(&state, &headers, &params)?;
+    let client = authenticate_client(&state, &headers, &form)?;
     let now = state.clock.now();
-    match get("grant_type") {
+    let issued = match form.grant_type.as_deref() {
         Some("authorization_code") => {
-            let code = required(&params, "code")?;
-            let exchange =
-                CodeExchange { code, redirect_uri: get("redirect_uri"), code_verifier: get("code_verifier") };
-            let issued = state.grants().exchange_authorization_code(client, &exchange, now).await?;
-            Ok(token_response(&issued))
+            let exchange = CodeExchange {
+                code: required(&form.code, "code")?,
+                redirect_uri: form.redirect_uri.as_deref(),
+                code_verifier: form.code_verifier.as_deref(),
+            };
+            state.grants().exchange_authorization_code(client, &exchange, now).await?
         }
         Some("refresh_token") => {
-            let token = required(&params, "refresh_token")?;
-            let issued = state.grants().refresh(client, token, now).await?;
-            Ok(token_response(&issued))
+            let token = required(&form.refresh_token, "refresh_token")?;
+            state.grants().refresh(client, token, now).await?
         }
         Some(_) => {
-            Err(AppError::oauth(OAuthError::new(OAuthErrorCode::UnsupportedGrantType, "Unsupported grant_type")))
+            return Err(AppError::oauth(OAuthError::new(ErrorCode::UnsupportedGrantType, "Unsupported grant_type")));
         }
-        None => Err(AppError::oauth(OAuthError::invalid_request("Missing form parameter: grant_type"))),
-    }
+        None => return Err(invalid_request("Missing form parameter: grant_type")),
+    };
+    Ok(token_response(&issued))
 }
 
-/// The bearer token of a request: the `Authorization` header, or `access_token` in a form.
-pub fn bearer(headers: &HeaderMap, body: &Bytes) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
-    }
-    url::form_urlencoded::parse(body).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
+#[derive(Debug, Default, Deserialize)]
+pub struct UserinfoForm {
+    access_token: Option<String>,
 }
 
+/// Claims for a bearer access token, from the user's current profile. The token comes in the
+/// `Authorization` header or, for a POST, as `access_token` in the form (RFC 6750 §2.2).
 pub async fn userinfo(
     State(state): State<AppState>,
     Path(realm): Path<String>,
+    Bearer(bearer): Bearer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
-    let invalid = |description: &str| AppError::Bearer {
-        error: OAuthErrorCode::InvalidToken,
-        description: description.to_owned(),
+    let invalid =
+        |description: &str| AppError::Bearer { error: ErrorCode::InvalidToken, description: description.to_owned() };
+    let token = match bearer {
+        Some(token) => token,
+        None if headers.contains_key(header::AUTHORIZATION) => return Err(invalid("Token not provided")),
+        None => {
+            let form: UserinfoForm = parse_form(&headers, &body).unwrap_or_default();
+            form_bearer(form.access_token).ok_or_else(|| invalid("Token not provided"))?
+        }
     };
-    let token = bearer(&headers, &body)
-        .filter(|t| !t.is_empty() && t.len() <= 8 * MAX_PARAMETER_LENGTH)
-        .ok_or_else(|| invalid("Token not provided"))?;
-    let now = state.clock.now();
-    let claims =
-        state.grants().authenticate_bearer(&token, now).await?.ok_or_else(|| invalid("Token verification failed"))?;
-    let user = state.store.find_user(&claims.sub).await?.ok_or_else(|| invalid("User not found"))?;
-    let current = grants::user_claims(&user, &claims.user.identity_provider);
-    let mut body = serde_json::to_value(&current).map_err(|err| AppError::Internal(err.to_string()))?;
-    body["sub"] = json!(user.id);
-    Ok((no_store(), Json(body)).into_response())
+    let (user_id, claims) = state
+        .grants()
+        .userinfo(&token, state.clock.now())
+        .await?
+        .ok_or_else(|| invalid("Token verification failed"))?;
+    Ok((no_store(), Json(Userinfo { sub: &user_id, claims: &claims })).into_response())
 }
 
 /// RFC 7662 introspection; inactive tokens answer 200 `{"active": false}`.
@@ -196,10 +234,12 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let (params, _client) = client_request(&state, &realm, &headers, &body)?;
-    let token = params.get("token").map(String::as_str).unwrap_or_default();
-    let answer = state.grants().introspect(token, state.clock.now()).await?;
-    Ok((no_store(), Json(answer.unwrap_or_else(|| json!({ "active": false })))).into_response())
+    let (form, _client) = client_request(&state, &realm, &headers, &body)?;
+    let token = form.token.as_deref().unwrap_or_default();
+    Ok(match state.grants().introspect(token, state.clock.now()).await? {
+        Some(active) => (no_store(), Json(active)).into_response(),
+        None => (no_store(), Json(Inactive { active: false })).into_response(),
+    })
 }
 
 /// RFC 7009 revocation of refresh tokens; answers 200 whether or not the token was known.
@@ -209,8 +249,8 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let (params, client) = client_request(&state, &realm, &headers, &body)?;
-    let token = required(&params, "token")?;
+    let (form, client) = client_request(&state, &realm, &headers, &body)?;
+    let token = required(&form.token, "token")?;
     state.grants().revoke(client, token, state.clock.now()).await?;
     Ok(StatusCode::OK.into_response())
 }

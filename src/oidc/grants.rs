@@ -1,12 +1,11 @@
-//! Token-endpoint grants and the session checks behind every token the broker accepts.
+//! Token-endpoint grants, and the session check behind every token the broker accepts.
 
-use crate::config::{ClientSettings, RealmSettings};
-use crate::crypto::{constant_time_eq, pkce_s256, random_token, token_hash};
-use serde_json::json;
-
+use crate::config::ClientSettings;
+use crate::crypto::{constant_time_eq, pkce_s256, token_hash};
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
 
 use super::error::OAuthError;
+use super::sessions::{Ending, Sessions};
 use super::tokens::{
     AccessClaims, Grant, IssuedTokens, RefreshClaims, TYP_OFFLINE, TokenError, TokenService, UserClaims,
 };
@@ -34,17 +33,23 @@ pub fn user_claims(user: &UserRow, identity_provider: &str) -> UserClaims {
     }
 }
 
-/// True while the session is neither ended nor past its idle or maximum lifetime. An
-/// offline session has no maximum: it lives while it is used within its idle time.
-pub fn session_is_live(session: &SessionRow, realm: &RealmSettings, now: i64) -> bool {
-    if session.ended_at.is_some() {
-        return false;
-    }
-    if session.offline != 0 {
-        return now < session.last_seen_at + realm.offline_session_idle_seconds;
-    }
-    now < session.last_seen_at + realm.sso_session_idle_seconds
-        && now < session.created_at + realm.sso_session_max_seconds
+/// An active token as RFC 7662 describes it: its own claims, and who holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    pub client_id: String,
+    pub token_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(flatten)]
+    pub claims: IntrospectedClaims,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum IntrospectedClaims {
+    Access(AccessClaims),
+    Refresh(RefreshClaims),
 }
 
 /// True when a scope asks for an offline token.
@@ -66,12 +71,12 @@ impl std::fmt::Debug for CodeExchange<'_> {
     }
 }
 
-/// The token endpoint's grants over the session store: a borrowed view of the app state.
+/// The token endpoint's grants over the sessions and the store: a borrowed view of the app state.
 #[derive(Debug, Clone, Copy)]
 pub struct Grants<'a> {
     pub store: &'a Store,
+    pub sessions: &'a Sessions,
     pub tokens: &'a TokenService,
-    pub realm: &'a RealmSettings,
 }
 
 impl Grants<'_> {
@@ -100,31 +105,14 @@ impl Grants<'_> {
             return Err(OAuthError::invalid_grant("Incorrect redirect_uri").into());
         }
         verify_pkce(row.code_challenge.as_deref(), row.code_challenge_method.as_deref(), exchange.code_verifier)?;
-        let Some(session) = self.live_session(&row.session_id, now).await? else {
+        let Some(session) = self.sessions.live(&row.session_id, now).await? else {
             return Err(OAuthError::invalid_grant("Session not active").into());
         };
         // `offline_access` opens an offline session beside the browser's SSO session: its
         // tokens outlive logout and the SSO session's limits.
         let session =
-            if wants_offline(&row.scope) { self.start_offline_session(&session, now).await? } else { session };
+            if wants_offline(&row.scope) { self.sessions.start_offline(&session, now).await? } else { session };
         self.issue(client, &session, &row.user_id, &row.scope, row.nonce.clone(), now).await
-    }
-
-    async fn start_offline_session(&self, from: &SessionRow, now: i64) -> Result<SessionRow, StoreError> {
-        let offline = SessionRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            // Offline sessions have no browser cookie; the hash of a discarded secret keeps
-            // the column unique.
-            cookie_hash: token_hash(&random_token()),
-            user_id: from.user_id.clone(),
-            identity_provider: from.identity_provider.clone(),
-            created_at: now,
-            last_seen_at: now,
-            ended_at: None,
-            offline: 1,
-        };
-        self.store.insert_session(&offline).await?;
-        Ok(offline)
     }
 
     /// `grant_type=refresh_token` with Keycloak's semantics: the refresh token stays usable for
@@ -146,24 +134,24 @@ impl Grants<'_> {
             && claims.azp == client.client_id
             && self.store.is_token_revoked(&claims.jti).await?
         {
-            self.store.end_session(&claims.sid, now).await?;
+            self.sessions.end_by_id(&claims.sid, Ending::RefreshTokenReused, Some(&client.client_id), now).await?;
             tracing::warn!(client_id = %client.client_id, session_id = %claims.sid, "a rotated refresh token was reused; its session was ended");
             return Err(reused().into());
         }
         let (claims, session) = self.client_refresh_token(client, refresh_token, now).await?;
         // Two uses racing: only one revokes the token; the other is a reuse.
         if client.rotate_refresh_tokens && !self.store.revoke_token(&claims.jti, claims.exp).await? {
-            self.store.end_session(&session.id, now).await?;
+            self.sessions.end(&session, Ending::RefreshTokenReused, Some(&client.client_id), now).await?;
             return Err(reused().into());
         }
-        self.store.touch_session(&session.id, now).await?;
+        self.sessions.touch(&session.id, now).await?;
         self.issue(client, &session, &claims.sub, &claims.scope, None, now).await
     }
 
     /// Back-channel logout: ends the session of a refresh token the client itself holds.
     pub async fn logout(&self, client: &ClientSettings, refresh_token: &str, now: i64) -> Result<(), GrantError> {
         let (_, session) = self.client_refresh_token(client, refresh_token, now).await?;
-        self.store.end_session(&session.id, now).await?;
+        self.sessions.end(&session, Ending::BackChannelLogout, Some(&client.client_id), now).await?;
         Ok(())
     }
 
@@ -176,30 +164,42 @@ impl Grants<'_> {
             self.store.revoke_token(&claims.jti, claims.exp).await?;
             // Revoking an offline token ends its offline session, as in Keycloak.
             if claims.typ == TYP_OFFLINE {
-                self.store.end_session(&claims.sid, now).await?;
+                self.sessions.end_by_id(&claims.sid, Ending::OfflineTokenRevoked, Some(&client.client_id), now).await?;
             }
         }
         Ok(())
     }
 
     /// RFC 7662: what an active token says about itself; `None` when it is not active.
-    pub async fn introspect(&self, token: &str, now: i64) -> Result<Option<serde_json::Value>, StoreError> {
-        let active = |claims: serde_json::Value, client_id: &str, token_type: &str| {
-            let mut body = claims;
-            body["active"] = json!(true);
-            body["client_id"] = json!(client_id);
-            body["token_type"] = json!(token_type);
-            body
-        };
+    pub async fn introspect(&self, token: &str, now: i64) -> Result<Option<Introspection>, StoreError> {
         if let Some(claims) = self.authenticate_bearer(token, now).await? {
-            let mut body = active(serde_json::to_value(&claims).unwrap_or_default(), &claims.azp, "Bearer");
-            body["username"] = json!(claims.user.preferred_username);
-            return Ok(Some(body));
+            return Ok(Some(Introspection {
+                active: true,
+                client_id: claims.azp.clone(),
+                token_type: "Bearer".to_owned(),
+                username: Some(claims.user.preferred_username.clone()),
+                claims: IntrospectedClaims::Access(claims),
+            }));
         }
-        Ok(self
-            .live_refresh_token(token, now)
-            .await?
-            .map(|(claims, _)| active(serde_json::to_value(&claims).unwrap_or_default(), &claims.azp, &claims.typ)))
+        Ok(self.live_refresh_token(token, now).await?.map(|(claims, _)| Introspection {
+            active: true,
+            client_id: claims.azp.clone(),
+            token_type: claims.typ.clone(),
+            username: None,
+            claims: IntrospectedClaims::Refresh(claims),
+        }))
+    }
+
+    /// What userinfo answers for a bearer access token: the user's id and current claims.
+    pub async fn userinfo(&self, bearer: &str, now: i64) -> Result<Option<(String, UserClaims)>, StoreError> {
+        let Some(claims) = self.authenticate_bearer(bearer, now).await? else {
+            return Ok(None);
+        };
+        let user = self.store.find_user(&claims.sub).await?;
+        Ok(user.map(|user| {
+            let current = user_claims(&user, &claims.user.identity_provider);
+            (user.id, current)
+        }))
     }
 
     /// A bearer access token that is valid now and whose session is still live.
@@ -207,18 +207,8 @@ impl Grants<'_> {
         let Ok(claims) = self.tokens.verify_access(bearer, now) else {
             return Ok(None);
         };
-        let live = self.live_session(&claims.sid, now).await?.is_some();
+        let live = self.sessions.live(&claims.sid, now).await?.is_some();
         Ok(live.then_some(claims))
-    }
-
-    async fn live_session(&self, id: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
-        // A copy in memory may have an older `last_seen_at`, never a newer one: if it is live,
-        // the session is; if not, the database decides.
-        let live = |s: &SessionRow| session_is_live(s, self.realm, now);
-        if let Some(session) = self.store.cached_session(id).filter(live) {
-            return Ok(Some(session));
-        }
-        Ok(self.store.find_session(id).await?.filter(live))
     }
 
     /// A refresh token that is signed, unexpired, not revoked and whose session is live.
@@ -233,7 +223,7 @@ impl Grants<'_> {
         if self.store.is_token_revoked(&claims.jti).await? {
             return Ok(None);
         }
-        Ok(self.live_session(&claims.sid, now).await?.map(|session| (claims, session)))
+        Ok(self.sessions.live(&claims.sid, now).await?.map(|session| (claims, session)))
     }
 
     /// A live refresh token that was issued to `client`, or `invalid_grant`.

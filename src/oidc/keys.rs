@@ -1,14 +1,14 @@
 //! The realm's RS256 signing keys: generated on first start, rotated by `keys rotate`, stored
 //! sealed, published as JWKS, and reloaded by running servers when another process rotates.
 //!
-//! Token code borrows keys (`&EncodingKey`, `&DecodingKey`) for as long as it holds the
-//! `KeySet`, so a reload cannot replace keys in place behind a lock. Instead each reload that
-//! changes something appends a new generation to an append-only chain of `OnceLock`s and
-//! readers use the newest; older generations are freed with the `KeySet`. Rotations are rare
-//! and a generation is a few kilobytes, so the chain stays short.
+//! The keys in force form one immutable [`Generation`]; a reload that changes something swaps
+//! in a new one (`arc-swap`), so readers never wait and a signer's kid and key always come from
+//! the same generation. An old generation is freed when its last reader lets go.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair, KeySize};
@@ -20,8 +20,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 use crate::config::RealmSettings;
 use crate::crypto::token_hash;
+use crate::crypto::{Cipher, CipherError, signing_key_aad};
 use crate::store::{SigningKeyRow, Store, StoreError};
-use crate::vault::{Cipher, CipherError, Sealed};
 
 /// How long after a key's retirement servers may still sign with it: a server learns of a
 /// rotation at its next reload (every minute), and hosts' clocks differ a little.
@@ -66,12 +66,17 @@ struct RealmKey {
 }
 
 /// The keys in force from one load: the active one signs, all of them verify.
-struct Generation {
+pub struct Generation {
     active: RealmKey,
     active_encoding: EncodingKey,
     /// Keys that verify without signing (announced or retired), newest first.
     others: Vec<RealmKey>,
-    next: OnceLock<Box<Generation>>,
+}
+
+impl fmt::Debug for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Generation").field("active_kid", &self.active.kid).field("others", &self.others.len()).finish()
+    }
 }
 
 impl Generation {
@@ -82,27 +87,41 @@ impl Generation {
     fn kids(&self) -> impl Iterator<Item = &str> {
         std::iter::once(&self.active).chain(&self.others).map(|k| k.kid.as_str())
     }
+
+    pub fn active_kid(&self) -> &str {
+        &self.active.kid
+    }
+
+    /// The active kid and its key.
+    pub fn signer(&self) -> (&str, &EncodingKey) {
+        (&self.active.kid, &self.active_encoding)
+    }
+
+    pub fn active_public_key_base64(&self) -> &str {
+        &self.active.public_key_base64
+    }
+
+    pub fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
+        self.find(kid).map(|k| &k.decoding)
+    }
+
+    /// The active key first, then the others newest first.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet { keys: std::iter::once(&self.active).chain(&self.others).map(|k| k.jwk.clone()).collect() }
+    }
 }
 
 /// The realm's keys, current as of the last load or `reload`.
 pub struct KeySet {
-    first: Generation,
-    /// Only one reload appends at a time, so the tail it read is still the tail it extends.
+    current: ArcSwap<Generation>,
+    /// One reload at a time, so two cannot build from the same stale generation.
     reloading: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let current = self.current();
-        f.debug_struct("KeySet")
-            .field("active_kid", &current.active.kid)
-            .field("others", &current.others.len())
-            .finish()
+        f.debug_struct("KeySet").field("current", &self.current()).finish()
     }
-}
-
-pub(crate) fn private_key_aad(kid: &str) -> String {
-    format!("signing_key\u{1f}{kid}")
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -131,7 +150,7 @@ fn public_parts(kid: &str, public_der: &[u8], encoding: &EncodingKey) -> Result<
 
 fn load_key(cipher: &Cipher, row: &SigningKeyRow) -> Result<(RealmKey, EncodingKey), KeyError> {
     let pkcs8 = cipher
-        .open(&row.vault_key_id, &Sealed(row.private_key.clone()), &private_key_aad(&row.kid))
+        .open(&row.vault_key_id, &row.private_key, &signing_key_aad(&row.kid))
         .map_err(|source| KeyError::Sealed { kid: row.kid.clone(), source })?;
     let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", &pkcs8).as_bytes())
         .map_err(|_| KeyError::Malformed(row.kid.clone()))?;
@@ -146,7 +165,7 @@ pub fn generate_signing_key(cipher: &Cipher, now: i64) -> Result<SigningKeyRow, 
     let public: PublicKeyX509Der = pair.public_key().as_der().map_err(|_| KeyError::Generation)?;
     let kid = token_hash(&BASE64.encode(public.as_ref()))[..22].to_owned();
     Ok(SigningKeyRow {
-        private_key: cipher.seal(pkcs8.as_ref(), &private_key_aad(&kid)).0,
+        private_key: cipher.seal(pkcs8.as_ref(), &signing_key_aad(&kid)),
         public_key: public.as_ref().to_vec(),
         vault_key_id: cipher.active_key_id().to_owned(),
         algorithm: "RS256".to_owned(),
@@ -206,7 +225,7 @@ fn build_generation(
             None => others.push(load_key(cipher, row)?.0),
         }
     }
-    Ok(Generation { active, active_encoding, others, next: OnceLock::new() })
+    Ok(Generation { active, active_encoding, others })
 }
 
 /// What `keys rotate` did.
@@ -253,7 +272,7 @@ impl KeySet {
         }
         let force = in_force(&rows, now).ok_or(KeyError::NoActiveKey)?;
         let first = build_generation(cipher, &rows, &force, None)?;
-        Ok(KeySet { first, reloading: tokio::sync::Mutex::new(()) })
+        Ok(KeySet { current: ArcSwap::from_pointee(first), reloading: tokio::sync::Mutex::new(()) })
     }
 
     /// Reads the stored keys again and switches to them if what is in force at `now` changed
@@ -269,48 +288,15 @@ impl KeySet {
         if current.kids().eq(wanted) {
             return Ok(false);
         }
-        let next = build_generation(cipher, &rows, &force, Some(current))?;
+        let next = build_generation(cipher, &rows, &force, Some(&current))?;
         tracing::info!(active_kid = %next.active.kid, verifying = next.others.len(), "signing keys reloaded");
-        // The reload lock makes this task the only one extending the chain, so the tail is free.
-        let _ = current.next.set(Box::new(next));
+        self.current.store(Arc::new(next));
         Ok(true)
     }
 
-    fn current(&self) -> &Generation {
-        let mut generation = &self.first;
-        while let Some(next) = generation.next.get() {
-            generation = next;
-        }
-        generation
-    }
-
-    pub fn active_kid(&self) -> &str {
-        &self.current().active.kid
-    }
-
-    pub fn signing_key(&self) -> &EncodingKey {
-        &self.current().active_encoding
-    }
-
-    /// The active kid and its key from one generation: a reload between separate
-    /// `active_kid()` and `signing_key()` calls could pair one key's kid with another's key.
-    pub fn signer(&self) -> (&str, &EncodingKey) {
-        let current = self.current();
-        (&current.active.kid, &current.active_encoding)
-    }
-
-    pub fn active_public_key_base64(&self) -> &str {
-        &self.current().active.public_key_base64
-    }
-
-    pub fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
-        self.current().find(kid).map(|k| &k.decoding)
-    }
-
-    /// The active key first, then the others newest first.
-    pub fn jwks(&self) -> JwkSet {
-        let current = self.current();
-        JwkSet { keys: std::iter::once(&current.active).chain(&current.others).map(|k| k.jwk.clone()).collect() }
+    /// The keys in force now; hold it for one signature or check, not longer.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
     }
 }
 

@@ -206,7 +206,8 @@ impl TokenService {
 
     fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
         // Kid and key from one read, so a key reload between them cannot mismatch them.
-        let (kid, key) = self.keys.signer();
+        let keys = self.keys.current();
+        let (kid, key) = keys.signer();
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(kid.to_owned());
         header.typ = Some("JWT".to_owned());
@@ -319,7 +320,7 @@ impl TokenService {
         is_kind: impl Fn(&T) -> bool,
     ) -> Result<T, TokenError> {
         if let Some((kid, claims)) = verified.get(token)
-            && self.keys.decoding_key(&kid).is_some()
+            && self.keys.current().decoding_key(&kid).is_some()
         {
             return Ok(claims);
         }
@@ -375,7 +376,8 @@ impl TokenService {
             return Err(TokenError::Invalid);
         }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
-        let key = self.keys.decoding_key(&kid).ok_or(TokenError::Invalid)?;
+        let keys = self.keys.current();
+        let key = keys.decoding_key(&kid).ok_or(TokenError::Invalid)?;
         let mut validation = Validation::new(Algorithm::RS256);
         // Expiry is checked against the caller's `now`, not the library's clock.
         validation.validate_exp = false;

@@ -1,7 +1,6 @@
 //! The encrypted vault of upstream tokens: sealing rows for the store, opening them again,
 //! and the coordinator that keeps them fresh (`refresh`).
 
-mod cipher;
 mod refresh;
 pub mod rekey;
 
@@ -9,9 +8,9 @@ use std::fmt;
 
 use secrecy::SecretString;
 
-pub use cipher::{Cipher, CipherError, Sealed};
 pub use refresh::{KeepAliveReport, RefreshPolicy, ServedTokens, TokenReader, TokenVault, VaultError};
 
+use crate::crypto::{Cipher, CipherError, vault_column_aad};
 use crate::store::VaultRow;
 
 /// Upstream tokens in the clear, only ever in memory.
@@ -37,14 +36,8 @@ impl fmt::Debug for UpstreamTokens {
     }
 }
 
-/// Associated data that ties a ciphertext to its row and column, so a ciphertext copied to
-/// another user, provider or column no longer opens.
-fn associated_data(user_id: &str, alias: &str, column: &str) -> String {
-    format!("vault\u{1f}{user_id}\u{1f}{alias}\u{1f}{column}")
-}
-
 pub fn seal_tokens(cipher: &Cipher, user_id: &str, alias: &str, tokens: &UpstreamTokens, now: i64) -> VaultRow {
-    let seal = |column: &str, value: &SecretString| cipher.seal_str(value, &associated_data(user_id, alias, column)).0;
+    let seal = |column: &str, value: &SecretString| cipher.seal_str(value, &vault_column_aad(user_id, alias, column));
     VaultRow {
         user_id: user_id.to_owned(),
         alias: alias.to_owned(),
@@ -63,7 +56,7 @@ pub fn seal_tokens(cipher: &Cipher, user_id: &str, alias: &str, tokens: &Upstrea
 
 pub fn open_tokens(cipher: &Cipher, row: &VaultRow) -> Result<UpstreamTokens, CipherError> {
     let open = |column: &str, bytes: &[u8]| {
-        cipher.open_str(&row.vault_key_id, &Sealed(bytes.to_vec()), &associated_data(&row.user_id, &row.alias, column))
+        cipher.open_str(&row.vault_key_id, bytes, &vault_column_aad(&row.user_id, &row.alias, column))
     };
     Ok(UpstreamTokens {
         access_token: open("access_token", &row.access_token)?,

@@ -46,13 +46,24 @@ pub enum VaultError {
     Misconfigured { cause: String, config_key: String },
     #[error("the provider is unavailable; try again in {retry_after} seconds")]
     Unavailable { retry_after: u64 },
-    #[error("{0}")]
-    Internal(String),
+    /// A failure of ours; `context` says what was being done.
+    #[error("{context}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl VaultError {
+    fn internal(context: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        VaultError::Internal { context, source: Arc::new(source) }
+    }
 }
 
 impl From<StoreError> for VaultError {
     fn from(err: StoreError) -> Self {
-        VaultError::Internal(err.to_string())
+        VaultError::internal("the vault's database failed", err)
     }
 }
 
@@ -65,7 +76,7 @@ impl VaultError {
             VaultError::ReauthRequired { .. } => "reauth_required",
             VaultError::Misconfigured { .. } => "misconfigured",
             VaultError::Unavailable { .. } => "unavailable",
-            VaultError::Internal(_) => "error",
+            VaultError::Internal { .. } => "error",
         }
     }
 }
@@ -165,11 +176,6 @@ impl TokenVault {
         TokenVault { inner: Arc::new(Inner { store, audit, cipher, upstream, metrics, clock, policy, owner, flights }) }
     }
 
-    /// Waits until every audit event of earlier reads, refreshes and unlinks is written.
-    pub async fn flush_audit(&self) {
-        self.inner.audit.flush().await;
-    }
-
     /// True when `alias` names a configured provider.
     pub fn knows_provider(&self, alias: &str) -> bool {
         self.inner.upstream.provider(alias).is_some()
@@ -257,7 +263,7 @@ impl TokenVault {
 
 impl Inner {
     fn open(&self, row: &VaultRow) -> Result<UpstreamTokens, VaultError> {
-        open_tokens(&self.cipher, row).map_err(|err| VaultError::Internal(format!("cannot open stored tokens: {err}")))
+        open_tokens(&self.cipher, row).map_err(|err| VaultError::internal("cannot open stored tokens", err))
     }
 
     async fn read(self: &Arc<Self>, user_id: &str, alias: &str, min_validity: i64) -> Result<ServedTokens, VaultError> {
@@ -303,7 +309,7 @@ impl Inner {
                     });
                     async move {
                         task.await
-                            .unwrap_or_else(|err| Err(VaultError::Internal(format!("refresh task failed: {err}"))))
+                            .unwrap_or_else(|err| Err(VaultError::internal("the refresh task failed", err)))
                     }
                     .boxed()
                     .shared()

@@ -6,8 +6,7 @@
 //! running service: each row is replaced only if it is still exactly what was read, so a
 //! refresh that rewrote it meanwhile wins, and the row is taken again by the next pass.
 
-use super::{Cipher, CipherError, Sealed, associated_data};
-use crate::oidc::keys::private_key_aad;
+use crate::crypto::{Cipher, CipherError, signing_key_aad, vault_column_aad};
 use crate::store::{SigningKeyRow, Store, StoreError, VaultRow};
 
 /// Passes over the tables: a row rewritten during one pass is tried again in the next.
@@ -130,8 +129,7 @@ async fn rekey_vault_rows(
 /// metadata and times stay as they were, since the tokens themselves did not change.
 fn reseal_vault_row(cipher: &Cipher, row: &VaultRow) -> Result<VaultRow, CipherError> {
     let reseal = |column: &str, bytes: &[u8]| {
-        let aad = associated_data(&row.user_id, &row.alias, column);
-        cipher.reseal(&row.vault_key_id, &Sealed(bytes.to_vec()), &aad).map(|sealed| sealed.0)
+        cipher.reseal(&row.vault_key_id, bytes, &vault_column_aad(&row.user_id, &row.alias, column))
     };
     Ok(VaultRow {
         vault_key_id: cipher.active_key_id().to_owned(),
@@ -146,7 +144,7 @@ fn reseal_vault_row(cipher: &Cipher, row: &VaultRow) -> Result<VaultRow, CipherE
 async fn rekey_signing_keys(store: &Store, cipher: &Cipher, report: &mut RekeyReport) -> Result<(), StoreError> {
     for key in store.signing_keys_not_under_key(cipher.active_key_id()).await? {
         match reseal_signing_key(cipher, &key) {
-            Ok(sealed) if store.replace_signing_key_ciphertext(&key, cipher.active_key_id(), &sealed.0).await? => {
+            Ok(sealed) if store.replace_signing_key_ciphertext(&key, cipher.active_key_id(), &sealed).await? => {
                 report.signing_keys.rekeyed += 1;
             }
             Ok(_) => report.signing_keys.changed += 1,
@@ -156,6 +154,6 @@ async fn rekey_signing_keys(store: &Store, cipher: &Cipher, report: &mut RekeyRe
     Ok(())
 }
 
-fn reseal_signing_key(cipher: &Cipher, key: &SigningKeyRow) -> Result<Sealed, CipherError> {
-    cipher.reseal(&key.vault_key_id, &Sealed(key.private_key.clone()), &private_key_aad(&key.kid))
+fn reseal_signing_key(cipher: &Cipher, key: &SigningKeyRow) -> Result<Vec<u8>, CipherError> {
+    cipher.reseal(&key.vault_key_id, &key.private_key, &signing_key_aad(&key.kid))
 }

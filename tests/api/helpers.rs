@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
-use identity_broker::app::{AppState, Application};
+use identity_broker::app::Application;
 use identity_broker::config::{Mode, Settings};
+use identity_broker::http::AppState;
 use identity_broker::store::{Store, Table};
 use reqwest::StatusCode;
 use sqlx::Connection as _;

@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 
-use identity_broker::app::{AppState, Application};
+use identity_broker::app::Application;
 use identity_broker::config::{Mode, Settings, parse_vault_key};
+use identity_broker::crypto::Cipher;
+use identity_broker::http::AppState;
 use identity_broker::store::Lease;
 use identity_broker::vault::rekey::rekey;
-use identity_broker::vault::{Cipher, open_tokens, seal_tokens};
+use identity_broker::vault::{open_tokens, seal_tokens};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
@@ -189,7 +191,7 @@ both_backends!(rotated_keys_sign_new_tokens_and_still_verify_old_ones, |backend|
 
 both_backends!(a_key_announced_for_later_is_published_first_and_signs_from_its_time, |backend| async move {
     let app = spawn_app(backend).await;
-    let old_kid = app.state.tokens.keys().active_kid().to_owned();
+    let old_kid = app.state.tokens.keys().current().active_kid().to_owned();
     let config = command_config(&app, &[VAULT_KEY]);
 
     let output = run_ok(&["keys", "rotate", "--activate-after", "600"], &config).await;
@@ -345,7 +347,7 @@ both_backends!(rekey_moves_every_row_to_the_new_vault_key_and_nothing_is_lost, |
     let signed_in = replica.sign_in(&app).await;
     assert_eq!(
         kid_of(access_token(&signed_in)),
-        replica.state.tokens.keys().active_kid(),
+        replica.state.tokens.keys().current().active_kid(),
         "the rekeyed signing key signs"
     );
     let userinfo = app

@@ -1,11 +1,12 @@
 //! One storage suite run against both Postgres and SQLite.
 
 use identity_broker::config::parse_vault_key;
+use identity_broker::crypto::Cipher;
 use identity_broker::store::{
     AuditEvent, AuthRequestRow, AuthorizationCodeRow, CodeRedemption, Lease, ProfileUpdate, SessionRow, Store,
     StoreError, Table, UpstreamLogin,
 };
-use identity_broker::vault::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
+use identity_broker::vault::{UpstreamTokens, open_tokens, seal_tokens};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::both_backends;

@@ -464,7 +464,7 @@ both_backends!(service_accounts_get_tokens_and_read_only_their_providers, |backe
     }
 
     // Every read is audited with who asked, whose token and the outcome; no token value.
-    app.state.vault.flush_audit().await;
+    app.state.audit.flush().await;
     let reads = app.store.list_audit(Some("token_read")).await.expect("audit");
     assert!(reads.iter().any(|e| e.outcome == "ok"
         && e.client_id.as_deref() == Some(SERVICE_ID)
@@ -528,7 +528,7 @@ both_backends!(users_are_found_by_subject_or_email_and_unlinking_keeps_the_user,
     assert_eq!(delete(service.clone()).await.status(), StatusCode::NOT_FOUND, "already unlinked");
     let read = app.read_token(&service, &user_id, "azure_devops", "").await;
     assert_eq!(read.status(), StatusCode::NOT_FOUND);
-    app.state.vault.flush_audit().await;
+    app.state.audit.flush().await;
     let unlinks = app.store.list_audit(Some("unlink")).await.expect("audit");
     assert_eq!(unlinks.iter().filter(|e| e.outcome == "unlinked").count(), 1);
 });
@@ -574,7 +574,7 @@ both_backends!(keep_alive_refreshes_exactly_the_stale_identities, |backend| asyn
     let report = app.state.vault.keep_alive_once(now + 40 * day - 1).await.expect("pass");
     assert_eq!((report.refreshed, report.failed), (2, 0), "bob and carol, not alice");
     assert_eq!(app.entra.refresh_requests(), 5);
-    app.state.vault.flush_audit().await;
+    app.state.audit.flush().await;
     let refreshes = app.store.list_audit(Some("token_refresh")).await.expect("audit");
     assert_eq!(refreshes.iter().filter(|e| e.detail.contains("keepalive")).count(), 5);
 });

@@ -1,14 +1,37 @@
-//! AES-256-GCM sealing of upstream tokens: a fresh nonce each time, the key id kept beside
-//! the ciphertext, and the owning row bound in as associated data.
+//! AES-256-GCM sealing of what the database keeps secret (upstream tokens, signing keys): a
+//! fresh nonce each time, the key id kept beside the ciphertext, and the owning row bound in
+//! as associated data.
 
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use secrecy::zeroize::Zeroize as _;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 
-use crate::config::VaultKey;
-use crate::crypto::random_bytes;
+use super::random_bytes;
+
+/// One AES-256 key of the vault with the id stored beside each ciphertext.
+pub struct VaultKey {
+    pub id: String,
+    pub key: SecretBox<[u8; 32]>,
+}
+
+impl fmt::Debug for VaultKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultKey").field("id", &self.id).field("key", &"[redacted]").finish()
+    }
+}
+
+/// Associated data that ties an upstream token's ciphertext to its row and column, so a
+/// ciphertext copied to another user, provider or column no longer opens.
+pub fn vault_column_aad(user_id: &str, alias: &str, column: &str) -> String {
+    format!("vault\u{1f}{user_id}\u{1f}{alias}\u{1f}{column}")
+}
+
+/// Associated data that ties a signing key's sealed private half to its key id.
+pub fn signing_key_aad(kid: &str) -> String {
+    format!("signing_key\u{1f}{kid}")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CipherError {
@@ -29,16 +52,6 @@ impl fmt::Debug for Cipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
         f.debug_struct("Cipher").field("key_ids", &ids).finish()
-    }
-}
-
-/// What the `vault_tokens` and `signing_keys` rows store: `nonce ‖ ciphertext ‖ tag`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sealed(pub Vec<u8>);
-
-impl fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sealed({} bytes)", self.0.len())
     }
 }
 
@@ -63,7 +76,8 @@ impl Cipher {
         &self.keys[0].0
     }
 
-    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Sealed {
+    /// `nonce ‖ ciphertext ‖ tag`, as the `vault_tokens` and `signing_keys` rows store it.
+    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Vec<u8> {
         let (_, key) = &self.keys[0];
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let mut buffer = plaintext.to_vec();
@@ -73,20 +87,20 @@ impl Cipher {
             .expect("AES-GCM seal");
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&buffer);
-        Sealed(out)
+        out
     }
 
-    pub fn seal_str(&self, plaintext: &SecretString, aad: &str) -> Sealed {
+    pub fn seal_str(&self, plaintext: &SecretString, aad: &str) -> Vec<u8> {
         self.seal(plaintext.expose_secret().as_bytes(), aad)
     }
 
-    pub fn open(&self, key_id: &str, sealed: &Sealed, aad: &str) -> Result<Vec<u8>, CipherError> {
+    pub fn open(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<Vec<u8>, CipherError> {
         let (_, key) =
             self.keys.iter().find(|(id, _)| id == key_id).ok_or_else(|| CipherError::UnknownKey(key_id.to_owned()))?;
-        if sealed.0.len() < NONCE_LEN {
+        if sealed.len() < NONCE_LEN {
             return Err(CipherError::Unauthentic);
         }
-        let (nonce, ciphertext) = sealed.0.split_at(NONCE_LEN);
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CipherError::Unauthentic)?;
         let mut buffer = ciphertext.to_vec();
         let plaintext = key.open_in_place(nonce, Aad::from(aad), &mut buffer).map_err(|_| CipherError::Unauthentic)?;
@@ -95,14 +109,14 @@ impl Cipher {
 
     /// Opens a ciphertext sealed under any key of the ring and seals it again under the
     /// active key, for the same row (`aad`); the plaintext is wiped before returning.
-    pub fn reseal(&self, key_id: &str, sealed: &Sealed, aad: &str) -> Result<Sealed, CipherError> {
+    pub fn reseal(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<Vec<u8>, CipherError> {
         let mut plaintext = self.open(key_id, sealed, aad)?;
         let resealed = self.seal(&plaintext, aad);
         plaintext.zeroize();
         Ok(resealed)
     }
 
-    pub fn open_str(&self, key_id: &str, sealed: &Sealed, aad: &str) -> Result<SecretString, CipherError> {
+    pub fn open_str(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<SecretString, CipherError> {
         let bytes = self.open(key_id, sealed, aad)?;
         String::from_utf8(bytes).map(SecretString::from).map_err(|_| CipherError::Unauthentic)
     }
@@ -130,8 +144,8 @@ mod tests {
         assert_eq!(c.open("k1", &a, "user|alias|access").expect("opens"), b"token");
         assert!(matches!(c.open("k1", &a, "other|alias|access"), Err(CipherError::Unauthentic)));
         let mut tampered = a.clone();
-        let last = tampered.0.len() - 1;
-        tampered.0[last] ^= 1;
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
         assert!(matches!(c.open("k1", &tampered, "user|alias|access"), Err(CipherError::Unauthentic)));
     }
 

@@ -1,4 +1,8 @@
-//! The one source of randomness, digests and constant-time secret comparison.
+//! The one source of randomness, digests, constant-time secret comparison and sealing.
+
+mod cipher;
+
+pub use cipher::{Cipher, CipherError, VaultKey, signing_key_aad, vault_column_aad};
 
 use std::fmt;
 

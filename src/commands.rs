@@ -1,0 +1,152 @@
+//! The one-shot commands and `start`: what each subcommand does once its settings are loaded.
+
+use std::time::Instant;
+
+use crate::app::{Application, BuildError};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::crypto::{Cipher, CipherError};
+use crate::oidc::keys::{self, KeyError};
+use crate::store::{Store, StoreError};
+use crate::vault::rekey::{RekeyCounts, rekey};
+
+/// Why a command failed; `main` prints it with its causes.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("database")]
+    Store(#[from] StoreError),
+    #[error("signing keys")]
+    Keys(#[from] KeyError),
+    #[error(
+        "vault.encryption_keys is empty: this command needs the configured vault keys (env BROKER_ENCRYPTION_KEYS); \
+         a `start-dev` database keeps its generated key in the database, which this command does not use"
+    )]
+    NoVaultKeys(#[source] CipherError),
+    #[error("{0}")]
+    Unfinished(String),
+    #[error("serving failed")]
+    Serve(#[source] std::io::Error),
+}
+
+pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
+    let store = Store::connect(&settings.database.url, 1).await?;
+    store.migrate().await?;
+    store.close().await;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// The store for a one-shot command, migrated as `start` would.
+async fn open_store(settings: &Settings) -> Result<Store, CommandError> {
+    let store = Store::connect(&settings.database.url, 2).await?;
+    if settings.database.migrate {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+fn configured_cipher(settings: &Settings) -> Result<Cipher, CommandError> {
+    Cipher::new(&settings.vault.encryption_keys).map_err(CommandError::NoVaultKeys)
+}
+
+pub async fn rotate_keys(settings: &Settings, activate_after: i64) -> Result<(), CommandError> {
+    let cipher = configured_cipher(settings)?;
+    let store = open_store(settings).await?;
+    let now = Clock::default().now();
+    let lifetime = keys::max_token_lifetime(&settings.realm);
+    let rotation = keys::rotate(&store, &cipher, now, activate_after, lifetime).await;
+    store.close().await;
+    let rotation = rotation?;
+    if rotation.active_from <= now {
+        println!("new signing key: {} (signs now; running servers switch at their next key reload)", rotation.new_kid);
+    } else {
+        println!(
+            "new signing key: {} (published now, signs from {} in Unix seconds, {} s from now)",
+            rotation.new_kid,
+            rotation.active_from,
+            rotation.active_from - now
+        );
+    }
+    for kid in &rotation.retired {
+        println!(
+            "retired signing key: {kid} (published and verifying until {} in Unix seconds, {} days from now)",
+            rotation.verify_until,
+            (rotation.verify_until - now) / 86_400
+        );
+    }
+    Ok(())
+}
+
+pub async fn rekey_vault(settings: &Settings, batch_size: i64) -> Result<(), CommandError> {
+    let cipher = configured_cipher(settings)?;
+    let store = open_store(settings).await?;
+    let report = rekey(&store, &cipher, batch_size).await;
+    store.close().await;
+    let report = report?;
+    let line = |counts: &RekeyCounts| {
+        format!(
+            "{} rekeyed, {} skipped because they changed meanwhile, {} already current",
+            counts.rekeyed, counts.changed, counts.already_current
+        )
+    };
+    println!("vault rekey under key `{}`:", report.key_id);
+    println!("  upstream tokens: {}", line(&report.tokens));
+    println!("  signing keys: {}", line(&report.signing_keys));
+    for problem in &report.problems {
+        println!("  cannot open {problem}");
+    }
+    if report.tokens.unreadable + report.signing_keys.unreadable > 0 {
+        let mut hint = format!(
+            "{} upstream token rows and {} signing keys could not be opened; add the keys they name to \
+             vault.encryption_keys (after `{}`) and run `vault rekey` again",
+            report.tokens.unreadable, report.signing_keys.unreadable, report.key_id
+        );
+        if report.problems.iter().any(|p| p.contains("`dev`")) {
+            hint.push_str("; key `dev` is the one `start-dev` generated and keeps in the database");
+        }
+        return Err(CommandError::Unfinished(hint));
+    }
+    if !report.complete() {
+        println!(
+            "  {} upstream token rows and {} signing keys are still under other keys: they changed during the run. \
+             Run `vault rekey` again; if rows keep changing, give every server `{}` as its first vault key",
+            report.tokens.remaining, report.signing_keys.remaining, report.key_id
+        );
+    }
+    Ok(())
+}
+
+/// `start` and `start-dev`: serves until `shutdown` resolves.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CommandError> {
+    let started = Instant::now();
+    let realm = settings.realm.name.clone();
+    let providers: Vec<String> = settings.providers.iter().map(|p| p.alias.clone()).collect();
+    let app = Application::build(settings).await?;
+    tracing::info!(
+        public = %app.public_addr,
+        internal = %app.internal_addr,
+        management = %app.management_addr,
+        issuer = %format!("{}/realms/{realm}", app.public_url),
+        providers = ?providers,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "identity-broker is ready"
+    );
+    println!("identity-broker listening:");
+    println!(
+        "  public      {}  (open {}/realms/{realm}/.well-known/openid-configuration)",
+        app.public_addr, app.public_url
+    );
+    println!("  internal    {}", app.internal_addr);
+    println!("  management  {}  (health: http://{}/health)", app.management_addr, app.management_addr);
+    if providers.is_empty() {
+        println!(
+            "  no identity provider is enabled: set AZURE_DEVOPS_ENABLED=true, AZURE_DEVOPS_TENANT_ID, AZURE_DEVOPS_CLIENT_ID and AZURE_DEVOPS_CLIENT_SECRET"
+        );
+    }
+    app.run_until_stopped(shutdown).await.map_err(CommandError::Serve)
+}

@@ -1,0 +1,239 @@
+//! Every error a handler answers with, and how each domain error maps to a status, a body
+//! and, for failures of ours, the detail the logging middleware writes.
+
+use std::error::Error as StdError;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::pages::error_page;
+use crate::oidc::error::{ErrorCode, OAuthError};
+use crate::oidc::grants::GrantError;
+use crate::signin::SignInError;
+use crate::store::StoreError;
+use crate::vault::VaultError;
+
+/// The request id tower-http assigned; shown on error pages so users can quote it.
+#[derive(Debug, Clone)]
+pub struct CorrelationId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        Ok(CorrelationId(id.to_owned()))
+    }
+}
+
+/// A failure of ours, attached to the response for the logging middleware: the error and
+/// its chain of causes, written once.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+impl ErrorDetail {
+    fn of(error: &(dyn StdError + 'static)) -> Self {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        ErrorDetail(text)
+    }
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Every error a handler can answer with.
+#[derive(Debug)]
+pub enum AppError {
+    /// JSON `{"error","error_description"}` for OAuth clients; `basic_challenge` adds
+    /// `WWW-Authenticate: Basic` to a 401 (the client authenticated with `client_secret_basic`).
+    OAuth { status: StatusCode, error: OAuthError, basic_challenge: bool },
+    /// `401` with a `WWW-Authenticate: Bearer` challenge naming the error.
+    Bearer { error: ErrorCode, description: String },
+    /// An HTML page for a person in a browser.
+    Page { status: StatusCode, message: String, correlation_id: String },
+    /// JSON `{"error","error_description"}` from the token APIs, with `Retry-After` when the
+    /// caller should come back later.
+    Api { status: StatusCode, error: ErrorCode, description: String, retry_after: Option<u64> },
+    /// Keycloak's own error shape, `{"errorMessage": …}`, where OpenHands matches the text.
+    Keycloak { status: StatusCode, message: String },
+    /// A realm other than the configured one: Keycloak's `Realm does not exist`.
+    UnknownRealm,
+    /// A failure of ours; the client sees a generic message, the log the whole chain.
+    Internal(BoxError),
+}
+
+#[derive(Serialize)]
+struct OAuthBody<'a> {
+    error: ErrorCode,
+    error_description: &'a str,
+}
+
+#[derive(Serialize)]
+struct KeycloakBody<'a> {
+    #[serde(rename = "errorMessage")]
+    error_message: &'a str,
+}
+
+#[derive(Serialize)]
+struct UnknownRealmBody {
+    error: &'static str,
+}
+
+impl AppError {
+    pub fn page(status: StatusCode, message: impl Into<String>, correlation: &CorrelationId) -> Self {
+        AppError::Page { status, message: message.into(), correlation_id: correlation.0.clone() }
+    }
+
+    pub fn api(status: StatusCode, error: ErrorCode, description: impl Into<String>) -> Self {
+        AppError::Api { status, error, description: description.into(), retry_after: None }
+    }
+
+    pub fn keycloak(status: StatusCode, message: impl Into<String>) -> Self {
+        AppError::Keycloak { status, message: message.into() }
+    }
+
+    pub fn internal(error: impl Into<BoxError>) -> Self {
+        AppError::Internal(error.into())
+    }
+
+    pub fn oauth(error: OAuthError) -> Self {
+        let status = match error.code {
+            ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        AppError::OAuth { status, error, basic_challenge: false }
+    }
+
+    /// A sign-in that stopped: its page, with the status its cause deserves.
+    pub fn sign_in(err: SignInError, correlation: &CorrelationId) -> Self {
+        let status = match &err {
+            SignInError::Store(_) => return AppError::internal(err),
+            SignInError::NoProviderEnabled | SignInError::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            SignInError::UnknownProvider => StatusCode::NOT_FOUND,
+            SignInError::IncompleteAnswer | SignInError::Misconfigured | SignInError::RequestRefused => {
+                StatusCode::BAD_GATEWAY
+            }
+            SignInError::AlreadyLinked { .. } | SignInError::Contended => StatusCode::CONFLICT,
+            SignInError::PendingSignInNotFound
+            | SignInError::AlreadyStarted
+            | SignInError::ExpiredOrUsed
+            | SignInError::OtherBrowser
+            | SignInError::OtherProvider
+            | SignInError::NoCode
+            | SignInError::ConsentRequired
+            | SignInError::UpstreamReauthentication
+            | SignInError::Unverifiable
+            | SignInError::UpstreamRefused
+            | SignInError::LinkedUserGone
+            | SignInError::InvalidRedirectUri => StatusCode::BAD_REQUEST,
+        };
+        AppError::page(status, err.to_string(), correlation)
+    }
+
+    /// How a refusal of the vault reaches a service on the token API.
+    pub fn vault(err: VaultError) -> Self {
+        let (status, code) = match &err {
+            VaultError::NotLinked { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotLinked),
+            VaultError::NotStored { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotStored),
+            VaultError::ReauthRequired { .. } => (StatusCode::CONFLICT, ErrorCode::ReauthRequired),
+            VaultError::Misconfigured { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamMisconfigured),
+            VaultError::Unavailable { retry_after } => {
+                return AppError::Api {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    error: ErrorCode::TemporarilyUnavailable,
+                    description: err.to_string(),
+                    retry_after: Some(*retry_after),
+                };
+            }
+            VaultError::Internal { .. } => return AppError::internal(err),
+        };
+        AppError::api(status, code, err.to_string())
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        AppError::internal(err)
+    }
+}
+
+impl From<GrantError> for AppError {
+    fn from(err: GrantError) -> Self {
+        match err {
+            GrantError::OAuth(error) => AppError::oauth(error),
+            other => AppError::internal(other),
+        }
+    }
+}
+
+fn with_header(mut response: Response, name: header::HeaderName, value: Option<HeaderValue>) -> Response {
+    if let Some(value) = value {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::OAuth { status, error, basic_challenge } => {
+                let body = OAuthBody { error: error.code, error_description: &error.description };
+                let response = (status, no_store(), Json(body)).into_response();
+                let challenge = basic_challenge.then(|| HeaderValue::from_static("Basic realm=\"identity-broker\""));
+                with_header(response, header::WWW_AUTHENTICATE, challenge)
+            }
+            AppError::Bearer { error, description } => {
+                let challenge = format!(
+                    "Bearer realm=\"identity-broker\", error=\"{error}\", error_description=\"{}\"",
+                    description.replace('"', "'")
+                );
+                let body = OAuthBody { error, error_description: &description };
+                let response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+                with_header(response, header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).ok())
+            }
+            AppError::Api { status, error, description, retry_after } => {
+                let body = OAuthBody { error, error_description: &description };
+                let response = (status, no_store(), Json(body)).into_response();
+                let response = with_header(response, header::RETRY_AFTER, retry_after.map(HeaderValue::from));
+                let challenge = (status == StatusCode::UNAUTHORIZED)
+                    .then(|| {
+                        HeaderValue::from_str(&format!("Bearer realm=\"identity-broker\", error=\"{error}\"")).ok()
+                    })
+                    .flatten();
+                with_header(response, header::WWW_AUTHENTICATE, challenge)
+            }
+            AppError::Keycloak { status, message } => {
+                (status, no_store(), Json(KeycloakBody { error_message: &message })).into_response()
+            }
+            AppError::Page { status, message, correlation_id } => {
+                (status, no_store(), error_page("Sign-in failed", &message, &correlation_id)).into_response()
+            }
+            AppError::UnknownRealm => {
+                (StatusCode::NOT_FOUND, Json(UnknownRealmBody { error: "Realm does not exist" })).into_response()
+            }
+            AppError::Internal(error) => {
+                let body = OAuthBody { error: ErrorCode::ServerError, error_description: "An internal error occurred" };
+                let mut response = (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+                response.extensions_mut().insert(ErrorDetail::of(error.as_ref()));
+                response
+            }
+        }
+    }
+}
+
+/// Token responses and error pages must not be cached (RFC 6749 §5.1).
+pub fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}

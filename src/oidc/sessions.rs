@@ -1,0 +1,179 @@
+//! SSO and offline sessions, as Keycloak keeps them: started by a sign-in or an offline grant,
+//! checked on every token they back, touched on use, and ended (with an audit event) by logout,
+//! revocation or a detected theft. The one owner of the `sso_sessions` rows.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::AuditLog;
+use crate::config::RealmSettings;
+use crate::crypto::{random_token, token_hash};
+use crate::store::{AuditEvent, SessionRow, Store, StoreError};
+
+/// Why a session ends; each cause is one audit outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The user signed out in the browser (RP-initiated logout).
+    BrowserLogout,
+    /// The client ended the session of a refresh token it holds.
+    BackChannelLogout,
+    /// An offline token was revoked (RFC 7009), which ends its offline session.
+    OfflineTokenRevoked,
+    /// A rotated refresh token came back: taken as theft.
+    RefreshTokenReused,
+}
+
+impl Ending {
+    fn audit_kind(self) -> &'static str {
+        match self {
+            Ending::BrowserLogout | Ending::BackChannelLogout => "logout",
+            Ending::OfflineTokenRevoked | Ending::RefreshTokenReused => "session_revoked",
+        }
+    }
+
+    fn cause(self) -> &'static str {
+        match self {
+            Ending::BrowserLogout => "browser",
+            Ending::BackChannelLogout => "back_channel",
+            Ending::OfflineTokenRevoked => "offline_token_revoked",
+            Ending::RefreshTokenReused => "refresh_token_reused",
+        }
+    }
+}
+
+/// The session lifetimes of the realm, in seconds.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle: i64,
+    max: i64,
+    offline_idle: i64,
+}
+
+/// Sessions over the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    store: Store,
+    audit: AuditLog,
+    limits: Limits,
+}
+
+impl Sessions {
+    pub fn new(store: Store, audit: AuditLog, realm: &RealmSettings) -> Self {
+        let limits = Limits {
+            idle: realm.sso_session_idle_seconds,
+            max: realm.sso_session_max_seconds,
+            offline_idle: realm.offline_session_idle_seconds,
+        };
+        Sessions { store, audit, limits }
+    }
+
+    /// True while the session is neither ended nor past its idle or maximum lifetime. An
+    /// offline session has no maximum: it lives while it is used within its idle time.
+    pub fn is_live(&self, session: &SessionRow, now: i64) -> bool {
+        if session.ended_at.is_some() {
+            return false;
+        }
+        if session.offline != 0 {
+            return now < session.last_seen_at + self.limits.offline_idle;
+        }
+        now < session.last_seen_at + self.limits.idle && now < session.created_at + self.limits.max
+    }
+
+    /// A browser's SSO session after a sign-in through `provider`, and the secret its cookie
+    /// carries (only its hash is stored).
+    pub async fn start(&self, user_id: &str, provider: &str, now: i64) -> Result<(SessionRow, String), StoreError> {
+        let secret = random_token();
+        let session = new_session(user_id, provider, token_hash(&secret), false, now);
+        self.store.insert_session(&session).await?;
+        Ok((session, secret))
+    }
+
+    /// An offline session beside `from`: its tokens outlive logout and the SSO limits.
+    pub async fn start_offline(&self, from: &SessionRow, now: i64) -> Result<SessionRow, StoreError> {
+        // Offline sessions have no browser cookie; the hash of a discarded secret keeps the
+        // column unique.
+        let session = new_session(&from.user_id, &from.identity_provider, token_hash(&random_token()), true, now);
+        self.store.insert_session(&session).await?;
+        Ok(session)
+    }
+
+    /// The session `id` if it is live at `now`.
+    pub async fn live(&self, id: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
+        // A copy in memory may have an older `last_seen_at`, never a newer one: if it is live,
+        // the session is; if not, the database decides.
+        if let Some(session) = self.store.cached_session(id).filter(|s| self.is_live(s, now)) {
+            return Ok(Some(session));
+        }
+        Ok(self.store.find_session(id).await?.filter(|s| self.is_live(s, now)))
+    }
+
+    /// The browser's SSO session, by its cookie, if it is live at `now`.
+    pub async fn live_by_cookie(&self, cookie: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
+        Ok(self.by_cookie(cookie).await?.filter(|s| self.is_live(s, now)))
+    }
+
+    /// The browser's SSO session by its cookie, live or not.
+    pub async fn by_cookie(&self, cookie: &str) -> Result<Option<SessionRow>, StoreError> {
+        self.store.find_session_by_cookie(&token_hash(cookie)).await
+    }
+
+    /// The session `id`, live or not.
+    pub async fn find(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        self.store.find_session(id).await
+    }
+
+    /// Records a use, which restarts the idle timer.
+    pub async fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.store.touch_session(id, now).await
+    }
+
+    /// Ends a session with its tokens, and records why.
+    pub async fn end(
+        &self,
+        session: &SessionRow,
+        ending: Ending,
+        client_id: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.store.end_session(&session.id, now).await?;
+        self.audit
+            .record(AuditEvent {
+                at: now,
+                kind: ending.audit_kind().to_owned(),
+                outcome: "success".to_owned(),
+                user_id: Some(session.user_id.clone()),
+                client_id: client_id.map(str::to_owned),
+                alias: Some(session.identity_provider.clone()),
+                detail: json!({ "session_id": session.id, "cause": ending.cause() }).to_string(),
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Ends the session `id` if it exists (live or not); see [`Sessions::end`].
+    pub async fn end_by_id(
+        &self,
+        id: &str,
+        ending: Ending,
+        client_id: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match self.find(id).await? {
+            Some(session) => self.end(&session, ending, client_id, now).await,
+            None => Ok(()),
+        }
+    }
+}
+
+fn new_session(user_id: &str, provider: &str, cookie_hash: String, offline: bool, now: i64) -> SessionRow {
+    SessionRow {
+        id: Uuid::new_v4().to_string(),
+        cookie_hash,
+        user_id: user_id.to_owned(),
+        identity_provider: provider.to_owned(),
+        created_at: now,
+        last_seen_at: now,
+        ended_at: None,
+        offline: i64::from(offline),
+    }
+}
