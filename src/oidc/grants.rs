@@ -1,5 +1,7 @@
 //! Token-endpoint grants, and the session check behind every token the broker accepts.
 
+use std::sync::Arc;
+
 use crate::config::ClientSettings;
 use crate::crypto::{constant_time_eq, pkce_s256, token_hash};
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
@@ -178,7 +180,7 @@ impl Grants<'_> {
                 client_id: claims.azp.clone(),
                 token_type: "Bearer".to_owned(),
                 username: Some(claims.user.preferred_username.clone()),
-                claims: IntrospectedClaims::Access(claims),
+                claims: IntrospectedClaims::Access(AccessClaims::clone(&claims)),
             }));
         }
         Ok(self.live_refresh_token(token, now).await?.map(|(claims, _)| Introspection {
@@ -203,7 +205,7 @@ impl Grants<'_> {
     }
 
     /// A bearer access token that is valid now and whose session is still live.
-    pub async fn authenticate_bearer(&self, bearer: &str, now: i64) -> Result<Option<AccessClaims>, StoreError> {
+    pub async fn authenticate_bearer(&self, bearer: &str, now: i64) -> Result<Option<Arc<AccessClaims>>, StoreError> {
         let Ok(claims) = self.tokens.verify_access(bearer, now) else {
             return Ok(None);
         };

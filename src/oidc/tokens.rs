@@ -6,7 +6,6 @@ use quick_cache::sync::Cache;
 
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::keys::KeySet;
 use crate::crypto::random_token;
@@ -48,16 +47,26 @@ pub struct AccessClaims {
     pub azp: String,
     pub sid: String,
     pub scope: String,
-    pub resource_access: serde_json::Value,
+    pub resource_access: ResourceAccess,
     #[serde(flatten)]
     pub user: UserClaims,
 }
 
+/// Keycloak's `resource_access`: roles per client; the broker's own are `broker`'s.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResourceAccess {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<ClientRoles>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientRoles {
+    pub roles: Vec<String>,
+}
+
 impl AccessClaims {
     pub fn has_broker_role(&self, role: &str) -> bool {
-        self.resource_access["broker"]["roles"]
-            .as_array()
-            .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(role)))
+        self.resource_access.broker.as_ref().is_some_and(|broker| broker.roles.iter().any(|r| r == role))
     }
 }
 
@@ -165,8 +174,9 @@ pub struct TokenService {
     verified_access: Arc<Verified<AccessClaims>>,
 }
 
-/// Tokens whose signature, issuer and type were found good, by token, with their key's id.
-type Verified<T> = Cache<String, (String, T)>;
+/// Tokens whose signature, issuer and type were found good, by token, with their key's id;
+/// a hit costs two reference counts, no copy.
+type Verified<T> = Cache<String, (Arc<str>, Arc<T>)>;
 
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,10 +236,8 @@ impl TokenService {
             azp: grant.client_id.clone(),
             sid: grant.session_id.clone(),
             scope: grant.scope.clone(),
-            resource_access: if grant.read_token {
-                json!({ "broker": { "roles": [READ_TOKEN_ROLE] } })
-            } else {
-                json!({})
+            resource_access: ResourceAccess {
+                broker: grant.read_token.then(|| ClientRoles { roles: vec![READ_TOKEN_ROLE.to_owned()] }),
             },
             user: grant.user.clone(),
         };
@@ -300,7 +308,7 @@ impl TokenService {
     }
 
     /// Checks a service-account token: signature, issuer, audience, type and expiry.
-    pub fn verify_service(&self, token: &str, now: i64) -> Result<ServiceClaims, TokenError> {
+    pub fn verify_service(&self, token: &str, now: i64) -> Result<Arc<ServiceClaims>, TokenError> {
         let claims = self.verify_remembered(&self.verified_services, token, |claims: &ServiceClaims| {
             claims.typ == TYP_BEARER && claims.aud == INTERNAL_AUDIENCE
         })?;
@@ -313,12 +321,12 @@ impl TokenService {
     /// The claims of a token of the kind `is_kind` accepts, signed by one of the realm's keys.
     /// A token found good before is only checked for its key still being known; expiry is
     /// the caller's to check, every time.
-    fn verify_remembered<T: serde::de::DeserializeOwned + Clone>(
+    fn verify_remembered<T: serde::de::DeserializeOwned>(
         &self,
         verified: &Verified<T>,
         token: &str,
         is_kind: impl Fn(&T) -> bool,
-    ) -> Result<T, TokenError> {
+    ) -> Result<Arc<T>, TokenError> {
         if let Some((kid, claims)) = verified.get(token)
             && self.keys.current().decoding_key(&kid).is_some()
         {
@@ -328,7 +336,8 @@ impl TokenService {
         if !is_kind(&claims) {
             return Err(TokenError::WrongType);
         }
-        verified.insert(token.to_owned(), (kid, claims.clone()));
+        let claims = Arc::new(claims);
+        verified.insert(token.to_owned(), (kid.into(), claims.clone()));
         Ok(claims)
     }
 
@@ -343,7 +352,7 @@ impl TokenService {
     }
 
     /// Checks signature, issuer, type and expiry against `now`.
-    pub fn verify_access(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
+    pub fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
         let claims = self.verify_remembered(&self.verified_access, token, |claims: &AccessClaims| {
             claims.typ == TYP_BEARER && claims.aud.iter().any(|aud| aud == BROKER_AUDIENCE)
         })?;

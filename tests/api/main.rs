@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod bad_input;
 mod browser_session;
 mod fake_entra;
@@ -9,6 +10,7 @@ mod fuzz;
 mod helpers;
 mod keys;
 mod lifecycle;
+mod openapi;
 mod operations;
 mod python;
 mod python_keycloak;
