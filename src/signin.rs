@@ -371,7 +371,7 @@ impl SignInService {
         let mut profile = profile_update(user_id, &settings.alias, settings.trust_email, identity);
         profile.username = user.username;
         profile.email = user.email;
-        profile.email_verified = user.email_verified != 0;
+        profile.email_verified = user.email_verified;
         profile.first_name = user.first_name;
         profile.last_name = user.last_name;
         profile.full_name = user.full_name;
@@ -424,7 +424,7 @@ impl SignInService {
             created_at: now,
             last_seen_at: now,
             ended_at: None,
-            offline: 0,
+            offline: false,
         };
         self.store.insert_session(&session).await?;
         let client_redirect = self.issue_code(request, &session, now).await?;

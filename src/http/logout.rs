@@ -97,7 +97,7 @@ async fn browser_logout(
     let mut ended = Vec::new();
     if let Some(claims) = &hint
         && let Some(session) = state.store.find_session(&claims.sid).await?
-        && session.offline == 0
+        && !session.offline
     {
         ended.push(session);
     }

@@ -25,7 +25,7 @@ pub enum GrantError {
 pub fn user_claims(user: &UserRow, identity_provider: &str) -> UserClaims {
     UserClaims {
         email: user.email.clone(),
-        email_verified: user.email_verified != 0,
+        email_verified: user.email_verified,
         preferred_username: user.username.clone(),
         name: user.full_name.clone(),
         given_name: user.first_name.clone(),
@@ -40,7 +40,7 @@ pub fn session_is_live(session: &SessionRow, realm: &RealmSettings, now: i64) ->
     if session.ended_at.is_some() {
         return false;
     }
-    if session.offline != 0 {
+    if session.offline {
         return now < session.last_seen_at + realm.offline_session_idle_seconds;
     }
     now < session.last_seen_at + realm.sso_session_idle_seconds
@@ -121,7 +121,7 @@ impl Grants<'_> {
             created_at: now,
             last_seen_at: now,
             ended_at: None,
-            offline: 1,
+            offline: true,
         };
         self.store.insert_session(&offline).await?;
         Ok(offline)
@@ -273,7 +273,7 @@ impl Grants<'_> {
             auth_time: session.created_at,
             user: user_claims(&user, &session.identity_provider),
             read_token: client.read_token,
-            offline: session.offline != 0,
+            offline: session.offline,
         };
         Ok(self.tokens.issue(&grant, now)?)
     }

@@ -42,6 +42,18 @@ pub enum StoreError {
     Encode(#[from] serde_json::Error),
 }
 
+/// A yes/no column as the schema stores it, BIGINT 0 or 1 (portable to both databases);
+/// rows decode it to `bool` through this type, and writes bind `i64::from(flag)`.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+struct StoredFlag(i64);
+
+impl From<StoredFlag> for bool {
+    fn from(flag: StoredFlag) -> bool {
+        flag.0 != 0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
