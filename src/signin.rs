@@ -162,7 +162,6 @@ impl SignInService {
             browser_hash: token_hash(&browser_secret),
             client_id: request.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
-            response_mode: "query".to_owned(),
             scope: request.scope.clone(),
             client_state: request.state.clone(),
             client_nonce: request.nonce.clone(),

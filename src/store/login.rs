@@ -10,7 +10,6 @@ pub struct AuthRequestRow {
     pub browser_hash: String,
     pub client_id: String,
     pub redirect_uri: String,
-    pub response_mode: String,
     pub scope: String,
     pub client_state: Option<String>,
     pub client_nonce: Option<String>,
@@ -97,7 +96,7 @@ pub enum CodeRedemption {
 // Column lists as macros, so that every query is one literal built at compile time.
 macro_rules! auth_request_columns {
     () => {
-        "id, browser_hash, client_id, redirect_uri, response_mode, scope, client_state, client_nonce, code_challenge,
+        "id, browser_hash, client_id, redirect_uri, scope, client_state, client_nonce, code_challenge,
          code_challenge_method, login_hint, alias, upstream_state_hash, upstream_nonce, pkce_verifier, created_at,
          expires_at, link_user_id, prompt"
     };
@@ -122,13 +121,12 @@ impl Store {
         sqlx::query(concat!(
             "INSERT INTO auth_requests (",
             auth_request_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(&row.id)
         .bind(&row.browser_hash)
         .bind(&row.client_id)
         .bind(&row.redirect_uri)
-        .bind(&row.response_mode)
         .bind(&row.scope)
         .bind(&row.client_state)
         .bind(&row.client_nonce)

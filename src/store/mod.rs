@@ -55,7 +55,7 @@ impl From<StoredFlag> for bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Postgres,
     Sqlite,
 }
@@ -96,10 +96,6 @@ impl Store {
             return self;
         }
         Store { cache: Some(RowCache::start(url.clone(), megabytes * 1024 * 1024)), ..self }
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
