@@ -1,5 +1,7 @@
 //! Token-endpoint grants and the session checks behind every token the broker accepts.
 
+use std::sync::Arc;
+
 use crate::config::{ClientSettings, RealmSettings};
 use crate::crypto::{constant_time_eq, pkce_s256, random_token, token_hash};
 use serde_json::json;
@@ -105,8 +107,11 @@ impl Grants<'_> {
         };
         // `offline_access` opens an offline session beside the browser's SSO session: its
         // tokens outlive logout and the SSO session's limits.
-        let session =
-            if wants_offline(&row.scope) { self.start_offline_session(&session, now).await? } else { session };
+        let session = if wants_offline(&row.scope) {
+            Arc::new(self.start_offline_session(&session, now).await?)
+        } else {
+            session
+        };
         self.issue(client, &session, &row.user_id, &row.scope, row.nonce.clone(), now).await
     }
 
@@ -211,14 +216,14 @@ impl Grants<'_> {
         Ok(live.then_some(claims))
     }
 
-    async fn live_session(&self, id: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
+    async fn live_session(&self, id: &str, now: i64) -> Result<Option<Arc<SessionRow>>, StoreError> {
         // A copy in memory may have an older `last_seen_at`, never a newer one: if it is live,
         // the session is; if not, the database decides.
         let live = |s: &SessionRow| session_is_live(s, self.realm, now);
-        if let Some(session) = self.store.cached_session(id).filter(live) {
+        if let Some(session) = self.store.cached_session(id).filter(|s| live(s)) {
             return Ok(Some(session));
         }
-        Ok(self.store.find_session(id).await?.filter(live))
+        Ok(self.store.find_session(id).await?.filter(live).map(Arc::new))
     }
 
     /// A refresh token that is signed, unexpired, not revoked and whose session is live.
@@ -226,7 +231,7 @@ impl Grants<'_> {
         &self,
         token: &str,
         now: i64,
-    ) -> Result<Option<(RefreshClaims, SessionRow)>, StoreError> {
+    ) -> Result<Option<(RefreshClaims, Arc<SessionRow>)>, StoreError> {
         let Ok(claims) = self.tokens.verify_refresh(token, now) else {
             return Ok(None);
         };
@@ -242,7 +247,7 @@ impl Grants<'_> {
         client: &ClientSettings,
         refresh_token: &str,
         now: i64,
-    ) -> Result<(RefreshClaims, SessionRow), GrantError> {
+    ) -> Result<(RefreshClaims, Arc<SessionRow>), GrantError> {
         match self.live_refresh_token(refresh_token, now).await? {
             Some((claims, session)) if claims.azp == client.client_id => Ok((claims, session)),
             Some(_) => {

@@ -1,5 +1,7 @@
 //! Pending sign-ins, SSO sessions and authorization codes: the short-lived login state.
 
+use std::sync::Arc;
+
 use super::{Store, StoreError, StoredFlag};
 
 /// A client's authorization request waiting for the upstream sign-in to finish.
@@ -228,7 +230,7 @@ impl Store {
 
     /// The session as kept in memory, when it is (see `cache`). Its `last_seen_at` may be
     /// older than the database's, never newer: a session it shows as live is live.
-    pub fn cached_session(&self, id: &str) -> Option<SessionRow> {
+    pub fn cached_session(&self, id: &str) -> Option<Arc<SessionRow>> {
         self.cache.as_ref()?.session(id)
     }
 

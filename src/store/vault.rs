@@ -1,5 +1,7 @@
 //! Rows of the encrypted token vault; sealing and opening happen in `crate::vault`.
 
+use std::sync::Arc;
+
 use sqlx::Any;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow as _, Row as _};
@@ -87,7 +89,7 @@ impl Store {
 
     /// The identity's reauthentication mark and its sealed tokens as kept in memory, when they
     /// are (see `cache`); `None` means "ask the database", never "not linked".
-    pub fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<LinkedTokens> {
+    pub fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
         self.cache.as_ref()?.identity(user_id, alias)
     }
 
