@@ -161,7 +161,7 @@ impl Application {
         if settings.database.migrate {
             store.migrate().await?;
         }
-        let store = store.with_cache(&settings.database.url, settings.vault.cache_megabytes);
+        let store = store.with_cache(&settings.database.url, settings.vault.cache_megabytes, clock.clone());
         let cipher = if settings.vault.encryption_keys.is_empty() && settings.mode == Mode::Development {
             Cipher::new(&[development_vault_key(&store, now).await?])?
         } else {
@@ -195,7 +195,7 @@ impl Application {
         let realm = settings.realm.clone();
         let realm_url = format!("{public_url}/realms/{}", realm.name);
         let metrics = Arc::new(Metrics::new());
-        let upstream = crate::upstream::Upstream::new(settings.providers.clone(), metrics.clone())?;
+        let upstream = crate::upstream::Upstream::new(settings.providers.clone(), metrics.clone(), clock.clone())?;
         let tokens = TokenService::new(
             realm_url.clone(),
             keys,

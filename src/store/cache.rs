@@ -7,7 +7,8 @@
 //! that matters, from any process (replicas, `vault rekey`, an operator's SQL), and a listener
 //! here forgets the row. This process's own writes forget their rows before they return. While
 //! the listener is not connected, nothing is served from memory or added to it; rows older
-//! than [`MAX_AGE`] are not served either, in case a connection dies without anyone noticing.
+//! than [`MAX_AGE_SECONDS`] by the application's clock are not served either, in case a
+//! connection dies without anyone noticing.
 //!
 //! A row read from the database is cached only if nothing was forgotten while it was being
 //! read (the `epoch`), so an old row can never be put back after its change was announced.
@@ -17,7 +18,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
@@ -26,11 +27,12 @@ use serde::Deserialize;
 use sqlx::postgres::PgListener;
 
 use super::{LinkedTokens, SessionRow};
+use crate::clock::Clock;
 
 /// The channel the triggers of migration 0006 notify.
 pub const CHANNEL: &str = "identity_broker_changes";
 /// How long a cached row may be served without the database being asked again.
-const MAX_AGE: Duration = Duration::from_secs(60);
+const MAX_AGE_SECONDS: i64 = 60;
 /// Sessions cached at most: a few hundred bytes each.
 const SESSION_ENTRIES: usize = 20_000;
 /// What a cached identity costs beyond its ciphertexts: keys, ids, the map's own slot.
@@ -57,7 +59,8 @@ impl Equivalent<IdentityKey> for IdentityRef<'_> {
 #[derive(Clone)]
 struct Entry<T> {
     row: Arc<T>,
-    cached_at: Instant,
+    /// Unix seconds, by the cache's clock.
+    cached_at: i64,
 }
 
 /// Weighs an identity by the bytes it holds, so that the cache's bound is in bytes.
@@ -92,6 +95,7 @@ pub struct RowCache {
     epoch: AtomicU64,
     forgetting: Mutex<()>,
     listening: AtomicBool,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for RowCache {
@@ -111,14 +115,14 @@ pub struct Ticket(u64);
 impl RowCache {
     /// A cache of at most `bytes` of identities, filled once its listener is connected, which
     /// the returned cache does in a task of its own for as long as the cache is in use.
-    pub fn start(database_url: SecretString, bytes: u64) -> Arc<RowCache> {
-        let cache = Arc::new(RowCache::new(bytes));
+    pub fn start(database_url: SecretString, bytes: u64, clock: Clock) -> Arc<RowCache> {
+        let cache = Arc::new(RowCache::new(bytes, clock));
         tokio::spawn(follow_changes(database_url, Arc::downgrade(&cache)));
         cache
     }
 
     /// A cache that serves nothing until `listening` is set.
-    fn new(bytes: u64) -> RowCache {
+    fn new(bytes: u64, clock: Clock) -> RowCache {
         let estimated = (bytes / 2048).max(16) as usize;
         RowCache {
             identities: Cache::with_weighter(estimated, bytes, ByteSize),
@@ -126,6 +130,7 @@ impl RowCache {
             epoch: AtomicU64::new(0),
             forgetting: Mutex::new(()),
             listening: AtomicBool::new(false),
+            clock,
         }
     }
 
@@ -138,7 +143,7 @@ impl RowCache {
             return None;
         }
         let entry = self.identities.get(&IdentityRef(user_id, alias))?;
-        (entry.cached_at.elapsed() < MAX_AGE).then_some(entry.row)
+        self.servable(entry.cached_at).then_some(entry.row)
     }
 
     pub fn session(&self, id: &str) -> Option<Arc<SessionRow>> {
@@ -146,7 +151,12 @@ impl RowCache {
             return None;
         }
         let entry = self.sessions.get(id)?;
-        (entry.cached_at.elapsed() < MAX_AGE).then_some(entry.row)
+        self.servable(entry.cached_at).then_some(entry.row)
+    }
+
+    /// Young enough to serve; a row cached "in the future" (the wall clock went back) is not.
+    fn servable(&self, cached_at: i64) -> bool {
+        (0..MAX_AGE_SECONDS).contains(&(self.clock.now() - cached_at))
     }
 
     pub fn keep_identity(&self, ticket: Ticket, row: &LinkedTokens) {
@@ -155,13 +165,13 @@ impl RowCache {
         };
         self.keep(ticket, || {
             let key = (tokens.user_id.clone(), tokens.alias.clone());
-            self.identities.insert(key, Entry { row: Arc::new(row.clone()), cached_at: Instant::now() })
+            self.identities.insert(key, Entry { row: Arc::new(row.clone()), cached_at: self.clock.now() })
         });
     }
 
     pub fn keep_session(&self, ticket: Ticket, row: &SessionRow) {
         self.keep(ticket, || {
-            self.sessions.insert(row.id.clone(), Entry { row: Arc::new(row.clone()), cached_at: Instant::now() })
+            self.sessions.insert(row.id.clone(), Entry { row: Arc::new(row.clone()), cached_at: self.clock.now() })
         });
     }
 
@@ -302,7 +312,7 @@ mod tests {
 
     #[test]
     fn hits_share_the_cached_row_and_forgetting_finds_it_by_a_borrowed_key() {
-        let cache = RowCache::new(1024 * 1024);
+        let cache = RowCache::new(1024 * 1024, Clock::default());
         cache.listening.store(true, Ordering::Release);
         cache.keep_identity(cache.ticket(), &linked("u1", "azure_devops"));
 
@@ -313,5 +323,19 @@ mod tests {
 
         cache.forget_identity("u1", "azure_devops");
         assert!(cache.identity("u1", "azure_devops").is_none(), "forgotten");
+    }
+
+    #[test]
+    fn rows_age_by_the_application_clock() {
+        let clock = Clock::default();
+        let cache = RowCache::new(1024 * 1024, clock.clone());
+        cache.listening.store(true, Ordering::Release);
+        cache.keep_identity(cache.ticket(), &linked("u1", "azure_devops"));
+
+        // The wall clock may tick a second meanwhile.
+        clock.advance(MAX_AGE_SECONDS - 2);
+        assert!(cache.identity("u1", "azure_devops").is_some(), "young enough");
+        clock.advance(2);
+        assert!(cache.identity("u1", "azure_devops").is_none(), "too old to serve");
     }
 }

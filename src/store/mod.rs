@@ -18,6 +18,8 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
+use crate::clock::Clock;
+
 pub use audit::AuditEvent;
 use cache::RowCache;
 pub use keys::SigningKeyRow;
@@ -89,13 +91,14 @@ impl Store {
     }
 
     /// This store, keeping up to `megabytes` of identities (and the sessions token reads check)
-    /// in memory, kept current by the database's change notifications. Only on Postgres: SQLite
-    /// has no notifications, and reading it costs no round trip anyway. Zero turns it off.
-    pub fn with_cache(self, url: &SecretString, megabytes: u64) -> Store {
+    /// in memory, kept current by the database's change notifications and aged by `clock`. Only
+    /// on Postgres: SQLite has no notifications, and reading it costs no round trip anyway. Zero
+    /// turns it off.
+    pub fn with_cache(self, url: &SecretString, megabytes: u64, clock: Clock) -> Store {
         if self.backend != Backend::Postgres || megabytes == 0 {
             return self;
         }
-        Store { cache: Some(RowCache::start(url.clone(), megabytes * 1024 * 1024)), ..self }
+        Store { cache: Some(RowCache::start(url.clone(), megabytes * 1024 * 1024, clock)), ..self }
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
