@@ -94,12 +94,12 @@ fn local_addr(listener: &TcpListener, key: &'static str) -> Result<SocketAddr, B
 }
 
 /// The database, migrated when configured so, with its cache of rows for token reads.
-async fn open_store(settings: &Settings) -> Result<Store, BuildError> {
+async fn open_store(settings: &Settings, clock: &Clock) -> Result<Store, BuildError> {
     let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
     if settings.database.migrate {
         store.migrate().await?;
     }
-    Ok(store.with_cache(&settings.database.url, settings.vault.cache_megabytes))
+    Ok(store.with_cache(&settings.database.url, settings.vault.cache_megabytes, clock.clone()))
 }
 
 /// The configured vault keys; in development without any, one generated once and kept in the
@@ -126,7 +126,7 @@ fn services(
     let realm_url = format!("{public_url}/realms/{}", realm.name);
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::start(store.clone());
-    let upstream = Upstream::new(settings.providers.clone(), metrics.clone())?;
+    let upstream = Upstream::new(settings.providers.clone(), metrics.clone(), clock.clone())?;
     let sessions = Sessions::new(store.clone(), audit.clone(), &realm);
     let tokens = TokenService::new(
         realm_url.clone(),
@@ -182,7 +182,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Application, BuildError> {
         let clock = Clock::default();
         let now = clock.now();
-        let store = open_store(&settings).await?;
+        let store = open_store(&settings, &clock).await?;
         let cipher = Arc::new(vault_cipher(&settings, &store, now).await?);
         let keys = KeySet::load_or_create(&store, &cipher, now).await?;
         let listeners = Listeners::bind(&settings.http).await?;

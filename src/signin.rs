@@ -200,7 +200,6 @@ impl SignInService {
             browser_hash: token_hash(&browser_secret),
             client_id: request.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
-            response_mode: "query".to_owned(),
             scope: request.scope.clone(),
             client_state: request.state.clone(),
             client_nonce: request.nonce.clone(),
@@ -394,7 +393,7 @@ impl SignInService {
         let mut profile = profile_update(user_id, &settings.alias, settings.trust_email, identity);
         profile.username = user.username;
         profile.email = user.email;
-        profile.email_verified = user.email_verified != 0;
+        profile.email_verified = user.email_verified;
         profile.first_name = user.first_name;
         profile.last_name = user.last_name;
         profile.full_name = user.full_name;

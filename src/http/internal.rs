@@ -169,7 +169,7 @@ fn found_user(user: UserRow, identities: Vec<IdentityRow>, caller: &ServiceCalle
         id: user.id,
         username: user.username,
         email: user.email,
-        email_verified: user.email_verified != 0,
+        email_verified: user.email_verified,
         first_name: user.first_name,
         last_name: user.last_name,
         // A service sees only the providers it may use.
@@ -180,7 +180,7 @@ fn found_user(user: UserRow, identities: Vec<IdentityRow>, caller: &ServiceCalle
                 provider: i.alias,
                 subject: i.subject,
                 username: i.username,
-                needs_reauth: i.needs_reauth != 0,
+                needs_reauth: i.needs_reauth,
             })
             .collect(),
     }

@@ -115,7 +115,7 @@ async fn browser_logout(
     let mut ended = Vec::new();
     if let Some(claims) = &hint
         && let Some(session) = state.sessions.find(&claims.sid).await?
-        && session.offline == 0
+        && !session.offline
     {
         ended.push(session);
     }

@@ -26,7 +26,7 @@ pub enum GrantError {
 pub fn user_claims(user: &UserRow, identity_provider: &str) -> UserClaims {
     UserClaims {
         email: user.email.clone(),
-        email_verified: user.email_verified != 0,
+        email_verified: user.email_verified,
         preferred_username: user.username.clone(),
         name: user.full_name.clone(),
         given_name: user.first_name.clone(),
@@ -218,7 +218,7 @@ impl Grants<'_> {
         &self,
         token: &str,
         now: i64,
-    ) -> Result<Option<(RefreshClaims, SessionRow)>, StoreError> {
+    ) -> Result<Option<(RefreshClaims, Arc<SessionRow>)>, StoreError> {
         let Ok(claims) = self.tokens.verify_refresh(token, now) else {
             return Ok(None);
         };
@@ -234,7 +234,7 @@ impl Grants<'_> {
         client: &ClientSettings,
         refresh_token: &str,
         now: i64,
-    ) -> Result<(RefreshClaims, SessionRow), GrantError> {
+    ) -> Result<(RefreshClaims, Arc<SessionRow>), GrantError> {
         match self.live_refresh_token(refresh_token, now).await? {
             Some((claims, session)) if claims.azp == client.client_id => Ok((claims, session)),
             Some(_) => {
@@ -265,7 +265,7 @@ impl Grants<'_> {
             auth_time: session.created_at,
             user: user_claims(&user, &session.identity_provider),
             read_token: client.read_token,
-            offline: session.offline != 0,
+            offline: session.offline,
         };
         Ok(self.tokens.issue(&grant, now)?)
     }

@@ -2,6 +2,8 @@
 //! checked on every token they back, touched on use, and ended (with an audit event) by logout,
 //! revocation or a detected theft. The one owner of the `sso_sessions` rows.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use uuid::Uuid;
 
@@ -73,7 +75,7 @@ impl Sessions {
         if session.ended_at.is_some() {
             return false;
         }
-        if session.offline != 0 {
+        if session.offline {
             return now < session.last_seen_at + self.limits.offline_idle;
         }
         now < session.last_seen_at + self.limits.idle && now < session.created_at + self.limits.max
@@ -89,22 +91,22 @@ impl Sessions {
     }
 
     /// An offline session beside `from`: its tokens outlive logout and the SSO limits.
-    pub async fn start_offline(&self, from: &SessionRow, now: i64) -> Result<SessionRow, StoreError> {
+    pub async fn start_offline(&self, from: &SessionRow, now: i64) -> Result<Arc<SessionRow>, StoreError> {
         // Offline sessions have no browser cookie; the hash of a discarded secret keeps the
         // column unique.
         let session = new_session(&from.user_id, &from.identity_provider, token_hash(&random_token()), true, now);
         self.store.insert_session(&session).await?;
-        Ok(session)
+        Ok(Arc::new(session))
     }
 
     /// The session `id` if it is live at `now`.
-    pub async fn live(&self, id: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
+    pub async fn live(&self, id: &str, now: i64) -> Result<Option<Arc<SessionRow>>, StoreError> {
         // A copy in memory may have an older `last_seen_at`, never a newer one: if it is live,
         // the session is; if not, the database decides.
         if let Some(session) = self.store.cached_session(id).filter(|s| self.is_live(s, now)) {
             return Ok(Some(session));
         }
-        Ok(self.store.find_session(id).await?.filter(|s| self.is_live(s, now)))
+        Ok(self.store.find_session(id).await?.filter(|s| self.is_live(s, now)).map(Arc::new))
     }
 
     /// The browser's SSO session, by its cookie, if it is live at `now`.
@@ -174,6 +176,6 @@ fn new_session(user_id: &str, provider: &str, cookie_hash: String, offline: bool
         created_at: now,
         last_seen_at: now,
         ended_at: None,
-        offline: i64::from(offline),
+        offline,
     }
 }

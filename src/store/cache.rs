@@ -7,27 +7,32 @@
 //! that matters, from any process (replicas, `vault rekey`, an operator's SQL), and a listener
 //! here forgets the row. This process's own writes forget their rows before they return. While
 //! the listener is not connected, nothing is served from memory or added to it; rows older
-//! than [`MAX_AGE`] are not served either, in case a connection dies without anyone noticing.
+//! than [`MAX_AGE_SECONDS`] by the application's clock are not served either, in case a
+//! connection dies without anyone noticing.
 //!
 //! A row read from the database is cached only if nothing was forgotten while it was being
 //! read (the `epoch`), so an old row can never be put back after its change was announced.
+//!
+//! A hit allocates nothing and copies no ciphertext: lookups borrow their key, and rows are
+//! shared (`Arc`) with the readers they are served to.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use quick_cache::{Equivalent, Weighter};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::PgListener;
 
 use super::{LinkedTokens, SessionRow};
+use crate::clock::Clock;
 
 /// The channel the triggers of migration 0006 notify.
 pub const CHANNEL: &str = "identity_broker_changes";
 /// How long a cached row may be served without the database being asked again.
-const MAX_AGE: Duration = Duration::from_secs(60);
+const MAX_AGE_SECONDS: i64 = 60;
 /// Sessions cached at most: a few hundred bytes each.
 const SESSION_ENTRIES: usize = 20_000;
 /// What a cached identity costs beyond its ciphertexts: keys, ids, the map's own slot.
@@ -37,12 +42,25 @@ const TRIGGERS: i64 = 3;
 /// The wait before connecting the listener again after it failed.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
+/// `(user_id, alias)`.
 type IdentityKey = (String, String);
+
+/// An [`IdentityKey`] borrowed for a lookup. The derived `Hash` hashes the two strings in
+/// order, exactly as the tuple does, so both land in the same slot.
+#[derive(Hash)]
+struct IdentityRef<'a>(&'a str, &'a str);
+
+impl Equivalent<IdentityKey> for IdentityRef<'_> {
+    fn equivalent(&self, key: &IdentityKey) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
 
 #[derive(Clone)]
 struct Entry<T> {
-    row: T,
-    cached_at: Instant,
+    row: Arc<T>,
+    /// Unix seconds, by the cache's clock.
+    cached_at: i64,
 }
 
 /// Weighs an identity by the bytes it holds, so that the cache's bound is in bytes.
@@ -77,6 +95,7 @@ pub struct RowCache {
     epoch: AtomicU64,
     forgetting: Mutex<()>,
     listening: AtomicBool,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for RowCache {
@@ -96,50 +115,63 @@ pub struct Ticket(u64);
 impl RowCache {
     /// A cache of at most `bytes` of identities, filled once its listener is connected, which
     /// the returned cache does in a task of its own for as long as the cache is in use.
-    pub fn start(database_url: SecretString, bytes: u64) -> Arc<RowCache> {
+    pub fn start(database_url: SecretString, bytes: u64, clock: Clock) -> Arc<RowCache> {
+        let cache = Arc::new(RowCache::new(bytes, clock));
+        tokio::spawn(follow_changes(database_url, Arc::downgrade(&cache)));
+        cache
+    }
+
+    /// A cache that serves nothing until `listening` is set.
+    fn new(bytes: u64, clock: Clock) -> RowCache {
         let estimated = (bytes / 2048).max(16) as usize;
-        let cache = Arc::new(RowCache {
+        RowCache {
             identities: Cache::with_weighter(estimated, bytes, ByteSize),
             sessions: Cache::new(SESSION_ENTRIES),
             epoch: AtomicU64::new(0),
             forgetting: Mutex::new(()),
             listening: AtomicBool::new(false),
-        });
-        tokio::spawn(follow_changes(database_url, Arc::downgrade(&cache)));
-        cache
+            clock,
+        }
     }
 
     pub fn ticket(&self) -> Ticket {
         Ticket(self.epoch.load(Ordering::Acquire))
     }
 
-    pub fn identity(&self, user_id: &str, alias: &str) -> Option<LinkedTokens> {
+    pub fn identity(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.identities.get(&(user_id.to_owned(), alias.to_owned()))?;
-        (entry.cached_at.elapsed() < MAX_AGE).then_some(entry.row)
+        let entry = self.identities.get(&IdentityRef(user_id, alias))?;
+        self.servable(entry.cached_at).then_some(entry.row)
     }
 
-    pub fn session(&self, id: &str) -> Option<SessionRow> {
+    pub fn session(&self, id: &str) -> Option<Arc<SessionRow>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
         let entry = self.sessions.get(id)?;
-        (entry.cached_at.elapsed() < MAX_AGE).then_some(entry.row)
+        self.servable(entry.cached_at).then_some(entry.row)
+    }
+
+    /// Young enough to serve; a row cached "in the future" (the wall clock went back) is not.
+    fn servable(&self, cached_at: i64) -> bool {
+        (0..MAX_AGE_SECONDS).contains(&(self.clock.now() - cached_at))
     }
 
     pub fn keep_identity(&self, ticket: Ticket, row: &LinkedTokens) {
         let Some(tokens) = &row.tokens else {
             return;
         };
-        let key = (tokens.user_id.clone(), tokens.alias.clone());
-        self.keep(ticket, || self.identities.insert(key, Entry { row: row.clone(), cached_at: Instant::now() }));
+        self.keep(ticket, || {
+            let key = (tokens.user_id.clone(), tokens.alias.clone());
+            self.identities.insert(key, Entry { row: Arc::new(row.clone()), cached_at: self.clock.now() })
+        });
     }
 
     pub fn keep_session(&self, ticket: Ticket, row: &SessionRow) {
         self.keep(ticket, || {
-            self.sessions.insert(row.id.clone(), Entry { row: row.clone(), cached_at: Instant::now() })
+            self.sessions.insert(row.id.clone(), Entry { row: Arc::new(row.clone()), cached_at: self.clock.now() })
         });
     }
 
@@ -153,7 +185,7 @@ impl RowCache {
     pub fn forget_identity(&self, user_id: &str, alias: &str) {
         let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.identities.remove(&(user_id.to_owned(), alias.to_owned()));
+        self.identities.remove(&IdentityRef(user_id, alias));
     }
 
     pub fn forget_session(&self, id: &str) {
@@ -242,4 +274,68 @@ async fn listen(database_url: &SecretString) -> Result<Option<PgListener>, sqlx:
     }
     listener.listen(CHANNEL).await?;
     Ok(Some(listener))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher as _;
+
+    use super::*;
+    use crate::store::VaultRow;
+
+    fn linked(user_id: &str, alias: &str) -> LinkedTokens {
+        let tokens = VaultRow {
+            user_id: user_id.to_owned(),
+            alias: alias.to_owned(),
+            vault_key_id: "k1".to_owned(),
+            access_token: vec![1; 64],
+            refresh_token: Some(vec![2; 64]),
+            id_token: None,
+            token_type: "Bearer".to_owned(),
+            scope: "openid".to_owned(),
+            expires_at: 2_000,
+            refresh_expires_at: None,
+            refreshed_at: 1_000,
+            updated_at: 1_000,
+        };
+        LinkedTokens { needs_reauth: false, reauth_reason: None, tokens: Some(tokens) }
+    }
+
+    #[test]
+    fn a_borrowed_key_hashes_and_compares_as_the_owned_one() {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let owned: IdentityKey = ("u1".to_owned(), "azure_devops".to_owned());
+        assert_eq!(hasher.hash_one(IdentityRef("u1", "azure_devops")), hasher.hash_one(&owned));
+        assert!(IdentityRef("u1", "azure_devops").equivalent(&owned));
+        assert!(!IdentityRef("u1azure", "_devops").equivalent(&owned), "the halves stay apart");
+    }
+
+    #[test]
+    fn hits_share_the_cached_row_and_forgetting_finds_it_by_a_borrowed_key() {
+        let cache = RowCache::new(1024 * 1024, Clock::default());
+        cache.listening.store(true, Ordering::Release);
+        cache.keep_identity(cache.ticket(), &linked("u1", "azure_devops"));
+
+        let first = cache.identity("u1", "azure_devops").expect("a hit");
+        let second = cache.identity("u1", "azure_devops").expect("a hit");
+        assert!(Arc::ptr_eq(&first, &second), "a hit shares the row, it does not copy it");
+        assert!(cache.identity("u1", "other").is_none());
+
+        cache.forget_identity("u1", "azure_devops");
+        assert!(cache.identity("u1", "azure_devops").is_none(), "forgotten");
+    }
+
+    #[test]
+    fn rows_age_by_the_application_clock() {
+        let clock = Clock::default();
+        let cache = RowCache::new(1024 * 1024, clock.clone());
+        cache.listening.store(true, Ordering::Release);
+        cache.keep_identity(cache.ticket(), &linked("u1", "azure_devops"));
+
+        // The wall clock may tick a second meanwhile.
+        clock.advance(MAX_AGE_SECONDS - 2);
+        assert!(cache.identity("u1", "azure_devops").is_some(), "young enough");
+        clock.advance(2);
+        assert!(cache.identity("u1", "azure_devops").is_none(), "too old to serve");
+    }
 }

@@ -2,9 +2,16 @@
 
 use super::{Backend, Store, StoreError};
 
-/// `active_from` was added by a later migration; a row from before it signs from its creation.
-const SIGNING_KEY_COLUMNS: &str = "kid, algorithm, vault_key_id, private_key, public_key, created_at,
-     COALESCE(active_from, created_at) AS active_from, retired_at, verify_until";
+/// The columns of `SigningKeyRow`, in order; a macro so that every query is one literal built
+/// at compile time. `active_from` was added by a later migration; a row from before it signs
+/// from its creation.
+macro_rules! signing_key_columns {
+    () => {
+        "kid, algorithm, vault_key_id, private_key, public_key, created_at,
+         COALESCE(active_from, created_at) AS active_from, retired_at, verify_until"
+    };
+}
+pub(super) use signing_key_columns;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SigningKeyRow {
@@ -31,7 +38,7 @@ impl Store {
             "INSERT INTO instance_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
-        .bind(value.to_vec())
+        .bind(value)
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -44,11 +51,13 @@ impl Store {
     /// The keys that may still sign or verify at `now` (retired keys past `verify_until`
     /// are left out), newest first.
     pub async fn list_signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRow>, StoreError> {
-        let sql = format!(
-            "SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys WHERE verify_until IS NULL OR verify_until > $1
+        let sql = concat!(
+            "SELECT ",
+            signing_key_columns!(),
+            " FROM signing_keys WHERE verify_until IS NULL OR verify_until > $1
              ORDER BY COALESCE(active_from, created_at) DESC, created_at DESC, kid DESC"
         );
-        Ok(sqlx::query_as(&sql).bind(now).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as(sql).bind(now).fetch_all(&self.pool).await?)
     }
 
     pub async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
@@ -94,8 +103,8 @@ fn insert_query(key: &SigningKeyRow) -> sqlx::query::Query<'_, sqlx::Any, sqlx::
     .bind(&key.kid)
     .bind(&key.algorithm)
     .bind(&key.vault_key_id)
-    .bind(key.private_key.clone())
-    .bind(key.public_key.clone())
+    .bind(key.private_key.as_slice())
+    .bind(key.public_key.as_slice())
     .bind(key.created_at)
     .bind(key.active_from)
     .bind(key.retired_at)

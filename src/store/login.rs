@@ -1,6 +1,8 @@
 //! Pending sign-ins, SSO sessions and authorization codes: the short-lived login state.
 
-use super::{Store, StoreError};
+use std::sync::Arc;
+
+use super::{Store, StoreError, StoredFlag};
 
 /// A client's authorization request waiting for the upstream sign-in to finish.
 #[derive(Clone, sqlx::FromRow)]
@@ -10,7 +12,6 @@ pub struct AuthRequestRow {
     pub browser_hash: String,
     pub client_id: String,
     pub redirect_uri: String,
-    pub response_mode: String,
     pub scope: String,
     pub client_state: Option<String>,
     pub client_nonce: Option<String>,
@@ -64,8 +65,9 @@ pub struct SessionRow {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub ended_at: Option<i64>,
-    /// 1 for an offline session (scope `offline_access`), which survives logout.
-    pub offline: i64,
+    /// An offline session (scope `offline_access`), which survives logout.
+    #[sqlx(try_from = "StoredFlag")]
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -93,28 +95,40 @@ pub enum CodeRedemption {
     Unknown,
 }
 
-const AUTH_REQUEST_COLUMNS: &str = "id, browser_hash, client_id, redirect_uri, response_mode, scope, client_state,
-    client_nonce, code_challenge, code_challenge_method, login_hint, alias, upstream_state_hash, upstream_nonce,
-    pkce_verifier, created_at, expires_at, link_user_id, prompt";
-const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, user_id, session_id, scope, nonce, code_challenge,
-    code_challenge_method, created_at, expires_at, used_at";
-const SESSION_COLUMNS: &str =
-    "id, cookie_hash, user_id, identity_provider, created_at, last_seen_at, ended_at, offline";
+// Column lists as macros, so that every query is one literal built at compile time.
+macro_rules! auth_request_columns {
+    () => {
+        "id, browser_hash, client_id, redirect_uri, scope, client_state, client_nonce, code_challenge,
+         code_challenge_method, login_hint, alias, upstream_state_hash, upstream_nonce, pkce_verifier, created_at,
+         expires_at, link_user_id, prompt"
+    };
+}
+macro_rules! code_columns {
+    () => {
+        "code_hash, client_id, redirect_uri, user_id, session_id, scope, nonce, code_challenge, code_challenge_method,
+         created_at, expires_at, used_at"
+    };
+}
+macro_rules! session_columns {
+    () => {
+        "id, cookie_hash, user_id, identity_provider, created_at, last_seen_at, ended_at, offline"
+    };
+}
 
 /// How stale a session's `last_seen_at` may be before a use writes it again.
 pub const TOUCH_GRANULARITY_SECONDS: i64 = 30;
 
 impl Store {
     pub async fn insert_auth_request(&self, row: &AuthRequestRow) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        sqlx::query(concat!(
+            "INSERT INTO auth_requests (",
+            auth_request_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(&row.id)
         .bind(&row.browser_hash)
         .bind(&row.client_id)
         .bind(&row.redirect_uri)
-        .bind(&row.response_mode)
         .bind(&row.scope)
         .bind(&row.client_state)
         .bind(&row.client_nonce)
@@ -141,8 +155,10 @@ impl Store {
         browser_hash: &str,
         now: i64,
     ) -> Result<Option<AuthRequestRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {AUTH_REQUEST_COLUMNS} FROM auth_requests WHERE id = $1 AND browser_hash = $2 AND expires_at >= $3"
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            auth_request_columns!(),
+            " FROM auth_requests WHERE id = $1 AND browser_hash = $2 AND expires_at >= $3"
         ))
         .bind(id)
         .bind(browser_hash)
@@ -171,8 +187,9 @@ impl Store {
     /// Removes and returns the pending sign-in for an upstream `state`, whatever happens next:
     /// a state is good for one callback only.
     pub async fn take_auth_request_by_state(&self, state_hash: &str) -> Result<Option<AuthRequestRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "DELETE FROM auth_requests WHERE upstream_state_hash = $1 RETURNING {AUTH_REQUEST_COLUMNS}"
+        Ok(sqlx::query_as(concat!(
+            "DELETE FROM auth_requests WHERE upstream_state_hash = $1 RETURNING ",
+            auth_request_columns!()
         ))
         .bind(state_hash)
         .fetch_optional(&self.pool)
@@ -180,24 +197,28 @@ impl Store {
     }
 
     pub async fn insert_session(&self, row: &SessionRow) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO sso_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
-            .bind(&row.id)
-            .bind(&row.cookie_hash)
-            .bind(&row.user_id)
-            .bind(&row.identity_provider)
-            .bind(row.created_at)
-            .bind(row.last_seen_at)
-            .bind(row.ended_at)
-            .bind(row.offline)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(concat!(
+            "INSERT INTO sso_sessions (",
+            session_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&row.id)
+        .bind(&row.cookie_hash)
+        .bind(&row.user_id)
+        .bind(&row.identity_provider)
+        .bind(row.created_at)
+        .bind(row.last_seen_at)
+        .bind(row.ended_at)
+        .bind(i64::from(row.offline))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     pub async fn find_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let session: Option<SessionRow> =
-            sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sso_sessions WHERE id = $1"))
+            sqlx::query_as(concat!("SELECT ", session_columns!(), " FROM sso_sessions WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -209,14 +230,16 @@ impl Store {
 
     /// The session as kept in memory, when it is (see `cache`). Its `last_seen_at` may be
     /// older than the database's, never newer: a session it shows as live is live.
-    pub fn cached_session(&self, id: &str) -> Option<SessionRow> {
+    pub fn cached_session(&self, id: &str) -> Option<Arc<SessionRow>> {
         self.cache.as_ref()?.session(id)
     }
 
     /// The browser's SSO session, by the hash of its cookie.
     pub async fn find_session_by_cookie(&self, cookie_hash: &str) -> Result<Option<SessionRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sso_sessions WHERE cookie_hash = $1 AND offline = 0"
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sso_sessions WHERE cookie_hash = $1 AND offline = 0"
         ))
         .bind(cookie_hash)
         .fetch_optional(&self.pool)
@@ -271,8 +294,10 @@ impl Store {
     }
 
     pub async fn insert_authorization_code(&self, row: &AuthorizationCodeRow) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "INSERT INTO authorization_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        sqlx::query(concat!(
+            "INSERT INTO authorization_codes (",
+            code_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(&row.code_hash)
         .bind(&row.client_id)
@@ -294,8 +319,9 @@ impl Store {
     /// Marks a code used, atomically; a second presentation ends the session the first one
     /// started (RFC 6749 §4.1.2: revoke what the code issued).
     pub async fn redeem_authorization_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError> {
-        let redeemed: Option<AuthorizationCodeRow> = sqlx::query_as(&format!(
-            "UPDATE authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL RETURNING {CODE_COLUMNS}"
+        let redeemed: Option<AuthorizationCodeRow> = sqlx::query_as(concat!(
+            "UPDATE authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL RETURNING ",
+            code_columns!()
         ))
         .bind(code_hash)
         .bind(now)
@@ -305,7 +331,7 @@ impl Store {
             return Ok(CodeRedemption::Redeemed(row));
         }
         let used: Option<AuthorizationCodeRow> =
-            sqlx::query_as(&format!("SELECT {CODE_COLUMNS} FROM authorization_codes WHERE code_hash = $1"))
+            sqlx::query_as(concat!("SELECT ", code_columns!(), " FROM authorization_codes WHERE code_hash = $1"))
                 .bind(code_hash)
                 .fetch_optional(&self.pool)
                 .await?;

@@ -18,6 +18,8 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
+use crate::clock::Clock;
+
 pub use audit::AuditEvent;
 use cache::RowCache;
 pub use keys::SigningKeyRow;
@@ -42,8 +44,20 @@ pub enum StoreError {
     Encode(#[from] serde_json::Error),
 }
 
+/// A yes/no column as the schema stores it, BIGINT 0 or 1 (portable to both databases);
+/// rows decode it to `bool` through this type, and writes bind `i64::from(flag)`.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+struct StoredFlag(i64);
+
+impl From<StoredFlag> for bool {
+    fn from(flag: StoredFlag) -> bool {
+        flag.0 != 0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Postgres,
     Sqlite,
 }
@@ -77,17 +91,14 @@ impl Store {
     }
 
     /// This store, keeping up to `megabytes` of identities (and the sessions token reads check)
-    /// in memory, kept current by the database's change notifications. Only on Postgres: SQLite
-    /// has no notifications, and reading it costs no round trip anyway. Zero turns it off.
-    pub fn with_cache(self, url: &SecretString, megabytes: u64) -> Store {
+    /// in memory, kept current by the database's change notifications and aged by `clock`. Only
+    /// on Postgres: SQLite has no notifications, and reading it costs no round trip anyway. Zero
+    /// turns it off.
+    pub fn with_cache(self, url: &SecretString, megabytes: u64, clock: Clock) -> Store {
         if self.backend != Backend::Postgres || megabytes == 0 {
             return self;
         }
-        Store { cache: Some(RowCache::start(url.clone(), megabytes * 1024 * 1024)), ..self }
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
+        Store { cache: Some(RowCache::start(url.clone(), megabytes * 1024 * 1024, clock)), ..self }
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {

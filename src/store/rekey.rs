@@ -1,7 +1,21 @@
 //! The queries of `vault rekey`: rows sealed under other keys, a batch at a time, and
 //! compare-and-swap updates that leave a row alone if anything rewrote it since it was read.
 
+use super::keys::signing_key_columns;
+use super::vault::vault_columns;
 use super::{SigningKeyRow, Store, StoreError, VaultRow};
+
+/// How many rows of `$table` are sealed under the key `$1`, and under others.
+macro_rules! count_sealed {
+    ($table:literal) => {
+        concat!(
+            "SELECT COALESCE(SUM(CASE WHEN vault_key_id = $1 THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN vault_key_id = $1 THEN 0 ELSE 1 END), 0)
+             FROM ",
+            $table
+        )
+    };
+}
 
 /// How many rows of a table are sealed under one key and under others.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -12,20 +26,15 @@ pub struct SealedCounts {
 
 impl Store {
     pub async fn count_vault_rows_by_key(&self, key_id: &str) -> Result<SealedCounts, StoreError> {
-        self.count_sealed("vault_tokens", key_id).await
+        self.count_sealed(count_sealed!("vault_tokens"), key_id).await
     }
 
     pub async fn count_signing_keys_by_key(&self, key_id: &str) -> Result<SealedCounts, StoreError> {
-        self.count_sealed("signing_keys", key_id).await
+        self.count_sealed(count_sealed!("signing_keys"), key_id).await
     }
 
-    async fn count_sealed(&self, table: &'static str, key_id: &str) -> Result<SealedCounts, StoreError> {
-        let sql = format!(
-            "SELECT COALESCE(SUM(CASE WHEN vault_key_id = $1 THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN vault_key_id = $1 THEN 0 ELSE 1 END), 0)
-             FROM {table}"
-        );
-        let (under_key, under_other_keys): (i64, i64) = sqlx::query_as(&sql).bind(key_id).fetch_one(&self.pool).await?;
+    async fn count_sealed(&self, sql: &'static str, key_id: &str) -> Result<SealedCounts, StoreError> {
+        let (under_key, under_other_keys): (i64, i64) = sqlx::query_as(sql).bind(key_id).fetch_one(&self.pool).await?;
         Ok(SealedCounts { under_key, under_other_keys })
     }
 
@@ -37,14 +46,14 @@ impl Store {
         (after_user_id, after_alias): (&str, &str),
         limit: i64,
     ) -> Result<Vec<VaultRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT user_id, alias, vault_key_id, access_token, refresh_token, id_token, token_type, scope,
-                    expires_at, refresh_expires_at, refreshed_at, updated_at
-             FROM vault_tokens
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            vault_columns!(),
+            " FROM vault_tokens
              WHERE vault_key_id <> $1 AND (user_id > $2 OR (user_id = $2 AND alias > $3))
              ORDER BY user_id, alias
-             LIMIT $4",
-        )
+             LIMIT $4"
+        ))
         .bind(key_id)
         .bind(after_user_id)
         .bind(after_alias)
@@ -65,12 +74,12 @@ impl Store {
         .bind(&seen.user_id)
         .bind(&seen.alias)
         .bind(&resealed.vault_key_id)
-        .bind(resealed.access_token.clone())
-        .bind(resealed.refresh_token.clone())
-        .bind(resealed.id_token.clone())
+        .bind(resealed.access_token.as_slice())
+        .bind(resealed.refresh_token.as_deref())
+        .bind(resealed.id_token.as_deref())
         .bind(&seen.vault_key_id)
         .bind(seen.updated_at)
-        .bind(seen.access_token.clone())
+        .bind(seen.access_token.as_slice())
         .execute(&self.pool)
         .await?;
         self.forget_identity(&seen.user_id, &seen.alias);
@@ -79,11 +88,11 @@ impl Store {
 
     /// Every signing key, retired ones included, not sealed under `key_id`.
     pub async fn signing_keys_not_under_key(&self, key_id: &str) -> Result<Vec<SigningKeyRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT kid, algorithm, vault_key_id, private_key, public_key, created_at,
-                    COALESCE(active_from, created_at) AS active_from, retired_at, verify_until
-             FROM signing_keys WHERE vault_key_id <> $1 ORDER BY kid",
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            signing_key_columns!(),
+            " FROM signing_keys WHERE vault_key_id <> $1 ORDER BY kid"
+        ))
         .bind(key_id)
         .fetch_all(&self.pool)
         .await?)
@@ -102,9 +111,9 @@ impl Store {
         )
         .bind(&seen.kid)
         .bind(vault_key_id)
-        .bind(private_key.to_vec())
+        .bind(private_key)
         .bind(&seen.vault_key_id)
-        .bind(seen.private_key.clone())
+        .bind(seen.private_key.as_slice())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)

@@ -1,13 +1,14 @@
 //! Users and their federated identities.
 
-use super::{Store, StoreError, VaultRow};
+use super::{Store, StoreError, StoredFlag, VaultRow};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: String,
     pub username: String,
     pub email: Option<String>,
-    pub email_verified: i64,
+    #[sqlx(try_from = "StoredFlag")]
+    pub email_verified: bool,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub full_name: Option<String>,
@@ -24,7 +25,8 @@ pub struct IdentityRow {
     pub tenant_id: Option<String>,
     pub object_id: Option<String>,
     pub attributes: String,
-    pub needs_reauth: i64,
+    #[sqlx(try_from = "StoredFlag")]
+    pub needs_reauth: bool,
     pub reauth_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -49,9 +51,18 @@ pub struct ProfileUpdate {
     pub attributes: String,
 }
 
-const IDENTITY_COLUMNS: &str = "user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, reauth_reason, created_at, updated_at";
-const USER_COLUMNS: &str =
-    "id, username, email, email_verified, first_name, last_name, full_name, created_at, updated_at";
+// Column lists as macros, so that every query is one literal built at compile time.
+macro_rules! identity_columns {
+    () => {
+        "user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, reauth_reason,
+         created_at, updated_at"
+    };
+}
+macro_rules! user_columns {
+    () => {
+        "id, username, email, email_verified, first_name, last_name, full_name, created_at, updated_at"
+    };
+}
 
 impl Store {
     pub async fn find_identity_by_subject(
@@ -59,31 +70,37 @@ impl Store {
         alias: &str,
         subject: &str,
     ) -> Result<Option<IdentityRow>, StoreError> {
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM federated_identities WHERE alias = $1 AND subject = $2");
-        Ok(sqlx::query_as(&sql).bind(alias).bind(subject).fetch_optional(&self.pool).await?)
+        let sql =
+            concat!("SELECT ", identity_columns!(), " FROM federated_identities WHERE alias = $1 AND subject = $2");
+        Ok(sqlx::query_as(sql).bind(alias).bind(subject).fetch_optional(&self.pool).await?)
     }
 
     pub async fn find_identity(&self, user_id: &str, alias: &str) -> Result<Option<IdentityRow>, StoreError> {
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM federated_identities WHERE user_id = $1 AND alias = $2");
-        Ok(sqlx::query_as(&sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
+        let sql =
+            concat!("SELECT ", identity_columns!(), " FROM federated_identities WHERE user_id = $1 AND alias = $2");
+        Ok(sqlx::query_as(sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
     }
 
     pub async fn find_user(&self, user_id: &str) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        Ok(sqlx::query_as(&sql).bind(user_id).fetch_optional(&self.pool).await?)
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        Ok(sqlx::query_as(sql).bind(user_id).fetch_optional(&self.pool).await?)
     }
 
     /// Users whose e-mail address matches, ignoring case; at most `limit`.
     pub async fn find_users_by_email(&self, email: &str, limit: i64) -> Result<Vec<UserRow>, StoreError> {
-        let sql =
-            format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) ORDER BY created_at, id LIMIT $2");
-        Ok(sqlx::query_as(&sql).bind(email).bind(limit).fetch_all(&self.pool).await?)
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE lower(email) = lower($1) ORDER BY created_at, id LIMIT $2"
+        );
+        Ok(sqlx::query_as(sql).bind(email).bind(limit).fetch_all(&self.pool).await?)
     }
 
     /// Every provider linked to a user.
     pub async fn list_identities(&self, user_id: &str) -> Result<Vec<IdentityRow>, StoreError> {
-        let sql = format!("SELECT {IDENTITY_COLUMNS} FROM federated_identities WHERE user_id = $1 ORDER BY alias");
-        Ok(sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?)
+        let sql =
+            concat!("SELECT ", identity_columns!(), " FROM federated_identities WHERE user_id = $1 ORDER BY alias");
+        Ok(sqlx::query_as(sql).bind(user_id).fetch_all(&self.pool).await?)
     }
 
     /// Unlinks a provider from a user: the identity and its stored tokens go, the user stays.

@@ -1,13 +1,42 @@
 //! Rows of the encrypted token vault; sealing and opening happen in `crate::vault`.
 
+use std::sync::Arc;
+
 use sqlx::Any;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow as _, Row as _};
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, Store, StoreError, StoredFlag};
 
-const VAULT_COLUMNS: &str = "user_id, alias, vault_key_id, access_token, refresh_token, id_token, token_type, scope,
-     expires_at, refresh_expires_at, refreshed_at, updated_at";
+/// The columns of `VaultRow`, in order; a macro so that every query is one literal built at
+/// compile time.
+macro_rules! vault_columns {
+    () => {
+        "user_id, alias, vault_key_id, access_token, refresh_token, id_token, token_type, scope, expires_at,
+         refresh_expires_at, refreshed_at, updated_at"
+    };
+}
+pub(super) use vault_columns;
+
+/// The statement of `claim_stale_leases`, with or without Postgres's row locking clause.
+macro_rules! claim_stale_leases {
+    ($skip_locked:literal) => {
+        concat!(
+            "UPDATE vault_tokens SET lease_owner = $1, lease_until = $2
+             WHERE (lease_until IS NULL OR lease_until < $3) AND (user_id, alias) IN (
+                 SELECT v.user_id, v.alias FROM vault_tokens v
+                 JOIN federated_identities f ON f.user_id = v.user_id AND f.alias = v.alias
+                 WHERE v.alias = $4 AND v.refreshed_at < $5 AND v.refresh_token IS NOT NULL
+                   AND f.needs_reauth = 0 AND (v.lease_until IS NULL OR v.lease_until < $3)
+                 ORDER BY v.refreshed_at LIMIT $6 ",
+            $skip_locked,
+            ") RETURNING ",
+            vault_columns!()
+        )
+    };
+}
+const CLAIM_STALE_LEASES_POSTGRES: &str = claim_stale_leases!("FOR UPDATE OF v SKIP LOCKED");
+const CLAIM_STALE_LEASES_SQLITE: &str = claim_stale_leases!("");
 
 /// An identity as a token read sees it: whether it must sign in again, and its sealed tokens
 /// (`None` when the provider keeps none for it).
@@ -54,13 +83,13 @@ impl std::fmt::Debug for VaultRow {
 
 impl Store {
     pub async fn find_vault_row(&self, user_id: &str, alias: &str) -> Result<Option<VaultRow>, StoreError> {
-        let sql = format!("SELECT {VAULT_COLUMNS} FROM vault_tokens WHERE user_id = $1 AND alias = $2");
-        Ok(sqlx::query_as(&sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
+        let sql = concat!("SELECT ", vault_columns!(), " FROM vault_tokens WHERE user_id = $1 AND alias = $2");
+        Ok(sqlx::query_as(sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
     }
 
     /// The identity's reauthentication mark and its sealed tokens as kept in memory, when they
     /// are (see `cache`); `None` means "ask the database", never "not linked".
-    pub fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<LinkedTokens> {
+    pub fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
         self.cache.as_ref()?.identity(user_id, alias)
     }
 
@@ -85,7 +114,7 @@ impl Store {
         };
         let has_tokens = row.try_get::<Option<String>, _>("user_id")?.is_some();
         let linked = LinkedTokens {
-            needs_reauth: row.try_get::<i64, _>("needs_reauth")? != 0,
+            needs_reauth: row.try_get::<StoredFlag, _>("needs_reauth")?.into(),
             reauth_reason: row.try_get("reauth_reason")?,
             tokens: if has_tokens { Some(VaultRow::from_row(&row)?) } else { None },
         };
@@ -111,12 +140,13 @@ impl Store {
         lease: Lease<'_>,
         now: i64,
     ) -> Result<Option<VaultRow>, StoreError> {
-        let sql = format!(
+        let sql = concat!(
             "UPDATE vault_tokens SET lease_owner = $3, lease_until = $4
              WHERE user_id = $1 AND alias = $2 AND (lease_until IS NULL OR lease_until < $5)
-             RETURNING {VAULT_COLUMNS}"
+             RETURNING ",
+            vault_columns!()
         );
-        Ok(sqlx::query_as(&sql)
+        Ok(sqlx::query_as(sql)
             .bind(user_id)
             .bind(alias)
             .bind(lease.owner)
@@ -138,21 +168,11 @@ impl Store {
         now: i64,
         limit: i64,
     ) -> Result<Vec<VaultRow>, StoreError> {
-        let skip_locked = match self.backend {
-            Backend::Postgres => "FOR UPDATE OF v SKIP LOCKED",
-            Backend::Sqlite => "",
+        let sql = match self.backend {
+            Backend::Postgres => CLAIM_STALE_LEASES_POSTGRES,
+            Backend::Sqlite => CLAIM_STALE_LEASES_SQLITE,
         };
-        let sql = format!(
-            "UPDATE vault_tokens SET lease_owner = $1, lease_until = $2
-             WHERE (lease_until IS NULL OR lease_until < $3) AND (user_id, alias) IN (
-                 SELECT v.user_id, v.alias FROM vault_tokens v
-                 JOIN federated_identities f ON f.user_id = v.user_id AND f.alias = v.alias
-                 WHERE v.alias = $4 AND v.refreshed_at < $5 AND v.refresh_token IS NOT NULL
-                   AND f.needs_reauth = 0 AND (v.lease_until IS NULL OR v.lease_until < $3)
-                 ORDER BY v.refreshed_at LIMIT $6 {skip_locked})
-             RETURNING {VAULT_COLUMNS}"
-        );
-        Ok(sqlx::query_as(&sql)
+        Ok(sqlx::query_as(sql)
             .bind(lease.owner)
             .bind(lease.until)
             .bind(now)
@@ -227,7 +247,8 @@ impl Store {
     }
 }
 
-/// Binds a row's columns as `$1`…`$12`, in `VAULT_COLUMNS` order.
+/// Binds a row's columns as `$1`…`$12`, in `vault_columns!` order; the ciphertexts are
+/// borrowed, not copied.
 fn bind_vault_row<'q>(
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     row: &'q VaultRow,
@@ -236,9 +257,9 @@ fn bind_vault_row<'q>(
         .bind(&row.user_id)
         .bind(&row.alias)
         .bind(&row.vault_key_id)
-        .bind(row.access_token.clone())
-        .bind(row.refresh_token.clone())
-        .bind(row.id_token.clone())
+        .bind(row.access_token.as_slice())
+        .bind(row.refresh_token.as_deref())
+        .bind(row.id_token.as_deref())
         .bind(&row.token_type)
         .bind(&row.scope)
         .bind(row.expires_at)

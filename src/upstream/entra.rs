@@ -232,8 +232,6 @@ pub struct EntraErrorBody {
     pub error_codes: Vec<u32>,
     #[serde(default)]
     pub correlation_id: Option<String>,
-    #[serde(default)]
-    pub trace_id: Option<String>,
 }
 
 impl EntraErrorBody {

@@ -12,14 +12,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::clock::Clock;
 use crate::config::{ProviderSettings, UpstreamClientAuth};
 use crate::telemetry::Metrics;
 use entra::{EntraErrorBody, ErrorClass, IdTokenCheck, IdTokenError, ProviderMetadata, VerifiedIdentity};
 
 /// How long discovery and JWKS stay cached, and the least time between two JWKS fetches
-/// caused by unknown key ids (so forged `kid`s cannot make us hammer the provider).
-const METADATA_TTL: Duration = Duration::from_secs(3600);
-const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// caused by unknown key ids (so forged `kid`s cannot make us hammer the provider), by the
+/// application's clock. An age below zero (the wall clock went back) counts as expired.
+const METADATA_TTL_SECONDS: i64 = 3600;
+const JWKS_REFETCH_MIN_INTERVAL_SECONDS: i64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -83,10 +85,11 @@ fn number_or_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     })
 }
 
+/// What was fetched, and when (Unix seconds).
 #[derive(Default)]
 struct ProviderCache {
-    metadata: Option<(Arc<ProviderMetadata>, Instant)>,
-    jwks: Option<(Arc<JwkSet>, Instant)>,
+    metadata: Option<(Arc<ProviderMetadata>, i64)>,
+    jwks: Option<(Arc<JwkSet>, i64)>,
 }
 
 /// One configured provider with its cached discovery document and keys.
@@ -107,10 +110,15 @@ pub struct Upstream {
     http: reqwest::Client,
     providers: Arc<Vec<Provider>>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl Upstream {
-    pub fn new(providers: Vec<ProviderSettings>, metrics: Arc<Metrics>) -> Result<Upstream, reqwest::Error> {
+    pub fn new(
+        providers: Vec<ProviderSettings>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Upstream, reqwest::Error> {
         // One crypto library for the whole process: AWS-LC, as for JWTs and the vault. An
         // error only means a provider is installed already (a second application in tests).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -124,7 +132,7 @@ impl Upstream {
             .into_iter()
             .map(|settings| Provider { settings, cache: Mutex::new(ProviderCache::default()) })
             .collect();
-        Ok(Upstream { http, providers: Arc::new(providers), metrics })
+        Ok(Upstream { http, providers: Arc::new(providers), metrics, clock })
     }
 
     pub fn provider(&self, alias: &str) -> Option<&Provider> {
@@ -155,14 +163,14 @@ impl Upstream {
 
     pub async fn metadata(&self, provider: &Provider) -> Result<Arc<ProviderMetadata>, UpstreamError> {
         let mut cache = provider.cache.lock().await;
-        if let Some((metadata, at)) = &cache.metadata
-            && at.elapsed() < METADATA_TTL
+        if let Some((metadata, fetched_at)) = &cache.metadata
+            && (0..METADATA_TTL_SECONDS).contains(&(self.clock.now() - fetched_at))
         {
             return Ok(metadata.clone());
         }
         let metadata: Arc<ProviderMetadata> =
             Arc::new(self.get_json("discovery", &entra::discovery_url(&provider.settings)).await?);
-        cache.metadata = Some((metadata.clone(), Instant::now()));
+        cache.metadata = Some((metadata.clone(), self.clock.now()));
         Ok(metadata)
     }
 
@@ -173,15 +181,16 @@ impl Upstream {
         force: bool,
     ) -> Result<Arc<JwkSet>, UpstreamError> {
         let mut cache = provider.cache.lock().await;
-        if let Some((jwks, at)) = &cache.jwks {
-            let fresh = at.elapsed() < METADATA_TTL;
-            let refetch_allowed = at.elapsed() >= JWKS_REFETCH_MIN_INTERVAL;
+        if let Some((jwks, fetched_at)) = &cache.jwks {
+            let age = self.clock.now() - fetched_at;
+            let fresh = (0..METADATA_TTL_SECONDS).contains(&age);
+            let refetch_allowed = !(0..JWKS_REFETCH_MIN_INTERVAL_SECONDS).contains(&age);
             if (fresh && !force) || (force && !refetch_allowed) {
                 return Ok(jwks.clone());
             }
         }
         let jwks: Arc<JwkSet> = Arc::new(self.get_json("jwks", metadata.jwks_uri.as_str()).await?);
-        cache.jwks = Some((jwks.clone(), Instant::now()));
+        cache.jwks = Some((jwks.clone(), self.clock.now()));
         Ok(jwks)
     }
 

@@ -130,7 +130,8 @@ type IdentityKey = (String, String);
 
 /// A stored row as a reader finds it.
 enum Stored {
-    Fresh(VaultRow),
+    /// Good beyond the reader's threshold, opened.
+    Fresh(UpstreamTokens),
     /// Expires within the reader's threshold: refresh first.
     Stale(VaultRow),
 }
@@ -274,7 +275,7 @@ impl Inner {
         }
         let threshold = self.policy.refresh_before_expiry.max(min_validity);
         let row = match self.stored(user_id, alias, threshold).await? {
-            Stored::Fresh(row) => return Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false }),
+            Stored::Fresh(tokens) => return Ok(ServedTokens { tokens, refreshed: false }),
             Stored::Stale(row) => row,
         };
         match self.shared_refresh(user_id, alias, threshold).await {
@@ -345,8 +346,8 @@ impl Inner {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(250));
-            if let Stored::Fresh(row) = self.stored(user_id, alias, threshold).await? {
-                return Ok(Arc::new(self.open(&row)?));
+            if let Stored::Fresh(tokens) = self.stored(user_id, alias, threshold).await? {
+                return Ok(Arc::new(tokens));
             }
         }
     }
@@ -355,10 +356,11 @@ impl Inner {
     /// is gone, keeps no tokens, or must sign in again before a refresh can help.
     async fn stored(&self, user_id: &str, alias: &str, threshold: i64) -> Result<Stored, VaultError> {
         // A fresh token kept in memory is served as is; anything else is asked of the database.
-        if let Some(row) = self.store.cached_linked_tokens(user_id, alias).and_then(|linked| linked.tokens)
+        if let Some(linked) = self.store.cached_linked_tokens(user_id, alias)
+            && let Some(row) = &linked.tokens
             && row.expires_at - self.clock.now() > threshold
         {
-            return Ok(Stored::Fresh(row));
+            return Ok(Stored::Fresh(self.open(row)?));
         }
         let linked = self
             .store
@@ -367,7 +369,7 @@ impl Inner {
             .ok_or_else(|| VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() })?;
         let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
         if row.expires_at - self.clock.now() > threshold {
-            return Ok(Stored::Fresh(row));
+            return Ok(Stored::Fresh(self.open(&row)?));
         }
         if linked.needs_reauth {
             return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });

@@ -1,5 +1,7 @@
 //! One storage suite run against both Postgres and SQLite.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
 use identity_broker::store::{
@@ -8,6 +10,7 @@ use identity_broker::store::{
 };
 use identity_broker::vault::{UpstreamTokens, open_tokens, seal_tokens};
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::Connection as _;
 
 use crate::both_backends;
 use crate::helpers::*;
@@ -107,7 +110,6 @@ both_backends!(pending_sign_ins_are_bound_to_the_browser_and_single_use, |backen
         browser_hash: "browser".into(),
         client_id: "allhands".into(),
         redirect_uri: REDIRECT_URI.into(),
-        response_mode: "query".into(),
         scope: "openid".into(),
         client_state: Some("s".into()),
         client_nonce: None,
@@ -161,7 +163,7 @@ both_backends!(authorization_codes_redeem_once_and_a_replay_ends_the_session, |b
         created_at: 1,
         last_seen_at: 1,
         ended_at: None,
-        offline: 0,
+        offline: false,
     };
     store.insert_session(&session).await.expect("session");
     let code = AuthorizationCodeRow {
@@ -248,3 +250,51 @@ both_backends!(audit_events_older_than_the_retention_go, |backend| async move {
     store.record_audits(&full).await.expect("a full batch");
     assert_eq!(store.list_audit(Some("unlink")).await.expect("list").len(), 500);
 });
+
+/// Table name to its column names.
+type Schema = BTreeMap<String, BTreeSet<String>>;
+
+fn schema(pairs: Vec<(String, String)>) -> Schema {
+    let mut schema = Schema::new();
+    for (table, column) in pairs {
+        schema.entry(table).or_default().insert(column);
+    }
+    schema
+}
+
+#[tokio::test]
+async fn both_migration_trees_give_the_same_tables_and_columns() {
+    let (postgres_db, sqlite_db) = (TestDb::new(Backend::Postgres).await, TestDb::new(Backend::Sqlite).await);
+    store(&postgres_db).await;
+    store(&sqlite_db).await;
+
+    let mut postgres = sqlx::PgConnection::connect(&postgres_db.url).await.expect("connect");
+    let postgres = schema(
+        sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_catalog = current_database() AND table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+        )
+        .fetch_all(&mut postgres)
+        .await
+        .expect("Postgres columns"),
+    );
+    let mut sqlite = sqlx::SqliteConnection::connect(&sqlite_db.url).await.expect("connect");
+    let sqlite = schema(
+        sqlx::query_as(
+            "SELECT m.name, c.name FROM sqlite_master m JOIN pragma_table_info(m.name) c
+             WHERE m.type = 'table' AND m.name <> '_sqlx_migrations' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+        )
+        .fetch_all(&mut sqlite)
+        .await
+        .expect("SQLite columns"),
+    );
+
+    assert!(postgres.contains_key("auth_requests") && sqlite.contains_key("auth_requests"), "both schemas were read");
+    let tables: BTreeSet<&String> = postgres.keys().chain(sqlite.keys()).collect();
+    let differing: Vec<_> = tables
+        .into_iter()
+        .filter(|table| postgres.get(*table) != sqlite.get(*table))
+        .map(|table| (table, postgres.get(table), sqlite.get(table)))
+        .collect();
+    assert!(differing.is_empty(), "tables whose columns differ (Postgres, SQLite): {differing:?}");
+}

@@ -311,7 +311,7 @@ both_backends!(upstream_refusals_are_classified_and_nothing_is_deleted, |backend
             assert_eq!(app.count(table).await, 1, "{case}: {table:?} kept for the record");
         }
         let identity = app.store.find_identity(&user_id, "azure_devops").await.expect("query").expect("identity");
-        assert_eq!(identity.needs_reauth == 1, refusal.needs_reauth, "{case}");
+        assert_eq!(identity.needs_reauth, refusal.needs_reauth, "{case}");
         if refusal.needs_reauth {
             assert!(description.contains("sign in"), "{case}: tells what the user must do: {description}");
             // Marked: the next read answers at once, without asking Entra again, on both surfaces.
@@ -333,7 +333,7 @@ both_backends!(upstream_refusals_are_classified_and_nothing_is_deleted, |backend
             app.entra.set_access_token_lifetime(3600);
             let _ = app.tokens().await;
             let identity = app.store.find_identity(&user_id, "azure_devops").await.expect("query").expect("identity");
-            assert_eq!(identity.needs_reauth, 0, "{case}: cleared by the sign-in");
+            assert!(!identity.needs_reauth, "{case}: cleared by the sign-in");
             let after = app.read_token(&service, &user_id, "azure_devops", "").await;
             assert_eq!(after.status(), StatusCode::OK, "{case}");
         }
@@ -378,7 +378,7 @@ both_backends!(a_transient_outage_is_retried_then_the_valid_token_is_served_else
     assert_eq!(json(response).await["error"], "temporarily_unavailable");
     assert_eq!(app.count(Table::VaultTokens).await, 1, "nothing deleted");
     let identity = app.store.find_identity(&user_id, "azure_devops").await.expect("query").expect("identity");
-    assert_eq!(identity.needs_reauth, 0, "an outage is not the user's fault");
+    assert!(!identity.needs_reauth, "an outage is not the user's fault");
 });
 
 both_backends!(service_accounts_get_tokens_and_read_only_their_providers, |backend| async move {
