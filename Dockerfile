@@ -1,7 +1,7 @@
 # Build stage: release binary with the migrations embedded.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock rustfmt.toml clippy.toml ./
+COPY Cargo.toml Cargo.lock rustfmt.toml clippy.toml build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
