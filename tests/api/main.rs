@@ -4,7 +4,6 @@
 
 mod bad_input;
 mod browser_session;
-mod fake_entra;
 mod fuzz;
 mod helpers;
 mod keys;
@@ -16,4 +15,6 @@ mod replicas;
 mod session;
 mod sign_in;
 mod storage;
+#[path = "../support/mod.rs"]
+mod support;
 mod tokens;
