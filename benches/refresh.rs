@@ -27,10 +27,11 @@ use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::fake_entra::{FakeEntra, FakeUser};
+use common::support::fake_entra::{FakeEntra, FakeUser};
+use common::support::http::{paths, realm_path};
 use common::{
-    Bench, CLIENT_SECRET, CpuTicks, Load, PeakRss, PostgresTls, Server, Stop, Turn, browser, expect_ok, health_rate,
-    memory_kib, mib, ms, run_load, sign_in, ticks_ms,
+    Bench, BrokerProcess, CLIENT_SECRET, CpuTicks, Load, PeakRss, PostgresTls, Stop, Turn, browser_client, expect_ok,
+    health_rate, memory_kib, mib, ms, run_load, sign_in, ticks_ms,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -50,7 +51,7 @@ const TARGET_SHARE_OF_SIGNER: f64 = 0.60;
 const KEYCLOAK_GRANTS_PER_VCPU: f64 = 120.0;
 
 /// Signs in `count` distinct users, each from a browser of its own; their refresh tokens.
-async fn refresh_tokens(entra: &FakeEntra, server: &Server, count: usize) -> Vec<String> {
+async fn refresh_tokens(entra: &FakeEntra, server: &BrokerProcess, count: usize) -> Vec<String> {
     let mut tokens = Vec::with_capacity(count);
     for i in 0..count {
         let username = format!("refresh-{i}@contoso.com");
@@ -61,7 +62,7 @@ async fn refresh_tokens(entra: &FakeEntra, server: &Server, count: usize) -> Vec
             email: Some(username),
             ..FakeUser::bob()
         });
-        let signed_in = sign_in(&browser(), &server.public).await;
+        let signed_in = sign_in(&browser_client(), &server.public).await;
         tokens.push(signed_in.tokens["refresh_token"].as_str().expect("a refresh token").to_owned());
     }
     tokens
@@ -82,8 +83,8 @@ fn grant_forms(tokens: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn token_url(server: &Server) -> String {
-    format!("{}/realms/allhands/protocol/openid-connect/token", server.public)
+fn token_url(server: &BrokerProcess) -> String {
+    format!("{}{}", server.public, realm_path(paths::TOKEN))
 }
 
 /// The token response of one grant; anything but a 200 with tokens is an error.
@@ -98,7 +99,7 @@ async fn grant(client: &reqwest::Client, url: &str, form: String) -> Result<(Dur
 }
 
 /// Grants from `CONNECTIONS` at a time until `stop`, each connection always with its own token.
-async fn grants(server: &Server, forms: &Arc<Vec<String>>, stop: Stop) -> Load {
+async fn grants(server: &BrokerProcess, forms: &Arc<Vec<String>>, stop: Stop) -> Load {
     let client = reqwest::Client::new();
     let (url, forms) = (token_url(server), Arc::clone(forms));
     run_load(CONNECTIONS, stop, move |turn: Turn| {
@@ -134,7 +135,7 @@ fn signing_keys() -> (EncodingKey, RsaKeyPair) {
 fn access_like_claims() -> Value {
     json!({
         "exp": 1_900_000_300, "iat": 1_900_000_000, "jti": uuid::Uuid::new_v4().simple().to_string(),
-        "iss": "http://127.0.0.1:8080/realms/allhands", "aud": ["broker", "account"],
+        "iss": format!("http://127.0.0.1:8080{}", realm_path(paths::REALM)), "aud": ["broker", "account"],
         "sub": uuid::Uuid::new_v4().to_string(), "typ": "Bearer", "azp": "allhands",
         "sid": uuid::Uuid::new_v4().to_string(), "scope": "openid email profile", "resource_access": {},
         "email": "refresh-0@contoso.com", "email_verified": true, "preferred_username": "refresh-0@contoso.com",
@@ -247,7 +248,7 @@ async fn main() {
         GRANT_PHASE.as_secs(),
         TLS.describe()
     );
-    println!("  ready after start             {:>10.1} ms", ms(bench.ready_after));
+    println!("  ready after start             {:>10.1} ms", ms(bench.server.ready_after));
     println!(
         "  sessions                      {CONNECTIONS:>10} users signed in through the fake Entra in {:.2} s, \
          one refresh token each (scope openid email profile), reused and never rotated",
@@ -318,7 +319,7 @@ async fn main() {
     warm_up.print_failures("warm-up refresh grants");
     load.print_failures("refresh grants");
 
-    bench.clean_up().await;
+    bench.clean_up();
     assert_eq!(signatures_per_grant, TOKEN_FIELDS.len(), "a grant with scope openid signs three JWTs");
     assert!(warm_up.failures + load.failures == 0, "refresh grants failed");
     assert!(exit.success(), "graceful shutdown exits 0");

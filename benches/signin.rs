@@ -13,7 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Bench, Load, PeakRss, Server, Stop, browser, health_rate, memory_kib, mib, ms, run_load, sign_in, upstream_mean_ms,
+    Bench, BrokerProcess, Load, PeakRss, Stop, browser_client, health_rate, memory_kib, mib, ms, run_load, sign_in,
+    upstream_mean_ms,
 };
 
 const WORKERS: usize = 16;
@@ -23,12 +24,12 @@ const SIGN_IN_SECONDS: Duration = Duration::from_secs(10);
 /// Sign-ins from `WORKERS` at a time for `SIGN_IN_SECONDS`; also the peak resident memory in KiB.
 /// Each sign-in comes from a new browser: one that kept the broker's session cookie would be
 /// signed in again without going upstream.
-async fn sign_in_load(server: &Server) -> (Load, u64) {
+async fn sign_in_load(server: &BrokerProcess) -> (Load, u64) {
     let public = server.public.clone();
     let rss = PeakRss::start(server.pid());
     let load = run_load(WORKERS, Stop::After(SIGN_IN_SECONDS), move |_| {
         let public = public.clone();
-        async move { Ok(sign_in(&browser(), &public).await.broker_time) }
+        async move { Ok(sign_in(&browser_client(), &public).await.broker_time) }
     })
     .await;
     (load, rss.stop().await)
@@ -42,7 +43,7 @@ async fn main() {
     let server = &mut bench.server;
     // Warm up: discovery, JWKS and connection pools.
     for _ in 0..5 {
-        sign_in(&browser(), &server.public).await;
+        sign_in(&browser_client(), &server.public).await;
     }
     let idle_kib = memory_kib(server.pid(), "VmRSS:");
     let health = health_rate(server, WORKERS, HEALTH_SECONDS).await;
@@ -53,7 +54,7 @@ async fn main() {
     let exit = server.terminate();
 
     println!("identity-broker sign-in benchmark ({WORKERS} concurrent clients, release build, Postgres)");
-    println!("  ready after start          {:>8.1} ms", ms(bench.ready_after));
+    println!("  ready after start          {:>8.1} ms", ms(bench.server.ready_after));
     println!("  /health/live               {:>8.0} req/s (before {:.0}, after {:.0})", baseline, health, health_after);
     println!("  complete sign-ins          {:>8.1} /s over {} sign-ins", load.rate(), load.latencies.len());
     println!("  ratio sign-ins : health    {:>8.4}", load.rate() / baseline);
@@ -66,6 +67,6 @@ async fn main() {
     println!("  resident memory            idle {:.1} MiB, peak under load {:.1} MiB", mib(idle_kib), mib(peak_kib));
     println!("  SIGTERM exit status        {exit}");
 
-    bench.clean_up().await;
+    bench.clean_up();
     assert!(exit.success(), "graceful shutdown exits 0");
 }

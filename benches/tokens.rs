@@ -17,10 +17,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::fake_entra::FakeUser;
+use common::support::fake_entra::FakeUser;
+use common::support::http::{paths, provider_path, realm_path, user_token_path};
 use common::{
-    Bench, CpuTicks, Load, PeakRss, PostgresTls, Server, Stop, Turn, VAULT_KEY, browser, expect_ok, health_rate,
-    memory_kib, mib, ms, run_load, run_paced, sign_in, ticks_ms, upstream_mean_ms,
+    Bench, BrokerProcess, CpuTicks, Load, PeakRss, PostgresTls, Stop, Turn, VAULT_KEY, browser_client, expect_ok,
+    health_rate, memory_kib, mib, ms, run_load, run_paced, sign_in, ticks_ms, upstream_mean_ms,
 };
 use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
@@ -119,9 +120,9 @@ async fn seed(store: &Store, cipher: &Arc<Cipher>, identities: &Arc<Vec<Identity
 }
 
 /// A `client_credentials` token of the benchmark's service account.
-async fn service_token(server: &Server) -> String {
+async fn service_token(server: &BrokerProcess) -> String {
     let form = [("grant_type", "client_credentials"), ("client_id", SERVICE_ID), ("client_secret", SERVICE_SECRET)];
-    let url = format!("{}/realms/allhands/protocol/openid-connect/token", server.internal);
+    let url = format!("{}{}", server.internal, realm_path(paths::TOKEN));
     let (_, body) = expect_ok(reqwest::Client::new().post(url).form(&form)).await.expect("a service account token");
     let body: Value = serde_json::from_str(&body).unwrap();
     body["access_token"].as_str().expect("access_token").to_owned()
@@ -167,9 +168,9 @@ where
 }
 
 /// `/health/live`, the baseline, driven as `how` says.
-async fn health_reads(server: &Server, how: Drive) -> Load {
+async fn health_reads(server: &BrokerProcess, how: Drive) -> Load {
     let client = reqwest::Client::new();
-    let url = format!("{}/health/live", server.management);
+    let url = format!("{}{}", server.management, paths::HEALTH_LIVE);
     drive(how, move |_| {
         let request = client.get(&url);
         async move { expect_ok(request).await.map(|(latency, _)| latency) }
@@ -178,13 +179,13 @@ async fn health_reads(server: &Server, how: Drive) -> Load {
 }
 
 /// Reads through the internal API, turn `n` for identity `pick(n)`.
-async fn internal_reads(server: &Server, identities: &Arc<Vec<Identity>>, how: Drive, expect: Expect) -> Load {
+async fn internal_reads(server: &BrokerProcess, identities: &Arc<Vec<Identity>>, how: Drive, expect: Expect) -> Load {
     let client = reqwest::Client::new();
     let token = service_token(server).await;
     let (internal, identities) = (server.internal.clone(), Arc::clone(identities));
     drive(how, move |turn: Turn| {
         let identity = &identities[pick(turn.seq, identities.len())];
-        let url = format!("{internal}/internal/v1/users/{}/tokens/{ALIAS}", identity.user_id);
+        let url = format!("{internal}{}", user_token_path(&identity.user_id, ALIAS));
         let request = client.get(url).bearer_auth(&token);
         let seeded = identity.access_token.clone();
         async move {
@@ -208,11 +209,11 @@ fn pick(seq: usize, count: usize) -> usize {
 }
 
 /// Reads through Keycloak's endpoint, all with one signed-in user's own access token.
-async fn broker_reads(server: &Server, how: Drive) -> Load {
+async fn broker_reads(server: &BrokerProcess, how: Drive) -> Load {
     let client = reqwest::Client::new();
-    let signed_in = sign_in(&browser(), &server.public).await;
+    let signed_in = sign_in(&browser_client(), &server.public).await;
     let token = signed_in.tokens["access_token"].as_str().expect("access_token").to_owned();
-    let url = format!("{}/realms/allhands/broker/{ALIAS}/token", server.public);
+    let url = format!("{}{}", server.public, provider_path(paths::BROKER_TOKEN, ALIAS));
     drive(how, move |_| {
         let request = client.get(&url).bearer_auth(&token);
         async move {
@@ -279,7 +280,7 @@ async fn main() {
 
     // Warm up: JWKS, connection pools, the service account token path.
     for _ in 0..3 {
-        sign_in(&browser(), &server.public).await;
+        sign_in(&browser_client(), &server.public).await;
     }
     internal_reads(server, &fresh, Drive::Saturate(Stop::Requests(200)), Expect::StoredToken).await;
     let idle_kib = memory_kib(server.pid(), "VmRSS:");
@@ -337,7 +338,7 @@ async fn main() {
          server and load generator on one 2-core machine)",
         PHASE.as_secs()
     );
-    println!("  ready after start               {:>8.1} ms", ms(bench.ready_after));
+    println!("  ready after start               {:>8.1} ms", ms(bench.server.ready_after));
     println!(
         "  seeding {FRESH_IDENTITIES} fresh identities    {:>8.2} s ({:.0} sign-ins/s through the library)",
         seeding.as_secs_f64(),
@@ -415,7 +416,7 @@ async fn main() {
         println!("!!! a token read missed its target (see the tables)");
     }
 
-    bench.clean_up().await;
+    bench.clean_up();
     let failures = [&internal, &broker, &paced_health, &paced_internal, &paced_broker, &storm].map(|l| l.failures);
     assert!(failures.iter().sum::<usize>() == 0, "requests failed");
     assert!(storm_passed, "the storm refreshed each identity exactly once");

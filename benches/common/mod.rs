@@ -1,25 +1,27 @@
 //! What the benchmarks share: the release server against a fresh Postgres database and the
 //! fake Entra, a fixed-concurrency load generator, and the figures they report.
 
-// Each benchmark binary compiles this module and uses only part of it.
+// Each benchmark binary compiles this module, with the support module it shares with the
+// integration tests, and uses only part of them.
 #![allow(dead_code)]
 
-#[path = "../../tests/api/fake_entra.rs"]
-pub mod fake_entra;
+#[path = "../../tests/support/mod.rs"]
+pub mod support;
 
 use std::future::Future;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection as _;
 use tokio::task::JoinHandle;
-use url::Url;
 
-use fake_entra::{FakeEntra, HOME_TENANT};
+use support::database::{Backend, TestDb};
+use support::fake_entra::{FakeEntra, HOME_TENANT};
+pub use support::http::browser_client;
+use support::http::{install_crypto_provider, location, paths, query_of, realm_path};
+pub use support::process::BrokerProcess;
+use support::process::{Ports, Stderr};
 
-pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const CLIENT_SECRET: &str = "bench-client-secret";
 pub const REDIRECT_URI: &str = "http://app.bench/callback";
 pub const UPSTREAM_CLIENT: &str = "bench-upstream-client";
@@ -33,9 +35,7 @@ const FAILURES_KEPT: usize = 5;
 pub struct Bench {
     pub database: Database,
     pub entra: FakeEntra,
-    pub server: Server,
-    /// From process start to `/health/ready` answering 200.
-    pub ready_after: Duration,
+    pub server: BrokerProcess,
 }
 
 impl Bench {
@@ -52,22 +52,18 @@ impl Bench {
             println!("{name} benchmark: run it with `cargo bench --bench {name}`");
             return None;
         }
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        install_crypto_provider();
         let database = Database::create(tls).await;
         let entra = FakeEntra::start(UPSTREAM_CLIENT, UPSTREAM_SECRET).await;
-        let (server, ready_after) = Server::start(&entra, &database.url, extra).await;
-        Some(Bench { database, entra, server, ready_after })
+        let server = start_server(&entra, &database.url, extra).await;
+        Some(Bench { database, entra, server })
     }
 
     /// Stops the fake Entra and drops the database, once the server has been terminated.
-    pub async fn clean_up(self) {
+    pub fn clean_up(self) {
         drop(self.entra);
-        self.database.remove().await;
+        drop(self.database);
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `/proc/{pid}/status` figure in KiB, e.g. `VmRSS:`; 0 when it cannot be read.
@@ -120,7 +116,7 @@ pub struct CpuTicks {
 }
 
 impl CpuTicks {
-    pub fn sample(server: &Server, database: &Database) -> CpuTicks {
+    pub fn sample(server: &BrokerProcess, database: &Database) -> CpuTicks {
         let postgres = std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
@@ -215,20 +211,17 @@ impl PostgresTls {
     }
 }
 
-/// A Postgres database of its own, created empty; `remove` drops it.
+/// The benchmark's Postgres database, created empty and dropped with this, and the URL the
+/// server reaches it by.
 pub struct Database {
     pub url: String,
-    name: String,
-    admin: sqlx::PgConnection,
+    db: TestDb,
 }
 
 impl Database {
     pub async fn create(tls: PostgresTls) -> Database {
-        let name = format!("ib_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("Postgres at 127.0.0.1:5432");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}{}", tls.url_query());
-        Database { url, name, admin }
+        let db = TestDb::new(Backend::Postgres).await;
+        Database { url: format!("{}{}", db.url, tls.url_query()), db }
     }
 
     /// Whether a process is a Postgres backend serving this database: Postgres titles its
@@ -236,36 +229,20 @@ impl Database {
     fn is_backend(&self, pid: &str) -> bool {
         let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let title = String::from_utf8_lossy(&title);
-        title.starts_with("postgres: ") && title.split_whitespace().any(|word| word == self.name)
-    }
-
-    pub async fn remove(mut self) {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&mut self.admin)
-            .await
-            .unwrap();
+        title.starts_with("postgres: ") && title.split_whitespace().any(|word| word == self.db.name())
     }
 }
 
-/// The release binary, running `start-dev` with a configuration of its own.
-pub struct Server {
-    child: Child,
-    pub public: String,
-    pub internal: String,
-    pub management: String,
-}
-
-impl Server {
-    /// Starts the broker with the `allhands` client and the `azure_devops` provider at `entra`,
-    /// plus `extra` TOML, and waits until it is ready; also returns how long that took.
-    pub async fn start(entra: &FakeEntra, database_url: &str, extra: &str) -> (Server, Duration) {
-        let (public_port, internal_port, management_port) = (free_port(), free_port(), free_port());
-        let config = format!(
-            r#"
+/// Starts the release binary with the `allhands` client and the `azure_devops` provider at
+/// `entra`, plus `extra` TOML, and waits until it is ready.
+async fn start_server(entra: &FakeEntra, database_url: &str, extra: &str) -> BrokerProcess {
+    let ports = Ports::free();
+    let config = format!(
+        r#"
 [http]
-bind = "127.0.0.1:{public_port}"
-internal_bind = "127.0.0.1:{internal_port}"
-management_bind = "127.0.0.1:{management_port}"
+bind = "127.0.0.1:{public}"
+internal_bind = "127.0.0.1:{internal}"
+management_bind = "127.0.0.1:{management}"
 [database]
 url = "{database_url}"
 max_connections = 20
@@ -284,69 +261,19 @@ client_secret = "{UPSTREAM_SECRET}"
 authority = "{authority}"
 {extra}
 "#,
-            authority = entra.authority()
-        );
-        let path = std::env::temp_dir().join(format!("ib-bench-{public_port}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let management = format!("http://127.0.0.1:{management_port}");
-        let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_identity-broker"))
-            .args(["start-dev", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the broker starts");
-        let probe = reqwest::Client::new();
-        loop {
-            if let Ok(response) = probe.get(format!("{management}/health/ready")).send().await
-                && response.status() == 200
-            {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "the broker did not become ready");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let ready_after = started.elapsed();
-        let server = Server {
-            child,
-            public: format!("http://127.0.0.1:{public_port}"),
-            internal: format!("http://127.0.0.1:{internal_port}"),
-            management,
-        };
-        (server, ready_after)
-    }
+        public = ports.public,
+        internal = ports.internal,
+        management = ports.management,
+        authority = entra.authority()
+    );
+    BrokerProcess::start(&config, ports, &[], Stderr::Inherit).await
+}
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGTERM and waits for the process to end; graceful shutdown should exit 0.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
-        self.child.wait().unwrap()
-    }
-
+// What only the benchmarks ask of the server process.
+impl BrokerProcess {
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.management)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("{}{}", self.management, paths::METRICS)).await.unwrap().text().await.unwrap()
     }
-}
-
-impl Drop for Server {
-    /// A benchmark that panics must not leave the server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-/// A browser: keeps cookies, does not follow redirects.
-pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-fn location(response: &reqwest::Response) -> String {
-    response.headers()["location"].to_str().unwrap().to_owned()
 }
 
 /// What one complete sign-in gave the application, and the time spent in the broker's own endpoints.
@@ -358,7 +285,8 @@ pub struct SignIn {
 /// One complete sign-in of the fake Entra's user, through to the code exchange.
 pub async fn sign_in(browser: &reqwest::Client, public: &str) -> SignIn {
     let auth = format!(
-        "{public}/realms/allhands/protocol/openid-connect/auth?client_id=allhands&response_type=code&redirect_uri={REDIRECT_URI}&scope=openid%20email%20profile&state=bench&kc_idp_hint=azure_devops"
+        "{public}{}?client_id=allhands&response_type=code&redirect_uri={REDIRECT_URI}&scope=openid%20email%20profile&state=bench&kc_idp_hint=azure_devops",
+        realm_path(paths::AUTH)
     );
     let mut broker_time = Duration::ZERO;
     let timed = Instant::now();
@@ -371,10 +299,9 @@ pub async fn sign_in(browser: &reqwest::Client, public: &str) -> SignIn {
     let timed = Instant::now();
     let back = browser.get(&callback).send().await.unwrap();
     assert_eq!(back.status(), 302, "sign-in completes");
-    let target = Url::parse(&location(&back)).unwrap();
-    let code = target.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).expect("a code");
+    let code = query_of(&location(&back)).remove("code").expect("a code");
     let token = browser
-        .post(format!("{public}/realms/allhands/protocol/openid-connect/token"))
+        .post(format!("{public}{}", realm_path(paths::TOKEN)))
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
@@ -541,9 +468,9 @@ where
 
 /// Requests per second of `/health/live` from `workers` concurrent keep-alive clients;
 /// every answer must be 200.
-pub async fn health_rate(server: &Server, workers: usize, duration: Duration) -> f64 {
+pub async fn health_rate(server: &BrokerProcess, workers: usize, duration: Duration) -> f64 {
     let client = reqwest::Client::new();
-    let url = format!("{}/health/live", server.management);
+    let url = format!("{}{}", server.management, paths::HEALTH_LIVE);
     let load = run_load(workers, Stop::After(duration), move |_| {
         let request = client.get(&url);
         async move { expect_ok(request).await.map(|(latency, _)| latency) }

@@ -1,6 +1,7 @@
 //! Every session's start and end reaches the audit trail through the one batched writer, with
 //! who, which client, which provider and why; never a token.
 
+use identity_broker::http::paths;
 use identity_broker::store::AuditEvent;
 use reqwest::StatusCode;
 
@@ -19,7 +20,7 @@ both_backends!(sign_ins_and_every_kind_of_session_end_are_audited, |backend| asy
     let tokens = app.tokens().await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let form = [("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET), ("refresh_token", refresh)];
-    assert_eq!(app.post_form("logout", &form).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.post_form(paths::LOGOUT, &form).await.status(), StatusCode::NO_CONTENT);
 
     // A client that rotates refresh tokens, whose old refresh token comes back.
     let other = app.tokens_for((OTHER_CLIENT_ID, OTHER_CLIENT_SECRET, OTHER_REDIRECT_URI), &[]).await;
@@ -30,8 +31,8 @@ both_backends!(sign_ins_and_every_kind_of_session_end_are_audited, |backend| asy
         ("grant_type", "refresh_token"),
         ("refresh_token", first),
     ];
-    assert_eq!(app.post_form("token", &grant).await.status(), StatusCode::OK);
-    assert_eq!(app.post_form("token", &grant).await.status(), StatusCode::BAD_REQUEST, "reuse is refused");
+    assert_eq!(app.post_form(paths::TOKEN, &grant).await.status(), StatusCode::OK);
+    assert_eq!(app.post_form(paths::TOKEN, &grant).await.status(), StatusCode::BAD_REQUEST, "reuse is refused");
 
     let sign_ins = audited(&app, "sign_in").await;
     assert_eq!(sign_ins.len(), 2, "{sign_ins:?}");

@@ -6,12 +6,12 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::fake_entra::IdTokenTweak;
 use crate::helpers::*;
+use crate::support::fake_entra::IdTokenTweak;
 
 both_backends!(bad_authorization_requests_never_redirect_to_untrusted_places, |backend| async move {
     let app = spawn_app(backend).await;
-    let auth = app.url("/realms/allhands/protocol/openid-connect/auth");
+    let auth = app.url(&realm_path(paths::AUTH));
     let long = "x".repeat(5000);
     let cases = [
         (format!("{auth}?client_id=unknown&response_type=code&redirect_uri={REDIRECT_URI}"), "unknown client"),
@@ -46,7 +46,7 @@ both_backends!(bad_authorization_requests_never_redirect_to_untrusted_places, |b
 
 both_backends!(errors_after_the_redirect_uri_is_trusted_go_back_to_the_client, |backend| async move {
     let app = spawn_app(backend).await;
-    let auth = app.url("/realms/allhands/protocol/openid-connect/auth");
+    let auth = app.url(&realm_path(paths::AUTH));
     let cases = [
         ("response_type=token", "unsupported_response_type"),
         ("response_type=code&code_challenge=short&code_challenge_method=S256", "invalid_request"),
@@ -67,7 +67,7 @@ both_backends!(errors_after_the_redirect_uri_is_trusted_go_back_to_the_client, |
 
 both_backends!(callbacks_without_state_cookie_or_with_a_replayed_state_are_refused, |backend| async move {
     let app = spawn_app(backend).await;
-    let endpoint = app.url("/realms/allhands/broker/azure_devops/endpoint");
+    let endpoint = app.url(&provider_path(paths::BROKER_ENDPOINT, "azure_devops"));
 
     let missing_state = app.browser.get(format!("{endpoint}?code=abc")).send().await.expect("request");
     assert_eq!(missing_state.status(), StatusCode::BAD_REQUEST, "missing state");
@@ -159,7 +159,7 @@ both_backends!(code_replay_wrong_secret_and_bad_grants_are_refused, |backend| as
         "a replayed code revokes what it issued"
     );
 
-    let token_url = app.url("/realms/allhands/protocol/openid-connect/token");
+    let token_url = app.url(&realm_path(paths::TOKEN));
     let basic = app
         .api
         .post(&token_url)
@@ -240,6 +240,6 @@ both_backends!(userinfo_refuses_bad_bearer_tokens, |backend| async move {
         let challenge = response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
         assert!(challenge.starts_with("Bearer"), "{context}: {challenge}");
     }
-    let none = app.api.get(app.url("/realms/allhands/protocol/openid-connect/userinfo")).send().await.expect("request");
+    let none = app.api.get(app.url(&realm_path(paths::USERINFO))).send().await.expect("request");
     assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "no token");
 });

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::fake_entra::FakeUser;
 use crate::helpers::*;
+use crate::support::fake_entra::FakeUser;
 
 /// The first answer to `/auth` in `browser`, not followed.
 async fn authorize(app: &TestApp, browser: &reqwest::Client, extra: &[(&str, &str)]) -> reqwest::Response {
@@ -26,7 +26,7 @@ async fn refresh_status(app: &TestApp, refresh_token: &str) -> StatusCode {
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh_token),
     ];
-    app.post_form("token", &form).await.status()
+    app.post_form(paths::TOKEN, &form).await.status()
 }
 
 fn text(value: &Value, name: &str) -> String {
@@ -64,7 +64,7 @@ both_backends!(rp_initiated_logout_ends_the_session_and_returns_to_a_registered_
     let app = spawn_app(backend).await;
     let tokens = exchange_ok(&app, &app.sign_in().await.code()).await;
     let id_token = text(&tokens, "id_token");
-    let logout = app.url("/realms/allhands/protocol/openid-connect/logout");
+    let logout = app.url(&realm_path(paths::LOGOUT));
     let mut tampered = id_token.clone();
     tampered.replace_range(tampered.len() - 4.., "AAAA");
 
@@ -105,7 +105,7 @@ both_backends!(rp_initiated_logout_ends_the_session_and_returns_to_a_registered_
 both_backends!(logout_without_an_id_token_hint_asks_the_user_first, |backend| async move {
     let app = spawn_app(backend).await;
     let tokens = exchange_ok(&app, &app.sign_in().await.code()).await;
-    let logout = app.url("/realms/allhands/protocol/openid-connect/logout");
+    let logout = app.url(&realm_path(paths::LOGOUT));
 
     let ask = app
         .browser

@@ -9,7 +9,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     let app = spawn_app(Backend::Postgres).await;
     let _ = app.tokens().await;
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
-    let schema = format!("{}/internal/v1/openapi.json", app.internal);
+    let schema = format!("{}{}", app.internal, paths::INTERNAL_OPENAPI);
 
     let output = tokio::process::Command::new(python_env().await.tool("schemathesis"))
         .args(["run", &schema, "--url", &app.internal])

@@ -8,11 +8,14 @@ use identity_broker::config::{Mode, Settings};
 use identity_broker::http::AppState;
 use identity_broker::store::{Store, Table};
 use reqwest::StatusCode;
-use sqlx::Connection as _;
+use serde_json::Value;
 use url::Url;
-use uuid::Uuid;
 
-use crate::fake_entra::{FakeEntra, HOME_TENANT};
+pub use crate::support::database::{Backend, TestDb};
+use crate::support::fake_entra::{FakeEntra, HOME_TENANT};
+pub use crate::support::http::{
+    REALM_NAME, browser_client, location, paths, provider_path, query_of, realm_path, user_token_path,
+};
 
 pub const CLIENT_ID: &str = "allhands";
 pub const CLIENT_SECRET: &str = "client-secret-for-tests";
@@ -29,65 +32,6 @@ pub const SERVICE_SECRET: &str = "runtime-service-secret";
 pub const LIMITED_SERVICE_ID: &str = "audit-reader";
 pub const LIMITED_SERVICE_SECRET: &str = "audit-reader-secret";
 pub const VAULT_KEY: &str = "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-/// A database that exists for one test and is dropped after it.
-pub struct TestDb {
-    pub url: String,
-    backend: Backend,
-    name: String,
-}
-
-impl TestDb {
-    pub async fn new(backend: Backend) -> TestDb {
-        let name = format!("ib_test_{}", Uuid::new_v4().simple());
-        let url = match backend {
-            Backend::Postgres => {
-                let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("Postgres at 127.0.0.1:5432");
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
-                format!("postgres://postgres@127.0.0.1:5432/{name}")
-            }
-            Backend::Sqlite => {
-                format!("sqlite://{}?mode=rwc", std::env::temp_dir().join(format!("{name}.db")).display())
-            }
-        };
-        TestDb { url, backend, name }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        match self.backend {
-            Backend::Postgres => {
-                let name = self.name.clone();
-                // Drop runs inside the test's runtime; a thread with its own runtime may block.
-                let _ = std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                    runtime.block_on(async {
-                        if let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut admin)
-                                .await;
-                        }
-                    });
-                })
-                .join();
-            }
-            Backend::Sqlite => {
-                let path = std::env::temp_dir().join(format!("{}.db", self.name));
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-            }
-        }
-    }
-}
 
 /// How the provider is set up for a test.
 #[derive(Debug, Clone)]
@@ -126,17 +70,16 @@ pub struct TestApp {
     pub store: Store,
     pub browser: reqwest::Client,
     pub api: reqwest::Client,
-    /// The test database, for other broker processes that share it.
-    pub database_url: String,
+    /// The test database, for other broker processes that share it; removed after the test.
+    pub db: TestDb,
     settings_text: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    /// Kept for its `Drop`, which removes the database after the test.
-    _db: TestDb,
+    server: Option<ServerTask>,
 }
 
-pub fn browser_client() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
+/// A client of the API: no cookies, follows no redirects.
+pub fn api_client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
 }
 
 pub fn settings_toml(entra: &FakeEntra, setup: &ProviderSetup) -> String {
@@ -224,26 +167,30 @@ pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
         entra,
         store,
         browser: browser_client(),
-        api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
-        database_url: db.url.clone(),
+        api: api_client(),
+        db,
         settings_text: text,
         shutdown: Some(shutdown),
         server: Some(server),
-        _db: db,
     }
 }
 
 /// Where a started application listens, and its state.
-struct Running {
-    public: String,
-    internal: String,
-    management: String,
-    state: AppState,
+pub struct Running {
+    pub public: String,
+    pub internal: String,
+    pub management: String,
+    pub state: AppState,
 }
 
-type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+pub type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
-async fn start_application(text: &str, database_url: &str) -> (Running, tokio::sync::oneshot::Sender<()>, ServerTask) {
+/// Builds the application from the settings `text` and the database, and serves it in this
+/// process until the sender is used.
+pub async fn start_application(
+    text: &str,
+    database_url: &str,
+) -> (Running, tokio::sync::oneshot::Sender<()>, ServerTask) {
     let url = database_url.to_owned();
     let settings = Settings::from_toml(Mode::Development, text, |name| (name == "DATABASE_URL").then(|| url.clone()))
         .expect("test settings are valid");
@@ -259,19 +206,6 @@ async fn start_application(text: &str, database_url: &str) -> (Running, tokio::s
         let _ = rx.await;
     }));
     (running, tx, server)
-}
-
-pub fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no Location on a {} answer", response.status()))
-        .to_owned()
-}
-
-pub fn query_of(url: &str) -> HashMap<String, String> {
-    Url::parse(url).expect("absolute URL").query_pairs().into_owned().collect()
 }
 
 /// Where the browser stopped: the client's redirect URI, or a page of the broker.
@@ -312,7 +246,7 @@ impl TestApp {
         // Same public address, so the issuer (derived from it in development) is unchanged.
         let port = self.public.rsplit(':').next().unwrap_or("0");
         let text = self.settings_text.replace("\nbind = \"127.0.0.1:0\"", &format!("\nbind = \"127.0.0.1:{port}\""));
-        let (running, shutdown, server) = start_application(&text, &self.database_url).await;
+        let (running, shutdown, server) = start_application(&text, &self.db.url).await;
         self.public = running.public;
         self.internal = running.internal;
         self.management = running.management;
@@ -344,7 +278,7 @@ impl TestApp {
             params.retain(|(name, _)| name != k);
             params.push((k, v));
         }
-        let mut url = Url::parse(&self.url("/realms/allhands/protocol/openid-connect/auth")).expect("url");
+        let mut url = Url::parse(&self.url(&realm_path(paths::AUTH))).expect("url");
         url.query_pairs_mut().extend_pairs(params);
         url.to_string()
     }
@@ -406,16 +340,11 @@ impl TestApp {
             form.retain(|(name, _)| name != k);
             form.push((k, v));
         }
-        self.api
-            .post(self.url("/realms/allhands/protocol/openid-connect/token"))
-            .form(&form)
-            .send()
-            .await
-            .expect("token")
+        self.api.post(self.url(&realm_path(paths::TOKEN))).form(&form).send().await.expect("token")
     }
 
     /// A complete sign-in of `client` in a fresh browser, through the code exchange.
-    pub async fn tokens_for(&self, client: (&str, &str, &str), extra: &[(&str, &str)]) -> serde_json::Value {
+    pub async fn tokens_for(&self, client: (&str, &str, &str), extra: &[(&str, &str)]) -> Value {
         let (client_id, secret, redirect_uri) = client;
         let code = self.follow(&browser_client(), &self.auth_url_for(client_id, redirect_uri, extra)).await.code();
         let form = [
@@ -425,67 +354,85 @@ impl TestApp {
             ("code", code.as_str()),
             ("redirect_uri", redirect_uri),
         ];
-        let response = self.post_form("token", &form).await;
+        let response = self.post_form(paths::TOKEN, &form).await;
         assert_eq!(response.status(), StatusCode::OK, "code exchange for {client_id}");
         response.json().await.expect("json")
     }
 
     /// A complete sign-in through the provider, in a browser of its own (so an earlier
     /// sign-in's SSO session does not answer it), and the code exchange.
-    pub async fn tokens(&self) -> serde_json::Value {
+    pub async fn tokens(&self) -> Value {
         let code = self.follow(&browser_client(), &self.auth_url(&[])).await.code();
         let response = self.exchange(&code, &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.expect("json")
     }
 
-    /// POSTs a form to an OpenID Connect endpoint (`token`, `logout`, `token/introspect`, …).
-    pub async fn post_form(&self, endpoint: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let url = self.url(&format!("/realms/allhands/protocol/openid-connect/{endpoint}"));
-        self.api.post(url).form(form).send().await.expect("request")
+    /// POSTs a form to an OpenID Connect endpoint of the realm (`paths::TOKEN`, `paths::LOGOUT`, …).
+    pub async fn post_form(&self, route: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.api.post(self.url(&realm_path(route))).form(form).send().await.expect("request")
     }
 
     pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {
-        self.api
-            .get(self.url("/realms/allhands/protocol/openid-connect/userinfo"))
-            .bearer_auth(access_token)
-            .send()
-            .await
-            .expect("userinfo")
+        self.api.get(self.url(&realm_path(paths::USERINFO))).bearer_auth(access_token).send().await.expect("userinfo")
     }
 
     /// A service account's access token from the internal listener's token endpoint.
     pub async fn service_token(&self, client_id: &str, client_secret: &str) -> String {
+        self.service_token_at(&self.internal, client_id, client_secret).await
+    }
+
+    /// A service account's access token from the token endpoint of the internal listener at
+    /// `internal`, this application's or another's on the same database.
+    pub async fn service_token_at(&self, internal: &str, client_id: &str, client_secret: &str) -> String {
         let response = self
             .api
-            .post(format!("{}/realms/allhands/protocol/openid-connect/token", self.internal))
+            .post(format!("{internal}{}", realm_path(paths::TOKEN)))
             .form(&[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", client_secret)])
             .send()
             .await
             .expect("client_credentials");
         assert_eq!(response.status(), StatusCode::OK, "the service account gets a token");
-        let body: serde_json::Value = response.json().await.expect("json");
-        body["access_token"].as_str().expect("access_token").to_owned()
+        let body: Value = response.json().await.expect("json");
+        access_token(&body).to_owned()
     }
 
-    /// `GET /internal/v1/users/{user_id}/tokens/{alias}{query}` with `bearer`.
+    /// `GET` [`paths::INTERNAL_USER_TOKEN`]`{query}` with `bearer`.
     pub async fn read_token(&self, bearer: &str, user_id: &str, alias: &str, query: &str) -> reqwest::Response {
+        self.read_token_at(&self.internal, bearer, user_id, alias, query).await
+    }
+
+    /// As [`TestApp::read_token`], from the internal listener at `internal`.
+    pub async fn read_token_at(
+        &self,
+        internal: &str,
+        bearer: &str,
+        user_id: &str,
+        alias: &str,
+        query: &str,
+    ) -> reqwest::Response {
         self.api
-            .get(format!("{}/internal/v1/users/{user_id}/tokens/{alias}{query}", self.internal))
+            .get(format!("{internal}{}{query}", user_token_path(user_id, alias)))
             .bearer_auth(bearer)
             .send()
             .await
             .expect("internal read")
     }
 
-    /// `GET /realms/allhands/broker/{alias}/token` with the user's access token.
+    /// `GET` [`paths::BROKER_TOKEN`] with the user's access token.
     pub async fn broker_token(&self, access_token: &str, alias: &str) -> reqwest::Response {
         self.api
-            .get(self.url(&format!("/realms/allhands/broker/{alias}/token")))
+            .get(self.url(&provider_path(paths::BROKER_TOKEN, alias)))
             .bearer_auth(access_token)
             .send()
             .await
             .expect("broker token")
+    }
+
+    /// The management listener's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.api.get(format!("{}{}", self.management, paths::METRICS)).send().await.expect("metrics");
+        response.text().await.expect("text")
     }
 
     pub async fn count(&self, table: Table) -> i64 {
@@ -511,8 +458,18 @@ impl Drop for TestApp {
     }
 }
 
+/// The access token of a token response.
+pub fn access_token(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().expect("access_token")
+}
+
+/// The broker's user id of a token response: its access token's subject.
+pub fn user_id_of(tokens: &Value) -> String {
+    jwt_claims(access_token(tokens))["sub"].as_str().expect("sub").to_owned()
+}
+
 /// Decodes a JWT's payload without verifying it, as OpenHands does.
-pub fn jwt_claims(token: &str) -> serde_json::Value {
+pub fn jwt_claims(token: &str) -> Value {
     use base64::Engine as _;
     let payload = token.split('.').nth(1).expect("a JWT has three parts");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");

@@ -2,10 +2,7 @@
 //! against a running broker's database, and the compare-and-swap that keeps a rekey from
 //! overwriting a concurrent refresh.
 
-use std::path::PathBuf;
-
-use identity_broker::app::Application;
-use identity_broker::config::{Mode, Settings, parse_vault_key};
+use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
 use identity_broker::http::AppState;
 use identity_broker::store::Lease;
@@ -16,8 +13,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::fake_entra::FakeUser;
 use crate::helpers::*;
+use crate::support::fake_entra::FakeUser;
+use crate::support::process::{BINARY, ConfigFile};
 
 /// The key an operator adds in front of [`VAULT_KEY`] to rotate the vault.
 const NEW_VAULT_KEY: &str = "t2:HxwdHhsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
@@ -33,15 +31,6 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
 }
 
-/// A configuration file for the commands, removed when dropped.
-struct ConfigFile(PathBuf);
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// The test application's own settings as a production file for the commands: its
 /// database, a public hostname, and `vault_keys` (first encrypts).
 fn command_config(app: &TestApp, vault_keys: &[&str]) -> ConfigFile {
@@ -51,10 +40,8 @@ fn command_config(app: &TestApp, vault_keys: &[&str]) -> ConfigFile {
         .replace(&format!("encryption_keys = [\"{VAULT_KEY}\"]"), &format!("encryption_keys = [{}]", keys.join(", ")))
         // The fake Entra speaks plain HTTP, which production settings refuse unless told.
         .replace("[providers.azure_devops]\n", "[providers.azure_devops]\nallow_insecure_http = true\n")
-        + &format!("\n[database]\nurl = \"{}\"\n", app.database_url);
-    let path = std::env::temp_dir().join(format!("ib_command_{}.toml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, text).expect("config file");
-    ConfigFile(path)
+        + &format!("\n[database]\nurl = \"{}\"\n", app.db.url);
+    ConfigFile::write(&text)
 }
 
 struct CommandOutput {
@@ -65,10 +52,10 @@ struct CommandOutput {
 
 /// Runs the built binary with `args --config <config>`, with no environment overrides.
 async fn run_command(args: &[&str], config: &ConfigFile) -> CommandOutput {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_identity-broker"))
+    let output = tokio::process::Command::new(BINARY)
         .args(args)
         .arg("--config")
-        .arg(&config.0)
+        .arg(config.path())
         .env_remove("DATABASE_URL")
         .env_remove("BROKER_ENCRYPTION_KEYS")
         .env_remove("BROKER_HOSTNAME")
@@ -106,34 +93,15 @@ fn kid_of(jwt: &str) -> String {
     header["kid"].as_str().expect("kid").to_owned()
 }
 
-fn access_token(tokens: &Value) -> &str {
-    tokens["access_token"].as_str().expect("access_token")
-}
-
 async fn published_kids(app: &TestApp) -> Vec<String> {
-    let certs: Value = app
-        .api
-        .get(app.url("/realms/allhands/protocol/openid-connect/certs"))
-        .send()
-        .await
-        .expect("certs")
-        .json()
-        .await
-        .expect("JSON");
+    let certs: Value =
+        app.api.get(app.url(&realm_path(paths::CERTS))).send().await.expect("certs").json().await.expect("JSON");
     certs["keys"].as_array().expect("keys").iter().map(|k| k["kid"].as_str().expect("kid").to_owned()).collect()
 }
 
 /// What the housekeeping loop does every minute, at a chosen time.
 async fn reload_keys(app: &TestApp, at: i64) -> bool {
     app.state.tokens.keys().reload(&app.store, &cipher(&[VAULT_KEY]), at).await.expect("keys reload")
-}
-
-/// A sign-in in a browser of its own, so no earlier session is reused.
-async fn fresh_sign_in(app: &TestApp) -> Value {
-    let code = app.follow(&browser_client(), &app.auth_url(&[])).await.code();
-    let response = app.exchange(&code, &[]).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.expect("JSON")
 }
 
 both_backends!(rotated_keys_sign_new_tokens_and_still_verify_old_ones, |backend| async move {
@@ -158,7 +126,7 @@ both_backends!(rotated_keys_sign_new_tokens_and_still_verify_old_ones, |backend|
     assert_eq!(app.userinfo(old_access).await.status(), StatusCode::OK, "a token from before the rotation still works");
     let refreshed = app
         .post_form(
-            "token",
+            paths::TOKEN,
             &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", before["refresh_token"].as_str().expect("refresh_token")),
@@ -170,11 +138,11 @@ both_backends!(rotated_keys_sign_new_tokens_and_still_verify_old_ones, |backend|
     assert_eq!(refreshed.status(), StatusCode::OK, "a refresh token from before the rotation still works");
     let refreshed: Value = refreshed.json().await.expect("JSON");
     assert_eq!(kid_of(access_token(&refreshed)), new_kid, "the refresh is signed with the new key");
-    let after = fresh_sign_in(&app).await;
+    let after = app.tokens().await;
     assert_eq!(kid_of(access_token(&after)), new_kid, "new sign-ins carry the new kid");
     assert_eq!(app.userinfo(access_token(&after)).await.status(), StatusCode::OK);
     let realm: Value =
-        app.api.get(app.url("/realms/allhands")).send().await.expect("realm").json().await.expect("JSON");
+        app.api.get(app.url(&realm_path(paths::REALM))).send().await.expect("realm").json().await.expect("JSON");
     assert!(realm["public_key"].is_string());
     assert!(!reload_keys(&app, app.state.clock.now()).await, "nothing changed since the last reload");
 
@@ -199,11 +167,11 @@ both_backends!(a_key_announced_for_later_is_published_first_and_signs_from_its_t
 
     let new_kid = field_after(&output, "new signing key: ");
     assert_eq!(published_kids(&app).await, [old_kid.clone(), new_kid.clone()], "announced before it signs");
-    let early = fresh_sign_in(&app).await;
+    let early = app.tokens().await;
     assert_eq!(kid_of(access_token(&early)), old_kid, "the old key signs until the new one's time");
 
     assert!(reload_keys(&app, app.state.clock.now() + 601).await);
-    let late = fresh_sign_in(&app).await;
+    let late = app.tokens().await;
     assert_eq!(kid_of(access_token(&late)), new_kid);
     assert_eq!(published_kids(&app).await, [new_kid, old_kid]);
     assert_eq!(app.userinfo(access_token(&early)).await.status(), StatusCode::OK);
@@ -215,7 +183,7 @@ struct Replica {
     internal: String,
     state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: ServerTask,
 }
 
 impl Drop for Replica {
@@ -231,53 +199,19 @@ async fn spawn_replica(app: &TestApp, vault_keys: &[&str]) -> Replica {
     let keys: Vec<String> = vault_keys.iter().map(|k| format!("\"{k}\"")).collect();
     let text = settings_toml(&app.entra, &ProviderSetup::default())
         .replace(&format!("encryption_keys = [\"{VAULT_KEY}\"]"), &format!("encryption_keys = [{}]", keys.join(", ")));
-    let url = app.database_url.clone();
-    let settings = Settings::from_toml(Mode::Development, &text, |name| (name == "DATABASE_URL").then(|| url.clone()))
-        .expect("replica settings");
-    let built = Application::build(settings).await.expect("the replica builds with the new vault key alone");
-    let (public, internal) = (format!("http://{}", built.public_addr), format!("http://{}", built.internal_addr));
-    let state = built.state().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(built.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    // It builds with the new vault key alone.
+    let (Running { public, internal, state, .. }, stop, server) = start_application(&text, &app.db.url).await;
     Replica { public, internal, state, stop: Some(stop), server }
 }
 
 impl Replica {
-    async fn service_token(&self, app: &TestApp) -> String {
-        let response = app
-            .api
-            .post(format!("{}/realms/allhands/protocol/openid-connect/token", self.internal))
-            .form(&[("grant_type", "client_credentials"), ("client_id", SERVICE_ID), ("client_secret", SERVICE_SECRET)])
-            .send()
-            .await
-            .expect("client_credentials");
-        assert_eq!(response.status(), StatusCode::OK);
-        let body: Value = response.json().await.expect("JSON");
-        body["access_token"].as_str().expect("access_token").to_owned()
-    }
-
-    async fn upstream_access_token(&self, app: &TestApp, service: &str, user_id: &str) -> String {
-        let response = app
-            .api
-            .get(format!("{}/internal/v1/users/{user_id}/tokens/{ALIAS}", self.internal))
-            .bearer_auth(service)
-            .send()
-            .await
-            .expect("internal read");
-        assert_eq!(response.status(), StatusCode::OK, "the replica reads {user_id}'s upstream token");
-        let body: Value = response.json().await.expect("JSON");
-        body["access_token"].as_str().expect("access_token").to_owned()
-    }
-
     /// Signs in through this replica, driving the browser with the harness's redirect walker.
     async fn sign_in(&self, app: &TestApp) -> Value {
         let auth_url = app.auth_url(&[]).replacen(&app.public, &self.public, 1);
         let code = app.follow(&browser_client(), &auth_url).await.code();
         let response = app
             .api
-            .post(format!("{}/realms/allhands/protocol/openid-connect/token", self.public))
+            .post(format!("{}{}", self.public, realm_path(paths::TOKEN)))
             .form(&[
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
@@ -293,22 +227,23 @@ impl Replica {
     }
 }
 
-async fn upstream_access_token(app: &TestApp, service: &str, user_id: &str) -> String {
-    let response = app.read_token(service, user_id, ALIAS, "").await;
-    assert_eq!(response.status(), StatusCode::OK);
+/// The upstream access token stored for `user_id`, read from the internal listener at `internal`.
+async fn upstream_access_token(app: &TestApp, internal: &str, service: &str, user_id: &str) -> String {
+    let response = app.read_token_at(internal, service, user_id, ALIAS, "").await;
+    assert_eq!(response.status(), StatusCode::OK, "{internal} reads {user_id}'s upstream token");
     let body: Value = response.json().await.expect("JSON");
-    body["access_token"].as_str().expect("access_token").to_owned()
+    access_token(&body).to_owned()
 }
 
 both_backends!(rekey_moves_every_row_to_the_new_vault_key_and_nothing_is_lost, |backend| async move {
     let app = spawn_app(backend).await;
-    let alice = jwt_claims(access_token(&fresh_sign_in(&app).await))["sub"].as_str().expect("sub").to_owned();
+    let alice = user_id_of(&app.tokens().await);
     app.entra.set_user(FakeUser::bob());
-    let bob = jwt_claims(access_token(&fresh_sign_in(&app).await))["sub"].as_str().expect("sub").to_owned();
+    let bob = user_id_of(&app.tokens().await);
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let stored = [
-        (alice.clone(), upstream_access_token(&app, &service, &alice).await),
-        (bob.clone(), upstream_access_token(&app, &service, &bob).await),
+        (alice.clone(), upstream_access_token(&app, &app.internal, &service, &alice).await),
+        (bob.clone(), upstream_access_token(&app, &app.internal, &service, &bob).await),
     ];
 
     // Without the key the rows are sealed under, the command refuses, names it, and changes nothing.
@@ -340,9 +275,10 @@ both_backends!(rekey_moves_every_row_to_the_new_vault_key_and_nothing_is_lost, |
     assert!(second.contains("signing keys: 0 rekeyed"), "{second}");
 
     let replica = spawn_replica(&app, &[NEW_VAULT_KEY]).await;
-    let replica_service = replica.service_token(&app).await;
+    let replica_service = app.service_token_at(&replica.internal, SERVICE_ID, SERVICE_SECRET).await;
     for (user_id, upstream) in &stored {
-        assert_eq!(&replica.upstream_access_token(&app, &replica_service, user_id).await, upstream, "the same token");
+        let read = upstream_access_token(&app, &replica.internal, &replica_service, user_id).await;
+        assert_eq!(&read, upstream, "the same token");
     }
     let signed_in = replica.sign_in(&app).await;
     assert_eq!(
@@ -352,7 +288,7 @@ both_backends!(rekey_moves_every_row_to_the_new_vault_key_and_nothing_is_lost, |
     );
     let userinfo = app
         .api
-        .get(format!("{}/realms/allhands/protocol/openid-connect/userinfo", replica.public))
+        .get(format!("{}{}", replica.public, realm_path(paths::USERINFO)))
         .bearer_auth(access_token(&signed_in))
         .send()
         .await
@@ -362,7 +298,7 @@ both_backends!(rekey_moves_every_row_to_the_new_vault_key_and_nothing_is_lost, |
 
 both_backends!(a_row_rewritten_between_read_and_write_is_not_clobbered_by_the_rekey, |backend| async move {
     let app = spawn_app(backend).await;
-    let user_id = jwt_claims(access_token(&app.tokens().await))["sub"].as_str().expect("sub").to_owned();
+    let user_id = user_id_of(&app.tokens().await);
     let (old, both) = (cipher(&[VAULT_KEY]), cipher(&[NEW_VAULT_KEY, VAULT_KEY]));
     let seen = app.store.vault_rows_not_under_key(NEW_VAULT_KEY_ID, ("", ""), 10).await.expect("rows");
     assert_eq!(seen.len(), 1);

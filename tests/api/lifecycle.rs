@@ -19,12 +19,12 @@ async fn refresh(app: &TestApp, client: (&str, &str, &str), token: &str) -> reqw
         ("grant_type", "refresh_token"),
         ("refresh_token", token),
     ];
-    app.post_form("token", &form).await
+    app.post_form(paths::TOKEN, &form).await
 }
 
 async fn introspect(app: &TestApp, token: &str) -> Value {
     let form = [("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET), ("token", token)];
-    app.post_form("token/introspect", &form).await.json().await.expect("json")
+    app.post_form(paths::INTROSPECT, &form).await.json().await.expect("json")
 }
 
 fn field(body: &Value, name: &str) -> String {
@@ -48,7 +48,7 @@ both_backends!(an_offline_token_survives_logout_and_restart_and_expires_only_whe
         ("client_secret", CLIENT_SECRET),
         ("refresh_token", &field(&online, "refresh_token")),
     ];
-    assert_eq!(app.post_form("logout", &form).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.post_form(paths::LOGOUT, &form).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(introspect(&app, &field(&online, "refresh_token")).await["active"], false);
     let after_logout = refresh(&app, OPENHANDS, &offline_token).await;
     assert_eq!(after_logout.status(), StatusCode::OK, "offline tokens outlive logout");
@@ -89,7 +89,7 @@ both_backends!(revoking_an_offline_token_ends_its_offline_session, |backend| asy
     let again = refresh(&app, OPENHANDS, &token).await.json::<Value>().await.expect("json");
 
     let form = [("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET), ("token", token.as_str())];
-    assert_eq!(app.post_form("revoke", &form).await.status(), StatusCode::OK);
+    assert_eq!(app.post_form(paths::REVOKE, &form).await.status(), StatusCode::OK);
 
     assert_eq!(refresh(&app, OPENHANDS, &token).await.status(), StatusCode::BAD_REQUEST);
     assert_eq!(introspect(&app, &field(&again, "refresh_token")).await["active"], false, "the whole offline session");

@@ -5,7 +5,6 @@
 mod audit;
 mod bad_input;
 mod browser_session;
-mod fake_entra;
 mod fuzz;
 mod helpers;
 mod keys;
@@ -18,4 +17,6 @@ mod replicas;
 mod session;
 mod sign_in;
 mod storage;
+#[path = "../support/mod.rs"]
+mod support;
 mod tokens;

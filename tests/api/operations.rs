@@ -5,10 +5,11 @@ use serde_json::Value;
 
 use crate::both_backends;
 use crate::helpers::*;
+use crate::support::process::BINARY;
 
 both_backends!(health_checks_answer_in_keycloaks_shape, |backend| async move {
     let app = spawn_app(backend).await;
-    for path in ["/health", "/health/live", "/health/ready", "/health/started"] {
+    for path in [paths::HEALTH, paths::HEALTH_LIVE, paths::HEALTH_READY, paths::HEALTH_STARTED] {
         let response = app.api.get(format!("{}{path}", app.management)).send().await.expect("health");
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let body: Value = response.json().await.expect("json");
@@ -18,27 +19,27 @@ both_backends!(health_checks_answer_in_keycloaks_shape, |backend| async move {
             "{path}: {body}"
         );
     }
-    let public_health = app.api.get(app.url("/health")).send().await.expect("request");
+    let public_health = app.api.get(app.url(paths::HEALTH)).send().await.expect("request");
     assert_eq!(public_health.status(), StatusCode::NOT_FOUND, "health lives on the management listener only");
 
-    let realm: Value =
-        app.api.get(app.url("/realms/allhands")).send().await.expect("realm").json().await.expect("json");
-    assert_eq!(realm["realm"], "allhands");
+    let issuer = app.url(&realm_path(paths::REALM));
+    let realm: Value = app.api.get(&issuer).send().await.expect("realm").json().await.expect("json");
+    assert_eq!(realm["realm"], REALM_NAME);
     assert!(realm["public_key"].as_str().is_some_and(|k| k.starts_with("MII")), "base64 SubjectPublicKeyInfo");
-    assert_eq!(realm["token-service"], format!("{}/realms/allhands/protocol/openid-connect", app.public));
+    assert_eq!(realm["token-service"], format!("{issuer}/protocol/openid-connect"));
     let unknown = app.api.get(app.url("/realms/master")).send().await.expect("realm");
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     let discovery: Value = app
         .api
-        .get(app.url("/realms/allhands/.well-known/openid-configuration"))
+        .get(app.url(&realm_path(paths::DISCOVERY)))
         .send()
         .await
         .expect("discovery")
         .json()
         .await
         .expect("json");
-    assert_eq!(discovery["issuer"], format!("{}/realms/allhands", app.public));
+    assert_eq!(discovery["issuer"], issuer);
     let certs: Value = app
         .api
         .get(discovery["jwks_uri"].as_str().expect("jwks_uri"))
@@ -52,22 +53,25 @@ both_backends!(health_checks_answer_in_keycloaks_shape, |backend| async move {
     assert_eq!(certs["keys"][0]["alg"], "RS256");
 
     app.sign_in().await.code();
-    let metrics =
-        app.api.get(format!("{}/metrics", app.management)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = app.metrics().await;
+    let auth_requests = format!(
+        "identity_broker_http_requests_total{{listener=\"public\",method=\"GET\",route=\"{}\",status=\"302\"}}",
+        paths::AUTH
+    );
     for name in [
         "identity_broker_sign_ins_total{provider=\"azure_devops\",outcome=\"success\"} 1",
-        "identity_broker_http_requests_total{listener=\"public\",method=\"GET\",route=\"/realms/{realm}/protocol/openid-connect/auth\",status=\"302\"}",
+        &auth_requests,
         "identity_broker_http_request_duration_seconds_bucket",
         "identity_broker_upstream_request_duration_seconds_count{operation=\"token_code\"} 1",
     ] {
         assert!(metrics.contains(name), "metrics lack `{name}`:\n{metrics}");
     }
-    let responses = app.api.get(app.url("/realms/allhands")).send().await.expect("realm");
+    let responses = app.api.get(&issuer).send().await.expect("realm");
     assert!(responses.headers().get("x-request-id").is_some(), "every response carries a request id");
 });
 
 fn binary() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_identity-broker"))
+    std::process::Command::new(BINARY)
 }
 
 #[test]
@@ -125,4 +129,35 @@ async fn migrate_applies_migrations_and_exits() {
         identity_broker::store::Store::connect(&secrecy::SecretString::from(db.url.clone()), 1).await.expect("connect");
     assert_eq!(store.count_rows(identity_broker::store::Table::Users).await.expect("table exists"), 0);
     store.close().await;
+}
+
+/// The one place the tests spell the routes out: Keycloak clients (python-keycloak, OpenHands)
+/// build these URLs themselves, so renaming a route in `paths` must be a decision taken here.
+#[test]
+fn routes_keep_keycloaks_layout() {
+    let routes = [
+        (paths::REALM, "/realms/{realm}"),
+        (paths::DISCOVERY, "/realms/{realm}/.well-known/openid-configuration"),
+        (paths::CERTS, "/realms/{realm}/protocol/openid-connect/certs"),
+        (paths::AUTH, "/realms/{realm}/protocol/openid-connect/auth"),
+        (paths::TOKEN, "/realms/{realm}/protocol/openid-connect/token"),
+        (paths::USERINFO, "/realms/{realm}/protocol/openid-connect/userinfo"),
+        (paths::INTROSPECT, "/realms/{realm}/protocol/openid-connect/token/introspect"),
+        (paths::REVOKE, "/realms/{realm}/protocol/openid-connect/revoke"),
+        (paths::LOGOUT, "/realms/{realm}/protocol/openid-connect/logout"),
+        (paths::BROKER_LOGIN, "/realms/{realm}/broker/{alias}/login"),
+        (paths::BROKER_ENDPOINT, "/realms/{realm}/broker/{alias}/endpoint"),
+        (paths::BROKER_TOKEN, "/realms/{realm}/broker/{alias}/token"),
+        (paths::INTERNAL_USER_TOKEN, "/internal/v1/users/{user_id}/tokens/{alias}"),
+        (paths::INTERNAL_USERS, "/internal/v1/users"),
+        (paths::INTERNAL_OPENAPI, "/internal/v1/openapi.json"),
+        (paths::HEALTH, "/health"),
+        (paths::HEALTH_LIVE, "/health/live"),
+        (paths::HEALTH_READY, "/health/ready"),
+        (paths::HEALTH_STARTED, "/health/started"),
+        (paths::METRICS, "/metrics"),
+    ];
+    for (route, expected) in routes {
+        assert_eq!(route, expected, "a route clients and probes rely on moved");
+    }
 }

@@ -9,7 +9,7 @@ both_backends!(python_keycloak_signs_in_unchanged, |backend| async move {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keycloak_client.py");
     let server_url = format!("{}/", app.public);
     let output = tokio::process::Command::new(python_env().await.python())
-        .args([script, "--server-url", &server_url, "--realm", "allhands", "--client-id", CLIENT_ID])
+        .args([script, "--server-url", &server_url, "--realm", REALM_NAME, "--client-id", CLIENT_ID])
         .args(["--client-secret", CLIENT_SECRET, "--redirect-uri", REDIRECT_URI, "--idp-hint", "azure_devops"])
         .args(["--expect-username", "alice@contoso.onmicrosoft.com"])
         .output()

@@ -1,77 +1,30 @@
 //! Replicas: two real broker processes on one Postgres must refresh an identity once.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use sqlx::Connection as _;
 
 use crate::helpers::*;
+use crate::support::database::ADMIN_URL;
+use crate::support::process::{BrokerProcess, Ports, Stderr};
 
 /// The public hostname of processes whose own tokens do not matter.
 const HOSTNAME: &str = "http://broker.test";
 
-/// A broker started from the built binary, killed when dropped.
-struct BrokerProcess {
-    public: String,
-    internal: String,
-    _child: tokio::process::Child,
-    _dir: TempDir,
-}
-
-/// A directory removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// Starts `identity-broker start-dev` with `config` (whose listeners bind port 0) on free
-/// ports, the shared database and the public `hostname` (the issuer of its tokens), and waits
-/// until it is ready.
+/// Starts the built binary with `config` (whose listeners bind port 0) on free ports, the
+/// shared database and the public `hostname` (the issuer of its tokens), and waits until it is
+/// ready.
 async fn start_process(config: &str, database_url: &str, hostname: &str) -> BrokerProcess {
-    let (public, internal, management) = (free_port(), free_port(), free_port());
+    let ports = Ports::free();
     let config = config
-        .replace("internal_bind = \"127.0.0.1:0\"", &format!("internal_bind = \"127.0.0.1:{internal}\""))
-        .replace("management_bind = \"127.0.0.1:0\"", &format!("management_bind = \"127.0.0.1:{management}\""))
-        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"127.0.0.1:{public}\"\nhostname = \"{hostname}\""));
-    let dir = TempDir(std::env::temp_dir().join(format!("ib_process_{}", uuid::Uuid::new_v4().simple())));
-    std::fs::create_dir_all(&dir.0).expect("temp dir");
-    let config_path = dir.0.join("broker.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let log = std::fs::File::create(dir.0.join("broker.log")).expect("log file");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_identity-broker"))
-        .arg("start-dev")
-        .arg("--config")
-        .arg(&config_path)
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .current_dir(&dir.0)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the broker binary starts");
-    let ready = format!("http://127.0.0.1:{management}/health/ready");
-    for _ in 0..300 {
-        if reqwest::get(&ready).await.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return BrokerProcess {
-                public: format!("http://127.0.0.1:{public}"),
-                internal: format!("http://127.0.0.1:{internal}"),
-                _child: child,
-                _dir: dir,
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = std::fs::read_to_string(dir.0.join("broker.log")).unwrap_or_default();
-    panic!("the broker process did not become ready:\n{log}");
+        .replace("internal_bind = \"127.0.0.1:0\"", &format!("internal_bind = \"127.0.0.1:{}\"", ports.internal))
+        .replace("management_bind = \"127.0.0.1:0\"", &format!("management_bind = \"127.0.0.1:{}\"", ports.management))
+        .replace(
+            "bind = \"127.0.0.1:0\"",
+            &format!("bind = \"127.0.0.1:{}\"\nhostname = \"{hostname}\"", ports.public),
+        );
+    BrokerProcess::start(&config, ports, &[("DATABASE_URL", database_url)], Stderr::LogFile).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -79,24 +32,17 @@ async fn two_processes_refresh_an_expiring_identity_once_for_a_hundred_readers()
     // The user signs in through a third instance; the two processes only serve reads.
     let app = spawn_app(Backend::Postgres).await;
     app.entra.set_access_token_lifetime(60);
-    let tokens = app.tokens().await;
-    let user_id = jwt_claims(tokens["access_token"].as_str().expect("token"))["sub"].as_str().expect("sub").to_owned();
+    let user_id = user_id_of(&app.tokens().await);
     app.entra.set_access_token_lifetime(3600);
     app.entra.set_token_delay(Duration::from_millis(300));
     let config = settings_toml(&app.entra, &ProviderSetup::default());
-    let (first, second) = tokio::join!(
-        start_process(&config, &app.database_url, HOSTNAME),
-        start_process(&config, &app.database_url, HOSTNAME)
-    );
-    let token_url = format!("{}/realms/allhands/protocol/openid-connect/token", first.internal);
-    let grant = [("grant_type", "client_credentials"), ("client_id", SERVICE_ID), ("client_secret", SERVICE_SECRET)];
-    let service: serde_json::Value =
-        app.api.post(&token_url).form(&grant).send().await.expect("grant").json().await.expect("json");
-    let service = service["access_token"].as_str().expect("service token").to_owned();
+    let (first, second) =
+        tokio::join!(start_process(&config, &app.db.url, HOSTNAME), start_process(&config, &app.db.url, HOSTNAME));
+    let service = app.service_token_at(&first.internal, SERVICE_ID, SERVICE_SECRET).await;
 
     let reads = (0..100).map(|i| {
         let process = if i % 2 == 0 { &first } else { &second };
-        let url = format!("{}/internal/v1/users/{user_id}/tokens/azure_devops", process.internal);
+        let url = format!("{}{}", process.internal, user_token_path(&user_id, "azure_devops"));
         let request = reqwest::Client::new().get(url).bearer_auth(&service);
         async move { request.send().await.expect("read") }
     });
@@ -138,24 +84,24 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(5);
 async fn a_process_stops_serving_what_another_changed_even_across_a_lost_listener() {
     let app = spawn_app(Backend::Postgres).await;
     let tokens = app.tokens().await;
-    let access = tokens["access_token"].as_str().expect("access token").to_owned();
-    let user_id = jwt_claims(&access)["sub"].as_str().expect("sub").to_owned();
+    let access = access_token(&tokens).to_owned();
+    let user_id = user_id_of(&tokens);
     // The same issuer as this process, so that each accepts the other's tokens.
     let config = settings_toml(&app.entra, &ProviderSetup::default());
-    let other = start_process(&config, &app.database_url, &app.public).await;
+    let other = start_process(&config, &app.db.url, &app.public).await;
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let client = reqwest::Client::new();
     let broker_read = || async {
-        let url = format!("{}/realms/allhands/broker/azure_devops/token", other.public);
+        let url = format!("{}{}", other.public, provider_path(paths::BROKER_TOKEN, "azure_devops"));
         client.get(url).bearer_auth(&access).send().await.expect("broker read").status()
     };
     let internal_read = |user_id: &str| {
-        let url = format!("{}/internal/v1/users/{user_id}/tokens/azure_devops", other.internal);
+        let url = format!("{}{}", other.internal, user_token_path(user_id, "azure_devops"));
         let request = client.get(url).bearer_auth(&service);
         async move { request.send().await.expect("internal read").status() }
     };
     let unlink_here = |user_id: &str| {
-        let url = format!("{}/internal/v1/users/{user_id}/tokens/azure_devops", app.internal);
+        let url = format!("{}{}", app.internal, user_token_path(user_id, "azure_devops"));
         let request = client.delete(url).bearer_auth(&service);
         async move { request.send().await.expect("unlink").status() }
     };
@@ -171,7 +117,7 @@ async fn a_process_stops_serving_what_another_changed_even_across_a_lost_listene
         ("client_secret", CLIENT_SECRET),
         ("refresh_token", tokens["refresh_token"].as_str().expect("refresh token")),
     ];
-    assert_eq!(app.post_form("logout", &form).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.post_form(paths::LOGOUT, &form).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(eventually(StatusCode::BAD_REQUEST, broker_read).await, StatusCode::BAD_REQUEST);
     assert_eq!(internal_read(&user_id).await, StatusCode::OK, "logout keeps the stored tokens");
 
@@ -183,19 +129,17 @@ async fn a_process_stops_serving_what_another_changed_even_across_a_lost_listene
     // The person signs in again (a new user, as in Keycloak after an unlink), and the other
     // process keeps that identity in memory.
     let relinked = app.tokens().await;
-    let user_id =
-        jwt_claims(relinked["access_token"].as_str().expect("token"))["sub"].as_str().expect("sub").to_owned();
+    let user_id = user_id_of(&relinked);
     for _ in 0..3 {
         assert_eq!(internal_read(&user_id).await, StatusCode::OK);
     }
     // Both processes lose their notifications' connection: each must connect and listen
     // again, and forget what it kept meanwhile. Then the next change must still reach it.
-    let database = app.database_url.rsplit('/').next().expect("database name").to_owned();
-    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("admin");
+    let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("admin");
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
     )
-    .bind(&database)
+    .bind(app.db.name())
     .fetch_all(&mut admin)
     .await
     .expect("terminate listeners");

@@ -4,8 +4,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::fake_entra::FakeUser;
 use crate::helpers::*;
+use crate::support::fake_entra::FakeUser;
 
 fn client_form<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut form = vec![("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)];
@@ -14,7 +14,7 @@ fn client_form<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 }
 
 async fn active(app: &TestApp, token: &str) -> bool {
-    let answer = app.post_form("token/introspect", &client_form(&[("token", token)])).await;
+    let answer = app.post_form(paths::INTROSPECT, &client_form(&[("token", token)])).await;
     assert_eq!(answer.status(), StatusCode::OK);
     answer.json::<Value>().await.expect("json")["active"] == Value::Bool(true)
 }
@@ -31,8 +31,8 @@ both_backends!(a_refresh_token_works_repeatedly_and_reflects_the_current_profile
     app.follow(&browser_client(), &app.auth_url(&[])).await.code();
 
     let form = client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]);
-    let first = app.post_form("token", &form).await;
-    let second = app.post_form("token", &form).await;
+    let first = app.post_form(paths::TOKEN, &form).await;
+    let second = app.post_form(paths::TOKEN, &form).await;
 
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(second.status(), StatusCode::OK, "refresh tokens are not single-use");
@@ -65,12 +65,13 @@ both_backends!(bad_refresh_requests_are_refused_with_invalid_grant, |backend| as
             ("client_id", client_id),
             ("client_secret", secret),
         ];
-        let response = app.post_form("token", &form).await;
+        let response = app.post_form(paths::TOKEN, &form).await;
         assert_eq!(response.status().as_u16(), status, "{context}");
         assert_eq!(response.json::<Value>().await.expect("json")["error"], error, "{context}");
     }
-    let still =
-        app.post_form("token", &client_form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])).await;
+    let still = app
+        .post_form(paths::TOKEN, &client_form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]))
+        .await;
     assert_eq!(still.status(), StatusCode::OK, "failed attempts changed nothing");
 });
 
@@ -83,23 +84,24 @@ both_backends!(back_channel_logout_ends_the_session_and_its_tokens, |backend| as
 
     let foreign = app
         .post_form(
-            "logout",
+            paths::LOGOUT,
             &[("client_id", OTHER_CLIENT_ID), ("client_secret", OTHER_CLIENT_SECRET), ("refresh_token", refresh)],
         )
         .await;
     assert_eq!(foreign.status(), StatusCode::BAD_REQUEST, "another client cannot end this session");
-    let wrong_secret =
-        app.post_form("logout", &[("client_id", CLIENT_ID), ("client_secret", "x"), ("refresh_token", refresh)]).await;
+    let wrong_secret = app
+        .post_form(paths::LOGOUT, &[("client_id", CLIENT_ID), ("client_secret", "x"), ("refresh_token", refresh)])
+        .await;
     assert_eq!(wrong_secret.status(), StatusCode::UNAUTHORIZED);
     assert!(active(&app, access).await, "refused logouts changed nothing");
 
-    let logout = app.post_form("logout", &client_form(&[("refresh_token", refresh)])).await;
+    let logout = app.post_form(paths::LOGOUT, &client_form(&[("refresh_token", refresh)])).await;
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
 
     assert_eq!(app.userinfo(access).await.status(), StatusCode::UNAUTHORIZED);
     assert!(!active(&app, access).await && !active(&app, refresh).await);
     let refreshed =
-        app.post_form("token", &client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])).await;
+        app.post_form(paths::TOKEN, &client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])).await;
     assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST);
 });
 
@@ -109,30 +111,30 @@ both_backends!(revocation_and_introspection_follow_the_rfcs, |backend| async mov
     let refresh = tokens["refresh_token"].as_str().unwrap_or_default();
     let access = tokens["access_token"].as_str().unwrap_or_default();
 
-    let unauthenticated = app.post_form("token/introspect", &[("token", access)]).await;
+    let unauthenticated = app.post_form(paths::INTROSPECT, &[("token", access)]).await;
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED, "introspection needs client authentication");
     let answer: Value =
-        app.post_form("token/introspect", &client_form(&[("token", access)])).await.json().await.expect("json");
+        app.post_form(paths::INTROSPECT, &client_form(&[("token", access)])).await.json().await.expect("json");
     assert_eq!(answer["active"], Value::Bool(true));
     assert_eq!(answer["client_id"], CLIENT_ID);
     assert_eq!(answer["username"], "alice@contoso.onmicrosoft.com");
     assert!(!active(&app, "garbage").await, "malformed tokens are inactive, not errors");
 
-    let unknown = app.post_form("revoke", &client_form(&[("token", "garbage")])).await;
+    let unknown = app.post_form(paths::REVOKE, &client_form(&[("token", "garbage")])).await;
     assert_eq!(unknown.status(), StatusCode::OK, "RFC 7009: unknown tokens answer 200");
     let foreign = app
         .post_form(
-            "revoke",
+            paths::REVOKE,
             &[("client_id", OTHER_CLIENT_ID), ("client_secret", OTHER_CLIENT_SECRET), ("token", refresh)],
         )
         .await;
     assert_eq!(foreign.status(), StatusCode::OK);
     assert!(active(&app, refresh).await, "another client's revocation is ignored");
 
-    let revoked = app.post_form("revoke", &client_form(&[("token", refresh)])).await;
+    let revoked = app.post_form(paths::REVOKE, &client_form(&[("token", refresh)])).await;
     assert_eq!(revoked.status(), StatusCode::OK);
     assert!(!active(&app, refresh).await);
     let refreshed =
-        app.post_form("token", &client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])).await;
+        app.post_form(paths::TOKEN, &client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])).await;
     assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST, "a revoked refresh token is refused");
 });

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::fake_entra::{FakeUser, HOME_TENANT, OTHER_TENANT, UpstreamFailure};
 use crate::helpers::*;
+use crate::support::fake_entra::{FakeUser, HOME_TENANT, OTHER_TENANT, UpstreamFailure};
 
 both_backends!(happy_path_from_auth_to_userinfo, |backend| async move {
     // Arrange
@@ -32,7 +32,7 @@ both_backends!(happy_path_from_auth_to_userinfo, |backend| async move {
     let access = jwt_claims(tokens["access_token"].as_str().unwrap_or_default());
     let refresh = jwt_claims(tokens["refresh_token"].as_str().unwrap_or_default());
     let id = jwt_claims(tokens["id_token"].as_str().unwrap_or_default());
-    let issuer = format!("{}/realms/allhands", app.public);
+    let issuer = app.url(&realm_path(paths::REALM));
     assert!(uuid::Uuid::parse_str(access["sub"].as_str().unwrap_or_default()).is_ok(), "sub is a UUID: {access}");
     assert_eq!(access["typ"], "Bearer");
     assert_eq!(access["iss"], issuer);
@@ -175,8 +175,7 @@ both_backends!(upstream_failures_give_a_page_and_store_nothing, |backend| async 
         assert!(body.contains("Reference:"), "{context}: the page carries a correlation id");
         app.assert_nothing_stored(&context).await;
     }
-    let metrics =
-        app.api.get(format!("{}/metrics", app.management)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("identity_broker_sign_ins_total{provider=\"azure_devops\",outcome=\"upstream_error\"}"),
         "{metrics}"
@@ -196,7 +195,7 @@ both_backends!(the_form_post_response_mode_is_accepted, |backend| async move {
     };
     let answer = app
         .browser
-        .post(app.url("/realms/allhands/broker/azure_devops/endpoint"))
+        .post(app.url(&provider_path(paths::BROKER_ENDPOINT, "azure_devops")))
         .form(&[("code", field("code")), ("state", field("state"))])
         .send()
         .await

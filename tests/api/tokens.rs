@@ -9,19 +9,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::fake_entra::{FakeUser, UpstreamFailure};
 use crate::helpers::*;
+use crate::support::fake_entra::{FakeUser, UpstreamFailure};
 
 /// Signs the default user in and returns their broker user id and the token response.
 async fn signed_in(app: &TestApp) -> (String, Value) {
     let tokens = app.tokens().await;
-    let user_id =
-        jwt_claims(tokens["access_token"].as_str().expect("access token"))["sub"].as_str().expect("sub").to_owned();
-    (user_id, tokens)
-}
-
-fn access_token(tokens: &Value) -> &str {
-    tokens["access_token"].as_str().expect("access_token")
+    (user_id_of(&tokens), tokens)
 }
 
 /// The upstream refresh tokens (`refresh`) or access tokens the fake has issued, oldest first.
@@ -132,7 +126,7 @@ both_backends!(the_broker_endpoint_refuses_like_keycloak, |backend| async move {
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let unlink = app
         .api
-        .delete(format!("{}/internal/v1/users/{user_id}/tokens/azure_devops", app.internal))
+        .delete(format!("{}{}", app.internal, user_token_path(&user_id, "azure_devops")))
         .bearer_auth(&service)
         .send()
         .await
@@ -151,7 +145,7 @@ both_backends!(the_broker_endpoint_refuses_like_keycloak, |backend| async move {
 both_backends!(the_broker_endpoint_answers_cors_as_keycloak_does, |backend| async move {
     let app = spawn_app(backend).await;
     let (_, tokens) = signed_in(&app).await;
-    let url = app.url("/realms/allhands/broker/azure_devops/token");
+    let url = app.url(&provider_path(paths::BROKER_TOKEN, "azure_devops"));
 
     let preflight = app
         .api
@@ -321,8 +315,7 @@ both_backends!(upstream_refusals_are_classified_and_nothing_is_deleted, |backend
             assert_eq!(broker.status(), StatusCode::CONFLICT, "{case}: a 4xx OpenHands surfaces");
             assert_eq!(json(broker).await["error"], "reauth_required");
             assert_eq!(app.entra.refresh_requests(), 1, "{case}");
-            let metrics = app.api.get(format!("{}/metrics", app.management)).send().await.expect("metrics");
-            let text = metrics.text().await.expect("text");
+            let text = app.metrics().await;
             assert!(
                 text.contains(
                     "identity_broker_token_refreshes_total{provider=\"azure_devops\",outcome=\"reauth_required\"} 1"
@@ -384,7 +377,7 @@ both_backends!(a_transient_outage_is_retried_then_the_valid_token_is_served_else
 both_backends!(service_accounts_get_tokens_and_read_only_their_providers, |backend| async move {
     let app = spawn_app(backend).await;
     let (user_id, tokens) = signed_in(&app).await;
-    let token_url = format!("{}/realms/allhands/protocol/openid-connect/token", app.internal);
+    let token_url = format!("{}{}", app.internal, realm_path(paths::TOKEN));
     let grant = |id: &'static str, secret: &'static str| {
         app.api
             .post(&token_url)
@@ -475,8 +468,7 @@ both_backends!(service_accounts_get_tokens_and_read_only_their_providers, |backe
     for token in app.entra.issued_tokens() {
         assert!(!cells.iter().any(|cell| cell.windows(token.len()).any(|w| w == token.as_bytes())), "token in audit");
     }
-    let metrics =
-        app.api.get(format!("{}/metrics", app.management)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             "identity_broker_token_reads_total{surface=\"internal\",provider=\"azure_devops\",outcome=\"ok\"} 1"
@@ -492,7 +484,7 @@ both_backends!(users_are_found_by_subject_or_email_and_unlinking_keeps_the_user,
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let limited = app.service_token(LIMITED_SERVICE_ID, LIMITED_SERVICE_SECRET).await;
     let find = |bearer: String, query: String| {
-        let url = format!("{}/internal/v1/users{query}", app.internal);
+        let url = format!("{}{}{query}", app.internal, paths::INTERNAL_USERS);
         let api = app.api.clone();
         async move { api.get(url).bearer_auth(bearer).send().await.expect("find") }
     };
@@ -515,7 +507,7 @@ both_backends!(users_are_found_by_subject_or_email_and_unlinking_keeps_the_user,
     }
 
     let delete = |bearer: String| {
-        let url = format!("{}/internal/v1/users/{user_id}/tokens/azure_devops", app.internal);
+        let url = format!("{}{}", app.internal, user_token_path(&user_id, "azure_devops"));
         let api = app.api.clone();
         async move { api.delete(url).bearer_auth(bearer).send().await.expect("delete") }
     };

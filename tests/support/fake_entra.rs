@@ -7,8 +7,9 @@
 //! answer for negative tests; counters and the list of issued tokens let tests assert
 //! what the broker did.
 //!
-//! This file is also compiled into benchmarks through `#[path]`, so it must stand alone.
+//! Part of the support module that the benchmarks compile too; it uses nothing of its siblings.
 
+// Knobs and counters a test binary or a benchmark does not touch.
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
