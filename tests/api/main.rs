@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod browser_session;
+mod chart;
 mod fake_entra;
 mod fuzz;
 mod helpers;
