@@ -5,6 +5,7 @@
 mod audit;
 mod bad_input;
 mod browser_session;
+mod chart;
 mod fuzz;
 mod helpers;
 mod keys;

@@ -1,6 +1,7 @@
-//! The Python tools the suite drives (python-keycloak, schemathesis), in a virtual environment
-//! of the suite's own under `target/`, made on first use from `tests/python/requirements.txt`:
-//! the README's one test command is all a fresh clone needs.
+//! The Python tools the suite drives (python-keycloak, schemathesis, helm-python-sdk,
+//! kubernetes-validate), in a virtual environment of the suite's own under `target/`, made on
+//! first use from `tests/python/requirements.txt`: the README's one test command is all a fresh
+//! clone needs.
 //!
 //! Several test binaries (and several tests of one binary) may start at once: a file lock
 //! lets one of them build the environment while the others wait, and a stamp holding the
@@ -44,7 +45,7 @@ pub async fn python_env() -> &'static PythonEnv {
 
 /// `target/` of this build, whether or not `CARGO_TARGET_DIR` moved it: the test binary lives
 /// in `<target>/<profile>/deps/`.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     exe.ancestors().nth(3).map(Path::to_path_buf).expect("the test binary lives under <target>/<profile>/deps")
 }
