@@ -452,8 +452,8 @@ fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigError> {
             raw.http.internal_bind,
             &format!("{listen_host}:8081"),
         ),
-        max_body_bytes: raw.http.max_body_bytes.unwrap_or(64 * 1024),
-        request_timeout_seconds: raw.http.request_timeout_seconds.unwrap_or(30),
+        max_body_bytes: max_body_bytes(&mut problems, raw.http.max_body_bytes),
+        request_timeout_seconds: request_timeout_seconds(&mut problems, raw.http.request_timeout_seconds),
     };
 
     let database_url = match raw.database.url {
@@ -508,12 +508,10 @@ fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigError> {
         }
     };
 
+    let audit_retention_days = audit_retention_days(&mut problems, raw.audit.retention_days);
+
     if !problems.0.is_empty() {
         return Err(ConfigError { problems: problems.0 });
-    }
-    let audit_retention_days = raw.audit.retention_days.unwrap_or(90);
-    if audit_retention_days < 1 {
-        problems.add("audit.retention_days", "keep audit events at least one day");
     }
     Ok(Settings {
         mode,
@@ -527,6 +525,58 @@ fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigError> {
         log_format,
         audit_retention_days,
     })
+}
+
+/// Below this a token request carrying a refresh token, or Entra's callback with its long
+/// code, may not fit, and every such POST would be refused with 413.
+const MIN_BODY_BYTES: usize = 8 * 1024;
+
+fn max_body_bytes(problems: &mut Problems, value: Option<usize>) -> usize {
+    let bytes = value.unwrap_or(64 * 1024);
+    if bytes < MIN_BODY_BYTES {
+        problems.add(
+            "http.max_body_bytes",
+            format!(
+                "`{bytes}` is too small for a token request or a sign-in callback: write at least {MIN_BODY_BYTES} (the default is 65536)"
+            ),
+        );
+    }
+    bytes
+}
+
+fn request_timeout_seconds(problems: &mut Problems, value: Option<u64>) -> u64 {
+    let seconds = value.unwrap_or(30);
+    if seconds < 1 {
+        problems.add(
+            "http.request_timeout_seconds",
+            "`0` would answer every request with 408: write at least 1 (the default is 30)",
+        );
+    }
+    seconds
+}
+
+/// A century is more than any retention policy asks for; far larger values overflow the
+/// cut-off in seconds, which would put it in the future and delete every audit event.
+const MAX_AUDIT_RETENTION_DAYS: i64 = 36_500;
+
+fn audit_retention_days(problems: &mut Problems, value: Option<i64>) -> i64 {
+    let days = value.unwrap_or(90);
+    if days < 1 {
+        problems.add(
+            "audit.retention_days",
+            format!(
+                "`{days}` would delete every audit event at the next housekeeping: write at least 1 (days; the default is 90)"
+            ),
+        );
+    } else if days > MAX_AUDIT_RETENTION_DAYS {
+        problems.add(
+            "audit.retention_days",
+            format!(
+                "`{days}` is more than a century: write at most {MAX_AUDIT_RETENTION_DAYS} (days; the default is 90)"
+            ),
+        );
+    }
+    days
 }
 
 fn parse_hostname(problems: &mut Problems, dev: bool, text: &str) -> Option<Url> {
@@ -885,38 +935,124 @@ client_secret = "xyz"
         }
     }
 
+    const HOSTNAME: &str = "hostname = \"https://auth.example.com\"";
+
+    /// Edits of `minimal(PROVIDER)` that make one key wrong: why, the text replaced, its
+    /// replacement, the key that must be named and a word of the fix.
+    const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "an organization given as its URL",
+            "organization = \"contoso\"",
+            "organization = \"https://dev.azure.com/contoso\"",
+            "providers.azure_devops.organization",
+            "write `contoso`",
+        ),
+        (
+            "a tenant id that is neither a GUID nor a multi-tenant name",
+            "tenant_id = \"organizations\"",
+            "tenant_id = \"not-a-guid\"",
+            "providers.azure_devops.tenant_id",
+            "tenant GUID",
+        ),
+        (
+            "an http:// authority without allow_insecure_http",
+            "client_id = \"abc\"",
+            "client_id = \"abc\"\nauthority = \"http://login.example\"",
+            "providers.azure_devops.authority",
+            "allow_insecure_http",
+        ),
+        (
+            "a provider without its client secret",
+            "client_secret = \"xyz\"",
+            "",
+            "providers.azure_devops.client_secret",
+            "AZURE_DEVOPS_CLIENT_SECRET",
+        ),
+        (
+            "a body limit of 0 refuses every form POST",
+            HOSTNAME,
+            "hostname = \"https://auth.example.com\"\nmax_body_bytes = 0",
+            "http.max_body_bytes",
+            "at least 8192",
+        ),
+        (
+            "a body limit of 1 KiB refuses a token request carrying a refresh token",
+            HOSTNAME,
+            "hostname = \"https://auth.example.com\"\nmax_body_bytes = 1024",
+            "http.max_body_bytes",
+            "at least 8192",
+        ),
+        (
+            "a request timeout of 0 answers 408 forever",
+            HOSTNAME,
+            "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 0",
+            "http.request_timeout_seconds",
+            "at least 1",
+        ),
+        (
+            "an audit retention of 0 days deletes every audit event",
+            "[vault]",
+            "[audit]\nretention_days = 0\n[vault]",
+            "audit.retention_days",
+            "at least 1",
+        ),
+        (
+            "a negative audit retention deletes every audit event",
+            "[vault]",
+            "[audit]\nretention_days = -30\n[vault]",
+            "audit.retention_days",
+            "at least 1",
+        ),
+        (
+            "an audit retention so long that its seconds overflow",
+            "[vault]",
+            "[audit]\nretention_days = 200000000000000\n[vault]",
+            "audit.retention_days",
+            "at most 36500",
+        ),
+    ];
+
+    fn with_edit(from: &str, to: &str) -> String {
+        let text = minimal(PROVIDER);
+        assert!(text.contains(from), "`{from}` is not in the minimal configuration");
+        text.replacen(from, to, 1)
+    }
+
     #[test]
     fn bad_values_are_refused_with_the_key_and_the_fix() {
-        let cases = [
-            (
-                "organization = \"contoso\"",
-                "organization = \"https://dev.azure.com/contoso\"",
-                "providers.azure_devops.organization",
-                "write `contoso`",
-            ),
-            (
-                "tenant_id = \"organizations\"",
-                "tenant_id = \"not-a-guid\"",
-                "providers.azure_devops.tenant_id",
-                "tenant GUID",
-            ),
-            (
-                "client_id = \"abc\"",
-                "client_id = \"abc\"\nauthority = \"http://login.example\"",
-                "providers.azure_devops.authority",
-                "allow_insecure_http",
-            ),
-            ("client_secret = \"xyz\"", "", "providers.azure_devops.client_secret", "AZURE_DEVOPS_CLIENT_SECRET"),
-        ];
-        for (from, to, key, hint) in cases {
-            let text = minimal(&PROVIDER.replace(from, to));
-            let err = production(&text, &[]).expect_err(to);
+        for (why, from, to, key, hint) in BAD_VALUES {
+            let err = production(&with_edit(from, to), &[]).expect_err(why);
             let problem = err
                 .problems
                 .iter()
-                .find(|p| p.key == key)
-                .unwrap_or_else(|| panic!("`{to}`: no problem for {key}: {err}"));
-            assert!(problem.message.contains(hint), "`{to}`: message `{}` lacks `{hint}`", problem.message);
+                .find(|p| p.key == *key)
+                .unwrap_or_else(|| panic!("{why}: no problem for {key}: {err}"));
+            assert!(problem.message.contains(hint), "{why}: message `{}` lacks `{hint}`", problem.message);
+        }
+    }
+
+    #[test]
+    fn each_bad_value_is_reported_beside_another_wrong_key() {
+        for (why, from, to, key, _) in BAD_VALUES {
+            let text = format!("{}\n[log]\nformat = \"xml\"\n", with_edit(from, to));
+            let err = production(&text, &[]).expect_err(why);
+            assert!(err.mentions(key), "{why}: {key} must be reported beside log.format: {err}");
+            assert!(err.mentions("log.format"), "{why}: log.format must be reported too: {err}");
+        }
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let cases = [
+            ("the smallest body limit", HOSTNAME, "hostname = \"https://auth.example.com\"\nmax_body_bytes = 8192"),
+            ("a one-second timeout", HOSTNAME, "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 1"),
+            ("one day of audit events", "[vault]", "[audit]\nretention_days = 1\n[vault]"),
+            ("a century of audit events", "[vault]", "[audit]\nretention_days = 36500\n[vault]"),
+        ];
+        for (why, from, to) in cases {
+            if let Err(err) = production(&with_edit(from, to), &[]) {
+                panic!("{why} must load: {err}");
+            }
         }
     }
 
