@@ -134,6 +134,9 @@ pub struct ProviderSettings {
     pub alias: String,
     pub display_name: String,
     pub tenant: Tenant,
+    /// The Azure DevOps organization's name (never its URL). Validated and documented, but
+    /// nothing reads it yet: sign-in and token reads do not need it. The coming `doctor`
+    /// command will use it to check `https://dev.azure.com/{organization}`.
     pub organization: Option<String>,
     pub client_id: String,
     pub client_secret: SecretString,
