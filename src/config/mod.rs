@@ -1,0 +1,240 @@
+//! The typed settings tree every other module reads, and the one way to build it: file, environment, validation.
+
+mod environment;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use secrecy::{SecretBox, SecretString};
+use url::Url;
+use uuid::Uuid;
+
+use crate::crypto::CtSecret;
+pub use crate::crypto::VaultKey;
+use raw::RawSettings;
+
+/// Which command started the process; it decides defaults and how strict validation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `start-dev`: SQLite, loopback listeners, `http://` allowed, keys generated.
+    Development,
+    /// `start` and `migrate`: everything must be configured explicitly.
+    Production,
+}
+
+pub const DEV_DATABASE_URL: &str = "sqlite://./data/identity-broker.db?mode=rwc";
+pub const DEFAULT_SCOPES: &str = "openid profile email offline_access https://app.vssps.visualstudio.com/.default";
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+
+#[derive(Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub realm: RealmSettings,
+    pub clients: Vec<ClientSettings>,
+    pub service_accounts: Vec<ServiceAccountSettings>,
+    pub providers: Vec<ProviderSettings>,
+    pub vault: VaultSettings,
+    pub log_format: LogFormat,
+    /// Audit events older than this are deleted by housekeeping.
+    pub audit_retention_days: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Public base URL without a trailing slash; `None` only in development, where the
+    /// bound public address is used.
+    pub hostname: Option<Url>,
+    pub bind: SocketAddr,
+    pub management_bind: SocketAddr,
+    pub internal_bind: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout_seconds: u64,
+}
+
+#[derive(Debug)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub migrate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RealmSettings {
+    pub name: String,
+    pub access_token_lifespan_seconds: i64,
+    pub sso_session_idle_seconds: i64,
+    pub sso_session_max_seconds: i64,
+    pub offline_session_idle_seconds: i64,
+    pub authorization_code_lifespan_seconds: i64,
+    pub login_timeout_seconds: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClientCredential {
+    Confidential(CtSecret),
+    /// A public client has no secret at all; it must use PKCE.
+    Public,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub credential: ClientCredential,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Keycloak's `broker.read-token` role in the client's access tokens: whether the
+    /// application may read the user's upstream tokens at `/broker/{alias}/token`.
+    pub read_token: bool,
+    /// Keycloak's "revoke refresh token": each refresh returns a new refresh token, and a
+    /// reused one ends the session. Off by default: OpenHands reuses refresh tokens.
+    pub rotate_refresh_tokens: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceAccountSettings {
+    pub client_id: String,
+    pub client_secret: CtSecret,
+    pub allowed_providers: Vec<String>,
+}
+
+/// The Entra tenant a provider signs users in from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenant {
+    Single(Uuid),
+    /// `organizations` or `common`: the issuer carries the token's own `tid`.
+    Multi(String),
+}
+
+impl Tenant {
+    pub fn path_segment(&self) -> String {
+        match self {
+            Tenant::Single(id) => id.to_string(),
+            Tenant::Multi(name) => name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamClientAuth {
+    ClientSecretPost,
+    ClientSecretBasic,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub alias: String,
+    pub display_name: String,
+    pub tenant: Tenant,
+    /// The Azure DevOps organization's name (never its URL). Validated and documented, but
+    /// nothing reads it yet: sign-in and token reads do not need it. The coming `doctor`
+    /// command will use it to check `https://dev.azure.com/{organization}`.
+    pub organization: Option<String>,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub client_auth: UpstreamClientAuth,
+    pub scopes: String,
+    pub authority: Url,
+    pub allowed_tenants: Vec<Uuid>,
+    pub trust_email: bool,
+    /// Keycloak's `storeToken`: keep the upstream tokens so services can read them.
+    pub store_token: bool,
+}
+
+#[derive(Debug)]
+pub struct VaultSettings {
+    /// The first key encrypts, all decrypt. Empty in development until generated.
+    pub encryption_keys: Vec<VaultKey>,
+    pub refresh_before_expiry_seconds: i64,
+    /// A refresh token unused this long is refreshed by the keep-alive task, because Entra's
+    /// die after 90 days without use.
+    pub keepalive_after_seconds: i64,
+    /// How often the keep-alive task looks for stale identities, and how many it takes a time.
+    pub keepalive_interval_seconds: u64,
+    pub keepalive_batch_size: i64,
+    /// How long a reader waits for a refresh that another process is running.
+    pub refresh_wait_seconds: u64,
+    /// Memory for identities' sealed tokens kept between reads (Postgres only); 0 turns it off.
+    pub cache_megabytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Every problem found in the configuration, each naming its key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.problems {
+            writeln!(f, "  {}: {}", problem.key, problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(key: &str, message: impl Into<String>) -> Self {
+        ConfigError { problems: vec![ConfigProblem { key: key.into(), message: message.into() }] }
+    }
+
+    /// True when some problem names `key`; tests and callers use it to find a cause.
+    pub fn mentions(&self, key: &str) -> bool {
+        self.problems.iter().any(|p| p.key == key)
+    }
+}
+
+impl Settings {
+    /// Reads `path` (if any), overlays the process environment, and validates.
+    pub fn load(mode: Mode, path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|err| ConfigError::single("--config", format!("cannot read {}: {err}", path.display())))?,
+            None => String::new(),
+        };
+        Settings::from_toml(mode, &text, |name| std::env::var(name).ok())
+    }
+
+    /// The single way in for tests and `load`: TOML text plus an environment lookup.
+    pub fn from_toml(mode: Mode, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let mut raw: RawSettings =
+            toml::from_str(text).map_err(|err| ConfigError::single("--config", format!("not valid TOML: {err}")))?;
+        environment::overlay_environment(&mut raw, &env);
+        validate::validate(mode, raw)
+    }
+}
+
+/// Parses `id:<base64 32 bytes>`; the message never repeats the key material.
+pub fn parse_vault_key(text: &str) -> Result<VaultKey, String> {
+    let Some((id, material)) = text.split_once(':') else {
+        return Err("write each key as `id:<base64 of 32 bytes>`".to_owned());
+    };
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err("the key id before `:` may hold letters, digits, `-` and `_` only".to_owned());
+    }
+    let bytes = BASE64.decode(material.trim()).map_err(|_| format!("key `{id}` is not valid base64"))?;
+    let key: [u8; 32] =
+        bytes.try_into().map_err(|b: Vec<u8>| format!("key `{id}` is {} bytes; AES-256 needs exactly 32", b.len()))?;
+    Ok(VaultKey { id: id.to_owned(), key: SecretBox::new(Box::new(key)) })
+}

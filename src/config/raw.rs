@@ -1,0 +1,113 @@
+//! The configuration file as written: serde structs that mirror the TOML keys, before defaults and checks.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawSettings {
+    pub(super) http: RawHttp,
+    pub(super) database: RawDatabase,
+    pub(super) realm: RawRealm,
+    pub(super) clients: Vec<RawClient>,
+    pub(super) service_accounts: Vec<RawServiceAccount>,
+    pub(super) providers: BTreeMap<String, RawProvider>,
+    pub(super) vault: RawVault,
+    pub(super) log: RawLog,
+    pub(super) audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) hostname: Option<String>,
+    pub(super) bind: Option<String>,
+    pub(super) management_bind: Option<String>,
+    pub(super) internal_bind: Option<String>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) request_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    pub(super) url: Option<SecretString>,
+    pub(super) max_connections: Option<u32>,
+    pub(super) migrate: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawRealm {
+    pub(super) name: Option<String>,
+    pub(super) access_token_lifespan_seconds: Option<i64>,
+    pub(super) sso_session_idle_seconds: Option<i64>,
+    pub(super) sso_session_max_seconds: Option<i64>,
+    pub(super) offline_session_idle_seconds: Option<i64>,
+    pub(super) authorization_code_lifespan_seconds: Option<i64>,
+    pub(super) login_timeout_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawClient {
+    pub(super) client_id: String,
+    pub(super) client_secret: Option<SecretString>,
+    pub(super) public_client: bool,
+    pub(super) redirect_uris: Vec<String>,
+    pub(super) post_logout_redirect_uris: Vec<String>,
+    pub(super) read_token: Option<bool>,
+    pub(super) rotate_refresh_tokens: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawServiceAccount {
+    pub(super) client_id: String,
+    pub(super) client_secret: Option<SecretString>,
+    pub(super) allowed_providers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub(super) enabled: Option<bool>,
+    pub(super) display_name: Option<String>,
+    pub(super) tenant_id: Option<String>,
+    pub(super) organization: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<SecretString>,
+    pub(super) client_auth_method: Option<String>,
+    pub(super) scopes: Option<String>,
+    pub(super) authority: Option<String>,
+    pub(super) allowed_tenants: Vec<String>,
+    pub(super) allow_insecure_http: bool,
+    pub(super) trust_email: Option<bool>,
+    pub(super) store_token: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawVault {
+    pub(super) encryption_keys: Vec<SecretString>,
+    pub(super) refresh_before_expiry_seconds: Option<i64>,
+    pub(super) keepalive_after_seconds: Option<i64>,
+    pub(super) keepalive_interval_seconds: Option<u64>,
+    pub(super) keepalive_batch_size: Option<i64>,
+    pub(super) refresh_wait_seconds: Option<u64>,
+    pub(super) cache_megabytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) retention_days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
+}

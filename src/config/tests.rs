@@ -1,0 +1,257 @@
+//! Configuration tests: whole TOML texts and environments through `Settings::from_toml`, as `load` reads them.
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn production(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::from_toml(Mode::Production, text, |name| {
+        env.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    })
+}
+
+fn minimal(extra: &str) -> String {
+    format!(
+        r#"
+[http]
+hostname = "https://auth.example.com"
+[database]
+url = "postgres://broker@db/broker"
+[vault]
+encryption_keys = ["{KEY}"]
+[[clients]]
+client_id = "allhands"
+client_secret = "s3cret"
+redirect_uris = ["https://app.example.com/cb"]
+{extra}"#
+    )
+}
+
+const PROVIDER: &str = r#"
+[providers.azure_devops]
+tenant_id = "organizations"
+organization = "contoso"
+client_id = "abc"
+client_secret = "xyz"
+"#;
+
+#[test]
+fn minimal_production_configuration_loads() {
+    let settings = production(&minimal(PROVIDER), &[]).expect("valid");
+    assert_eq!(settings.realm.name, "allhands");
+    assert_eq!(settings.providers[0].tenant, Tenant::Multi("organizations".into()));
+    assert_eq!(settings.providers[0].scopes, DEFAULT_SCOPES);
+    assert_eq!(settings.vault.encryption_keys[0].id, "k1");
+}
+
+#[test]
+fn a_service_account_may_not_reuse_an_application_client_id() {
+    let account = "[[service_accounts]]\nclient_id = \"allhands\"\nclient_secret = \"x\"\nallowed_providers = []\n";
+    let err = production(&minimal(&format!("{PROVIDER}{account}")), &[]).expect_err("duplicate id");
+    assert!(err.mentions("service_accounts"), "{err}");
+    assert!(err.to_string().contains("`allhands` is used twice"), "{err}");
+}
+
+#[test]
+fn start_refuses_missing_essentials_naming_each_key() {
+    let err = production("", &[]).expect_err("nothing configured");
+    for key in ["http.hostname", "database.url", "vault.encryption_keys"] {
+        assert!(err.mentions(key), "expected a problem for {key}: {err}");
+    }
+}
+
+const HOSTNAME: &str = "hostname = \"https://auth.example.com\"";
+
+/// Edits of `minimal(PROVIDER)` that make one key wrong: why, the text replaced, its
+/// replacement, the key that must be named and a word of the fix.
+const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "an organization given as its URL",
+        "organization = \"contoso\"",
+        "organization = \"https://dev.azure.com/contoso\"",
+        "providers.azure_devops.organization",
+        "write `contoso`",
+    ),
+    (
+        "a tenant id that is neither a GUID nor a multi-tenant name",
+        "tenant_id = \"organizations\"",
+        "tenant_id = \"not-a-guid\"",
+        "providers.azure_devops.tenant_id",
+        "tenant GUID",
+    ),
+    (
+        "an http:// authority without allow_insecure_http",
+        "client_id = \"abc\"",
+        "client_id = \"abc\"\nauthority = \"http://login.example\"",
+        "providers.azure_devops.authority",
+        "allow_insecure_http",
+    ),
+    (
+        "a provider without its client secret",
+        "client_secret = \"xyz\"",
+        "",
+        "providers.azure_devops.client_secret",
+        "AZURE_DEVOPS_CLIENT_SECRET",
+    ),
+    (
+        "a body limit of 0 refuses every form POST",
+        HOSTNAME,
+        "hostname = \"https://auth.example.com\"\nmax_body_bytes = 0",
+        "http.max_body_bytes",
+        "at least 8192",
+    ),
+    (
+        "a body limit of 1 KiB refuses a token request carrying a refresh token",
+        HOSTNAME,
+        "hostname = \"https://auth.example.com\"\nmax_body_bytes = 1024",
+        "http.max_body_bytes",
+        "at least 8192",
+    ),
+    (
+        "a request timeout of 0 answers 408 forever",
+        HOSTNAME,
+        "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 0",
+        "http.request_timeout_seconds",
+        "at least 1",
+    ),
+    (
+        "an audit retention of 0 days deletes every audit event",
+        "[vault]",
+        "[audit]\nretention_days = 0\n[vault]",
+        "audit.retention_days",
+        "at least 1",
+    ),
+    (
+        "a negative audit retention deletes every audit event",
+        "[vault]",
+        "[audit]\nretention_days = -30\n[vault]",
+        "audit.retention_days",
+        "at least 1",
+    ),
+    (
+        "an audit retention so long that its seconds overflow",
+        "[vault]",
+        "[audit]\nretention_days = 200000000000000\n[vault]",
+        "audit.retention_days",
+        "at most 36500",
+    ),
+];
+
+fn with_edit(from: &str, to: &str) -> String {
+    let text = minimal(PROVIDER);
+    assert!(text.contains(from), "`{from}` is not in the minimal configuration");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn bad_values_are_refused_with_the_key_and_the_fix() {
+    for (why, from, to, key, hint) in BAD_VALUES {
+        let err = production(&with_edit(from, to), &[]).expect_err(why);
+        let problem =
+            err.problems.iter().find(|p| p.key == *key).unwrap_or_else(|| panic!("{why}: no problem for {key}: {err}"));
+        assert!(problem.message.contains(hint), "{why}: message `{}` lacks `{hint}`", problem.message);
+    }
+}
+
+#[test]
+fn each_bad_value_is_reported_beside_another_wrong_key() {
+    for (why, from, to, key, _) in BAD_VALUES {
+        let text = format!("{}\n[log]\nformat = \"xml\"\n", with_edit(from, to));
+        let err = production(&text, &[]).expect_err(why);
+        assert!(err.mentions(key), "{why}: {key} must be reported beside log.format: {err}");
+        assert!(err.mentions("log.format"), "{why}: log.format must be reported too: {err}");
+    }
+}
+
+#[test]
+fn the_bounds_themselves_are_accepted() {
+    let cases = [
+        ("the smallest body limit", HOSTNAME, "hostname = \"https://auth.example.com\"\nmax_body_bytes = 8192"),
+        ("a one-second timeout", HOSTNAME, "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 1"),
+        ("one day of audit events", "[vault]", "[audit]\nretention_days = 1\n[vault]"),
+        ("a century of audit events", "[vault]", "[audit]\nretention_days = 36500\n[vault]"),
+    ];
+    for (why, from, to) in cases {
+        if let Err(err) = production(&with_edit(from, to), &[]) {
+            panic!("{why} must load: {err}");
+        }
+    }
+}
+
+#[test]
+fn missing_client_secret_empty_redirects_and_short_keys_are_refused() {
+    let text = r#"
+[http]
+hostname = "https://auth.example.com"
+[database]
+url = "postgres://x@y/z"
+[vault]
+encryption_keys = ["k1:AAEC"]
+[[clients]]
+client_id = "allhands"
+redirect_uris = []
+[[clients]]
+client_id = "other"
+client_secret = "x"
+redirect_uris = []
+"#;
+    let err = production(text, &[]).expect_err("invalid");
+    assert!(err.mentions("clients[0].client_secret"), "{err}");
+    assert!(err.mentions("clients[1].redirect_uris"), "{err}");
+    let key_problem = err.problems.iter().find(|p| p.key == "vault.encryption_keys[0]").expect("key problem");
+    assert!(key_problem.message.contains("32"), "{}", key_problem.message);
+    assert!(!err.to_string().contains("AAEC"), "key material must not be echoed");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let env = [
+        ("AZURE_DEVOPS_TENANT_ID", "3f0e1b0c-1111-2222-3333-444455556666"),
+        ("AZURE_DEVOPS_CLIENT_ID", "from-env"),
+        ("AZURE_DEVOPS_CLIENT_SECRET", "env-secret"),
+        ("BROKER_CLIENT_ALLHANDS_SECRET", "env-client-secret"),
+        ("DATABASE_URL", "postgres://env@db/env"),
+    ];
+    let settings = production(&minimal(""), &env).expect("valid from env");
+    let provider = &settings.providers[0];
+    assert_eq!(provider.alias, "azure_devops");
+    assert_eq!(provider.client_id, "from-env");
+    assert!(matches!(provider.tenant, Tenant::Single(_)));
+    assert_eq!(settings.database.url.expose_secret(), "postgres://env@db/env");
+    let ClientCredential::Confidential(secret) = &settings.clients[0].credential else { panic!("confidential") };
+    assert!(secret.matches("env-client-secret"));
+}
+
+#[test]
+fn development_needs_nothing() {
+    let settings = Settings::from_toml(Mode::Development, "", |_| None).expect("defaults");
+    assert_eq!(settings.database.url.expose_secret(), DEV_DATABASE_URL);
+    assert_eq!(settings.http.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(settings.log_format, LogFormat::Pretty);
+}
+
+#[test]
+fn the_shipped_example_files_load() {
+    let example = include_str!("../../config/production.example.toml");
+    let env = [
+        ("BROKER_ENCRYPTION_KEYS", KEY),
+        ("BROKER_CLIENT_ALLHANDS_SECRET", "a"),
+        ("BROKER_CLIENT_OPENHANDS_RUNTIME_SECRET", "b"),
+        ("AZURE_DEVOPS_CLIENT_SECRET", "c"),
+    ];
+    let settings = production(example, &env).unwrap_or_else(|err| panic!("production example: {err}"));
+    assert_eq!(settings.service_accounts[0].allowed_providers, ["azure_devops"]);
+    let dev = Settings::from_toml(Mode::Development, include_str!("../../config/dev.toml"), |_| None);
+    assert!(dev.is_ok_and(|s| s.providers.is_empty()), "dev.toml loads with the provider disabled");
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let settings = production(&minimal(PROVIDER), &[]).expect("valid");
+    let debug = format!("{settings:?}");
+    for secret in ["s3cret", "xyz", "AAECAwQF", "postgres://broker@db"] {
+        assert!(!debug.contains(secret), "Debug leaks `{secret}`");
+    }
+}

@@ -1,0 +1,354 @@
+//! Validation: turns the raw tree into `Settings` with defaults, or lists every problem with its key and the fix.
+
+mod providers;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::environment::env_name;
+use super::raw::{RawClient, RawDatabase, RawHttp, RawRealm, RawServiceAccount, RawSettings, RawVault};
+use super::{
+    ClientCredential, ClientSettings, ConfigError, ConfigProblem, DEV_DATABASE_URL, DatabaseSettings, HttpSettings,
+    LogFormat, Mode, ProviderSettings, RealmSettings, ServiceAccountSettings, Settings, VaultKey, VaultSettings,
+    parse_vault_key,
+};
+use crate::crypto::CtSecret;
+
+/// Collects problems instead of stopping at the first, so an operator fixes them in one go.
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem { key: key.into(), message: message.into() });
+    }
+
+    /// Taking `self` means no check can run after the verdict and go unreported.
+    fn into_result(self, settings: Settings) -> Result<Settings, ConfigError> {
+        if self.0.is_empty() { Ok(settings) } else { Err(ConfigError { problems: self.0 }) }
+    }
+}
+
+pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigError> {
+    let mut problems = Problems::default();
+    let dev = mode == Mode::Development;
+    let http = validate_http(&mut problems, dev, raw.http);
+    let database = validate_database(&mut problems, dev, raw.database);
+    let realm = validate_realm(&mut problems, raw.realm);
+    let clients = validate_clients(&mut problems, raw.clients);
+    let providers = providers::validate_providers(&mut problems, dev, raw.providers);
+    let service_accounts = validate_service_accounts(&mut problems, raw.service_accounts, &providers);
+    check_client_ids_are_unique(&mut problems, &clients, &service_accounts);
+    let vault = validate_vault(&mut problems, dev, raw.vault);
+    let log_format = validate_log_format(&mut problems, dev, raw.log.format.as_deref());
+    let audit_retention_days = validate_audit_retention_days(&mut problems, raw.audit.retention_days);
+    problems.into_result(Settings {
+        mode,
+        http,
+        database,
+        realm,
+        clients,
+        service_accounts,
+        providers,
+        vault,
+        log_format,
+        audit_retention_days,
+    })
+}
+
+fn validate_http(problems: &mut Problems, dev: bool, raw: RawHttp) -> HttpSettings {
+    let listen_host = if dev { "127.0.0.1" } else { "0.0.0.0" };
+    HttpSettings {
+        hostname: parse_hostname(problems, dev, raw.hostname.as_deref()),
+        bind: parse_bind(problems, "http.bind", raw.bind, &format!("{listen_host}:8080")),
+        management_bind: parse_bind(
+            problems,
+            "http.management_bind",
+            raw.management_bind,
+            &format!("{listen_host}:9000"),
+        ),
+        internal_bind: parse_bind(problems, "http.internal_bind", raw.internal_bind, &format!("{listen_host}:8081")),
+        max_body_bytes: validate_max_body_bytes(problems, raw.max_body_bytes),
+        request_timeout_seconds: validate_request_timeout_seconds(problems, raw.request_timeout_seconds),
+    }
+}
+
+fn parse_hostname(problems: &mut Problems, dev: bool, text: Option<&str>) -> Option<Url> {
+    let Some(text) = text else {
+        if !dev {
+            problems.add(
+                "http.hostname",
+                "required by `start`: the public base URL, e.g. `https://auth.app.example.com` (env BROKER_HOSTNAME)",
+            );
+        }
+        return None;
+    };
+    match Url::parse(text.trim_end_matches('/')) {
+        Ok(url) if url.scheme() == "https" || (url.scheme() == "http" && dev) => Some(url),
+        Ok(url) if url.scheme() == "http" => {
+            problems.add("http.hostname", "must be `https://` in production; `http://` is allowed only by `start-dev`");
+            Some(url)
+        }
+        _ => {
+            problems.add("http.hostname", format!("`{text}` is not an absolute https URL"));
+            None
+        }
+    }
+}
+
+fn parse_bind(problems: &mut Problems, key: &str, value: Option<String>, default: &str) -> SocketAddr {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    text.parse().unwrap_or_else(|_| {
+        problems.add(key, format!("`{text}` is not a socket address; write it as `0.0.0.0:8080`"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+/// Below this a token request carrying a refresh token, or Entra's callback with its long
+/// code, may not fit, and every such POST would be refused with 413.
+const MIN_BODY_BYTES: usize = 8 * 1024;
+
+fn validate_max_body_bytes(problems: &mut Problems, value: Option<usize>) -> usize {
+    let bytes = value.unwrap_or(64 * 1024);
+    if bytes < MIN_BODY_BYTES {
+        problems.add(
+            "http.max_body_bytes",
+            format!(
+                "`{bytes}` is too small for a token request or a sign-in callback: write at least {MIN_BODY_BYTES} (the default is 65536)"
+            ),
+        );
+    }
+    bytes
+}
+
+fn validate_request_timeout_seconds(problems: &mut Problems, value: Option<u64>) -> u64 {
+    let seconds = value.unwrap_or(30);
+    if seconds < 1 {
+        problems.add(
+            "http.request_timeout_seconds",
+            "`0` would answer every request with 408: write at least 1 (the default is 30)",
+        );
+    }
+    seconds
+}
+
+fn validate_database(problems: &mut Problems, dev: bool, raw: RawDatabase) -> DatabaseSettings {
+    let url = match raw.url {
+        Some(url) => url,
+        None if dev => SecretString::from(DEV_DATABASE_URL.to_owned()),
+        None => {
+            problems.add("database.url", "required by `start`: a `postgres://` URL (env DATABASE_URL)");
+            SecretString::from(String::new())
+        }
+    };
+    let text = url.expose_secret();
+    let known_scheme = ["postgres://", "postgresql://", "sqlite:"].iter().any(|scheme| text.starts_with(scheme));
+    if !text.is_empty() && !known_scheme {
+        problems.add("database.url", "must start with `postgres://` or `sqlite:`");
+    }
+    DatabaseSettings {
+        url,
+        max_connections: raw.max_connections.unwrap_or(20).max(1),
+        migrate: raw.migrate.unwrap_or(true),
+    }
+}
+
+fn validate_realm(problems: &mut Problems, raw: RawRealm) -> RealmSettings {
+    let name = raw.name.unwrap_or_else(|| "allhands".to_owned());
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        problems.add("realm.name", "use letters, digits, `-` and `_` only");
+    }
+    let mut positive = |key: &str, value: Option<i64>, default: i64| {
+        let value = value.unwrap_or(default);
+        if value <= 0 {
+            problems.add(format!("realm.{key}"), "must be a positive number of seconds");
+        }
+        value
+    };
+    RealmSettings {
+        name,
+        access_token_lifespan_seconds: positive(
+            "access_token_lifespan_seconds",
+            raw.access_token_lifespan_seconds,
+            300,
+        ),
+        sso_session_idle_seconds: positive("sso_session_idle_seconds", raw.sso_session_idle_seconds, 259_200),
+        sso_session_max_seconds: positive("sso_session_max_seconds", raw.sso_session_max_seconds, 604_800),
+        offline_session_idle_seconds: positive(
+            "offline_session_idle_seconds",
+            raw.offline_session_idle_seconds,
+            2_592_000,
+        ),
+        authorization_code_lifespan_seconds: positive(
+            "authorization_code_lifespan_seconds",
+            raw.authorization_code_lifespan_seconds,
+            60,
+        ),
+        login_timeout_seconds: positive("login_timeout_seconds", raw.login_timeout_seconds, 600),
+    }
+}
+
+fn validate_clients(problems: &mut Problems, raw: Vec<RawClient>) -> Vec<ClientSettings> {
+    let mut clients = Vec::new();
+    for (index, client) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("clients[{index}].{field}");
+        if client.client_id.is_empty() {
+            problems.add(key("client_id"), "must not be empty");
+            continue;
+        }
+        let credential = match (client.public_client, client.client_secret) {
+            (true, _) => ClientCredential::Public,
+            (false, Some(secret)) if !secret.expose_secret().is_empty() => {
+                ClientCredential::Confidential(CtSecret::new(secret))
+            }
+            (false, _) => {
+                problems.add(
+                    key("client_secret"),
+                    format!(
+                        "missing for client `{}`: set it, or env {}, or `public_client = true`",
+                        client.client_id,
+                        env_name("BROKER_CLIENT_", &client.client_id, "_SECRET")
+                    ),
+                );
+                continue;
+            }
+        };
+        if client.redirect_uris.is_empty() {
+            problems.add(key("redirect_uris"), "must list at least one exact redirect URI");
+        }
+        for uri in client.redirect_uris.iter().chain(&client.post_logout_redirect_uris) {
+            if Url::parse(uri).is_err() || uri.contains('*') {
+                problems
+                    .add(key("redirect_uris"), format!("`{uri}` is not an absolute URL (wildcards are not supported)"));
+            }
+        }
+        clients.push(ClientSettings {
+            client_id: client.client_id,
+            credential,
+            redirect_uris: client.redirect_uris,
+            post_logout_redirect_uris: client.post_logout_redirect_uris,
+            read_token: client.read_token.unwrap_or(true),
+            rotate_refresh_tokens: client.rotate_refresh_tokens,
+        });
+    }
+    clients
+}
+
+fn validate_service_accounts(
+    problems: &mut Problems,
+    raw: Vec<RawServiceAccount>,
+    providers: &[ProviderSettings],
+) -> Vec<ServiceAccountSettings> {
+    let mut accounts = Vec::new();
+    for (index, account) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("service_accounts[{index}].{field}");
+        let Some(secret) = account.client_secret.filter(|s| !s.expose_secret().is_empty()) else {
+            problems.add(
+                key("client_secret"),
+                format!(
+                    "missing for service account `{}`: set it or env {}",
+                    account.client_id,
+                    env_name("BROKER_CLIENT_", &account.client_id, "_SECRET")
+                ),
+            );
+            continue;
+        };
+        for alias in &account.allowed_providers {
+            if !providers.iter().any(|p| &p.alias == alias) {
+                problems.add(key("allowed_providers"), format!("`{alias}` is not an enabled provider"));
+            }
+        }
+        accounts.push(ServiceAccountSettings {
+            client_id: account.client_id,
+            client_secret: CtSecret::new(secret),
+            allowed_providers: account.allowed_providers,
+        });
+    }
+    accounts
+}
+
+/// One id names one caller: a service account must not answer to an application's id.
+fn check_client_ids_are_unique(
+    problems: &mut Problems,
+    clients: &[ClientSettings],
+    service_accounts: &[ServiceAccountSettings],
+) {
+    let mut seen = BTreeSet::new();
+    let ids = clients.iter().map(|c| &c.client_id).chain(service_accounts.iter().map(|a| &a.client_id));
+    for id in ids {
+        if !seen.insert(id) {
+            problems.add(
+                "service_accounts",
+                format!("client id `{id}` is used twice among [[clients]] and [[service_accounts]]"),
+            );
+        }
+    }
+}
+
+fn validate_vault(problems: &mut Problems, dev: bool, raw: RawVault) -> VaultSettings {
+    let mut keys: Vec<VaultKey> = Vec::new();
+    for (index, entry) in raw.encryption_keys.iter().enumerate() {
+        let key_name = format!("vault.encryption_keys[{index}]");
+        match parse_vault_key(entry.expose_secret()) {
+            Ok(key) if keys.iter().any(|k| k.id == key.id) => {
+                problems.add(key_name, format!("key id `{}` appears twice", key.id));
+            }
+            Ok(key) => keys.push(key),
+            Err(message) => problems.add(key_name, message),
+        }
+    }
+    if keys.is_empty() && !dev {
+        problems.add(
+            "vault.encryption_keys",
+            "`start` needs at least one key `id:<base64 of 32 random bytes>` (env BROKER_ENCRYPTION_KEYS); make one with `openssl rand -base64 32`",
+        );
+    }
+    VaultSettings {
+        encryption_keys: keys,
+        refresh_before_expiry_seconds: raw.refresh_before_expiry_seconds.unwrap_or(300).max(0),
+        keepalive_after_seconds: raw.keepalive_after_seconds.unwrap_or(14 * 24 * 3600).max(3600),
+        keepalive_interval_seconds: raw.keepalive_interval_seconds.unwrap_or(300).max(1),
+        keepalive_batch_size: raw.keepalive_batch_size.unwrap_or(5).clamp(1, 1000),
+        refresh_wait_seconds: raw.refresh_wait_seconds.unwrap_or(20).clamp(1, 120),
+        cache_megabytes: raw.cache_megabytes.unwrap_or(32).min(64 * 1024),
+    }
+}
+
+fn validate_log_format(problems: &mut Problems, dev: bool, format: Option<&str>) -> LogFormat {
+    match format {
+        None if dev => LogFormat::Pretty,
+        None | Some("json") => LogFormat::Json,
+        Some("pretty") | Some("text") => LogFormat::Pretty,
+        Some(other) => {
+            problems.add("log.format", format!("`{other}` is not `json` or `pretty`"));
+            LogFormat::Json
+        }
+    }
+}
+
+/// A century is more than any retention policy asks for; far larger values overflow the
+/// cut-off in seconds, which would put it in the future and delete every audit event.
+const MAX_AUDIT_RETENTION_DAYS: i64 = 36_500;
+
+fn validate_audit_retention_days(problems: &mut Problems, value: Option<i64>) -> i64 {
+    let days = value.unwrap_or(90);
+    if days < 1 {
+        problems.add(
+            "audit.retention_days",
+            format!(
+                "`{days}` would delete every audit event at the next housekeeping: write at least 1 (days; the default is 90)"
+            ),
+        );
+    } else if days > MAX_AUDIT_RETENTION_DAYS {
+        problems.add(
+            "audit.retention_days",
+            format!(
+                "`{days}` is more than a century: write at most {MAX_AUDIT_RETENTION_DAYS} (days; the default is 90)"
+            ),
+        );
+    }
+    days
+}
