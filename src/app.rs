@@ -61,7 +61,7 @@ pub struct Application {
     pub public_addr: SocketAddr,
     pub internal_addr: SocketAddr,
     pub management_addr: SocketAddr,
-    pub public_url: String,
+    pub(crate) public_url: String,
     max_body_bytes: usize,
     request_timeout: Duration,
     audit_retention_days: i64,
@@ -205,6 +205,8 @@ impl Application {
         })
     }
 
+    /// The running state, for tests that drive the parts directly.
+    #[cfg(feature = "testing")]
     pub fn state(&self) -> &AppState {
         &self.state
     }

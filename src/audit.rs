@@ -33,13 +33,13 @@ impl std::fmt::Debug for Command {
 
 impl AuditLog {
     /// Starts the writer on the current runtime.
-    pub fn start(store: Store) -> AuditLog {
+    pub(crate) fn start(store: Store) -> AuditLog {
         let (queue, commands) = mpsc::channel(QUEUE);
         tokio::spawn(write_batches(store, commands));
         AuditLog { queue }
     }
 
-    pub async fn record(&self, event: AuditEvent) {
+    pub(crate) async fn record(&self, event: AuditEvent) {
         if self.queue.send(Command::Record(event)).await.is_err() {
             tracing::warn!("the audit writer has stopped; an event was lost");
         }

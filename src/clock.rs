@@ -17,6 +17,7 @@ impl Clock {
     }
 
     /// Moves this clock and all its clones `seconds` forward.
+    #[cfg(any(test, feature = "testing"))]
     pub fn advance(&self, seconds: i64) {
         self.offset.fetch_add(seconds, Ordering::Relaxed);
     }

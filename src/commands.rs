@@ -30,6 +30,11 @@ pub enum CommandError {
     Serve(#[source] std::io::Error),
 }
 
+/// Installs the log subscriber in the configured format.
+pub fn init_logging(settings: &Settings) {
+    crate::telemetry::init_tracing(settings.log_format);
+}
+
 pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
     let store = Store::connect(&settings.database.url, 1).await?;
     store.migrate().await?;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use identity_broker::commands;
 use identity_broker::config::{Mode, Settings};
-use identity_broker::telemetry;
 
 /// A Keycloak-compatible identity broker for Azure DevOps sign-in through Microsoft Entra ID.
 #[derive(Debug, Parser)]
@@ -83,7 +82,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(settings.log_format);
+    commands::init_logging(&settings);
     let result = match cli.command {
         Command::Migrate => commands::migrate(&settings).await,
         Command::Keys { command: KeysCommand::Rotate { activate_after } } => {

@@ -24,7 +24,7 @@ use crate::vault::{UpstreamTokens, seal_tokens};
 /// Why a sign-in stopped on a page of ours. `Display` is what the user reads; what the
 /// operator needs is logged where the cause is found.
 #[derive(Debug, thiserror::Error)]
-pub enum SignInError {
+pub(crate) enum SignInError {
     #[error("No identity provider is enabled on this sign-in service.")]
     NoProviderEnabled,
     #[error("This identity provider is not enabled.")]
@@ -75,7 +75,7 @@ pub enum SignInError {
 
 impl SignInError {
     /// A failure on the provider's side or ours, rather than a refusal of this browser's request.
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         matches!(
             self,
             SignInError::NoProviderEnabled
@@ -90,7 +90,7 @@ impl SignInError {
 
 /// The answer to a client's authorization request.
 #[derive(Debug)]
-pub enum Started {
+pub(crate) enum Started {
     /// Go straight to this provider's login.
     Provider { request_id: String, browser_secret: String, alias: String },
     /// Several providers and no hint: let the user choose.
@@ -102,7 +102,7 @@ pub enum Started {
 
 /// How the provider's answer ends the sign-in.
 #[derive(Debug)]
-pub enum Completed {
+pub(crate) enum Completed {
     /// Signed in: the client's redirect with a code, and the SSO cookie's value.
     SignedIn { client_redirect: Url, session_secret: String },
     /// Back to the client without a session: the user declined or cancelled linking.
@@ -111,27 +111,27 @@ pub enum Completed {
 
 /// The callback's query or form: Entra's answer.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct CallbackParams {
-    pub state: Option<String>,
-    pub code: Option<String>,
-    pub error: Option<String>,
-    pub error_description: Option<String>,
+pub(crate) struct CallbackParams {
+    pub(crate) state: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_description: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct SignInService {
-    pub store: Store,
-    pub sessions: Sessions,
-    pub audit: AuditLog,
-    pub cipher: Arc<Cipher>,
-    pub upstream: Upstream,
-    pub realm: RealmSettings,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct SignInService {
+    pub(crate) store: Store,
+    pub(crate) sessions: Sessions,
+    pub(crate) audit: AuditLog,
+    pub(crate) cipher: Arc<Cipher>,
+    pub(crate) upstream: Upstream,
+    pub(crate) realm: RealmSettings,
+    pub(crate) metrics: Arc<Metrics>,
     /// `{hostname}/realms/{realm}`.
-    pub realm_url: String,
+    pub(crate) realm_url: String,
 }
 
-pub fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<Url> {
+pub(crate) fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<Url> {
     let mut url = Url::parse(base).ok()?;
     if pairs.iter().any(|(_, value)| value.is_some()) {
         let mut query = url.query_pairs_mut();
@@ -145,7 +145,7 @@ pub fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<Url> {
 }
 
 impl SignInService {
-    pub fn upstream_redirect_uri(&self, alias: &str) -> String {
+    pub(crate) fn upstream_redirect_uri(&self, alias: &str) -> String {
         format!("{}/broker/{alias}/endpoint", self.realm_url)
     }
 
@@ -170,7 +170,7 @@ impl SignInService {
     /// With a live SSO session (the `session_secret` cookie) the client gets a code at once,
     /// unless it asks for `prompt=login`; `kc_action=idp_link` runs the provider's sign-in
     /// and links it to that session's user.
-    pub async fn start(
+    pub(crate) async fn start(
         &self,
         request: &AuthorizationRequest,
         browser_secret: Option<&str>,
@@ -251,7 +251,7 @@ impl SignInService {
     }
 
     /// Sends the browser to the provider, remembering state, nonce and PKCE verifier.
-    pub async fn begin_upstream(
+    pub(crate) async fn begin_upstream(
         &self,
         alias: &str,
         request_id: &str,
@@ -294,7 +294,7 @@ impl SignInService {
     }
 
     /// Handles the provider's answer. The pending sign-in is consumed whatever the outcome.
-    pub async fn complete(
+    pub(crate) async fn complete(
         &self,
         alias: &str,
         params: CallbackParams,
@@ -587,7 +587,7 @@ fn upstream_tokens(response: &TokenResponse, now: i64) -> UpstreamTokens {
     }
 }
 
-pub fn profile_update(user_id: &str, alias: &str, trust_email: bool, identity: &VerifiedIdentity) -> ProfileUpdate {
+pub(crate) fn profile_update(user_id: &str, alias: &str, trust_email: bool, identity: &VerifiedIdentity) -> ProfileUpdate {
     let upn = identity.preferred_username.clone();
     let email =
         identity.email.clone().or_else(|| upn.clone().filter(|u| looks_like_email(u))).map(|e| e.to_lowercase());

@@ -12,8 +12,8 @@ use super::random_bytes;
 
 /// One AES-256 key of the vault with the id stored beside each ciphertext.
 pub struct VaultKey {
-    pub id: String,
-    pub key: SecretBox<[u8; 32]>,
+    pub(crate) id: String,
+    pub(crate) key: SecretBox<[u8; 32]>,
 }
 
 impl fmt::Debug for VaultKey {
@@ -72,12 +72,12 @@ impl Cipher {
         Ok(Cipher { keys })
     }
 
-    pub fn active_key_id(&self) -> &str {
+    pub(crate) fn active_key_id(&self) -> &str {
         &self.keys[0].0
     }
 
     /// `nonce ‖ ciphertext ‖ tag`, as the `vault_tokens` and `signing_keys` rows store it.
-    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Vec<u8> {
+    pub(crate) fn seal(&self, plaintext: &[u8], aad: &str) -> Vec<u8> {
         let (_, key) = &self.keys[0];
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let mut buffer = plaintext.to_vec();
@@ -90,11 +90,11 @@ impl Cipher {
         out
     }
 
-    pub fn seal_str(&self, plaintext: &SecretString, aad: &str) -> Vec<u8> {
+    pub(crate) fn seal_str(&self, plaintext: &SecretString, aad: &str) -> Vec<u8> {
         self.seal(plaintext.expose_secret().as_bytes(), aad)
     }
 
-    pub fn open(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<Vec<u8>, CipherError> {
+    pub(crate) fn open(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<Vec<u8>, CipherError> {
         let (_, key) =
             self.keys.iter().find(|(id, _)| id == key_id).ok_or_else(|| CipherError::UnknownKey(key_id.to_owned()))?;
         if sealed.len() < NONCE_LEN {
@@ -109,14 +109,14 @@ impl Cipher {
 
     /// Opens a ciphertext sealed under any key of the ring and seals it again under the
     /// active key, for the same row (`aad`); the plaintext is wiped before returning.
-    pub fn reseal(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<Vec<u8>, CipherError> {
+    pub(crate) fn reseal(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<Vec<u8>, CipherError> {
         let mut plaintext = self.open(key_id, sealed, aad)?;
         let resealed = self.seal(&plaintext, aad);
         plaintext.zeroize();
         Ok(resealed)
     }
 
-    pub fn open_str(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<SecretString, CipherError> {
+    pub(crate) fn open_str(&self, key_id: &str, sealed: &[u8], aad: &str) -> Result<SecretString, CipherError> {
         let bytes = self.open(key_id, sealed, aad)?;
         String::from_utf8(bytes).map(SecretString::from).map_err(|_| CipherError::Unauthentic)
     }

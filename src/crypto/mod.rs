@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Fills `N` bytes from the operating system's generator.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The system generator fails only when the OS has no entropy source at all, and a
     // broker without randomness must not run.
@@ -22,35 +22,35 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// 256 random bits, URL-safe: states, nonces, codes, cookie values, PKCE verifiers.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     BASE64URL.encode(random_bytes::<32>())
 }
 
 /// What is stored in place of a bearer value (codes, cookies): lookups by hash leak nothing.
-pub fn token_hash(value: &str) -> String {
+pub(crate) fn token_hash(value: &str) -> String {
     BASE64URL.encode(digest::digest(&digest::SHA256, value.as_bytes()))
 }
 
 /// RFC 7636 S256: `BASE64URL(SHA256(verifier))`.
-pub fn pkce_s256(verifier: &str) -> String {
+pub(crate) fn pkce_s256(verifier: &str) -> String {
     token_hash(verifier)
 }
 
 /// Compares two public values of equal meaning (PKCE challenges) in constant time.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
 
 /// A shared secret that can only be compared, in constant time, never shown.
 #[derive(Clone)]
-pub struct CtSecret(SecretString);
+pub(crate) struct CtSecret(SecretString);
 
 impl CtSecret {
-    pub fn new(secret: SecretString) -> Self {
+    pub(crate) fn new(secret: SecretString) -> Self {
         CtSecret(secret)
     }
 
-    pub fn matches(&self, candidate: &str) -> bool {
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
         constant_time_eq(self.0.expose_secret(), candidate)
     }
 }

@@ -19,7 +19,7 @@ const ALLOWED_HEADERS: &str = "Origin, Accept, X-Requested-With, Content-Type, A
                                Access-Control-Request-Headers, Authorization";
 
 /// The CORS preflight, as Keycloak answers it: any origin may ask; the real answer decides.
-pub async fn retrieve_token_preflight(headers: HeaderMap) -> Response {
+pub(crate) async fn retrieve_token_preflight(headers: HeaderMap) -> Response {
     let mut response = StatusCode::OK.into_response();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let cors = response.headers_mut();
@@ -32,7 +32,7 @@ pub async fn retrieve_token_preflight(headers: HeaderMap) -> Response {
     response
 }
 
-pub async fn retrieve_token(
+pub(crate) async fn retrieve_token(
     State(state): State<AppState>,
     Path((realm, alias)): Path<(String, String)>,
     Bearer(bearer): Bearer,

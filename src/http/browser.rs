@@ -23,7 +23,7 @@ fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
     AppError::page(StatusCode::BAD_REQUEST, err.to_string(), correlation)
 }
 
-pub async fn authorize(
+pub(crate) async fn authorize(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     RawQuery(query): RawQuery,
@@ -83,11 +83,11 @@ pub async fn authorize(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct BrokerLoginParams {
+pub(crate) struct BrokerLoginParams {
     request: Option<String>,
 }
 
-pub async fn broker_login(
+pub(crate) async fn broker_login(
     State(state): State<AppState>,
     Path((realm, alias)): Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -112,7 +112,7 @@ pub async fn broker_login(
     Ok(redirect_to(url.as_str()))
 }
 
-pub async fn broker_endpoint_query(
+pub(crate) async fn broker_endpoint_query(
     state: State<AppState>,
     path: Path<(String, String)>,
     RawQuery(query): RawQuery,
@@ -124,7 +124,7 @@ pub async fn broker_endpoint_query(
 }
 
 /// Entra's `form_post` response mode.
-pub async fn broker_endpoint_form(
+pub(crate) async fn broker_endpoint_form(
     state: State<AppState>,
     path: Path<(String, String)>,
     jar: CookieJar,

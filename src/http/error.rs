@@ -17,7 +17,7 @@ use crate::vault::VaultError;
 
 /// The request id tower-http assigned; shown on error pages so users can quote it.
 #[derive(Debug, Clone)]
-pub struct CorrelationId(pub String);
+pub(crate) struct CorrelationId(pub(crate) String);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
     type Rejection = std::convert::Infallible;
@@ -31,7 +31,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
 /// A failure of ours, attached to the response for the logging middleware: the error and
 /// its chain of causes, written once.
 #[derive(Debug, Clone)]
-pub struct ErrorDetail(pub String);
+pub(crate) struct ErrorDetail(pub(crate) String);
 
 impl ErrorDetail {
     fn of(error: &(dyn StdError + 'static)) -> Self {
@@ -50,7 +50,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Every error a handler can answer with.
 #[derive(Debug)]
-pub enum AppError {
+pub(crate) enum AppError {
     /// JSON `{"error","error_description"}` for OAuth clients; `basic_challenge` adds
     /// `WWW-Authenticate: Basic` to a 401 (the client authenticated with `client_secret_basic`).
     OAuth { status: StatusCode, error: OAuthError, basic_challenge: bool },
@@ -87,23 +87,23 @@ struct UnknownRealmBody {
 }
 
 impl AppError {
-    pub fn page(status: StatusCode, message: impl Into<String>, correlation: &CorrelationId) -> Self {
+    pub(crate) fn page(status: StatusCode, message: impl Into<String>, correlation: &CorrelationId) -> Self {
         AppError::Page { status, message: message.into(), correlation_id: correlation.0.clone() }
     }
 
-    pub fn api(status: StatusCode, error: ErrorCode, description: impl Into<String>) -> Self {
+    pub(crate) fn api(status: StatusCode, error: ErrorCode, description: impl Into<String>) -> Self {
         AppError::Api { status, error, description: description.into(), retry_after: None }
     }
 
-    pub fn keycloak(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn keycloak(status: StatusCode, message: impl Into<String>) -> Self {
         AppError::Keycloak { status, message: message.into() }
     }
 
-    pub fn internal(error: impl Into<BoxError>) -> Self {
+    pub(crate) fn internal(error: impl Into<BoxError>) -> Self {
         AppError::Internal(error.into())
     }
 
-    pub fn oauth(error: OAuthError) -> Self {
+    pub(crate) fn oauth(error: OAuthError) -> Self {
         let status = match error.code {
             ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,7 +114,7 @@ impl AppError {
     }
 
     /// A sign-in that stopped: its page, with the status its cause deserves.
-    pub fn sign_in(err: SignInError, correlation: &CorrelationId) -> Self {
+    pub(crate) fn sign_in(err: SignInError, correlation: &CorrelationId) -> Self {
         let status = match &err {
             SignInError::Store(_) => return AppError::internal(err),
             SignInError::NoProviderEnabled | SignInError::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,7 +140,7 @@ impl AppError {
     }
 
     /// How a refusal of the vault reaches a service on the token API.
-    pub fn vault(err: VaultError) -> Self {
+    pub(crate) fn vault(err: VaultError) -> Self {
         let (status, code) = match &err {
             VaultError::NotLinked { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotLinked),
             VaultError::NotStored { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotStored),
@@ -231,7 +231,7 @@ impl IntoResponse for AppError {
 }
 
 /// Token responses and error pages must not be cached (RFC 6749 §5.1).
-pub fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
     [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         (header::PRAGMA, HeaderValue::from_static("no-cache")),

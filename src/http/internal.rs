@@ -19,7 +19,7 @@ use crate::store::{IdentityRow, UserRow};
 use crate::vault::{TokenReader, VaultError};
 
 /// The OpenAPI 3 description of this API, served as written; a test holds it against the router.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 /// The most users an e-mail lookup returns.
 const MAX_USERS: i64 = 100;
 /// The longest `min_validity` a caller may ask for: a day, more than any upstream token lives.
@@ -28,7 +28,7 @@ const MAX_MIN_VALIDITY: i64 = 86_400;
 /// The service account behind a request's bearer token, as configured now: removing an
 /// account or a provider from its list takes effect at once, whatever tokens it holds.
 #[derive(Debug)]
-pub struct ServiceCaller(pub ServiceAccountSettings);
+pub(crate) struct ServiceCaller(pub(crate) ServiceAccountSettings);
 
 impl FromRequestParts<AppState> for ServiceCaller {
     type Rejection = AppError;
@@ -78,7 +78,7 @@ fn bad_parameters(err: ParamError) -> AppError {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ReadTokenParams {
+pub(crate) struct ReadTokenParams {
     min_validity: Option<String>,
 }
 
@@ -93,7 +93,7 @@ struct UpstreamToken<'a> {
 }
 
 /// `GET /internal/v1/users/{user_id}/tokens/{alias}?min_validity=<seconds>`
-pub async fn read_token(
+pub(crate) async fn read_token(
     State(state): State<AppState>,
     caller: ServiceCaller,
     Path((user_id, alias)): Path<(String, String)>,
@@ -120,7 +120,7 @@ pub async fn read_token(
 }
 
 /// `DELETE /internal/v1/users/{user_id}/tokens/{alias}`: unlink and erase; the user stays.
-pub async fn unlink(
+pub(crate) async fn unlink(
     State(state): State<AppState>,
     caller: ServiceCaller,
     Path((user_id, alias)): Path<(String, String)>,
@@ -134,7 +134,7 @@ pub async fn unlink(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct FindUsersParams {
+pub(crate) struct FindUsersParams {
     provider: Option<String>,
     subject: Option<String>,
     email: Option<String>,
@@ -187,7 +187,7 @@ fn found_user(user: UserRow, identities: Vec<IdentityRow>, caller: &ServiceCalle
 }
 
 /// `GET /internal/v1/users?provider=&subject=` or `?email=`
-pub async fn find_users(
+pub(crate) async fn find_users(
     State(state): State<AppState>,
     caller: ServiceCaller,
     RawQuery(raw): RawQuery,
@@ -210,6 +210,6 @@ pub async fn find_users(
 }
 
 /// `GET /internal/v1/openapi.json`: public, so that tools can read it before they have a token.
-pub async fn openapi() -> Response {
+pub(crate) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }

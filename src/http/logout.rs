@@ -20,7 +20,7 @@ use crate::signin::with_query;
 
 /// RP-initiated logout's parameters (GET query or POST form).
 #[derive(Debug, Default, Deserialize)]
-pub struct LogoutParams {
+pub(crate) struct LogoutParams {
     id_token_hint: Option<String>,
     client_id: Option<String>,
     post_logout_redirect_uri: Option<String>,
@@ -35,7 +35,7 @@ fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
     AppError::page(StatusCode::BAD_REQUEST, err.to_string(), correlation)
 }
 
-pub async fn logout_post(
+pub(crate) async fn logout_post(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     headers: HeaderMap,
@@ -56,7 +56,7 @@ pub async fn logout_post(
     browser_logout(&state, params, jar, &correlation).await
 }
 
-pub async fn logout_get(
+pub(crate) async fn logout_get(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     RawQuery(query): RawQuery,

@@ -82,7 +82,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(paths::HEALTH, get(all))
         .route(paths::HEALTH_LIVE, get(live))

@@ -1,23 +1,23 @@
 //! The HTTP surfaces: one file per surface; handlers extract, call, and map the result.
 
-pub mod broker;
-pub mod browser;
+pub(crate) mod broker;
+pub(crate) mod browser;
 mod error;
-pub mod internal;
-pub mod logout;
-pub mod management;
+pub(crate) mod internal;
+pub(crate) mod logout;
+pub(crate) mod management;
 mod pages;
 mod params;
 pub mod paths;
-pub mod realm;
+pub(crate) mod realm;
 mod state;
-pub mod token;
+pub(crate) mod token;
 
-pub use error::{AppError, CorrelationId, ErrorDetail};
+pub(crate) use error::{AppError, CorrelationId, ErrorDetail};
 pub use state::{AppState, Cookies, Health, Services};
 
 /// The public listener: browser, OpenID Connect and broker endpoints.
-pub fn public_router() -> axum::Router<AppState> {
+pub(crate) fn public_router() -> axum::Router<AppState> {
     use axum::routing::get;
     axum::Router::new()
         .route(paths::REALM, get(realm::realm_info))
@@ -36,7 +36,7 @@ pub fn public_router() -> axum::Router<AppState> {
 
 /// The internal listener: the token API for other services, and the token endpoint so that
 /// services get their `client_credentials` tokens without leaving the cluster network.
-pub fn internal_router() -> axum::Router<AppState> {
+pub(crate) fn internal_router() -> axum::Router<AppState> {
     use axum::routing::{get, post};
     axum::Router::new()
         .route(paths::INTERNAL_USER_TOKEN, get(internal::read_token).delete(internal::unlink))

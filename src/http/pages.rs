@@ -22,7 +22,7 @@ fn page(title: &str, body: &str) -> Html<String> {
     ))
 }
 
-pub fn error_page(title: &str, message: &str, correlation_id: &str) -> Html<String> {
+pub(crate) fn error_page(title: &str, message: &str, correlation_id: &str) -> Html<String> {
     page(
         title,
         &format!(
@@ -35,7 +35,7 @@ pub fn error_page(title: &str, message: &str, correlation_id: &str) -> Html<Stri
 }
 
 /// The provider chooser: one button per `(href, provider name)`.
-pub fn chooser_page(buttons: &[(String, String)]) -> Html<String> {
+pub(crate) fn chooser_page(buttons: &[(String, String)]) -> Html<String> {
     let links: String = buttons
         .iter()
         .map(|(href, label)| {
@@ -45,12 +45,12 @@ pub fn chooser_page(buttons: &[(String, String)]) -> Html<String> {
     page("Sign in", &format!("<h1>Sign in</h1>{links}"))
 }
 
-pub fn signed_out_page() -> Html<String> {
+pub(crate) fn signed_out_page() -> Html<String> {
     page("Signed out", "<h1>You are signed out</h1>")
 }
 
 /// Asks the user to confirm a logout, posting `hidden` back to `action` with `confirm=yes`.
-pub fn logout_confirmation_page(action: &str, hidden: &[(&str, &str)]) -> Html<String> {
+pub(crate) fn logout_confirmation_page(action: &str, hidden: &[(&str, &str)]) -> Html<String> {
     let fields: String = hidden
         .iter()
         .map(|(name, value)| {

@@ -11,13 +11,13 @@ use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
 /// Longest value accepted for any parameter; longer ones are refused, not truncated.
-pub const MAX_PARAMETER_LENGTH: usize = 2048;
+pub(crate) const MAX_PARAMETER_LENGTH: usize = 2048;
 /// Longest bearer token accepted: our JWTs are well under 2 KB.
 const MAX_BEARER_LENGTH: usize = 8 * MAX_PARAMETER_LENGTH;
 
 /// Why a request's parameters were refused; `Display` is the message for the client.
 #[derive(Debug, thiserror::Error)]
-pub enum ParamError {
+pub(crate) enum ParamError {
     #[error("parameter `{0}` was given more than once")]
     Repeated(String),
     #[error("parameter `{0}` is longer than {MAX_PARAMETER_LENGTH} characters")]
@@ -29,7 +29,7 @@ pub enum ParamError {
 }
 
 /// Reads `application/x-www-form-urlencoded` pairs (a query string or a form body) into `T`.
-pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ParamError> {
+pub(crate) fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ParamError> {
     let mut seen = std::collections::HashSet::new();
     let mut present = url::form_urlencoded::Serializer::new(String::new());
     for (name, value) in url::form_urlencoded::parse(raw) {
@@ -47,12 +47,12 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ParamError> {
 }
 
 /// Reads a query string; no query is an empty one.
-pub fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ParamError> {
+pub(crate) fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ParamError> {
     parse(raw.unwrap_or_default().as_bytes())
 }
 
 /// Reads a form body; a body of another content type is refused.
-pub fn parse_form<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ParamError> {
+pub(crate) fn parse_form<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ParamError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
         return Err(ParamError::NotAForm);
@@ -63,7 +63,7 @@ pub fn parse_form<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
 /// The bearer token of the `Authorization` header, when there is a plausible one. Each
 /// surface answers its absence in its own dialect (OAuth, Keycloak, the token API).
 #[derive(Debug)]
-pub struct Bearer(pub Option<String>);
+pub(crate) struct Bearer(pub(crate) Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     type Rejection = std::convert::Infallible;
@@ -80,7 +80,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A bearer token sent in a form body (`access_token`, RFC 6750 §2.2), within the same bounds.
-pub fn form_bearer(access_token: Option<String>) -> Option<String> {
+pub(crate) fn form_bearer(access_token: Option<String>) -> Option<String> {
     access_token.filter(|token| token.len() <= MAX_BEARER_LENGTH)
 }
 

@@ -48,11 +48,11 @@ const ALL: &[&str] = &[
 ];
 
 /// The constant for a matched route template, so that metrics label it without allocating.
-pub fn route_label(template: &str) -> &'static str {
+pub(crate) fn route_label(template: &str) -> &'static str {
     ALL.iter().copied().find(|route| *route == template).unwrap_or("unmatched")
 }
 
 /// A route template with the realm name filled in, relative to the realm URL's root.
-pub fn realm_relative(template: &str) -> &str {
+pub(crate) fn realm_relative(template: &str) -> &str {
     template.trim_start_matches(REALM)
 }

@@ -10,7 +10,7 @@ use crate::config::RealmSettings;
 use crate::oidc::tokens::TokenService;
 
 /// Unknown realms answer 404 like Keycloak's `Realm does not exist`.
-pub fn require_realm(realm: &RealmSettings, name: &str) -> Result<(), AppError> {
+pub(crate) fn require_realm(realm: &RealmSettings, name: &str) -> Result<(), AppError> {
     if realm.name == name { Ok(()) } else { Err(AppError::UnknownRealm) }
 }
 
@@ -27,7 +27,7 @@ struct RealmInfo<'a> {
     tokens_not_before: i64,
 }
 
-pub async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
+pub(crate) async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
     let issuer = state.tokens.issuer();
     let keys = state.tokens.keys().current();
@@ -43,7 +43,7 @@ pub async fn realm_info(State(state): State<AppState>, Path(name): Path<String>)
 
 /// The OpenID Connect discovery document.
 #[derive(Debug, Serialize)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
@@ -70,7 +70,7 @@ pub struct Discovery {
 
 const CLIENT_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
 
-pub fn discovery_document(tokens: &TokenService) -> Discovery {
+pub(crate) fn discovery_document(tokens: &TokenService) -> Discovery {
     let issuer = tokens.issuer();
     let url = |template: &str| format!("{issuer}{}", paths::realm_relative(template));
     Discovery {
@@ -111,12 +111,12 @@ pub fn discovery_document(tokens: &TokenService) -> Discovery {
     }
 }
 
-pub async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
+pub(crate) async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
     Ok(Json(discovery_document(&state.tokens)).into_response())
 }
 
-pub async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
+pub(crate) async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
     Ok(Json(state.tokens.keys().current().jwks()).into_response())
 }

@@ -20,17 +20,17 @@ use crate::vault::TokenVault;
 /// The one place that knows each cookie's name and flags.
 #[derive(Debug, Clone)]
 pub struct Cookies {
-    pub secure: bool,
-    pub path: String,
-    pub login_max_age: i64,
-    pub session_max_age: i64,
+    pub(crate) secure: bool,
+    pub(crate) path: String,
+    pub(crate) login_max_age: i64,
+    pub(crate) session_max_age: i64,
 }
 
 impl Cookies {
-    pub const PENDING_SIGN_IN: &'static str = "IB_AUTH_SESSION";
-    pub const SSO_SESSION: &'static str = "IB_SESSION";
+    pub(crate) const PENDING_SIGN_IN: &'static str = "IB_AUTH_SESSION";
+    pub(crate) const SSO_SESSION: &'static str = "IB_SESSION";
 
-    pub fn build(
+    pub(crate) fn build(
         &self,
         name: &'static str,
         value: String,
@@ -49,7 +49,7 @@ impl Cookies {
 
 impl Cookies {
     /// A cookie that makes the browser forget `name` (same path, expired).
-    pub fn removal(&self, name: &'static str) -> axum_extra::extract::cookie::Cookie<'static> {
+    pub(crate) fn removal(&self, name: &'static str) -> axum_extra::extract::cookie::Cookie<'static> {
         self.build(name, String::new(), 0)
     }
 }
@@ -61,7 +61,7 @@ fn time_seconds(seconds: i64) -> time::Duration {
 /// Readiness facts for the management listener.
 #[derive(Debug, Default)]
 pub struct Health {
-    pub started: AtomicBool,
+    pub(crate) started: AtomicBool,
 }
 
 /// What every handler shares, behind one `Arc`: cloning it for a request is one increment.
@@ -79,27 +79,27 @@ impl std::ops::Deref for AppState {
 #[derive(Debug)]
 pub struct Services {
     pub store: Store,
-    pub sessions: Sessions,
-    pub directory: Directory,
+    pub(crate) sessions: Sessions,
+    pub(crate) directory: Directory,
     pub audit: AuditLog,
-    pub sign_in: SignInService,
+    pub(crate) sign_in: SignInService,
     pub tokens: TokenService,
-    pub clients: ClientRegistry,
-    pub service_accounts: ServiceAccountRegistry,
+    pub(crate) clients: ClientRegistry,
+    pub(crate) service_accounts: ServiceAccountRegistry,
     pub vault: TokenVault,
-    pub realm: RealmSettings,
-    pub cookies: Cookies,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
+    pub(crate) realm: RealmSettings,
+    pub(crate) cookies: Cookies,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) health: Arc<Health>,
     pub clock: Clock,
 }
 
 impl AppState {
-    pub fn new(services: Services) -> Self {
+    pub(crate) fn new(services: Services) -> Self {
         AppState(Arc::new(services))
     }
 
-    pub fn grants(&self) -> Grants<'_> {
+    pub(crate) fn grants(&self) -> Grants<'_> {
         Grants { store: &self.store, sessions: &self.sessions, tokens: &self.tokens }
     }
 }

@@ -18,7 +18,7 @@ use crate::oidc::tokens::{IssuedTokens, UserClaims};
 
 /// Every parameter the token endpoint and its siblings read.
 #[derive(Debug, Default, Deserialize)]
-pub struct TokenForm {
+pub(crate) struct TokenForm {
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -160,7 +160,7 @@ fn client_credentials(state: &AppState, headers: &HeaderMap, form: &TokenForm) -
     Ok((StatusCode::OK, no_store(), Json(body)).into_response())
 }
 
-pub async fn token(
+pub(crate) async fn token(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     headers: HeaderMap,
@@ -195,13 +195,13 @@ pub async fn token(
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct UserinfoForm {
+pub(crate) struct UserinfoForm {
     access_token: Option<String>,
 }
 
 /// Claims for a bearer access token, from the user's current profile. The token comes in the
 /// `Authorization` header or, for a POST, as `access_token` in the form (RFC 6750 §2.2).
-pub async fn userinfo(
+pub(crate) async fn userinfo(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     Bearer(bearer): Bearer,
@@ -228,7 +228,7 @@ pub async fn userinfo(
 }
 
 /// RFC 7662 introspection; inactive tokens answer 200 `{"active": false}`.
-pub async fn introspect(
+pub(crate) async fn introspect(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     headers: HeaderMap,
@@ -243,7 +243,7 @@ pub async fn introspect(
 }
 
 /// RFC 7009 revocation of refresh tokens; answers 200 whether or not the token was known.
-pub async fn revoke(
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     headers: HeaderMap,

@@ -7,48 +7,48 @@ use crate::config::ClientSettings;
 
 /// The authorization endpoint's parameters as the client sent them (absent when empty).
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct AuthorizationParams {
-    pub client_id: Option<String>,
-    pub redirect_uri: Option<String>,
-    pub response_type: Option<String>,
-    pub response_mode: Option<String>,
-    pub scope: Option<String>,
-    pub state: Option<String>,
-    pub nonce: Option<String>,
-    pub code_challenge: Option<String>,
-    pub code_challenge_method: Option<String>,
-    pub prompt: Option<String>,
-    pub login_hint: Option<String>,
-    pub kc_idp_hint: Option<String>,
-    pub kc_action: Option<String>,
+pub(crate) struct AuthorizationParams {
+    pub(crate) client_id: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) response_type: Option<String>,
+    pub(crate) response_mode: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) code_challenge: Option<String>,
+    pub(crate) code_challenge_method: Option<String>,
+    pub(crate) prompt: Option<String>,
+    pub(crate) login_hint: Option<String>,
+    pub(crate) kc_idp_hint: Option<String>,
+    pub(crate) kc_action: Option<String>,
 }
 
 /// A validated authorization request.
 #[derive(Debug, Clone)]
-pub struct AuthorizationRequest {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub scope: String,
-    pub state: Option<String>,
-    pub nonce: Option<String>,
-    pub code_challenge: Option<String>,
-    pub code_challenge_method: Option<String>,
-    pub prompt: Option<String>,
-    pub login_hint: Option<String>,
-    pub idp_hint: Option<String>,
-    pub link_alias: Option<String>,
+pub(crate) struct AuthorizationRequest {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) scope: String,
+    pub(crate) state: Option<String>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) code_challenge: Option<String>,
+    pub(crate) code_challenge_method: Option<String>,
+    pub(crate) prompt: Option<String>,
+    pub(crate) login_hint: Option<String>,
+    pub(crate) idp_hint: Option<String>,
+    pub(crate) link_alias: Option<String>,
 }
 
 /// Why a request was refused, and whether its redirect URI may carry the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthorizeError {
+pub(crate) enum AuthorizeError {
     /// Shown as a page: the client or redirect URI cannot be trusted.
     Page(String),
     /// Sent back to the client's redirect URI with its state.
     Redirect { redirect_uri: String, state: Option<String>, error: ErrorCode, description: String },
 }
 
-pub fn validate(clients: &ClientRegistry, params: AuthorizationParams) -> Result<AuthorizationRequest, AuthorizeError> {
+pub(crate) fn validate(clients: &ClientRegistry, params: AuthorizationParams) -> Result<AuthorizationRequest, AuthorizeError> {
     let client_id = params
         .client_id
         .ok_or_else(|| AuthorizeError::Page("The request names no client (client_id is missing).".into()))?;

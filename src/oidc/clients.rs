@@ -7,12 +7,12 @@ use crate::config::{ClientCredential, ClientSettings, ServiceAccountSettings};
 
 /// Credentials a token request presented, from the form or the `Authorization` header.
 #[derive(Default)]
-pub struct PresentedCredentials {
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+pub(crate) struct PresentedCredentials {
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
     /// True when they came by `client_secret_basic`; an error must then answer 401 with
     /// `WWW-Authenticate: Basic`.
-    pub via_basic: bool,
+    pub(crate) via_basic: bool,
 }
 
 impl std::fmt::Debug for PresentedCredentials {
@@ -27,7 +27,7 @@ impl std::fmt::Debug for PresentedCredentials {
 impl PresentedCredentials {
     /// Reads `client_secret_basic` (RFC 6749 §2.3.1: both halves form-urlencoded) and falls back
     /// to the form's `client_id`/`client_secret`. Both at once is ambiguous and refused.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         authorization: Option<&str>,
         form_id: Option<&str>,
         form_secret: Option<&str>,
@@ -54,21 +54,21 @@ impl PresentedCredentials {
 
 /// The registered clients.
 #[derive(Debug, Clone)]
-pub struct ClientRegistry {
+pub(crate) struct ClientRegistry {
     clients: Vec<ClientSettings>,
 }
 
 impl ClientRegistry {
-    pub fn new(clients: Vec<ClientSettings>) -> Self {
+    pub(crate) fn new(clients: Vec<ClientSettings>) -> Self {
         ClientRegistry { clients }
     }
 
-    pub fn find(&self, client_id: &str) -> Option<&ClientSettings> {
+    pub(crate) fn find(&self, client_id: &str) -> Option<&ClientSettings> {
         self.clients.iter().find(|c| c.client_id == client_id)
     }
 
     /// The client if the credentials prove it; a public client proves itself by id alone.
-    pub fn authenticate(&self, credentials: &PresentedCredentials) -> Option<&ClientSettings> {
+    pub(crate) fn authenticate(&self, credentials: &PresentedCredentials) -> Option<&ClientSettings> {
         let client = self.find(credentials.client_id.as_deref()?)?;
         match (&client.credential, credentials.client_secret.as_deref()) {
             (ClientCredential::Confidential(secret), Some(presented)) if secret.matches(presented) => Some(client),
@@ -80,47 +80,47 @@ impl ClientRegistry {
 
 impl ClientSettings {
     /// Exact string comparison, as OAuth 2.1 requires: no prefix or wildcard matching.
-    pub fn allows_redirect(&self, redirect_uri: &str) -> bool {
+    pub(crate) fn allows_redirect(&self, redirect_uri: &str) -> bool {
         self.redirect_uris.iter().any(|registered| registered == redirect_uri)
     }
 
     /// Keycloak's `+` web origins: the origins of the registered redirect URIs.
-    pub fn allows_web_origin(&self, origin: &str) -> bool {
+    pub(crate) fn allows_web_origin(&self, origin: &str) -> bool {
         self.redirect_uris
             .iter()
             .filter_map(|uri| url::Url::parse(uri).ok())
             .any(|uri| uri.origin().ascii_serialization() == origin)
     }
 
-    pub fn is_public(&self) -> bool {
+    pub(crate) fn is_public(&self) -> bool {
         matches!(self.credential, ClientCredential::Public)
     }
 }
 
 /// The service accounts that may call the internal API.
 #[derive(Debug, Clone)]
-pub struct ServiceAccountRegistry {
+pub(crate) struct ServiceAccountRegistry {
     accounts: Vec<ServiceAccountSettings>,
 }
 
 impl ServiceAccountRegistry {
-    pub fn new(accounts: Vec<ServiceAccountSettings>) -> Self {
+    pub(crate) fn new(accounts: Vec<ServiceAccountSettings>) -> Self {
         ServiceAccountRegistry { accounts }
     }
 
-    pub fn find(&self, client_id: &str) -> Option<&ServiceAccountSettings> {
+    pub(crate) fn find(&self, client_id: &str) -> Option<&ServiceAccountSettings> {
         self.accounts.iter().find(|a| a.client_id == client_id)
     }
 
     /// The account if the credentials prove it; the secret is compared in constant time.
-    pub fn authenticate(&self, credentials: &PresentedCredentials) -> Option<&ServiceAccountSettings> {
+    pub(crate) fn authenticate(&self, credentials: &PresentedCredentials) -> Option<&ServiceAccountSettings> {
         let account = self.find(credentials.client_id.as_deref()?)?;
         account.client_secret.matches(credentials.client_secret.as_deref()?).then_some(account)
     }
 }
 
 impl ServiceAccountSettings {
-    pub fn may_read(&self, alias: &str) -> bool {
+    pub(crate) fn may_read(&self, alias: &str) -> bool {
         self.allowed_providers.iter().any(|allowed| allowed == alias)
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     InvalidRequest,
     InvalidClient,
     InvalidGrant,
@@ -29,7 +29,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidClient => "invalid_client",
@@ -60,25 +60,25 @@ impl fmt::Display for ErrorCode {
 /// An error answered to an OAuth client as `{"error": …, "error_description": …}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {description}")]
-pub struct OAuthError {
-    pub code: ErrorCode,
-    pub description: String,
+pub(crate) struct OAuthError {
+    pub(crate) code: ErrorCode,
+    pub(crate) description: String,
 }
 
 impl OAuthError {
-    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, description: impl Into<String>) -> Self {
         OAuthError { code, description: description.into() }
     }
 
-    pub fn invalid_request(description: impl Into<String>) -> Self {
+    pub(crate) fn invalid_request(description: impl Into<String>) -> Self {
         OAuthError::new(ErrorCode::InvalidRequest, description)
     }
 
-    pub fn invalid_grant(description: impl Into<String>) -> Self {
+    pub(crate) fn invalid_grant(description: impl Into<String>) -> Self {
         OAuthError::new(ErrorCode::InvalidGrant, description)
     }
 
-    pub fn invalid_client() -> Self {
+    pub(crate) fn invalid_client() -> Self {
         OAuthError::new(ErrorCode::InvalidClient, "Invalid client or Invalid client credentials")
     }
 }

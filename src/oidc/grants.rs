@@ -13,7 +13,7 @@ use super::tokens::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     #[error(transparent)]
     OAuth(#[from] OAuthError),
     #[error(transparent)]
@@ -23,7 +23,7 @@ pub enum GrantError {
 }
 
 /// The user facts tokens carry, from the stored profile.
-pub fn user_claims(user: &UserRow, identity_provider: &str) -> UserClaims {
+pub(crate) fn user_claims(user: &UserRow, identity_provider: &str) -> UserClaims {
     UserClaims {
         email: user.email.clone(),
         email_verified: user.email_verified,
@@ -37,19 +37,19 @@ pub fn user_claims(user: &UserRow, identity_provider: &str) -> UserClaims {
 
 /// An active token as RFC 7662 describes it: its own claims, and who holds it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Introspection {
-    pub active: bool,
-    pub client_id: String,
-    pub token_type: String,
+pub(crate) struct Introspection {
+    pub(crate) active: bool,
+    pub(crate) client_id: String,
+    pub(crate) token_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     #[serde(flatten)]
-    pub claims: IntrospectedClaims,
+    pub(crate) claims: IntrospectedClaims,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
-pub enum IntrospectedClaims {
+pub(crate) enum IntrospectedClaims {
     Access(AccessClaims),
     Refresh(RefreshClaims),
 }
@@ -61,10 +61,10 @@ fn wants_offline(scope: &str) -> bool {
 
 const OFFLINE_ACCESS: &str = "offline_access";
 
-pub struct CodeExchange<'a> {
-    pub code: &'a str,
-    pub redirect_uri: Option<&'a str>,
-    pub code_verifier: Option<&'a str>,
+pub(crate) struct CodeExchange<'a> {
+    pub(crate) code: &'a str,
+    pub(crate) redirect_uri: Option<&'a str>,
+    pub(crate) code_verifier: Option<&'a str>,
 }
 
 impl std::fmt::Debug for CodeExchange<'_> {
@@ -75,15 +75,15 @@ impl std::fmt::Debug for CodeExchange<'_> {
 
 /// The token endpoint's grants over the sessions and the store: a borrowed view of the app state.
 #[derive(Debug, Clone, Copy)]
-pub struct Grants<'a> {
-    pub store: &'a Store,
-    pub sessions: &'a Sessions,
-    pub tokens: &'a TokenService,
+pub(crate) struct Grants<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) sessions: &'a Sessions,
+    pub(crate) tokens: &'a TokenService,
 }
 
 impl Grants<'_> {
     /// `grant_type=authorization_code`: single use, bound to client, redirect URI and PKCE.
-    pub async fn exchange_authorization_code(
+    pub(crate) async fn exchange_authorization_code(
         &self,
         client: &ClientSettings,
         exchange: &CodeExchange<'_>,
@@ -124,7 +124,7 @@ impl Grants<'_> {
     /// A client configured with `rotate_refresh_tokens` gets a new refresh token each time and
     /// the old one is revoked; presenting a revoked one again is taken as theft and ends the
     /// session (reuse detection).
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         client: &ClientSettings,
         refresh_token: &str,
@@ -151,7 +151,7 @@ impl Grants<'_> {
     }
 
     /// Back-channel logout: ends the session of a refresh token the client itself holds.
-    pub async fn logout(&self, client: &ClientSettings, refresh_token: &str, now: i64) -> Result<(), GrantError> {
+    pub(crate) async fn logout(&self, client: &ClientSettings, refresh_token: &str, now: i64) -> Result<(), GrantError> {
         let (_, session) = self.client_refresh_token(client, refresh_token, now).await?;
         self.sessions.end(&session, Ending::BackChannelLogout, Some(&client.client_id), now).await?;
         Ok(())
@@ -159,7 +159,7 @@ impl Grants<'_> {
 
     /// RFC 7009: revokes a refresh token of this client; unknown or foreign tokens are ignored,
     /// as the RFC asks, so revocation cannot probe for valid tokens.
-    pub async fn revoke(&self, client: &ClientSettings, token: &str, now: i64) -> Result<(), GrantError> {
+    pub(crate) async fn revoke(&self, client: &ClientSettings, token: &str, now: i64) -> Result<(), GrantError> {
         if let Ok(claims) = self.tokens.verify_refresh(token, now)
             && claims.azp == client.client_id
         {
@@ -173,7 +173,7 @@ impl Grants<'_> {
     }
 
     /// RFC 7662: what an active token says about itself; `None` when it is not active.
-    pub async fn introspect(&self, token: &str, now: i64) -> Result<Option<Introspection>, StoreError> {
+    pub(crate) async fn introspect(&self, token: &str, now: i64) -> Result<Option<Introspection>, StoreError> {
         if let Some(claims) = self.authenticate_bearer(token, now).await? {
             return Ok(Some(Introspection {
                 active: true,
@@ -193,7 +193,7 @@ impl Grants<'_> {
     }
 
     /// What userinfo answers for a bearer access token: the user's id and current claims.
-    pub async fn userinfo(&self, bearer: &str, now: i64) -> Result<Option<(String, UserClaims)>, StoreError> {
+    pub(crate) async fn userinfo(&self, bearer: &str, now: i64) -> Result<Option<(String, UserClaims)>, StoreError> {
         let Some(claims) = self.authenticate_bearer(bearer, now).await? else {
             return Ok(None);
         };
@@ -205,7 +205,7 @@ impl Grants<'_> {
     }
 
     /// A bearer access token that is valid now and whose session is still live.
-    pub async fn authenticate_bearer(&self, bearer: &str, now: i64) -> Result<Option<Arc<AccessClaims>>, StoreError> {
+    pub(crate) async fn authenticate_bearer(&self, bearer: &str, now: i64) -> Result<Option<Arc<AccessClaims>>, StoreError> {
         let Ok(claims) = self.tokens.verify_access(bearer, now) else {
             return Ok(None);
         };

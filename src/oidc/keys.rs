@@ -25,7 +25,7 @@ use crate::store::{SigningKeyRow, Store, StoreError};
 
 /// How long after a key's retirement servers may still sign with it: a server learns of a
 /// rotation at its next reload (every minute), and hosts' clocks differ a little.
-pub const ROTATION_GRACE_SECONDS: i64 = 300;
+pub(crate) const ROTATION_GRACE_SECONDS: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -43,7 +43,7 @@ pub enum KeyError {
 
 /// The longest a token the broker issues can live, hence how long a retired key must keep
 /// verifying: access tokens, refresh tokens (SSO idle and max) and offline tokens.
-pub fn max_token_lifetime(realm: &RealmSettings) -> i64 {
+pub(crate) fn max_token_lifetime(realm: &RealmSettings) -> i64 {
     [
         realm.access_token_lifespan_seconds,
         realm.sso_session_idle_seconds,
@@ -93,20 +93,20 @@ impl Generation {
     }
 
     /// The active kid and its key.
-    pub fn signer(&self) -> (&str, &EncodingKey) {
+    pub(crate) fn signer(&self) -> (&str, &EncodingKey) {
         (&self.active.kid, &self.active_encoding)
     }
 
-    pub fn active_public_key_base64(&self) -> &str {
+    pub(crate) fn active_public_key_base64(&self) -> &str {
         &self.active.public_key_base64
     }
 
-    pub fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
+    pub(crate) fn decoding_key(&self, kid: &str) -> Option<&DecodingKey> {
         self.find(kid).map(|k| &k.decoding)
     }
 
     /// The active key first, then the others newest first.
-    pub fn jwks(&self) -> JwkSet {
+    pub(crate) fn jwks(&self) -> JwkSet {
         JwkSet { keys: std::iter::once(&self.active).chain(&self.others).map(|k| k.jwk.clone()).collect() }
     }
 }
@@ -159,7 +159,7 @@ fn load_key(cipher: &Cipher, row: &SigningKeyRow) -> Result<(RealmKey, EncodingK
 }
 
 /// A new RSA-2048 key that signs from `now`, sealed for storage.
-pub fn generate_signing_key(cipher: &Cipher, now: i64) -> Result<SigningKeyRow, KeyError> {
+pub(crate) fn generate_signing_key(cipher: &Cipher, now: i64) -> Result<SigningKeyRow, KeyError> {
     let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generation)?;
     let pkcs8: Pkcs8V1Der = pair.as_der().map_err(|_| KeyError::Generation)?;
     let public: PublicKeyX509Der = pair.public_key().as_der().map_err(|_| KeyError::Generation)?;
@@ -230,20 +230,20 @@ fn build_generation(
 
 /// What `keys rotate` did.
 #[derive(Debug, Clone)]
-pub struct Rotation {
-    pub new_kid: String,
+pub(crate) struct Rotation {
+    pub(crate) new_kid: String,
     /// When the new key starts signing (Unix seconds).
-    pub active_from: i64,
+    pub(crate) active_from: i64,
     /// The keys it replaces; they verify until `verify_until`.
-    pub retired: Vec<String>,
-    pub verify_until: i64,
+    pub(crate) retired: Vec<String>,
+    pub(crate) verify_until: i64,
 }
 
 /// Creates a key that signs from `now + activate_after` and retires the current ones at that
 /// moment. A delay lets every replica publish the new key before any signs with it; without
 /// one, servers that have not reloaded yet reject the new key's tokens until they do.
 /// Retired keys verify for `max_token_lifetime` (plus a grace) after their retirement.
-pub async fn rotate(
+pub(crate) async fn rotate(
     store: &Store,
     cipher: &Cipher,
     now: i64,
@@ -262,7 +262,7 @@ pub async fn rotate(
 
 impl KeySet {
     /// Loads the stored keys, creating the first one when none may sign.
-    pub async fn load_or_create(store: &Store, cipher: &Cipher, now: i64) -> Result<KeySet, KeyError> {
+    pub(crate) async fn load_or_create(store: &Store, cipher: &Cipher, now: i64) -> Result<KeySet, KeyError> {
         let mut rows = store.list_signing_keys(now).await?;
         if in_force(&rows, now).is_none() {
             store.insert_signing_key(&generate_signing_key(cipher, now)?).await?;

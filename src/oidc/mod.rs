@@ -1,10 +1,10 @@
 //! The broker as an OpenID provider: clients, authorization requests, grants, keys, sessions
 //! and tokens.
 
-pub mod authorize;
-pub mod clients;
-pub mod error;
-pub mod grants;
-pub mod keys;
-pub mod sessions;
+pub(crate) mod authorize;
+pub(crate) mod clients;
+pub(crate) mod error;
+pub(crate) mod grants;
+pub(crate) mod keys;
+pub(crate) mod sessions;
 pub mod tokens;

@@ -14,7 +14,7 @@ use crate::store::{AuditEvent, SessionRow, Store, StoreError};
 
 /// Why a session ends; each cause is one audit outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// The user signed out in the browser (RP-initiated logout).
     BrowserLogout,
     /// The client ended the session of a refresh token it holds.
@@ -53,14 +53,14 @@ struct Limits {
 
 /// Sessions over the store; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     store: Store,
     audit: AuditLog,
     limits: Limits,
 }
 
 impl Sessions {
-    pub fn new(store: Store, audit: AuditLog, realm: &RealmSettings) -> Self {
+    pub(crate) fn new(store: Store, audit: AuditLog, realm: &RealmSettings) -> Self {
         let limits = Limits {
             idle: realm.sso_session_idle_seconds,
             max: realm.sso_session_max_seconds,
@@ -71,7 +71,7 @@ impl Sessions {
 
     /// True while the session is neither ended nor past its idle or maximum lifetime. An
     /// offline session has no maximum: it lives while it is used within its idle time.
-    pub fn is_live(&self, session: &SessionRow, now: i64) -> bool {
+    pub(crate) fn is_live(&self, session: &SessionRow, now: i64) -> bool {
         if session.ended_at.is_some() {
             return false;
         }
@@ -83,7 +83,7 @@ impl Sessions {
 
     /// A browser's SSO session after a sign-in through `provider`, and the secret its cookie
     /// carries (only its hash is stored).
-    pub async fn start(&self, user_id: &str, provider: &str, now: i64) -> Result<(SessionRow, String), StoreError> {
+    pub(crate) async fn start(&self, user_id: &str, provider: &str, now: i64) -> Result<(SessionRow, String), StoreError> {
         let secret = random_token();
         let session = new_session(user_id, provider, token_hash(&secret), false, now);
         self.store.insert_session(&session).await?;
@@ -91,7 +91,7 @@ impl Sessions {
     }
 
     /// An offline session beside `from`: its tokens outlive logout and the SSO limits.
-    pub async fn start_offline(&self, from: &SessionRow, now: i64) -> Result<Arc<SessionRow>, StoreError> {
+    pub(crate) async fn start_offline(&self, from: &SessionRow, now: i64) -> Result<Arc<SessionRow>, StoreError> {
         // Offline sessions have no browser cookie; the hash of a discarded secret keeps the
         // column unique.
         let session = new_session(&from.user_id, &from.identity_provider, token_hash(&random_token()), true, now);
@@ -100,7 +100,7 @@ impl Sessions {
     }
 
     /// The session `id` if it is live at `now`.
-    pub async fn live(&self, id: &str, now: i64) -> Result<Option<Arc<SessionRow>>, StoreError> {
+    pub(crate) async fn live(&self, id: &str, now: i64) -> Result<Option<Arc<SessionRow>>, StoreError> {
         // A copy in memory may have an older `last_seen_at`, never a newer one: if it is live,
         // the session is; if not, the database decides.
         if let Some(session) = self.store.cached_session(id).filter(|s| self.is_live(s, now)) {
@@ -110,27 +110,27 @@ impl Sessions {
     }
 
     /// The browser's SSO session, by its cookie, if it is live at `now`.
-    pub async fn live_by_cookie(&self, cookie: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
+    pub(crate) async fn live_by_cookie(&self, cookie: &str, now: i64) -> Result<Option<SessionRow>, StoreError> {
         Ok(self.by_cookie(cookie).await?.filter(|s| self.is_live(s, now)))
     }
 
     /// The browser's SSO session by its cookie, live or not.
-    pub async fn by_cookie(&self, cookie: &str) -> Result<Option<SessionRow>, StoreError> {
+    pub(crate) async fn by_cookie(&self, cookie: &str) -> Result<Option<SessionRow>, StoreError> {
         self.store.find_session_by_cookie(&token_hash(cookie)).await
     }
 
     /// The session `id`, live or not.
-    pub async fn find(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+    pub(crate) async fn find(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         self.store.find_session(id).await
     }
 
     /// Records a use, which restarts the idle timer.
-    pub async fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    pub(crate) async fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
         self.store.touch_session(id, now).await
     }
 
     /// Ends a session with its tokens, and records why.
-    pub async fn end(
+    pub(crate) async fn end(
         &self,
         session: &SessionRow,
         ending: Ending,
@@ -153,7 +153,7 @@ impl Sessions {
     }
 
     /// Ends the session `id` if it exists (live or not); see [`Sessions::end`].
-    pub async fn end_by_id(
+    pub(crate) async fn end_by_id(
         &self,
         id: &str,
         ending: Ending,

@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 use super::keys::KeySet;
 use crate::crypto::random_token;
 
-pub const TYP_BEARER: &str = "Bearer";
-pub const TYP_REFRESH: &str = "Refresh";
-pub const TYP_OFFLINE: &str = "Offline";
-pub const TYP_ID: &str = "ID";
-pub const READ_TOKEN_ROLE: &str = "read-token";
+pub(crate) const TYP_BEARER: &str = "Bearer";
+pub(crate) const TYP_REFRESH: &str = "Refresh";
+pub(crate) const TYP_OFFLINE: &str = "Offline";
+pub(crate) const TYP_ID: &str = "ID";
+pub(crate) const READ_TOKEN_ROLE: &str = "read-token";
 /// The audience of service-account tokens: only the internal API accepts them.
-pub const INTERNAL_AUDIENCE: &str = "identity-broker-internal";
+pub(crate) const INTERNAL_AUDIENCE: &str = "identity-broker-internal";
 /// Keycloak's audience for user access tokens; a token without it is not one of ours.
 const BROKER_AUDIENCE: &str = "broker";
 
@@ -36,87 +36,87 @@ pub struct UserClaims {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub exp: i64,
-    pub iat: i64,
-    pub jti: String,
-    pub iss: String,
-    pub aud: Vec<String>,
-    pub sub: String,
-    pub typ: String,
-    pub azp: String,
-    pub sid: String,
-    pub scope: String,
-    pub resource_access: ResourceAccess,
+pub(crate) struct AccessClaims {
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) jti: String,
+    pub(crate) iss: String,
+    pub(crate) aud: Vec<String>,
+    pub(crate) sub: String,
+    pub(crate) typ: String,
+    pub(crate) azp: String,
+    pub(crate) sid: String,
+    pub(crate) scope: String,
+    pub(crate) resource_access: ResourceAccess,
     #[serde(flatten)]
-    pub user: UserClaims,
+    pub(crate) user: UserClaims,
 }
 
 /// Keycloak's `resource_access`: roles per client; the broker's own are `broker`'s.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ResourceAccess {
+pub(crate) struct ResourceAccess {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broker: Option<ClientRoles>,
+    pub(crate) broker: Option<ClientRoles>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClientRoles {
-    pub roles: Vec<String>,
+pub(crate) struct ClientRoles {
+    pub(crate) roles: Vec<String>,
 }
 
 impl AccessClaims {
-    pub fn has_broker_role(&self, role: &str) -> bool {
+    pub(crate) fn has_broker_role(&self, role: &str) -> bool {
         self.resource_access.broker.as_ref().is_some_and(|broker| broker.roles.iter().any(|r| r == role))
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RefreshClaims {
-    pub exp: i64,
-    pub iat: i64,
-    pub jti: String,
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub typ: String,
-    pub azp: String,
-    pub sid: String,
-    pub scope: String,
+pub(crate) struct RefreshClaims {
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) jti: String,
+    pub(crate) iss: String,
+    pub(crate) aud: String,
+    pub(crate) sub: String,
+    pub(crate) typ: String,
+    pub(crate) azp: String,
+    pub(crate) sid: String,
+    pub(crate) scope: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IdClaims {
-    pub exp: i64,
-    pub iat: i64,
-    pub auth_time: i64,
-    pub jti: String,
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub typ: String,
-    pub azp: String,
-    pub sid: String,
+pub(crate) struct IdClaims {
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) auth_time: i64,
+    pub(crate) jti: String,
+    pub(crate) iss: String,
+    pub(crate) aud: String,
+    pub(crate) sub: String,
+    pub(crate) typ: String,
+    pub(crate) azp: String,
+    pub(crate) sid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<String>,
+    pub(crate) nonce: Option<String>,
     #[serde(flatten)]
-    pub user: UserClaims,
+    pub(crate) user: UserClaims,
 }
 
 /// An access token from the `client_credentials` grant of a service account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceClaims {
-    pub exp: i64,
-    pub iat: i64,
-    pub jti: String,
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub typ: String,
-    pub azp: String,
-    pub scope: String,
+pub(crate) struct ServiceClaims {
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) jti: String,
+    pub(crate) iss: String,
+    pub(crate) aud: String,
+    pub(crate) sub: String,
+    pub(crate) typ: String,
+    pub(crate) azp: String,
+    pub(crate) scope: String,
     /// The providers whose tokens the account could read when the token was issued; the
     /// internal API checks the configuration again on every call.
-    pub allowed_providers: Vec<String>,
+    pub(crate) allowed_providers: Vec<String>,
 }
 
 /// What a session grants: enough to mint any of the three tokens.
@@ -138,12 +138,12 @@ pub struct Grant {
 #[derive(Debug, Clone)]
 pub struct IssuedTokens {
     pub access_token: String,
-    pub expires_in: i64,
-    pub refresh_token: String,
-    pub refresh_expires_in: i64,
-    pub id_token: Option<String>,
-    pub scope: String,
-    pub session_id: String,
+    pub(crate) expires_in: i64,
+    pub(crate) refresh_token: String,
+    pub(crate) refresh_expires_in: i64,
+    pub(crate) id_token: Option<String>,
+    pub(crate) scope: String,
+    pub(crate) session_id: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -188,7 +188,7 @@ impl std::fmt::Debug for TokenService {
 const VERIFIED_TOKENS: usize = 1024;
 
 impl TokenService {
-    pub fn new(
+    pub(crate) fn new(
         issuer: String,
         keys: Arc<KeySet>,
         access_lifespan: i64,
@@ -206,7 +206,7 @@ impl TokenService {
         }
     }
 
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
 
@@ -286,7 +286,7 @@ impl TokenService {
     }
 
     /// A short-lived token for a service account; no refresh token, as Keycloak does.
-    pub fn issue_service_token(
+    pub(crate) fn issue_service_token(
         &self,
         client_id: &str,
         allowed_providers: &[String],
@@ -308,7 +308,7 @@ impl TokenService {
     }
 
     /// Checks a service-account token: signature, issuer, audience, type and expiry.
-    pub fn verify_service(&self, token: &str, now: i64) -> Result<Arc<ServiceClaims>, TokenError> {
+    pub(crate) fn verify_service(&self, token: &str, now: i64) -> Result<Arc<ServiceClaims>, TokenError> {
         let claims = self.verify_remembered(&self.verified_services, token, |claims: &ServiceClaims| {
             claims.typ == TYP_BEARER && claims.aud == INTERNAL_AUDIENCE
         })?;
@@ -343,7 +343,7 @@ impl TokenService {
 
     /// Checks an `id_token_hint`: our signature, our issuer, an ID token. Expiry is not
     /// checked, as in Keycloak: a user may sign out long after signing in.
-    pub fn verify_id_token_hint(&self, token: &str) -> Result<IdClaims, TokenError> {
+    pub(crate) fn verify_id_token_hint(&self, token: &str) -> Result<IdClaims, TokenError> {
         let claims: IdClaims = self.verify(token)?;
         if claims.typ != TYP_ID {
             return Err(TokenError::WrongType);
@@ -352,7 +352,7 @@ impl TokenService {
     }
 
     /// Checks signature, issuer, type and expiry against `now`.
-    pub fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
+    pub(crate) fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
         let claims = self.verify_remembered(&self.verified_access, token, |claims: &AccessClaims| {
             claims.typ == TYP_BEARER && claims.aud.iter().any(|aud| aud == BROKER_AUDIENCE)
         })?;
@@ -363,7 +363,7 @@ impl TokenService {
     }
 
     /// Checks a refresh or offline token's signature, issuer, type and expiry.
-    pub fn verify_refresh(&self, token: &str, now: i64) -> Result<RefreshClaims, TokenError> {
+    pub(crate) fn verify_refresh(&self, token: &str, now: i64) -> Result<RefreshClaims, TokenError> {
         let claims: RefreshClaims = self.verify(token)?;
         if claims.typ != TYP_REFRESH && claims.typ != TYP_OFFLINE {
             return Err(TokenError::WrongType);

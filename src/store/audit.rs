@@ -15,10 +15,6 @@ pub struct AuditEvent {
 }
 
 impl Store {
-    pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        self.record_audits(std::slice::from_ref(event)).await
-    }
-
     /// Writes several events with one statement whatever their number: the batch travels as
     /// one JSON array parameter, so each connection prepares the statement once.
     pub async fn record_audits(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -53,6 +49,7 @@ impl Store {
     }
 
     /// Events oldest first, optionally only one kind.
+    #[cfg(feature = "testing")]
     pub async fn list_audit(&self, kind: Option<&str>) -> Result<Vec<AuditEvent>, StoreError> {
         Ok(sqlx::query_as("SELECT at, kind, outcome, user_id, client_id, alias, detail FROM audit_events WHERE ($1 IS NULL OR kind = $1) ORDER BY id")
             .bind(kind)

@@ -30,7 +30,7 @@ use super::{LinkedTokens, SessionRow};
 use crate::clock::Clock;
 
 /// The channel the triggers of migration 0006 notify.
-pub const CHANNEL: &str = "identity_broker_changes";
+pub(crate) const CHANNEL: &str = "identity_broker_changes";
 /// How long a cached row may be served without the database being asked again.
 const MAX_AGE_SECONDS: i64 = 60;
 /// Sessions cached at most: a few hundred bytes each.
@@ -88,7 +88,7 @@ enum Change {
 }
 
 /// The cached rows of one process. Shared by every clone of the `Store` that enabled it.
-pub struct RowCache {
+pub(crate) struct RowCache {
     identities: Cache<IdentityKey, Entry<LinkedTokens>, ByteSize>,
     sessions: Cache<String, Entry<SessionRow>>,
     /// Counts forgettings; bumped under `forgetting` so that a fill cannot slip in between.
@@ -110,12 +110,12 @@ impl std::fmt::Debug for RowCache {
 
 /// Where a reader stands: the epoch before it asked the database.
 #[derive(Debug, Clone, Copy)]
-pub struct Ticket(u64);
+pub(crate) struct Ticket(u64);
 
 impl RowCache {
     /// A cache of at most `bytes` of identities, filled once its listener is connected, which
     /// the returned cache does in a task of its own for as long as the cache is in use.
-    pub fn start(database_url: SecretString, bytes: u64, clock: Clock) -> Arc<RowCache> {
+    pub(crate) fn start(database_url: SecretString, bytes: u64, clock: Clock) -> Arc<RowCache> {
         let cache = Arc::new(RowCache::new(bytes, clock));
         tokio::spawn(follow_changes(database_url, Arc::downgrade(&cache)));
         cache
@@ -134,11 +134,11 @@ impl RowCache {
         }
     }
 
-    pub fn ticket(&self) -> Ticket {
+    pub(crate) fn ticket(&self) -> Ticket {
         Ticket(self.epoch.load(Ordering::Acquire))
     }
 
-    pub fn identity(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
+    pub(crate) fn identity(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
@@ -146,7 +146,7 @@ impl RowCache {
         self.servable(entry.cached_at).then_some(entry.row)
     }
 
-    pub fn session(&self, id: &str) -> Option<Arc<SessionRow>> {
+    pub(crate) fn session(&self, id: &str) -> Option<Arc<SessionRow>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
@@ -159,7 +159,7 @@ impl RowCache {
         (0..MAX_AGE_SECONDS).contains(&(self.clock.now() - cached_at))
     }
 
-    pub fn keep_identity(&self, ticket: Ticket, row: &LinkedTokens) {
+    pub(crate) fn keep_identity(&self, ticket: Ticket, row: &LinkedTokens) {
         let Some(tokens) = &row.tokens else {
             return;
         };
@@ -169,7 +169,7 @@ impl RowCache {
         });
     }
 
-    pub fn keep_session(&self, ticket: Ticket, row: &SessionRow) {
+    pub(crate) fn keep_session(&self, ticket: Ticket, row: &SessionRow) {
         self.keep(ticket, || {
             self.sessions.insert(row.id.clone(), Entry { row: Arc::new(row.clone()), cached_at: self.clock.now() })
         });
@@ -182,13 +182,13 @@ impl RowCache {
         }
     }
 
-    pub fn forget_identity(&self, user_id: &str, alias: &str) {
+    pub(crate) fn forget_identity(&self, user_id: &str, alias: &str) {
         let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.identities.remove(&IdentityRef(user_id, alias));
     }
 
-    pub fn forget_session(&self, id: &str) {
+    pub(crate) fn forget_session(&self, id: &str) {
         let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.sessions.remove(id);

@@ -14,20 +14,20 @@ macro_rules! signing_key_columns {
 pub(super) use signing_key_columns;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SigningKeyRow {
-    pub kid: String,
-    pub algorithm: String,
-    pub vault_key_id: String,
+pub(crate) struct SigningKeyRow {
+    pub(crate) kid: String,
+    pub(crate) algorithm: String,
+    pub(crate) vault_key_id: String,
     /// PKCS#8, sealed by the vault cipher with the kid as associated data.
-    pub private_key: Vec<u8>,
+    pub(crate) private_key: Vec<u8>,
     /// SubjectPublicKeyInfo DER.
-    pub public_key: Vec<u8>,
-    pub created_at: i64,
+    pub(crate) public_key: Vec<u8>,
+    pub(crate) created_at: i64,
     /// When the key starts signing; a rotation may publish a key before it signs.
-    pub active_from: i64,
-    pub retired_at: Option<i64>,
+    pub(crate) active_from: i64,
+    pub(crate) retired_at: Option<i64>,
     /// Until when a retired key is still published and verifies: its last tokens' expiry.
-    pub verify_until: Option<i64>,
+    pub(crate) verify_until: Option<i64>,
 }
 
 impl Store {
@@ -50,7 +50,7 @@ impl Store {
 
     /// The keys that may still sign or verify at `now` (retired keys past `verify_until`
     /// are left out), newest first.
-    pub async fn list_signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRow>, StoreError> {
+    pub(crate) async fn list_signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRow>, StoreError> {
         let sql = concat!(
             "SELECT ",
             signing_key_columns!(),
@@ -60,7 +60,7 @@ impl Store {
         Ok(sqlx::query_as(sql).bind(now).fetch_all(&self.pool).await?)
     }
 
-    pub async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
+    pub(crate) async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
         insert_query(key).execute(&self.pool).await?;
         Ok(())
     }
@@ -69,7 +69,7 @@ impl Store {
     /// verifies until `verify_until`; returns the kids retired. Rotations run one at a time
     /// (Postgres locks the table; SQLite has one writer), so two at once cannot leave two
     /// keys unretired.
-    pub async fn rotate_signing_keys(
+    pub(crate) async fn rotate_signing_keys(
         &self,
         key: &SigningKeyRow,
         retire_at: i64,

@@ -116,7 +116,7 @@ macro_rules! session_columns {
 }
 
 /// How stale a session's `last_seen_at` may be before a use writes it again.
-pub const TOUCH_GRANULARITY_SECONDS: i64 = 30;
+pub(crate) const TOUCH_GRANULARITY_SECONDS: i64 = 30;
 
 impl Store {
     pub async fn insert_auth_request(&self, row: &AuthRequestRow) -> Result<(), StoreError> {
@@ -230,12 +230,12 @@ impl Store {
 
     /// The session as kept in memory, when it is (see `cache`). Its `last_seen_at` may be
     /// older than the database's, never newer: a session it shows as live is live.
-    pub fn cached_session(&self, id: &str) -> Option<Arc<SessionRow>> {
+    pub(crate) fn cached_session(&self, id: &str) -> Option<Arc<SessionRow>> {
         self.cache.as_ref()?.session(id)
     }
 
     /// The browser's SSO session, by the hash of its cookie.
-    pub async fn find_session_by_cookie(&self, cookie_hash: &str) -> Result<Option<SessionRow>, StoreError> {
+    pub(crate) async fn find_session_by_cookie(&self, cookie_hash: &str) -> Result<Option<SessionRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             session_columns!(),
@@ -249,7 +249,7 @@ impl Store {
     /// Records use of a live session, which restarts its idle timer. A session used within
     /// the last `TOUCH_GRANULARITY_SECONDS` is not written again: idle limits are hours or
     /// days, and skipping the write spares a commit on most refreshes.
-    pub async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    pub(crate) async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND ended_at IS NULL AND last_seen_at < $3",
         )
@@ -263,7 +263,7 @@ impl Store {
 
     /// Revokes one refresh token by its `jti` until it would have expired anyway. Returns
     /// false when it was revoked already, which is how a reused rotated token is caught.
-    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+    pub(crate) async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
         let inserted =
             sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
                 .bind(jti)
@@ -273,7 +273,7 @@ impl Store {
         Ok(inserted.rows_affected() > 0)
     }
 
-    pub async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         let found: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
             .bind(jti)
             .fetch_optional(&self.pool)
@@ -281,7 +281,7 @@ impl Store {
         Ok(found.is_some())
     }
 
-    pub async fn end_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+    pub(crate) async fn end_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE sso_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
             .bind(id)
             .bind(now)

@@ -22,7 +22,7 @@ use crate::clock::Clock;
 
 pub use audit::AuditEvent;
 use cache::RowCache;
-pub use keys::SigningKeyRow;
+pub(crate) use keys::SigningKeyRow;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 pub use users::{IdentityRow, ProfileUpdate, UserRow};
 pub use vault::{Lease, LinkedTokens, VaultRow};
@@ -94,7 +94,7 @@ impl Store {
     /// in memory, kept current by the database's change notifications and aged by `clock`. Only
     /// on Postgres: SQLite has no notifications, and reading it costs no round trip anyway. Zero
     /// turns it off.
-    pub fn with_cache(self, url: &SecretString, megabytes: u64, clock: Clock) -> Store {
+    pub(crate) fn with_cache(self, url: &SecretString, megabytes: u64, clock: Clock) -> Store {
         if self.backend != Backend::Postgres || megabytes == 0 {
             return self;
         }
@@ -110,7 +110,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -131,12 +131,14 @@ impl Store {
     }
 
     /// Counts a table's rows; for health detail and tests.
+    #[cfg(feature = "testing")]
     pub async fn count_rows(&self, table: Table) -> Result<i64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM {}", table.name());
         Ok(sqlx::query_scalar(&sql).fetch_one(&self.pool).await?)
     }
 
     /// Every byte of every text and blob column of `table`, for tests proving what is not stored.
+    #[cfg(feature = "testing")]
     pub async fn dump_table(&self, table: Table) -> Result<Vec<Vec<u8>>, StoreError> {
         use sqlx::{Column as _, Row as _, TypeInfo as _, ValueRef as _};
         let sql = format!("SELECT * FROM {}", table.name());
@@ -161,7 +163,8 @@ impl Store {
     }
 }
 
-/// Tables that callers outside this module may count or inspect.
+/// Tables that tests may count or inspect.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Copy)]
 pub enum Table {
     Users,
@@ -174,6 +177,7 @@ pub enum Table {
     AuditEvents,
 }
 
+#[cfg(feature = "testing")]
 impl Table {
     fn name(self) -> &'static str {
         match self {

@@ -87,7 +87,7 @@ impl Store {
     }
 
     /// Every signing key, retired ones included, not sealed under `key_id`.
-    pub async fn signing_keys_not_under_key(&self, key_id: &str) -> Result<Vec<SigningKeyRow>, StoreError> {
+    pub(crate) async fn signing_keys_not_under_key(&self, key_id: &str) -> Result<Vec<SigningKeyRow>, StoreError> {
         Ok(sqlx::query_as(concat!(
             "SELECT ",
             signing_key_columns!(),
@@ -99,7 +99,7 @@ impl Store {
     }
 
     /// Stores a signing key's re-sealed private key if the row is still exactly `seen`.
-    pub async fn replace_signing_key_ciphertext(
+    pub(crate) async fn replace_signing_key_ciphertext(
         &self,
         seen: &SigningKeyRow,
         vault_key_id: &str,

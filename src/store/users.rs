@@ -4,32 +4,24 @@ use super::{Store, StoreError, StoredFlag, VaultRow};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
-    pub id: String,
-    pub username: String,
-    pub email: Option<String>,
+    pub(crate) id: String,
+    pub(crate) username: String,
+    pub(crate) email: Option<String>,
     #[sqlx(try_from = "StoredFlag")]
-    pub email_verified: bool,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub full_name: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) email_verified: bool,
+    pub(crate) first_name: Option<String>,
+    pub(crate) last_name: Option<String>,
+    pub(crate) full_name: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdentityRow {
     pub user_id: String,
-    pub alias: String,
+    pub(crate) alias: String,
     pub subject: String,
-    pub username: Option<String>,
-    pub tenant_id: Option<String>,
-    pub object_id: Option<String>,
-    pub attributes: String,
+    pub(crate) username: Option<String>,
     #[sqlx(try_from = "StoredFlag")]
     pub needs_reauth: bool,
-    pub reauth_reason: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
 }
 
 /// What one sign-in learned about the user, written in one transaction with the tokens.
@@ -54,13 +46,12 @@ pub struct ProfileUpdate {
 // Column lists as macros, so that every query is one literal built at compile time.
 macro_rules! identity_columns {
     () => {
-        "user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, reauth_reason,
-         created_at, updated_at"
+        "user_id, alias, subject, username, needs_reauth"
     };
 }
 macro_rules! user_columns {
     () => {
-        "id, username, email, email_verified, first_name, last_name, full_name, created_at, updated_at"
+        "id, username, email, email_verified, first_name, last_name, full_name"
     };
 }
 
@@ -75,19 +66,20 @@ impl Store {
         Ok(sqlx::query_as(sql).bind(alias).bind(subject).fetch_optional(&self.pool).await?)
     }
 
+    #[cfg(feature = "testing")]
     pub async fn find_identity(&self, user_id: &str, alias: &str) -> Result<Option<IdentityRow>, StoreError> {
         let sql =
             concat!("SELECT ", identity_columns!(), " FROM federated_identities WHERE user_id = $1 AND alias = $2");
         Ok(sqlx::query_as(sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
     }
 
-    pub async fn find_user(&self, user_id: &str) -> Result<Option<UserRow>, StoreError> {
+    pub(crate) async fn find_user(&self, user_id: &str) -> Result<Option<UserRow>, StoreError> {
         let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
         Ok(sqlx::query_as(sql).bind(user_id).fetch_optional(&self.pool).await?)
     }
 
     /// Users whose e-mail address matches, ignoring case; at most `limit`.
-    pub async fn find_users_by_email(&self, email: &str, limit: i64) -> Result<Vec<UserRow>, StoreError> {
+    pub(crate) async fn find_users_by_email(&self, email: &str, limit: i64) -> Result<Vec<UserRow>, StoreError> {
         let sql = concat!(
             "SELECT ",
             user_columns!(),
@@ -97,7 +89,7 @@ impl Store {
     }
 
     /// Every provider linked to a user.
-    pub async fn list_identities(&self, user_id: &str) -> Result<Vec<IdentityRow>, StoreError> {
+    pub(crate) async fn list_identities(&self, user_id: &str) -> Result<Vec<IdentityRow>, StoreError> {
         let sql =
             concat!("SELECT ", identity_columns!(), " FROM federated_identities WHERE user_id = $1 ORDER BY alias");
         Ok(sqlx::query_as(sql).bind(user_id).fetch_all(&self.pool).await?)
@@ -105,7 +97,7 @@ impl Store {
 
     /// Unlinks a provider from a user: the identity and its stored tokens go, the user stays.
     /// Returns false when the user was not linked to it.
-    pub async fn unlink_identity(&self, user_id: &str, alias: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn unlink_identity(&self, user_id: &str, alias: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         Store::delete_vault_row(&mut tx, user_id, alias).await?;
         let deleted = sqlx::query("DELETE FROM federated_identities WHERE user_id = $1 AND alias = $2")

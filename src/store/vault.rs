@@ -42,9 +42,9 @@ const CLAIM_STALE_LEASES_SQLITE: &str = claim_stale_leases!("");
 /// (`None` when the provider keeps none for it).
 #[derive(Debug, Clone)]
 pub struct LinkedTokens {
-    pub needs_reauth: bool,
-    pub reauth_reason: Option<String>,
-    pub tokens: Option<VaultRow>,
+    pub(crate) needs_reauth: bool,
+    pub(crate) reauth_reason: Option<String>,
+    pub(crate) tokens: Option<VaultRow>,
 }
 
 /// Who holds the right to refresh a row, and until when (Unix seconds).
@@ -57,15 +57,15 @@ pub struct Lease<'a> {
 #[derive(Clone, sqlx::FromRow)]
 pub struct VaultRow {
     pub user_id: String,
-    pub alias: String,
+    pub(crate) alias: String,
     pub vault_key_id: String,
-    pub access_token: Vec<u8>,
-    pub refresh_token: Option<Vec<u8>>,
-    pub id_token: Option<Vec<u8>>,
-    pub token_type: String,
-    pub scope: String,
+    pub(crate) access_token: Vec<u8>,
+    pub(crate) refresh_token: Option<Vec<u8>>,
+    pub(crate) id_token: Option<Vec<u8>>,
+    pub(crate) token_type: String,
+    pub(crate) scope: String,
     pub expires_at: i64,
-    pub refresh_expires_at: Option<i64>,
+    pub(crate) refresh_expires_at: Option<i64>,
     pub refreshed_at: i64,
     pub updated_at: i64,
 }
@@ -82,6 +82,7 @@ impl std::fmt::Debug for VaultRow {
 }
 
 impl Store {
+    #[cfg(feature = "testing")]
     pub async fn find_vault_row(&self, user_id: &str, alias: &str) -> Result<Option<VaultRow>, StoreError> {
         let sql = concat!("SELECT ", vault_columns!(), " FROM vault_tokens WHERE user_id = $1 AND alias = $2");
         Ok(sqlx::query_as(sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
@@ -89,13 +90,13 @@ impl Store {
 
     /// The identity's reauthentication mark and its sealed tokens as kept in memory, when they
     /// are (see `cache`); `None` means "ask the database", never "not linked".
-    pub fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
+    pub(crate) fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
         self.cache.as_ref()?.identity(user_id, alias)
     }
 
     /// The identity's reauthentication mark and its tokens in one round trip: the hot path
     /// of every token read. `None` when the user is not linked to the provider.
-    pub async fn find_linked_tokens(&self, user_id: &str, alias: &str) -> Result<Option<LinkedTokens>, StoreError> {
+    pub(crate) async fn find_linked_tokens(&self, user_id: &str, alias: &str) -> Result<Option<LinkedTokens>, StoreError> {
         let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let row: Option<AnyRow> = sqlx::query(
             "SELECT f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,

@@ -18,11 +18,11 @@ use uuid::Uuid;
 use crate::config::{ProviderSettings, Tenant};
 
 /// Seconds of clock difference tolerated between Entra and us.
-pub const CLOCK_SKEW_SECONDS: i64 = 60;
+pub(crate) const CLOCK_SKEW_SECONDS: i64 = 60;
 /// The placeholder Entra's `organizations`/`common` documents carry in their issuer.
-pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+pub(crate) const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
-pub fn discovery_url(provider: &ProviderSettings) -> String {
+pub(crate) fn discovery_url(provider: &ProviderSettings) -> String {
     format!(
         "{}/{}/v2.0/.well-known/openid-configuration",
         provider.authority.as_str().trim_end_matches('/'),
@@ -32,21 +32,21 @@ pub fn discovery_url(provider: &ProviderSettings) -> String {
 
 /// The parts of the discovery document the broker uses.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ProviderMetadata {
-    pub issuer: String,
-    pub authorization_endpoint: Url,
-    pub token_endpoint: Url,
-    pub jwks_uri: Url,
+pub(crate) struct ProviderMetadata {
+    pub(crate) issuer: String,
+    pub(crate) authorization_endpoint: Url,
+    pub(crate) token_endpoint: Url,
+    pub(crate) jwks_uri: Url,
 }
 
 /// The authorize request for one sign-in; the state, nonce and PKCE challenge are ours.
-pub struct AuthorizeRequest<'a> {
-    pub redirect_uri: &'a str,
-    pub state: &'a str,
-    pub nonce: &'a str,
-    pub code_challenge: &'a str,
-    pub login_hint: Option<&'a str>,
-    pub prompt: Option<&'a str>,
+pub(crate) struct AuthorizeRequest<'a> {
+    pub(crate) redirect_uri: &'a str,
+    pub(crate) state: &'a str,
+    pub(crate) nonce: &'a str,
+    pub(crate) code_challenge: &'a str,
+    pub(crate) login_hint: Option<&'a str>,
+    pub(crate) prompt: Option<&'a str>,
 }
 
 impl std::fmt::Debug for AuthorizeRequest<'_> {
@@ -55,7 +55,7 @@ impl std::fmt::Debug for AuthorizeRequest<'_> {
     }
 }
 
-pub fn authorize_url(metadata: &ProviderMetadata, provider: &ProviderSettings, request: &AuthorizeRequest<'_>) -> Url {
+pub(crate) fn authorize_url(metadata: &ProviderMetadata, provider: &ProviderSettings, request: &AuthorizeRequest<'_>) -> Url {
     let mut url = metadata.authorization_endpoint.clone();
     {
         let mut query = url.query_pairs_mut();
@@ -81,7 +81,7 @@ pub fn authorize_url(metadata: &ProviderMetadata, provider: &ProviderSettings, r
 
 /// The scope of a refresh request: the resource scopes only, as Entra issues one resource
 /// per token request and an ID token is not wanted again.
-pub fn refresh_scope(provider: &ProviderSettings) -> String {
+pub(crate) fn refresh_scope(provider: &ProviderSettings) -> String {
     provider
         .scopes
         .split_whitespace()
@@ -91,7 +91,7 @@ pub fn refresh_scope(provider: &ProviderSettings) -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdTokenError {
+pub(crate) enum IdTokenError {
     #[error("the ID token is not a well-formed RS256 JWT")]
     Malformed,
     #[error("the ID token was signed with key `{0}`, which is not in the provider's JWKS")]
@@ -133,23 +133,23 @@ struct EntraIdClaims {
 
 /// A user as an Entra ID token proved them to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedIdentity {
-    pub subject: String,
-    pub object_id: Option<String>,
-    pub tenant_id: Option<String>,
-    pub preferred_username: Option<String>,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
+pub(crate) struct VerifiedIdentity {
+    pub(crate) subject: String,
+    pub(crate) object_id: Option<String>,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) preferred_username: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) given_name: Option<String>,
+    pub(crate) family_name: Option<String>,
 }
 
-pub struct IdTokenCheck<'a> {
-    pub provider: &'a ProviderSettings,
+pub(crate) struct IdTokenCheck<'a> {
+    pub(crate) provider: &'a ProviderSettings,
     /// The discovery document's issuer, possibly holding `{tenantid}`.
-    pub issuer_template: &'a str,
-    pub nonce: &'a str,
-    pub now: i64,
+    pub(crate) issuer_template: &'a str,
+    pub(crate) nonce: &'a str,
+    pub(crate) now: i64,
 }
 
 impl std::fmt::Debug for IdTokenCheck<'_> {
@@ -162,7 +162,7 @@ impl std::fmt::Debug for IdTokenCheck<'_> {
 }
 
 /// Verifies an ID token against a JWKS; the caller re-fetches the JWKS on `UnknownKid`.
-pub fn verify_id_token(token: &str, jwks: &JwkSet, check: &IdTokenCheck<'_>) -> Result<VerifiedIdentity, IdTokenError> {
+pub(crate) fn verify_id_token(token: &str, jwks: &JwkSet, check: &IdTokenCheck<'_>) -> Result<VerifiedIdentity, IdTokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
     if header.alg != Algorithm::RS256 {
         return Err(IdTokenError::Malformed);
@@ -223,20 +223,20 @@ fn expected_issuer(check: &IdTokenCheck<'_>, tid: Option<&str>) -> Result<String
 
 /// Entra's error body: `error`, `error_description` ("AADSTS70008: …"), `error_codes`, ids.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct EntraErrorBody {
+pub(crate) struct EntraErrorBody {
     #[serde(default)]
-    pub error: String,
+    pub(crate) error: String,
     #[serde(default)]
-    pub error_description: String,
+    pub(crate) error_description: String,
     #[serde(default)]
-    pub error_codes: Vec<u32>,
+    pub(crate) error_codes: Vec<u32>,
     #[serde(default)]
-    pub correlation_id: Option<String>,
+    pub(crate) correlation_id: Option<String>,
 }
 
 impl EntraErrorBody {
     /// The AADSTS number, from `error_codes` or the description's prefix.
-    pub fn aadsts(&self) -> Option<u32> {
+    pub(crate) fn aadsts(&self) -> Option<u32> {
         self.error_codes.first().copied().or_else(|| {
             let rest = self.error_description.strip_prefix("AADSTS")?;
             rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
@@ -244,14 +244,14 @@ impl EntraErrorBody {
     }
 
     /// The first line of the description: Entra's own words without trace ids.
-    pub fn summary(&self) -> &str {
+    pub(crate) fn summary(&self) -> &str {
         self.error_description.lines().next().unwrap_or_default().trim()
     }
 }
 
 /// What kind of fix an upstream refusal needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// The operator must change the configuration or the app registration.
     Operator { cause: &'static str, config_key: &'static str },
     /// The user must sign in again (or consent, or do MFA).
@@ -262,7 +262,7 @@ pub enum ErrorClass {
     Rejected,
 }
 
-pub fn classify(status: u16, body: &EntraErrorBody) -> ErrorClass {
+pub(crate) fn classify(status: u16, body: &EntraErrorBody) -> ErrorClass {
     let code = body.aadsts();
     match (code, body.error.as_str()) {
         (Some(50011), _) => ErrorClass::Operator {

@@ -1,7 +1,7 @@
 //! The upstream identity provider boundary: Entra's pure protocol (`entra`) and the HTTP
 //! client that performs its calls, caching discovery and JWKS per provider.
 
-pub mod entra;
+pub(crate) mod entra;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ const METADATA_TTL_SECONDS: i64 = 3600;
 const JWKS_REFETCH_MIN_INTERVAL_SECONDS: i64 = 10;
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("the provider could not be reached: {0}")]
     Unreachable(String),
     #[error("the provider answered with HTTP {status}: {body}")]
@@ -36,7 +36,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, UpstreamError::Unreachable(_))
             || matches!(self, UpstreamError::Malformed { status, .. } if *status >= 500)
             || matches!(self, UpstreamError::Refused { class: ErrorClass::Transient, .. })
@@ -45,20 +45,20 @@ impl UpstreamError {
 
 /// A token endpoint answer; the token values are secrets.
 #[derive(Deserialize)]
-pub struct TokenResponse {
-    pub access_token: SecretString,
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: SecretString,
     #[serde(default)]
-    pub token_type: Option<String>,
+    pub(crate) token_type: Option<String>,
     #[serde(default, deserialize_with = "number_or_string")]
-    pub expires_in: Option<i64>,
+    pub(crate) expires_in: Option<i64>,
     #[serde(default)]
-    pub refresh_token: Option<SecretString>,
+    pub(crate) refresh_token: Option<SecretString>,
     #[serde(default, deserialize_with = "number_or_string")]
-    pub refresh_token_expires_in: Option<i64>,
+    pub(crate) refresh_token_expires_in: Option<i64>,
     #[serde(default)]
-    pub id_token: Option<SecretString>,
+    pub(crate) id_token: Option<SecretString>,
     #[serde(default)]
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -93,8 +93,8 @@ struct ProviderCache {
 }
 
 /// One configured provider with its cached discovery document and keys.
-pub struct Provider {
-    pub settings: ProviderSettings,
+pub(crate) struct Provider {
+    pub(crate) settings: ProviderSettings,
     cache: Mutex<ProviderCache>,
 }
 
@@ -106,7 +106,7 @@ impl fmt::Debug for Provider {
 
 /// The HTTP client to every upstream provider.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     http: reqwest::Client,
     providers: Arc<Vec<Provider>>,
     metrics: Arc<Metrics>,
@@ -114,7 +114,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(
+    pub(crate) fn new(
         providers: Vec<ProviderSettings>,
         metrics: Arc<Metrics>,
         clock: Clock,
@@ -135,11 +135,11 @@ impl Upstream {
         Ok(Upstream { http, providers: Arc::new(providers), metrics, clock })
     }
 
-    pub fn provider(&self, alias: &str) -> Option<&Provider> {
+    pub(crate) fn provider(&self, alias: &str) -> Option<&Provider> {
         self.providers.iter().find(|p| p.settings.alias == alias)
     }
 
-    pub fn providers(&self) -> impl Iterator<Item = &ProviderSettings> {
+    pub(crate) fn providers(&self) -> impl Iterator<Item = &ProviderSettings> {
         self.providers.iter().map(|p| &p.settings)
     }
 
@@ -161,7 +161,7 @@ impl Upstream {
             .map_err(|err| UpstreamError::Malformed { status, body: format!("{operation}: {err}") })
     }
 
-    pub async fn metadata(&self, provider: &Provider) -> Result<Arc<ProviderMetadata>, UpstreamError> {
+    pub(crate) async fn metadata(&self, provider: &Provider) -> Result<Arc<ProviderMetadata>, UpstreamError> {
         let mut cache = provider.cache.lock().await;
         if let Some((metadata, fetched_at)) = &cache.metadata
             && (0..METADATA_TTL_SECONDS).contains(&(self.clock.now() - fetched_at))
@@ -196,7 +196,7 @@ impl Upstream {
 
     /// Verifies an ID token, fetching the JWKS again once when the key id is unknown
     /// (Entra rotates its keys).
-    pub async fn verify_id_token(
+    pub(crate) async fn verify_id_token(
         &self,
         provider: &Provider,
         metadata: &ProviderMetadata,
@@ -215,7 +215,7 @@ impl Upstream {
         }
     }
 
-    pub async fn exchange_code(
+    pub(crate) async fn exchange_code(
         &self,
         provider: &Provider,
         metadata: &ProviderMetadata,
@@ -233,7 +233,7 @@ impl Upstream {
         self.token_request(provider, metadata, "token_code", &form).await
     }
 
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         provider: &Provider,
         metadata: &ProviderMetadata,

@@ -33,7 +33,7 @@ const RETRY_AFTER_SECONDS: u64 = 10;
 /// Why a token read or refresh did not produce a token. The `Display` texts of the first two
 /// are Keycloak's, which OpenHands matches.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum VaultError {
+pub(crate) enum VaultError {
     #[error("User [{user_id}] is not associated with identity provider [{alias}].")]
     NotLinked { user_id: String, alias: String },
     #[error("Identity Provider [{alias}] does not support this operation.")]
@@ -69,7 +69,7 @@ impl From<StoreError> for VaultError {
 
 impl VaultError {
     /// The outcome label for metrics and the audit trail.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             VaultError::NotLinked { .. } => "not_linked",
             VaultError::NotStored { .. } => "not_stored",
@@ -83,18 +83,18 @@ impl VaultError {
 
 /// Where a read came from, for the audit trail and metrics.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenReader<'a> {
+pub(crate) struct TokenReader<'a> {
     /// `internal` (the service API) or `broker` (Keycloak's endpoint).
-    pub surface: &'static str,
+    pub(crate) surface: &'static str,
     /// The service account or client application that asked.
-    pub client_id: &'a str,
+    pub(crate) client_id: &'a str,
 }
 
 /// A token as served, with whether this read had to wait for a refresh.
 #[derive(Debug, Clone)]
-pub struct ServedTokens {
-    pub tokens: UpstreamTokens,
-    pub refreshed: bool,
+pub(crate) struct ServedTokens {
+    pub(crate) tokens: UpstreamTokens,
+    pub(crate) refreshed: bool,
 }
 
 /// What one keep-alive pass did.
@@ -106,16 +106,16 @@ pub struct KeepAliveReport {
 
 /// When tokens count as stale and how long readers wait for another process's refresh.
 #[derive(Debug, Clone)]
-pub struct RefreshPolicy {
-    pub refresh_before_expiry: i64,
-    pub wait: Duration,
-    pub keepalive_after: i64,
-    pub keepalive_interval: Duration,
-    pub keepalive_batch: i64,
+pub(crate) struct RefreshPolicy {
+    pub(crate) refresh_before_expiry: i64,
+    pub(crate) wait: Duration,
+    pub(crate) keepalive_after: i64,
+    pub(crate) keepalive_interval: Duration,
+    pub(crate) keepalive_batch: i64,
 }
 
 impl RefreshPolicy {
-    pub fn from_settings(settings: &VaultSettings) -> Self {
+    pub(crate) fn from_settings(settings: &VaultSettings) -> Self {
         RefreshPolicy {
             refresh_before_expiry: settings.refresh_before_expiry_seconds,
             wait: Duration::from_secs(settings.refresh_wait_seconds),
@@ -163,7 +163,7 @@ struct Inner {
 }
 
 impl TokenVault {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         audit: AuditLog,
         cipher: Arc<Cipher>,
@@ -178,13 +178,13 @@ impl TokenVault {
     }
 
     /// True when `alias` names a configured provider.
-    pub fn knows_provider(&self, alias: &str) -> bool {
+    pub(crate) fn knows_provider(&self, alias: &str) -> bool {
         self.inner.upstream.provider(alias).is_some()
     }
 
     /// The user's upstream token for `alias`, valid for more than `min_validity` seconds (and
     /// `refresh_before_expiry_seconds`) when a refresh can make it so. Audited and counted.
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         reader: &TokenReader<'_>,
         user_id: &str,
@@ -205,7 +205,7 @@ impl TokenVault {
 
     /// Erases the user's tokens for `alias` and unlinks the provider; the user stays.
     /// Returns false when the user was not linked to it.
-    pub async fn unlink(&self, reader: &TokenReader<'_>, user_id: &str, alias: &str) -> Result<bool, VaultError> {
+    pub(crate) async fn unlink(&self, reader: &TokenReader<'_>, user_id: &str, alias: &str) -> Result<bool, VaultError> {
         let unlinked = self.inner.store.unlink_identity(user_id, alias).await?;
         let outcome = if unlinked { "unlinked" } else { "not_linked" };
         self.inner.metrics.count_unlink(alias, outcome);
@@ -246,7 +246,7 @@ impl TokenVault {
     }
 
     /// Runs keep-alive passes forever, one every `keepalive_interval`.
-    pub async fn run_keep_alive(self) {
+    pub(crate) async fn run_keep_alive(self) {
         let period = self.inner.policy.keepalive_interval;
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {

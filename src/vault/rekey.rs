@@ -21,9 +21,9 @@ pub struct RekeyCounts {
     /// Rows the service rewrote between read and write, left alone at that moment.
     pub changed: u64,
     /// Rows already under the active key when the run started.
-    pub already_current: u64,
+    pub(crate) already_current: u64,
     /// Rows no configured key opens.
-    pub unreadable: u64,
+    pub(crate) unreadable: u64,
     /// Rows still under another key when the run ended.
     pub remaining: u64,
 }
@@ -31,17 +31,17 @@ pub struct RekeyCounts {
 #[derive(Debug, Clone)]
 pub struct RekeyReport {
     /// The active key everything was sealed under.
-    pub key_id: String,
+    pub(crate) key_id: String,
     pub tokens: RekeyCounts,
-    pub signing_keys: RekeyCounts,
+    pub(crate) signing_keys: RekeyCounts,
     /// The first unreadable rows, each with the reason.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     counting_unreadable: bool,
 }
 
 impl RekeyReport {
     /// Whether every row is now under the active key.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.tokens.remaining == 0 && self.signing_keys.remaining == 0
     }
 
