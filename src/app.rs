@@ -30,7 +30,7 @@ use crate::oidc::sessions::Sessions;
 use crate::oidc::tokens::TokenService;
 use crate::signin::SignInService;
 use crate::store::{Store, StoreError};
-use crate::telemetry::{HttpLabels, Metrics};
+use crate::telemetry::{Chain, HttpLabels, Metrics};
 use crate::upstream::Upstream;
 use crate::vault::{RefreshPolicy, TokenVault};
 
@@ -297,13 +297,13 @@ async fn housekeeping(
         match tokens.keys().reload(&store, &cipher, now).await {
             Ok(true) => tracing::info!(active_kid = %tokens.keys().current().active_kid(), "signing keys reloaded"),
             Ok(false) => {}
-            Err(err) => tracing::warn!(error = %err, "signing key reload failed; keeping the keys in use"),
+            Err(err) => tracing::warn!(error = %Chain(&err), "signing key reload failed; keeping the keys in use"),
         }
         if let Err(err) = store.delete_expired(now).await {
-            tracing::warn!(error = %err, "housekeeping failed");
+            tracing::warn!(error = %Chain(&err), "housekeeping failed");
         }
         if let Err(err) = store.delete_audit_before(now - audit_retention_seconds).await {
-            tracing::warn!(error = %err, "audit retention failed");
+            tracing::warn!(error = %Chain(&err), "audit retention failed");
         }
     }
 }

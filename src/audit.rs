@@ -4,6 +4,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::telemetry::Chain;
 use crate::store::{AuditEvent, Store};
 
 /// Events written per transaction at most.
@@ -70,7 +71,7 @@ async fn write_batches(store: Store, mut commands: mpsc::Receiver<Command>) {
         }
         if !batch.is_empty() {
             if let Err(err) = store.record_audits(&batch).await {
-                tracing::warn!(error = %err, events = batch.len(), "could not write audit events");
+                tracing::warn!(error = %Chain(&err), events = batch.len(), "could not write audit events");
             }
             batch.clear();
         }

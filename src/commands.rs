@@ -30,6 +30,11 @@ pub enum CommandError {
     Serve(#[source] std::io::Error),
 }
 
+/// A failed command's message with its chain of causes, for the terminal and the log.
+pub fn describe(err: &CommandError) -> String {
+    crate::telemetry::Chain(err).to_string()
+}
+
 /// Installs the log subscriber in the configured format.
 pub fn init_logging(settings: &Settings) {
     crate::telemetry::init_tracing(settings.log_format);

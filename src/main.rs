@@ -96,24 +96,12 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let message = with_causes(&err);
+            let message = commands::describe(&err);
             tracing::error!("{message}");
             eprintln!("identity-broker: {message}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its chain of causes on one line.
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 async fn shutdown_signal() {

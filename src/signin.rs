@@ -16,7 +16,7 @@ use crate::oidc::sessions::Sessions;
 use crate::store::{
     AuditEvent, AuthRequestRow, AuthorizationCodeRow, ProfileUpdate, SessionRow, Store, StoreError, UpstreamLogin,
 };
-use crate::telemetry::Metrics;
+use crate::telemetry::{Chain, Metrics};
 use crate::upstream::entra::{AuthorizeRequest, ErrorClass, VerifiedIdentity};
 use crate::upstream::{Provider, TokenResponse, Upstream, UpstreamError};
 use crate::vault::{UpstreamTokens, seal_tokens};
@@ -558,7 +558,7 @@ impl SignInService {
                 }
             }
             err if err.is_transient() => {
-                tracing::warn!(alias, error = %err, "the provider is unavailable");
+                tracing::warn!(alias, error = %Chain(err), "the provider is unavailable");
                 SignInError::UpstreamUnavailable
             }
             UpstreamError::IdToken(reason) => {

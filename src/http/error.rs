@@ -13,6 +13,7 @@ use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::grants::GrantError;
 use crate::signin::SignInError;
 use crate::store::StoreError;
+use crate::telemetry::Chain;
 use crate::vault::VaultError;
 
 /// The request id tower-http assigned; shown on error pages so users can quote it.
@@ -35,14 +36,7 @@ pub(crate) struct ErrorDetail(pub(crate) String);
 
 impl ErrorDetail {
     fn of(error: &(dyn StdError + 'static)) -> Self {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        ErrorDetail(text)
+        ErrorDetail(Chain(error).to_string())
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) const ROTATION_GRACE_SECONDS: i64 = 300;
 pub enum KeyError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("signing key {kid}: {source}")]
+    #[error("signing key {kid} cannot be opened")]
     Sealed { kid: String, source: CipherError },
     #[error("signing key {0} is not a usable RSA key")]
     Malformed(String),

@@ -32,15 +32,15 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("cannot prepare the SQLite directory: {0}")]
+    #[error("cannot prepare the SQLite directory")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Conflict(String),
-    #[error("cannot encode a batch: {0}")]
+    #[error("cannot encode a batch")]
     Encode(#[from] serde_json::Error),
 }
 

@@ -25,8 +25,10 @@ const JWKS_REFETCH_MIN_INTERVAL_SECONDS: i64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    #[error("the provider could not be reached: {0}")]
-    Unreachable(String),
+    /// The request failed before an answer. The URL is taken out of the cause: token endpoint
+    /// URLs carry no secrets, but query strings might.
+    #[error("the provider could not be reached")]
+    Unreachable(#[source] reqwest::Error),
     #[error("the provider answered with HTTP {status}: {body}")]
     Malformed { status: u16, body: String },
     #[error("the provider refused: {} ({})", .body.error, .body.summary())]
@@ -151,9 +153,9 @@ impl Upstream {
         let started = Instant::now();
         let result = self.http.get(url).send().await;
         self.metrics.observe_upstream(operation, started.elapsed());
-        let response = result.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        let response = result.map_err(|err| UpstreamError::Unreachable(err.without_url()))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        let text = response.text().await.map_err(|err| UpstreamError::Unreachable(err.without_url()))?;
         if status != 200 {
             return Err(UpstreamError::Malformed { status, body: truncate(&text) });
         }
@@ -273,9 +275,9 @@ impl Upstream {
         let started = Instant::now();
         let result = request.form(&fields).send().await;
         self.metrics.observe_upstream(operation, started.elapsed());
-        let response = result.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        let response = result.map_err(|err| UpstreamError::Unreachable(err.without_url()))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|err| UpstreamError::Unreachable(without_url(&err)))?;
+        let text = response.text().await.map_err(|err| UpstreamError::Unreachable(err.without_url()))?;
         if status == 200 {
             return serde_json::from_str(&text)
                 .map_err(|_| UpstreamError::Malformed { status, body: "the token response is not valid JSON".into() });
@@ -288,21 +290,6 @@ impl Upstream {
             _ => Err(UpstreamError::Malformed { status, body: truncate(&text) }),
         }
     }
-}
-
-/// reqwest's errors name the URL; token endpoint URLs carry no secrets, but query strings
-/// might, so only the error kind is kept.
-fn without_url(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "connection failed"
-    } else if err.is_body() || err.is_decode() {
-        "the response body could not be read"
-    } else {
-        "request failed"
-    };
-    kind.to_owned()
 }
 
 fn truncate(text: &str) -> String {

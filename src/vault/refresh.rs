@@ -19,7 +19,7 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::VaultSettings;
 use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Chain, Metrics};
 use crate::upstream::entra::ErrorClass;
 use crate::upstream::{Provider, TokenResponse, Upstream, UpstreamError};
 
@@ -256,7 +256,7 @@ impl TokenVault {
                     tracing::info!(refreshed = report.refreshed, failed = report.failed, "keep-alive pass");
                 }
                 Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "keep-alive pass failed"),
+                Err(err) => tracing::warn!(error = %Chain(&err), "keep-alive pass failed"),
             }
         }
     }
@@ -389,7 +389,7 @@ impl Inner {
         if result.is_err()
             && let Err(err) = self.store.release_refresh_lease(&row.user_id, &row.alias, &self.owner).await
         {
-            tracing::warn!(error = %err, alias = %row.alias, "could not release a refresh lease; it expires on its own");
+            tracing::warn!(error = %Chain(&err), alias = %row.alias, "could not release a refresh lease; it expires on its own");
         }
         let outcome = match &result {
             Ok(_) => "refreshed",
@@ -438,7 +438,7 @@ impl Inner {
             };
             match result {
                 Err(err) if err.is_transient() && attempt < RETRY_DELAYS.len() => {
-                    tracing::info!(alias = %provider.settings.alias, attempt, error = %err, "refresh failed transiently; retrying");
+                    tracing::info!(alias = %provider.settings.alias, attempt, error = %Chain(&err), "refresh failed transiently; retrying");
                     tokio::time::sleep(RETRY_DELAYS[attempt]).await;
                     attempt += 1;
                 }
@@ -452,7 +452,7 @@ impl Inner {
     async fn refusal(&self, provider: &Provider, row: &VaultRow, err: UpstreamError, now: i64) -> VaultError {
         let alias = &provider.settings.alias;
         if err.is_transient() {
-            tracing::warn!(alias = %alias, error = %err, "the provider is unavailable; refresh postponed");
+            tracing::warn!(alias = %alias, error = %Chain(&err), "the provider is unavailable; refresh postponed");
             return VaultError::Unavailable { retry_after: RETRY_AFTER_SECONDS };
         }
         let reauth_cause = match &err {
@@ -483,7 +483,7 @@ impl Inner {
         let config_key = if key.contains('.') { key.to_owned() } else { format!("providers.{alias}.{key}") };
         tracing::error!(
             alias = %alias,
-            error = %err,
+            error = %Chain(&err),
             config_key = %config_key,
             "OPERATOR ACTION NEEDED: the provider refused a token refresh because of the broker's configuration: {cause}; fix `{config_key}`"
         );
