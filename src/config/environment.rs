@@ -74,5 +74,6 @@ fn overlay_providers(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<String
         replace_if_set(&mut provider.client_secret, var("_CLIENT_SECRET").map(SecretString::from));
         replace_if_set(&mut provider.scopes, var("_SCOPE"));
         replace_if_set(&mut provider.authority, var("_AUTHORITY"));
+        replace_if_set(&mut provider.devops_url, var("_URL"));
     }
 }

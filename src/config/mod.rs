@@ -32,6 +32,7 @@ pub enum Mode {
 pub const DEV_DATABASE_URL: &str = "sqlite://./data/identity-broker.db?mode=rwc";
 pub const DEFAULT_SCOPES: &str = "openid profile email offline_access https://app.vssps.visualstudio.com/.default";
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_DEVOPS_URL: &str = "https://dev.azure.com";
 
 #[derive(Debug)]
 pub struct Settings {
@@ -134,15 +135,16 @@ pub struct ProviderSettings {
     pub alias: String,
     pub display_name: String,
     pub tenant: Tenant,
-    /// The Azure DevOps organization's name (never its URL). Validated and documented, but
-    /// nothing reads it yet: sign-in and token reads do not need it. The coming `doctor`
-    /// command will use it to check `https://dev.azure.com/{organization}`.
+    /// The Azure DevOps organization's name (never its URL). Sign-in and token reads do not
+    /// need it; `doctor` checks that `{devops_url}/{organization}` exists.
     pub organization: Option<String>,
     pub client_id: String,
     pub client_secret: SecretString,
     pub client_auth: UpstreamClientAuth,
     pub scopes: String,
     pub authority: Url,
+    /// Azure DevOps' base URL, `https://dev.azure.com`; tests point it at a fake.
+    pub devops_url: Url,
     pub allowed_tenants: Vec<Uuid>,
     pub trust_email: bool,
     /// Keycloak's `storeToken`: keep the upstream tokens so services can read them.
