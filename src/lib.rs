@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod directory;
+pub mod doctor;
 pub mod http;
 pub mod oidc;
 pub mod signin;

@@ -6,7 +6,7 @@ use super::raw::RawSettings;
 
 /// The variable that overrides a per-client or per-provider key: `id` upper-cased, other
 /// characters as `_` (`openhands-runtime` → `OPENHANDS_RUNTIME`).
-pub(super) fn env_name(prefix: &str, id: &str, suffix: &str) -> String {
+pub(crate) fn env_name(prefix: &str, id: &str, suffix: &str) -> String {
     let id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("{prefix}{id}{suffix}")
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::crypto::CtSecret;
 pub use crate::crypto::VaultKey;
+pub(crate) use environment::env_name;
 use raw::RawSettings;
 
 /// Which command started the process; it decides defaults and how strict validation is.
