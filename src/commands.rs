@@ -1,11 +1,12 @@
 //! The one-shot commands and `start`: what each subcommand does once its settings are loaded.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::app::{Application, BuildError};
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::crypto::{Cipher, CipherError};
+use crate::doctor::{self, Report};
 use crate::oidc::keys::{self, KeyError};
 use crate::store::{Store, StoreError};
 use crate::vault::rekey::{RekeyCounts, rekey};
@@ -28,6 +29,8 @@ pub enum CommandError {
     Unfinished(String),
     #[error("serving failed")]
     Serve(#[source] std::io::Error),
+    #[error("doctor: {0} of its checks failed")]
+    ChecksFailed(usize),
 }
 
 /// A failed command's message with its chain of causes, for the terminal and the log.
@@ -126,6 +129,29 @@ pub async fn rekey_vault(settings: &Settings, batch_size: i64) -> Result<(), Com
         );
     }
     Ok(())
+}
+
+/// `doctor`: every check of `settings` against Entra, Azure DevOps and the database, printed
+/// as lines or as JSON; fails when any check does.
+pub async fn doctor(settings: &Settings, json: bool, timeout: Duration) -> Result<(), CommandError> {
+    print_report(&doctor::examine(settings, timeout).await, json)
+}
+
+/// `doctor` with a configuration that does not load: what validation refused, as its report.
+pub fn doctor_refused(err: &ConfigError, json: bool) -> Result<(), CommandError> {
+    print_report(&doctor::refused_configuration(err), json)
+}
+
+fn print_report(report: &Report, json: bool) -> Result<(), CommandError> {
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    match report.failures() {
+        0 => Ok(()),
+        failed => Err(CommandError::ChecksFailed(failed)),
+    }
 }
 
 /// `start` and `start-dev`: serves until `shutdown` resolves.

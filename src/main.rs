@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use identity_broker::commands;
@@ -36,6 +37,16 @@ enum Command {
         #[command(subcommand)]
         command: VaultCommand,
     },
+    /// Check the configuration against Entra, Azure DevOps and the database: one line per
+    /// check with what was found and the fix; exit status 1 if any check fails.
+    Doctor {
+        /// Print a JSON array of {"check", "status", "found", "fix"} instead of lines.
+        #[arg(long)]
+        json: bool,
+        /// Seconds each network or database step may take before its check fails.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,7 +80,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mode = match cli.command {
         Command::StartDev => Mode::Development,
-        Command::Start | Command::Migrate | Command::Keys { .. } | Command::Vault { .. } => Mode::Production,
+        Command::Start | Command::Migrate | Command::Keys { .. } | Command::Vault { .. } | Command::Doctor { .. } => {
+            Mode::Production
+        }
     };
     let config_path = cli
         .config
@@ -78,11 +91,17 @@ async fn main() -> ExitCode {
     let settings = match Settings::load(mode, config_path.as_deref()) {
         Ok(settings) => settings,
         Err(err) => {
+            if let Command::Doctor { json, .. } = cli.command {
+                return exit_code(commands::doctor_refused(&err, json));
+            }
             eprintln!("identity-broker: {err}");
             return ExitCode::from(2);
         }
     };
-    commands::init_logging(&settings);
+    // doctor's standard output is its report (or JSON), with no log lines among it.
+    if !matches!(cli.command, Command::Doctor { .. }) {
+        commands::init_logging(&settings);
+    }
     let result = match cli.command {
         Command::Migrate => commands::migrate(&settings).await,
         Command::Keys { command: KeysCommand::Rotate { activate_after } } => {
@@ -91,8 +110,13 @@ async fn main() -> ExitCode {
         Command::Vault { command: VaultCommand::Rekey { batch_size } } => {
             commands::rekey_vault(&settings, i64::from(batch_size)).await
         }
+        Command::Doctor { json, timeout } => commands::doctor(&settings, json, Duration::from_secs(timeout)).await,
         Command::Start | Command::StartDev => commands::serve(settings, shutdown_signal()).await,
     };
+    exit_code(result)
+}
+
+fn exit_code(result: Result<(), commands::CommandError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -6,7 +6,7 @@ use super::raw::RawSettings;
 
 /// The variable that overrides a per-client or per-provider key: `id` upper-cased, other
 /// characters as `_` (`openhands-runtime` → `OPENHANDS_RUNTIME`).
-pub(super) fn env_name(prefix: &str, id: &str, suffix: &str) -> String {
+pub(crate) fn env_name(prefix: &str, id: &str, suffix: &str) -> String {
     let id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("{prefix}{id}{suffix}")
 }
@@ -74,5 +74,6 @@ fn overlay_providers(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<String
         replace_if_set(&mut provider.client_secret, var("_CLIENT_SECRET").map(SecretString::from));
         replace_if_set(&mut provider.scopes, var("_SCOPE"));
         replace_if_set(&mut provider.authority, var("_AUTHORITY"));
+        replace_if_set(&mut provider.devops_url, var("_URL"));
     }
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::crypto::CtSecret;
 pub(crate) use crate::crypto::VaultKey;
+pub(crate) use environment::env_name;
 use raw::RawSettings;
 
 /// Which command started the process; it decides defaults and how strict validation is.
@@ -33,6 +34,7 @@ pub(crate) const DEV_DATABASE_URL: &str = "sqlite://./data/identity-broker.db?mo
 pub(crate) const DEFAULT_SCOPES: &str =
     "openid profile email offline_access https://app.vssps.visualstudio.com/.default";
 pub(crate) const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub(crate) const DEFAULT_DEVOPS_URL: &str = "https://dev.azure.com";
 
 #[derive(Debug)]
 pub struct Settings {
@@ -135,16 +137,16 @@ pub(crate) struct ProviderSettings {
     pub(crate) alias: String,
     pub(crate) display_name: String,
     pub(crate) tenant: Tenant,
-    /// The Azure DevOps organization's name (never its URL). Validated and documented, but
-    /// nothing reads it yet: sign-in and token reads do not need it. The coming `doctor`
-    /// command will use it to check `https://dev.azure.com/{organization}`.
-    #[allow(dead_code, reason = "read by the coming `doctor` command; validated and documented today")]
+    /// The Azure DevOps organization's name (never its URL). Sign-in and token reads do not
+    /// need it; `doctor` checks that `{devops_url}/{organization}` exists.
     pub(crate) organization: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_secret: SecretString,
     pub(crate) client_auth: UpstreamClientAuth,
     pub(crate) scopes: String,
     pub(crate) authority: Url,
+    /// Azure DevOps' base URL, `https://dev.azure.com`; tests point it at a fake.
+    pub(crate) devops_url: Url,
     pub(crate) allowed_tenants: Vec<Uuid>,
     pub(crate) trust_email: bool,
     /// Keycloak's `storeToken`: keep the upstream tokens so services can read them.

@@ -82,6 +82,7 @@ pub(super) struct RawProvider {
     pub(super) client_auth_method: Option<String>,
     pub(super) scopes: Option<String>,
     pub(super) authority: Option<String>,
+    pub(super) devops_url: Option<String>,
     pub(super) allowed_tenants: Vec<String>,
     pub(super) allow_insecure_http: bool,
     pub(super) trust_email: Option<bool>,

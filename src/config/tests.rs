@@ -89,6 +89,20 @@ const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
         "allow_insecure_http",
     ),
     (
+        "an http:// Azure DevOps URL without allow_insecure_http",
+        "client_id = \"abc\"",
+        "client_id = \"abc\"\ndevops_url = \"http://devops.example\"",
+        "providers.azure_devops.devops_url",
+        "allow_insecure_http",
+    ),
+    (
+        "an Azure DevOps URL that is no URL",
+        "client_id = \"abc\"",
+        "client_id = \"abc\"\ndevops_url = \"dev.azure.com\"",
+        "providers.azure_devops.devops_url",
+        "absolute URL",
+    ),
+    (
         "a provider without its client secret",
         "client_secret = \"xyz\"",
         "",
@@ -222,6 +236,19 @@ fn environment_overrides_the_file() {
     assert_eq!(settings.database.url.expose_secret(), "postgres://env@db/env");
     let ClientCredential::Confidential(secret) = &settings.clients[0].credential else { panic!("confidential") };
     assert!(secret.matches("env-client-secret"));
+}
+
+#[test]
+fn the_azure_devops_url_defaults_to_dev_azure_com_and_follows_the_environment() {
+    let settings = production(&minimal(PROVIDER), &[]).expect("valid");
+    assert_eq!(settings.providers[0].devops_url.as_str(), "https://dev.azure.com/");
+    let settings =
+        production(&minimal(PROVIDER), &[("AZURE_DEVOPS_URL", "https://devops.sovereign.example/")]).expect("valid");
+    assert_eq!(settings.providers[0].devops_url.as_str(), "https://devops.sovereign.example/");
+    let insecure =
+        PROVIDER.replace("client_id", "allow_insecure_http = true\ndevops_url = \"http://127.0.0.1:9\"\nclient_id");
+    let settings = production(&minimal(&insecure), &[]).expect("http allowed when asked");
+    assert_eq!(settings.providers[0].devops_url.as_str(), "http://127.0.0.1:9/");
 }
 
 #[test]

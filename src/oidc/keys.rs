@@ -202,6 +202,11 @@ fn in_force(rows: &[SigningKeyRow], now: i64) -> Option<InForce> {
     Some(InForce { active, verifying })
 }
 
+/// The stored key that signs at `now`, if any (`doctor` reports it).
+pub(crate) fn signing_key_at(rows: &[SigningKeyRow], now: i64) -> Option<&SigningKeyRow> {
+    in_force(rows, now).map(|force| &rows[force.active])
+}
+
 /// Builds the generation for `rows`, reusing what `previous` already opened, so that only
 /// new keys need the vault.
 fn build_generation(

@@ -3,6 +3,7 @@
 
 mod audit;
 mod cache;
+mod inspect;
 mod keys;
 mod login;
 mod rekey;
@@ -22,6 +23,9 @@ use crate::clock::Clock;
 
 pub use audit::AuditEvent;
 use cache::RowCache;
+#[cfg(test)]
+pub(crate) use inspect::{AppliedMigration, KnownMigration};
+pub(crate) use inspect::{MigrationRecords, SealedRows};
 pub(crate) use keys::SigningKeyRow;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 pub use users::{IdentityRow, ProfileUpdate, UserRow};

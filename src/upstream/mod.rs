@@ -145,6 +145,12 @@ impl Upstream {
         self.providers.iter().map(|p| &p.settings)
     }
 
+    /// The client every upstream call goes through (no redirects followed, bounded waits), for
+    /// `doctor`'s probes of discovery, keys and Azure DevOps with the very same settings.
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         operation: &'static str,
@@ -248,6 +254,18 @@ impl Upstream {
             ("scope", scope.as_str()),
         ];
         self.token_request(provider, metadata, "token_refresh", &form).await
+    }
+
+    /// A `client_credentials` grant for `scope`: the one token request that proves the client id
+    /// and secret without a user (`doctor`). Entra serves it on a tenant's own endpoint only.
+    pub(crate) async fn client_credentials(
+        &self,
+        provider: &Provider,
+        metadata: &ProviderMetadata,
+        scope: &str,
+    ) -> Result<TokenResponse, UpstreamError> {
+        let form = [("grant_type", "client_credentials"), ("scope", scope)];
+        self.token_request(provider, metadata, "token_client_credentials", &form).await
     }
 
     async fn token_request(

@@ -3,7 +3,8 @@
 //! It mimics what the broker sees from `login.microsoftonline.com`: the per-tenant
 //! discovery document (with the literal `{tenantid}` issuer for `organizations` and
 //! `common`), the JWKS, an authorize endpoint that auto-approves one configured user,
-//! and a token endpoint with Entra-shaped errors. Knobs on [`FakeEntra`] spoil the next
+//! and a token endpoint (authorization code, refresh token and client credentials grants)
+//! with Entra-shaped errors. Knobs on [`FakeEntra`] spoil the next
 //! answer for negative tests; counters and the list of issued tokens let tests assert
 //! what the broker did.
 //!
@@ -13,7 +14,7 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -134,6 +135,20 @@ impl UpstreamFailure {
     pub fn server_error() -> Self {
         Self::aadsts(503, "temporarily_unavailable", 90033, "A transient error has occurred. Please try again.")
     }
+
+    /// The app registration's client secret has passed its expiry date.
+    pub fn expired_secret(client_id: &str) -> Self {
+        Self::aadsts(
+            401,
+            "invalid_client",
+            7000222,
+            &format!(
+                "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to \
+                 create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate \
+                 credentials for added security: https://aka.ms/certCreds."
+            ),
+        )
+    }
 }
 
 /// A running fake. Dropping it stops the server.
@@ -174,7 +189,9 @@ impl FakeEntra {
                 signing_key: Arc::new(SigningKey::generate()),
                 codes: HashMap::new(),
                 refresh_tokens: HashMap::new(),
+                unknown_tenants: HashSet::new(),
                 token_requests: 0,
+                client_credentials_requests: 0,
                 refresh_requests: 0,
                 jwks_requests: 0,
                 last_token_form: None,
@@ -226,6 +243,12 @@ impl FakeEntra {
         st.failures_left = times;
     }
 
+    /// From now on Entra knows no tenant `tenant`: its discovery document, keys, authorize and
+    /// token endpoints answer AADSTS90002 (`organizations` and `common` cannot be forgotten).
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.shared.lock().unknown_tenants.insert(tenant.to_owned());
+    }
+
     /// Every token response waits this long first, to test timeouts and concurrency.
     pub fn set_token_delay(&self, delay: Duration) {
         self.shared.lock().token_delay = delay;
@@ -260,6 +283,11 @@ impl FakeEntra {
     /// Token requests with `grant_type=refresh_token`, whatever the outcome.
     pub fn refresh_requests(&self) -> usize {
         self.shared.lock().refresh_requests
+    }
+
+    /// Token requests with `grant_type=client_credentials`, whatever the outcome.
+    pub fn client_credentials_requests(&self) -> usize {
+        self.shared.lock().client_credentials_requests
     }
 
     pub fn jwks_requests(&self) -> usize {
@@ -309,7 +337,10 @@ struct MutableState {
     codes: HashMap<String, PendingCode>,
     /// Every refresh token ever issued: Entra keeps old ones valid after rotation.
     refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Tenants that answer AADSTS90002.
+    unknown_tenants: HashSet<String>,
     token_requests: usize,
+    client_credentials_requests: usize,
     refresh_requests: usize,
     jwks_requests: usize,
     last_token_form: Option<HashMap<String, String>>,
@@ -387,6 +418,9 @@ impl SigningKey {
 // Discovery and keys
 
 async fn discovery(State(shared): State<Arc<Shared>>, Path(tenant): Path<String>) -> Response {
+    if let Some(response) = reject_unknown_tenant(&shared, &tenant, "invalid_tenant") {
+        return response;
+    }
     let authority = &shared.authority;
     // The multi-tenant documents cannot name a tenant, so Entra publishes a template
     // that the relying party fills in with the token's `tid`.
@@ -424,7 +458,10 @@ async fn discovery(State(shared): State<Arc<Shared>>, Path(tenant): Path<String>
     .into_response()
 }
 
-async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+async fn jwks(State(shared): State<Arc<Shared>>, Path(tenant): Path<String>) -> Response {
+    if let Some(response) = reject_unknown_tenant(&shared, &tenant, "invalid_tenant") {
+        return response;
+    }
     let key = {
         let mut state = shared.lock();
         state.jwks_requests += 1;
@@ -441,6 +478,23 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         }]
     }))
     .into_response()
+}
+
+/// AADSTS90002 in Entra's shape when `tenant` is one the test made Entra forget.
+fn reject_unknown_tenant(shared: &Shared, tenant: &str, error: &str) -> Option<Response> {
+    if !shared.lock().unknown_tenants.contains(tenant) {
+        return None;
+    }
+    Some(entra_error(
+        StatusCode::BAD_REQUEST,
+        error,
+        Some(90002),
+        &format!(
+            "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing \
+             into the correct cloud. Check with your subscription administrator, this may happen if there \
+             are no active subscriptions for the tenant."
+        ),
+    ))
 }
 
 /// A logout endpoint so `end_session_endpoint` leads somewhere.
@@ -463,6 +517,9 @@ async fn authorize(
 
     // Before the client and redirect URI are trusted, Entra shows an error page rather
     // than redirecting anywhere.
+    if shared.lock().unknown_tenants.contains(&tenant) {
+        return error_page(&format!("AADSTS90002: Tenant '{tenant}' not found."));
+    }
     let client_id = param("client_id").unwrap_or_default();
     if client_id != shared.client_id {
         return error_page(&format!(
@@ -580,7 +637,12 @@ fn error_page(message: &str) -> Response {
 // ---------------------------------------------------------------------------------------
 // Token
 
-async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
 
@@ -589,6 +651,9 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         st.token_requests += 1;
         if grant_type == "refresh_token" {
             st.refresh_requests += 1;
+        }
+        if grant_type == "client_credentials" {
+            st.client_credentials_requests += 1;
         }
         let mut recorded = form.clone();
         recorded.remove("client_secret");
@@ -614,12 +679,16 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         return entra_error(status, &failure.error, failure.aadsts, &failure.description);
     }
 
+    if let Some(response) = reject_unknown_tenant(&shared, &tenant, "invalid_request") {
+        return response;
+    }
     if let Some(response) = reject_client(&shared, &headers, &form) {
         return response;
     }
     match grant_type.as_str() {
         "authorization_code" => redeem_code(&shared, &form),
         "refresh_token" => redeem_refresh_token(&shared, &form),
+        "client_credentials" => issue_app_token(&shared, &tenant, &form),
         other => entra_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -753,6 +822,45 @@ fn redeem_refresh_token(shared: &Shared, form: &HashMap<String, String>) -> Resp
     }
     // Entra may put an (unsigned) ID token here; the broker must not rely on it, so none.
     token_response(shared, &grant, None)
+}
+
+/// The client credentials grant: an app-only access token for one resource, from a tenant's own
+/// endpoint; `organizations` and `common` name no tenant to issue it from.
+fn issue_app_token(shared: &Shared, tenant: &str, form: &HashMap<String, String>) -> Response {
+    if tenant == "organizations" || tenant == "common" {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some(50059),
+            "No tenant-identifying information found in either the request or implied by any provided credentials.",
+        );
+    }
+    let scope = form.get("scope").map(String::as_str).unwrap_or_default();
+    let scopes: Vec<&str> = scope.split_whitespace().collect();
+    if scopes.len() != 1 || !scopes[0].ends_with("/.default") {
+        return entra_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            Some(1002012),
+            &format!(
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope \
+                 value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        );
+    }
+    let access_token = opaque_access_token();
+    let lifetime = {
+        let mut st = shared.lock();
+        st.issued_tokens.push(access_token.clone());
+        st.access_token_lifetime
+    };
+    let body = json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": access_token,
+    });
+    ([(header::CACHE_CONTROL, "no-store, no-cache"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
 }
 
 /// A successful token response: access token, a refresh token when `offline_access` was
@@ -1074,6 +1182,39 @@ mod self_test {
         assert_eq!(claims["iss"], format!("{authority}/{HOME_TENANT}/v2.0"));
         assert_eq!(jsonwebtoken::decode_header(id_token).unwrap().kid.as_deref(), Some(kid));
         assert_eq!(entra.issued_tokens().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn client_credentials_are_granted_from_a_tenant_only() {
+        let entra = FakeEntra::start(CLIENT_ID, CLIENT_SECRET).await;
+        let grant = |tenant: &str| {
+            client()
+                .post(format!("{}/{tenant}/oauth2/v2.0/token", entra.authority()))
+                .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+                .form(&[("grant_type", "client_credentials"), ("scope", "https://app.vssps.visualstudio.com/.default")])
+                .send()
+        };
+        let response = grant(HOME_TENANT).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let tokens: Value = response.json().await.unwrap();
+        assert!(tokens["access_token"].is_string() && tokens.get("refresh_token").is_none(), "{tokens}");
+
+        let response = grant("organizations").await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error_codes"], json!([50059]), "{body}");
+
+        entra.forget_tenant(OTHER_TENANT);
+        let response = grant(OTHER_TENANT).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error_codes"], json!([90002]), "{body}");
+        let discovery = client()
+            .get(format!("{}/{OTHER_TENANT}/v2.0/.well-known/openid-configuration", entra.authority()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(discovery.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(entra.client_credentials_requests(), 3);
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::Problems;
 use crate::config::environment::env_name;
 use crate::config::raw::RawProvider;
-use crate::config::{DEFAULT_AUTHORITY, DEFAULT_SCOPES, ProviderSettings, Tenant, UpstreamClientAuth};
+use crate::config::{
+    DEFAULT_AUTHORITY, DEFAULT_DEVOPS_URL, DEFAULT_SCOPES, ProviderSettings, Tenant, UpstreamClientAuth,
+};
 
 pub(super) fn validate_providers(
     problems: &mut Problems,
@@ -32,7 +34,9 @@ fn validate_provider(problems: &mut Problems, dev: bool, alias: String, raw: Raw
     let client_id = require_client_id(problems, &keys, raw.client_id)?;
     let client_secret = require_client_secret(problems, &keys, raw.client_secret)?;
     let client_auth = parse_client_auth(problems, &keys, raw.client_auth_method.as_deref());
-    let authority = parse_authority(problems, &keys, raw.authority, dev || raw.allow_insecure_http)?;
+    let insecure_http_allowed = dev || raw.allow_insecure_http;
+    let authority = parse_authority(problems, &keys, raw.authority, insecure_http_allowed)?;
+    let devops_url = parse_devops_url(problems, &keys, raw.devops_url, insecure_http_allowed)?;
     let allowed_tenants = parse_allowed_tenants(problems, &keys, &raw.allowed_tenants);
     let scopes = check_scopes(problems, &keys, raw.scopes);
     Some(ProviderSettings {
@@ -45,6 +49,7 @@ fn validate_provider(problems: &mut Problems, dev: bool, alias: String, raw: Raw
         client_auth,
         scopes,
         authority,
+        devops_url,
         allowed_tenants,
         trust_email: raw.trust_email.unwrap_or(true),
         store_token: raw.store_token.unwrap_or(true),
@@ -170,18 +175,39 @@ fn parse_authority(
     insecure_http_allowed: bool,
 ) -> Option<Url> {
     let text = authority.unwrap_or_else(|| DEFAULT_AUTHORITY.to_owned());
+    parse_upstream_url(problems, keys, "authority", &text, insecure_http_allowed)
+}
+
+/// Azure DevOps' base URL, checked as the authority is: `doctor` calls it.
+fn parse_devops_url(
+    problems: &mut Problems,
+    keys: &ProviderKeys,
+    devops_url: Option<String>,
+    insecure_http_allowed: bool,
+) -> Option<Url> {
+    let text = devops_url.unwrap_or_else(|| DEFAULT_DEVOPS_URL.to_owned());
+    parse_upstream_url(problems, keys, "devops_url", &text, insecure_http_allowed)
+}
+
+fn parse_upstream_url(
+    problems: &mut Problems,
+    keys: &ProviderKeys,
+    field: &str,
+    text: &str,
+    insecure_http_allowed: bool,
+) -> Option<Url> {
     match Url::parse(text.trim_end_matches('/')) {
         Ok(url) if url.scheme() == "https" => Some(url),
         Ok(url) if url.scheme() == "http" && insecure_http_allowed => Some(url),
         Ok(_) => {
             problems.add(
-                keys.key("authority"),
+                keys.key(field),
                 format!("`{text}` is not https; set {} = true only for testing", keys.key("allow_insecure_http")),
             );
             None
         }
         Err(_) => {
-            problems.add(keys.key("authority"), format!("`{text}` is not an absolute URL"));
+            problems.add(keys.key(field), format!("`{text}` is not an absolute URL"));
             None
         }
     }
