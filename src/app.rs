@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::{HttpSettings, Mode, Settings};
-use crate::crypto::{Cipher, CipherError, VaultKey, random_bytes};
+use crate::crypto::{Cipher, CipherError, RsaError, VaultKey, generate_rsa, random_bytes};
 use crate::directory::Directory;
 use crate::http::{self, AppState, Cookies, ErrorDetail, Health, Services, paths};
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
@@ -32,6 +32,7 @@ use crate::signin::SignInService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Chain, HttpLabels, Metrics};
 use crate::upstream::Upstream;
+use crate::upstream::development::{self, DevelopmentProvider};
 use crate::vault::{RefreshPolicy, TokenVault};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,8 @@ pub enum BuildError {
     },
     #[error("cannot build the HTTP client for upstream providers")]
     HttpClient(#[from] reqwest::Error),
+    #[error("cannot load the development provider's signing key")]
+    DevelopmentKey(#[from] RsaError),
 }
 
 /// A built application: listeners bound, ready to serve.
@@ -113,6 +116,40 @@ async fn vault_cipher(settings: &Settings, store: &Store, now: i64) -> Result<Ci
     Ok(Cipher::new(&[VaultKey { id: "dev".to_owned(), key: SecretBox::new(Box::new(key)) }])?)
 }
 
+/// The development provider, when `start-dev` wants it, no real provider is configured and
+/// the public listener is on loopback. Its signing key is kept in the database, so that the
+/// refresh tokens it issued survive a restart.
+async fn development_provider(
+    settings: &Settings,
+    store: &Store,
+    public_url: &str,
+    now: i64,
+) -> Result<Option<Arc<DevelopmentProvider>>, BuildError> {
+    if !settings.development_provider {
+        return Ok(None);
+    }
+    if !settings.providers.is_empty() {
+        tracing::info!("the development provider is off: a real identity provider is configured");
+        return Ok(None);
+    }
+    if !settings.http.bind.ip().is_loopback() {
+        tracing::warn!(bind = %settings.http.bind, "the development provider is off: the public listener is not on a loopback address");
+        return Ok(None);
+    }
+    let key = match store.instance_secret(development::KEY_SECRET_NAME).await? {
+        Some(key) => key,
+        None => store.instance_secret_or_insert(development::KEY_SECRET_NAME, &generate_rsa()?.pkcs8, now).await?,
+    };
+    let redirect_uri = format!("{public_url}/realms/{}/broker/{}/endpoint", settings.realm.name, development::ALIAS);
+    let provider = DevelopmentProvider::new(public_url, redirect_uri, &key)?;
+    tracing::warn!(
+        alias = development::ALIAS,
+        authority = %format!("{public_url}{}", development::AUTHORITY_PATH),
+        "DEVELOPMENT PROVIDER ON: anyone can sign in as anyone; configure a real provider (AZURE_DEVOPS_*) to turn it off"
+    );
+    Ok(Some(Arc::new(provider)))
+}
+
 /// Every service the handlers share, wired together.
 fn services(
     settings: &Settings,
@@ -121,12 +158,14 @@ fn services(
     keys: KeySet,
     public_url: &str,
     clock: Clock,
+    development: Option<Arc<DevelopmentProvider>>,
 ) -> Result<Services, BuildError> {
     let realm = settings.realm.clone();
     let realm_url = format!("{public_url}/realms/{}", realm.name);
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::start(store.clone());
-    let upstream = Upstream::new(settings.providers.clone(), metrics.clone(), clock.clone())?;
+    let providers = settings.providers.iter().cloned().chain(development.as_ref().map(|d| d.settings())).collect();
+    let upstream = Upstream::new(providers, metrics.clone(), clock.clone())?;
     let sessions = Sessions::new(store.clone(), audit.clone(), &realm);
     let tokens = TokenService::new(
         realm_url.clone(),
@@ -175,6 +214,7 @@ fn services(
         metrics,
         health: Arc::new(Health::default()),
         clock,
+        development,
     })
 }
 
@@ -191,7 +231,8 @@ impl Application {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
             None => format!("http://{public_addr}"),
         };
-        let state = AppState::new(services(&settings, store, cipher, keys, &public_url, clock)?);
+        let development = development_provider(&settings, &store, &public_url, now).await?;
+        let state = AppState::new(services(&settings, store, cipher, keys, &public_url, clock, development)?);
         Ok(Application {
             state,
             public_addr,
@@ -203,6 +244,11 @@ impl Application {
             request_timeout: Duration::from_secs(settings.http.request_timeout_seconds),
             audit_retention_days: settings.audit_retention_days,
         })
+    }
+
+    /// Whether the built-in development provider signs users in.
+    pub(crate) fn runs_development_provider(&self) -> bool {
+        self.state.development.is_some()
     }
 
     /// The running state, for tests that drive the parts directly.
@@ -234,7 +280,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let public = self.layered(http::public_router(), "public");
+        let public = self.layered(http::public_router(self.state.development.is_some()), "public");
         let internal = self.layered(http::internal_router(), "internal");
         let management = self.layered(http::management::router(), "management");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

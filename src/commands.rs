@@ -179,7 +179,13 @@ pub async fn serve(
     );
     println!("  internal    {}", app.internal_addr);
     println!("  management  {}  (health: http://{}/health)", app.management_addr, app.management_addr);
-    if providers.is_empty() {
+    if app.runs_development_provider() {
+        println!("  DEVELOPMENT SIGN-IN: no identity provider is configured, so the built-in development");
+        println!("  provider `dev` signs anyone in as anyone (open {}/ and try a sign-in).", app.public_url);
+        println!(
+            "  For Azure DevOps set AZURE_DEVOPS_ENABLED=true, AZURE_DEVOPS_TENANT_ID, AZURE_DEVOPS_CLIENT_ID and AZURE_DEVOPS_CLIENT_SECRET."
+        );
+    } else if providers.is_empty() {
         println!(
             "  no identity provider is enabled: set AZURE_DEVOPS_ENABLED=true, AZURE_DEVOPS_TENANT_ID, AZURE_DEVOPS_CLIENT_ID and AZURE_DEVOPS_CLIENT_SECRET"
         );

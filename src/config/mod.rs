@@ -49,6 +49,9 @@ pub struct Settings {
     pub(crate) log_format: LogFormat,
     /// Audit events older than this are deleted by housekeeping.
     pub(crate) audit_retention_days: i64,
+    /// `start-dev` only: sign in through the built-in development provider when no real
+    /// provider is configured (`development.provider`, default true there; never in `start`).
+    pub(crate) development_provider: bool,
 }
 
 #[derive(Debug, Clone)]

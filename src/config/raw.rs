@@ -17,6 +17,7 @@ pub(super) struct RawSettings {
     pub(super) vault: RawVault,
     pub(super) log: RawLog,
     pub(super) audit: RawAudit,
+    pub(super) development: RawDevelopment,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +106,12 @@ pub(super) struct RawVault {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawAudit {
     pub(super) retention_days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawDevelopment {
+    pub(super) provider: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -282,3 +282,16 @@ fn debug_output_never_shows_secrets() {
         assert!(!debug.contains(secret), "Debug leaks `{secret}`");
     }
 }
+
+#[test]
+fn the_development_provider_is_start_dev_only() {
+    let refused = production(&minimal(&format!("{PROVIDER}\n[development]\nprovider = true\n")), &[])
+        .expect_err("start refuses the development provider");
+    assert!(refused.mentions("development.provider"), "{refused}");
+    assert!(refused.to_string().contains("start-dev"), "{refused}");
+    assert!(!production(&minimal(PROVIDER), &[]).expect("valid").development_provider, "never by default in start");
+
+    let dev = |text: &str| Settings::from_toml(Mode::Development, text, |_| None).expect("valid");
+    assert!(dev("").development_provider, "start-dev wants it when nothing says otherwise");
+    assert!(!dev("[development]\nprovider = false\n").development_provider, "and can be told not to");
+}

@@ -1,7 +1,9 @@
-//! The one source of randomness, digests, constant-time secret comparison and sealing.
+//! The one source of randomness, digests, constant-time secret comparison, sealing and RSA keys.
 
 mod cipher;
+mod rsa;
 
+pub(crate) use rsa::{RsaError, RsaSigner, generate_rsa, rsa_signer};
 pub use cipher::{Cipher, CipherError, VaultKey, signing_key_aad, vault_column_aad};
 
 use std::fmt;

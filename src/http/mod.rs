@@ -2,6 +2,7 @@
 
 pub(crate) mod broker;
 pub(crate) mod browser;
+mod development;
 mod error;
 pub(crate) mod internal;
 pub(crate) mod logout;
@@ -16,8 +17,14 @@ pub(crate) mod token;
 pub(crate) use error::{AppError, CorrelationId, ErrorDetail};
 pub use state::{AppState, Cookies, Health, Services};
 
-/// The public listener: browser, OpenID Connect and broker endpoints.
-pub(crate) fn public_router() -> axum::Router<AppState> {
+/// The public listener: browser, OpenID Connect and broker endpoints, and the development
+/// provider's when it runs.
+pub(crate) fn public_router(development: bool) -> axum::Router<AppState> {
+    let router = realm_router();
+    if development { router.merge(development::router()) } else { router }
+}
+
+fn realm_router() -> axum::Router<AppState> {
     use axum::routing::get;
     axum::Router::new()
         .route(paths::REALM, get(realm::realm_info))

@@ -66,3 +66,45 @@ pub(crate) fn logout_confirmation_page(action: &str, hidden: &[(&str, &str)]) ->
         ),
     )
 }
+
+/// The development provider's sign-in page: loud about what it is, one button per sample
+/// user, and a form for any other address. `hidden` carries the authorize request along.
+pub(crate) fn development_sign_in_page(
+    hidden: &[(&str, &str)],
+    users: &[(&str, &str)],
+    problem: Option<&str>,
+) -> Html<String> {
+    let fields: String = hidden
+        .iter()
+        .map(|(name, value)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", attribute(name), attribute(value)))
+        .collect();
+    let banner = "<p style=\"background:#fde68a;border:2px solid #b45309;padding:.75rem;border-radius:.4rem\">\
+                  <strong>Development sign-in.</strong> Anyone can sign in here as anyone: this provider runs only \
+                  with <code>start-dev</code>, on a loopback address, when no real identity provider is configured.</p>";
+    let problem = problem.map(|text| format!("<p><strong>{}</strong></p>", escape(text))).unwrap_or_default();
+    if hidden.is_empty() {
+        return page("Development sign-in", &format!("<h1>Development sign-in</h1>{banner}{problem}"));
+    }
+    let buttons: String = users
+        .iter()
+        .map(|(email, name)| {
+            format!(
+                "<form method=\"post\">{fields}<input type=\"hidden\" name=\"login_email\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"login_name\" value=\"{}\">\
+                 <button type=\"submit\" class=\"user\">Sign in as {} &lt;{}&gt;</button></form>",
+                attribute(email),
+                attribute(name),
+                escape(name),
+                escape(email)
+            )
+        })
+        .collect();
+    let typed = format!(
+        "<form method=\"post\">{fields}<p><label>E-mail <input name=\"login_email\" type=\"email\" required></label></p>\
+         <p><label>Name <input name=\"login_name\"></label></p><button type=\"submit\">Sign in</button></form>"
+    );
+    page(
+        "Development sign-in",
+        &format!("<h1>Development sign-in</h1>{banner}{problem}<h2>Pick a user</h2>{buttons}<h2>Or type one</h2>{typed}"),
+    )
+}

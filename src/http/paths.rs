@@ -23,6 +23,12 @@ pub const HEALTH_READY: &str = "/health/ready";
 pub const HEALTH_STARTED: &str = "/health/started";
 pub const METRICS: &str = "/metrics";
 
+/// The built-in development provider of `start-dev`, in Entra's layout (`upstream::development`).
+pub const DEV_DISCOVERY: &str = "/dev-entra/{tenant}/v2.0/.well-known/openid-configuration";
+pub const DEV_JWKS: &str = "/dev-entra/{tenant}/discovery/v2.0/keys";
+pub const DEV_AUTHORIZE: &str = "/dev-entra/{tenant}/oauth2/v2.0/authorize";
+pub const DEV_TOKEN: &str = "/dev-entra/{tenant}/oauth2/v2.0/token";
+
 /// Every route the listeners serve.
 const ALL: &[&str] = &[
     REALM,
@@ -45,6 +51,10 @@ const ALL: &[&str] = &[
     HEALTH_READY,
     HEALTH_STARTED,
     METRICS,
+    DEV_DISCOVERY,
+    DEV_JWKS,
+    DEV_AUTHORIZE,
+    DEV_TOKEN,
 ];
 
 /// The constant for a matched route template, so that metrics label it without allocating.

@@ -15,6 +15,7 @@ use crate::oidc::tokens::TokenService;
 use crate::signin::SignInService;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::upstream::development::DevelopmentProvider;
 use crate::vault::TokenVault;
 
 /// The one place that knows each cookie's name and flags.
@@ -92,6 +93,8 @@ pub struct Services {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: Arc<Health>,
     pub clock: Clock,
+    /// The built-in development provider, when `start-dev` runs it.
+    pub(crate) development: Option<Arc<DevelopmentProvider>>,
 }
 
 impl AppState {

@@ -10,17 +10,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{DecodingKey, EncodingKey};
 
 use crate::config::RealmSettings;
-use crate::crypto::token_hash;
-use crate::crypto::{Cipher, CipherError, signing_key_aad};
+use crate::crypto::{Cipher, CipherError, generate_rsa, rsa_signer, signing_key_aad};
 use crate::store::{SigningKeyRow, Store, StoreError};
 
 /// How long after a key's retirement servers may still sign with it: a server learns of a
@@ -124,52 +120,29 @@ impl fmt::Debug for KeySet {
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn public_parts(kid: &str, public_der: &[u8], encoding: &EncodingKey) -> Result<RealmKey, KeyError> {
-    let malformed = || KeyError::Malformed(kid.to_owned());
-    let mut jwk = Jwk::from_encoding_key(encoding, Algorithm::RS256).map_err(|_| malformed())?;
-    jwk.common.key_id = Some(kid.to_owned());
-    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);
-    let decoding = match &jwk.algorithm {
-        AlgorithmParameters::RSA(rsa) => DecodingKey::from_rsa_components(&rsa.n, &rsa.e).map_err(|_| malformed())?,
-        _ => return Err(malformed()),
-    };
-    Ok(RealmKey { kid: kid.to_owned(), decoding, jwk, public_key_base64: BASE64.encode(public_der) })
-}
-
 fn load_key(cipher: &Cipher, row: &SigningKeyRow) -> Result<(RealmKey, EncodingKey), KeyError> {
     let pkcs8 = cipher
         .open(&row.vault_key_id, &row.private_key, &signing_key_aad(&row.kid))
         .map_err(|source| KeyError::Sealed { kid: row.kid.clone(), source })?;
-    let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", &pkcs8).as_bytes())
-        .map_err(|_| KeyError::Malformed(row.kid.clone()))?;
-    let key = public_parts(&row.kid, &row.public_key, &encoding)?;
-    Ok((key, encoding))
+    let signer = rsa_signer(&row.kid, &pkcs8).map_err(|_| KeyError::Malformed(row.kid.clone()))?;
+    let key = RealmKey {
+        kid: row.kid.clone(),
+        decoding: signer.decoding,
+        jwk: signer.jwk,
+        public_key_base64: BASE64.encode(&row.public_key),
+    };
+    Ok((key, signer.encoding))
 }
 
 /// A new RSA-2048 key that signs from `now`, sealed for storage.
 pub(crate) fn generate_signing_key(cipher: &Cipher, now: i64) -> Result<SigningKeyRow, KeyError> {
-    let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generation)?;
-    let pkcs8: Pkcs8V1Der = pair.as_der().map_err(|_| KeyError::Generation)?;
-    let public: PublicKeyX509Der = pair.public_key().as_der().map_err(|_| KeyError::Generation)?;
-    let kid = token_hash(&BASE64.encode(public.as_ref()))[..22].to_owned();
+    let generated = generate_rsa().map_err(|_| KeyError::Generation)?;
     Ok(SigningKeyRow {
-        private_key: cipher.seal(pkcs8.as_ref(), &signing_key_aad(&kid)),
-        public_key: public.as_ref().to_vec(),
+        private_key: cipher.seal(&generated.pkcs8, &signing_key_aad(&generated.kid)),
+        public_key: generated.public_der,
         vault_key_id: cipher.active_key_id().to_owned(),
         algorithm: "RS256".to_owned(),
-        kid,
+        kid: generated.kid,
         created_at: now,
         active_from: now,
         retired_at: None,

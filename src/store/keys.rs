@@ -31,6 +31,14 @@ pub(crate) struct SigningKeyRow {
 }
 
 impl Store {
+    /// The stored value of `name`, if there is one.
+    pub(crate) async fn instance_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM instance_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Returns the stored value of `name`, storing `value` first if there was none, so that
     /// replicas starting together agree on one value.
     pub async fn instance_secret_or_insert(&self, name: &str, value: &[u8], now: i64) -> Result<Vec<u8>, StoreError> {

@@ -1,6 +1,7 @@
 //! The upstream identity provider boundary: Entra's pure protocol (`entra`) and the HTTP
 //! client that performs its calls, caching discovery and JWKS per provider.
 
+pub(crate) mod development;
 pub(crate) mod entra;
 
 use std::fmt;

@@ -153,9 +153,38 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
+    spawn_app_from(backend, |entra| settings_toml(entra, &setup)).await
+}
+
+/// The application as `start-dev` runs it with no provider configured, its public listener
+/// on `bind`: the built-in development provider signs users in (when `bind` is loopback).
+pub async fn spawn_development_app(backend: Backend, bind: &str) -> TestApp {
+    let text = format!(
+        r#"
+[http]
+bind = "{bind}"
+internal_bind = "127.0.0.1:0"
+management_bind = "127.0.0.1:0"
+
+[vault]
+encryption_keys = ["{VAULT_KEY}"]
+
+[[clients]]
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+redirect_uris = ["{REDIRECT_URI}"]
+post_logout_redirect_uris = ["{POST_LOGOUT_URI}"]
+"#
+    );
+    spawn_app_from(backend, |_| text).await
+}
+
+/// Starts the application on a fresh database with the settings `settings` writes, given
+/// the fake Entra it may point at.
+async fn spawn_app_from(backend: Backend, settings: impl FnOnce(&FakeEntra) -> String) -> TestApp {
     let db = TestDb::new(backend).await;
     let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
-    let text = settings_toml(&entra, &setup);
+    let text = settings(&entra);
     let (running, shutdown, server) = start_application(&text, &db.url).await;
     let Running { public, internal, management, state } = running;
     let store = state.store.clone();

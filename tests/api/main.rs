@@ -6,6 +6,7 @@ mod audit;
 mod bad_input;
 mod browser_session;
 mod chart;
+mod development;
 mod doctor;
 mod fuzz;
 mod helpers;

@@ -45,6 +45,7 @@ pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigE
     let vault = validate_vault(&mut problems, dev, raw.vault);
     let log_format = validate_log_format(&mut problems, dev, raw.log.format.as_deref());
     let audit_retention_days = validate_audit_retention_days(&mut problems, raw.audit.retention_days);
+    let development_provider = validate_development_provider(&mut problems, dev, raw.development.provider);
     problems.into_result(Settings {
         mode,
         http,
@@ -56,7 +57,21 @@ pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigE
         vault,
         log_format,
         audit_retention_days,
+        development_provider,
     })
+}
+
+/// The development provider signs anyone in as anyone: `start-dev` only, and off whenever a
+/// real provider is configured (the application decides that, once it knows the providers).
+fn validate_development_provider(problems: &mut Problems, dev: bool, value: Option<bool>) -> bool {
+    if !dev && value == Some(true) {
+        problems.add(
+            "development.provider",
+            "the built-in development provider lets anyone sign in as anyone: it runs only with `start-dev`; \
+             remove the key and configure a real provider",
+        );
+    }
+    dev && value != Some(false)
 }
 
 fn validate_http(problems: &mut Problems, dev: bool, raw: RawHttp) -> HttpSettings {
