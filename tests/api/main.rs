@@ -8,6 +8,7 @@ mod browser_session;
 mod chart;
 mod doctor;
 mod fuzz;
+mod headless;
 mod helpers;
 mod keys;
 mod lifecycle;
@@ -18,6 +19,7 @@ mod python_keycloak;
 mod replicas;
 mod session;
 mod sign_in;
+mod start_page;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;
