@@ -17,7 +17,7 @@ use crate::demo::{self, DemoAnswer};
 pub(crate) async fn start_page(State(state): State<AppState>) -> Response {
     let database_up = state.store.ping().await.is_ok();
     let issuer = state.tokens.issuer();
-    let providers = state
+    let providers: Vec<ProviderView<'_>> = state
         .sign_in
         .upstream
         .providers()
@@ -35,8 +35,9 @@ pub(crate) async fn start_page(State(state): State<AppState>) -> Response {
         issuer,
         discovery_url: format!("{issuer}{}", paths::realm_relative(paths::DISCOVERY)),
         health_url: format!("http://{}{}", state.about.management_addr, paths::HEALTH),
+        // Without a provider nobody can sign in, and the page says so instead.
+        demo_start: state.demo.as_ref().filter(|_| !providers.is_empty()).map(|_| demo_start_url(&state)),
         providers,
-        demo_start: state.demo.as_ref().map(|_| demo_start_url(&state)),
     };
     (no_store(), pages::start_page(&view)).into_response()
 }
