@@ -23,7 +23,8 @@ use crate::clock::Clock;
 use crate::config::{HttpSettings, Mode, Settings};
 use crate::crypto::{Cipher, CipherError, RsaError, VaultKey, generate_rsa, random_bytes};
 use crate::directory::Directory;
-use crate::http::{self, AppState, Cookies, ErrorDetail, Health, Services, paths};
+use crate::demo::{DEMO_CLIENT_ID, DemoClient};
+use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::keys::{KeyError, KeySet};
 use crate::oidc::sessions::Sessions;
@@ -150,18 +151,42 @@ async fn development_provider(
     Ok(Some(Arc::new(provider)))
 }
 
+/// The start page's demonstration client, in development only, unless a configured client or
+/// service account already uses its id.
+fn demo_client(settings: &Settings, public_url: &str, realm_url: &str) -> Option<DemoClient> {
+    if settings.mode != Mode::Development {
+        return None;
+    }
+    let mut ids = settings.clients.iter().map(|c| &c.client_id);
+    let mut accounts = settings.service_accounts.iter().map(|a| &a.client_id);
+    if ids.any(|id| id == DEMO_CLIENT_ID) || accounts.any(|id| id == DEMO_CLIENT_ID) {
+        tracing::warn!(
+            client_id = DEMO_CLIENT_ID,
+            "a configured client has the demonstration client's id; the start page's demonstration is off"
+        );
+        return None;
+    }
+    Some(DemoClient::new(
+        format!("{public_url}{}", paths::DEMO_CALLBACK),
+        format!("{realm_url}{}", paths::realm_relative(paths::AUTH)),
+    ))
+}
+
 /// Every service the handlers share, wired together.
 fn services(
     settings: &Settings,
     store: Store,
     cipher: Arc<Cipher>,
     keys: KeySet,
-    public_url: &str,
+    about: About,
     clock: Clock,
     development: Option<Arc<DevelopmentProvider>>,
 ) -> Result<Services, BuildError> {
     let realm = settings.realm.clone();
+    let public_url = about.public_url.as_str();
     let realm_url = format!("{public_url}/realms/{}", realm.name);
+    let demo = demo_client(settings, public_url, &realm_url);
+    let clients = settings.clients.iter().cloned().chain(demo.as_ref().map(DemoClient::registration)).collect();
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::start(store.clone());
     let providers = settings.providers.iter().cloned().chain(development.as_ref().map(|d| d.settings())).collect();
@@ -206,7 +231,7 @@ fn services(
         audit,
         sign_in,
         tokens,
-        clients: ClientRegistry::new(settings.clients.clone()),
+        clients: ClientRegistry::new(clients),
         service_accounts: ServiceAccountRegistry::new(settings.service_accounts.clone()),
         vault,
         realm,
@@ -214,6 +239,8 @@ fn services(
         metrics,
         health: Arc::new(Health::default()),
         clock,
+        about,
+        demo,
         development,
     })
 }
@@ -231,13 +258,15 @@ impl Application {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
             None => format!("http://{public_addr}"),
         };
+        let management_addr = local_addr(&listeners.management, "http.management_bind")?;
+        let about = About { mode: settings.mode, public_url: public_url.clone(), management_addr };
         let development = development_provider(&settings, &store, &public_url, now).await?;
-        let state = AppState::new(services(&settings, store, cipher, keys, &public_url, clock, development)?);
+        let state = AppState::new(services(&settings, store, cipher, keys, about, clock, development)?);
         Ok(Application {
             state,
             public_addr,
             internal_addr: local_addr(&listeners.internal, "http.internal_bind")?,
-            management_addr: local_addr(&listeners.management, "http.management_bind")?,
+            management_addr,
             listeners,
             public_url,
             max_body_bytes: settings.http.max_body_bytes,

@@ -173,10 +173,8 @@ pub async fn serve(
         "identity-broker is ready"
     );
     println!("identity-broker listening:");
-    println!(
-        "  public      {}  (open {}/realms/{realm}/.well-known/openid-configuration)",
-        app.public_addr, app.public_url
-    );
+    println!("  public      {}  (start page: {}/)", app.public_addr, app.public_url);
+    println!("              discovery: {}/realms/{realm}/.well-known/openid-configuration", app.public_url);
     println!("  internal    {}", app.internal_addr);
     println!("  management  {}  (health: http://{}/health)", app.management_addr, app.management_addr);
     if app.runs_development_provider() {

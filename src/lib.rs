@@ -21,4 +21,4 @@ macro_rules! internal {
 pub mod commands;
 pub mod config;
 
-internal!(app, audit, clock, crypto, directory, doctor, http, oidc, signin, store, telemetry, upstream, vault);
+internal!(app, audit, clock, crypto, demo, directory, doctor, http, oidc, signin, store, telemetry, upstream, vault);

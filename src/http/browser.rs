@@ -15,7 +15,7 @@ use crate::oidc::authorize::{self, AuthorizationParams, AuthorizeError};
 use crate::signin::{CallbackParams, Completed, Started, with_query};
 
 /// 302 Found, as Keycloak answers; the browser follows it with a GET.
-fn redirect_to(url: &str) -> Response {
+pub(super) fn redirect_to(url: &str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, url.to_owned())]).into_response()
 }
 

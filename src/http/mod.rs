@@ -11,14 +11,16 @@ mod pages;
 mod params;
 pub mod paths;
 pub(crate) mod realm;
+mod start;
 mod state;
 pub(crate) mod token;
 
 pub(crate) use error::{AppError, CorrelationId, ErrorDetail};
+pub(crate) use state::About;
 pub use state::{AppState, Cookies, Health, Services};
 
-/// The public listener: browser, OpenID Connect and broker endpoints, and the development
-/// provider's when it runs.
+/// The public listener: the start page, browser, OpenID Connect and broker endpoints, and the
+/// development provider's when it runs.
 pub(crate) fn public_router(development: bool) -> axum::Router<AppState> {
     let router = realm_router();
     if development { router.merge(development::router()) } else { router }
@@ -27,6 +29,9 @@ pub(crate) fn public_router(development: bool) -> axum::Router<AppState> {
 fn realm_router() -> axum::Router<AppState> {
     use axum::routing::get;
     axum::Router::new()
+        .route(paths::START, get(start::start_page))
+        .route(paths::DEMO_START, get(start::demo_start))
+        .route(paths::DEMO_CALLBACK, get(start::demo_callback))
         .route(paths::REALM, get(realm::realm_info))
         .route(paths::DISCOVERY, get(realm::discovery))
         .route(paths::CERTS, get(realm::certs))

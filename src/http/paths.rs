@@ -1,5 +1,9 @@
 //! Every route path, shared by the routers and the discovery document.
 
+pub const START: &str = "/";
+pub const DEMO_START: &str = "/demo/start";
+pub const DEMO_CALLBACK: &str = "/demo/callback";
+
 pub const REALM: &str = "/realms/{realm}";
 pub const DISCOVERY: &str = "/realms/{realm}/.well-known/openid-configuration";
 pub const CERTS: &str = "/realms/{realm}/protocol/openid-connect/certs";
@@ -31,6 +35,9 @@ pub const DEV_TOKEN: &str = "/dev-entra/{tenant}/oauth2/v2.0/token";
 
 /// Every route the listeners serve.
 const ALL: &[&str] = &[
+    START,
+    DEMO_START,
+    DEMO_CALLBACK,
     REALM,
     DISCOVERY,
     CERTS,

@@ -1,12 +1,14 @@
 //! What every handler shares: the application's services behind one `Arc`, and the one
 //! place that knows each cookie's name and flags.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
-use crate::config::RealmSettings;
+use crate::config::{Mode, RealmSettings};
+use crate::demo::DemoClient;
 use crate::directory::Directory;
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::grants::Grants;
@@ -30,6 +32,9 @@ pub struct Cookies {
 impl Cookies {
     pub(crate) const PENDING_SIGN_IN: &'static str = "IB_AUTH_SESSION";
     pub(crate) const SSO_SESSION: &'static str = "IB_SESSION";
+    /// The start page's demonstration sign-in: its state and PKCE verifier, on `/demo/` only.
+    pub(crate) const DEMO_SIGN_IN: &'static str = "IB_DEMO";
+    const DEMO_PATH: &'static str = "/demo/";
 
     pub(crate) fn build(
         &self,
@@ -37,8 +42,18 @@ impl Cookies {
         value: String,
         max_age: i64,
     ) -> axum_extra::extract::cookie::Cookie<'static> {
+        self.build_at(name, value, max_age, self.path.clone())
+    }
+
+    fn build_at(
+        &self,
+        name: &'static str,
+        value: String,
+        max_age: i64,
+        path: String,
+    ) -> axum_extra::extract::cookie::Cookie<'static> {
         axum_extra::extract::cookie::Cookie::build((name, value))
-            .path(self.path.clone())
+            .path(path)
             .http_only(true)
             .secure(self.secure)
             // Lax, not Strict: the cookie must come back on the top-level redirect from Entra.
@@ -46,17 +61,33 @@ impl Cookies {
             .max_age(time_seconds(max_age))
             .build()
     }
-}
 
-impl Cookies {
     /// A cookie that makes the browser forget `name` (same path, expired).
     pub(crate) fn removal(&self, name: &'static str) -> axum_extra::extract::cookie::Cookie<'static> {
         self.build(name, String::new(), 0)
+    }
+
+    /// The demonstration's cookie, living as long as a pending sign-in.
+    pub(crate) fn demo(&self, value: String) -> axum_extra::extract::cookie::Cookie<'static> {
+        self.build_at(Self::DEMO_SIGN_IN, value, self.login_max_age, Self::DEMO_PATH.to_owned())
+    }
+
+    pub(crate) fn demo_removal(&self) -> axum_extra::extract::cookie::Cookie<'static> {
+        self.build_at(Self::DEMO_SIGN_IN, String::new(), 0, Self::DEMO_PATH.to_owned())
     }
 }
 
 fn time_seconds(seconds: i64) -> time::Duration {
     time::Duration::seconds(seconds)
+}
+
+/// What the start page tells about the running service, fixed at start.
+#[derive(Debug, Clone)]
+pub(crate) struct About {
+    pub(crate) mode: Mode,
+    /// The public base URL: `http.hostname`, or in development the public listener's address.
+    pub(crate) public_url: String,
+    pub(crate) management_addr: SocketAddr,
 }
 
 /// Readiness facts for the management listener.
@@ -95,6 +126,9 @@ pub struct Services {
     pub clock: Clock,
     /// The built-in development provider, when `start-dev` runs it.
     pub(crate) development: Option<Arc<DevelopmentProvider>>,
+    pub(crate) about: About,
+    /// The start page's demonstration client: start-dev only.
+    pub demo: Option<DemoClient>,
 }
 
 impl AppState {

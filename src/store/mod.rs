@@ -114,6 +114,14 @@ impl Store {
         Ok(())
     }
 
+    /// The database's kind as an operator names it, for the start page (never its URL).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "PostgreSQL",
+            Backend::Sqlite => "SQLite",
+        }
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -8,7 +8,7 @@ use std::fmt;
 
 use secrecy::SecretString;
 
-pub(crate) use refresh::{RefreshPolicy, TokenReader, TokenVault, VaultError};
+pub(crate) use refresh::{RefreshPolicy, ServedTokens, TokenReader, TokenVault, VaultError};
 
 use crate::crypto::{Cipher, CipherError, vault_column_aad};
 use crate::store::VaultRow;

@@ -220,9 +220,19 @@ pub async fn start_application(
     text: &str,
     database_url: &str,
 ) -> (Running, tokio::sync::oneshot::Sender<()>, ServerTask) {
+    start_application_in(Mode::Development, text, database_url).await
+}
+
+/// As [`start_application`], validated and built as `mode` starts it (`Mode::Production`
+/// needs an `https://` hostname and `allow_insecure_http` for the fake provider).
+pub async fn start_application_in(
+    mode: Mode,
+    text: &str,
+    database_url: &str,
+) -> (Running, tokio::sync::oneshot::Sender<()>, ServerTask) {
     let url = database_url.to_owned();
-    let settings = Settings::from_toml(Mode::Development, text, |name| (name == "DATABASE_URL").then(|| url.clone()))
-        .expect("test settings are valid");
+    let settings = Settings::from_toml(mode, text, |name| (name == "DATABASE_URL").then(|| url.clone()))
+        .unwrap_or_else(|err| panic!("test settings are valid: {err}"));
     let app = Application::build(settings).await.expect("application builds");
     let running = Running {
         public: format!("http://{}", app.public_addr),

@@ -9,6 +9,7 @@ mod chart;
 mod development;
 mod doctor;
 mod fuzz;
+mod headless;
 mod helpers;
 mod keys;
 mod lifecycle;
@@ -19,6 +20,7 @@ mod python_keycloak;
 mod replicas;
 mod session;
 mod sign_in;
+mod start_page;
 mod storage;
 #[path = "../support/mod.rs"]
 mod support;
