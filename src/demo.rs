@@ -51,13 +51,15 @@ pub(crate) struct DemoStart {
 }
 
 /// The query the broker redirects back with.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct DemoAnswer {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
+
+debug_showing!(DemoAnswer { error, error_description });
 
 /// A checked answer: the code, and the verifier its challenge was made from.
 pub(crate) struct Redemption {

@@ -110,13 +110,15 @@ pub(crate) enum Completed {
 }
 
 /// The callback's query or form: Entra's answer.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Default, serde::Deserialize)]
 pub(crate) struct CallbackParams {
     pub(crate) state: Option<String>,
     pub(crate) code: Option<String>,
     pub(crate) error: Option<String>,
     pub(crate) error_description: Option<String>,
 }
+
+debug_showing!(CallbackParams { error, error_description });
 
 #[derive(Debug, Clone)]
 pub(crate) struct SignInService {

@@ -19,7 +19,7 @@ use crate::oidc::sessions::Ending;
 use crate::signin::with_query;
 
 /// RP-initiated logout's parameters (GET query or POST form).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct LogoutParams {
     id_token_hint: Option<String>,
     client_id: Option<String>,
@@ -30,6 +30,8 @@ pub(crate) struct LogoutParams {
     /// The back-channel form: present means the client ends this token's session.
     refresh_token: Option<String>,
 }
+
+debug_showing!(LogoutParams { client_id, post_logout_redirect_uri, confirm });
 
 fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
     AppError::page(StatusCode::BAD_REQUEST, err.to_string(), correlation)

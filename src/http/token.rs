@@ -17,7 +17,7 @@ use crate::oidc::grants::CodeExchange;
 use crate::oidc::tokens::{IssuedTokens, UserClaims};
 
 /// Every parameter the token endpoint and its siblings read.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct TokenForm {
     grant_type: Option<String>,
     client_id: Option<String>,
@@ -29,6 +29,8 @@ pub(crate) struct TokenForm {
     /// Introspection and revocation: the token in question.
     token: Option<String>,
 }
+
+debug_showing!(TokenForm { grant_type, client_id, redirect_uri });
 
 /// The answer to a user's grant, as Keycloak shapes it.
 #[derive(Debug, Serialize)]
@@ -194,10 +196,12 @@ pub(crate) async fn token(
     Ok(token_response(&issued))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct UserinfoForm {
     access_token: Option<String>,
 }
+
+debug_showing!(UserinfoForm {});
 
 /// Claims for a bearer access token, from the user's current profile. The token comes in the
 /// `Authorization` header or, for a POST, as `access_token` in the form (RFC 6750 §2.2).
@@ -253,4 +257,22 @@ pub(crate) async fn revoke(
     let token = required(&form.token, "token")?;
     state.grants().revoke(client, token, state.clock.now()).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::params::parse;
+
+    #[test]
+    fn debug_output_never_shows_secrets_codes_or_tokens() {
+        let raw = b"grant_type=authorization_code&client_id=app&client_secret=s3cret&code=c0de&code_verifier=v3rifier\
+                    &refresh_token=r3fresh&token=t0ken";
+        let form: TokenForm = parse(raw).expect("parses");
+        let shown = format!("{form:?}");
+        assert!(shown.contains("authorization_code") && shown.contains("app"), "{shown}");
+        for secret in ["s3cret", "c0de", "v3rifier", "r3fresh", "t0ken"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }

@@ -54,7 +54,7 @@ pub(crate) struct AuthorizeParams {
 }
 
 /// The token endpoint's form.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub(crate) struct TokenForm {
     grant_type: Option<String>,
     client_id: Option<String>,
@@ -65,6 +65,8 @@ pub(crate) struct TokenForm {
     refresh_token: Option<String>,
     scope: Option<String>,
 }
+
+debug_showing!(TokenForm { grant_type, client_id, redirect_uri });
 
 /// An Entra error answer: `error`, `error_description` starting `AADSTS<code>: `, `error_codes`.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
