@@ -61,6 +61,44 @@ fn thousands(n: usize) -> String {
     out
 }
 
+/// Runs tests/browser/start_page.mjs against `app` in a fresh chromium profile and returns what
+/// it saw; with `pick`, the sign-in goes through the development provider's page.
+async fn browse(
+    app: &TestApp,
+    chromium: &std::path::Path,
+    node: &crate::headless::NodeEnv,
+    start_screenshot: &std::path::Path,
+    screenshot: &std::path::Path,
+    pick: Option<&str>,
+) -> Value {
+    let profile = std::env::temp_dir().join(format!("ib-chromium-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&profile).expect("a fresh profile directory");
+    let _ = std::fs::remove_file(screenshot);
+    let browsing = Instant::now();
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(node.script("start_page.mjs"))
+        .env("START_URL", app.url(paths::START))
+        .env("NODE_ENV_DIR", node.dir())
+        .env("CHROMIUM", chromium)
+        .env("USER_DATA_DIR", &profile)
+        .env("START_SCREENSHOT", start_screenshot)
+        .env("SCREENSHOT", screenshot)
+        .kill_on_drop(true);
+    if let Some(user) = pick {
+        command.env("PICK_USER", user);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .expect("the browser run ends within 3 minutes")
+        .expect("node starts");
+    let _ = std::fs::remove_dir_all(&profile);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the browser run failed ({}):\n{stderr}", output.status);
+    eprintln!("tests: the browser run took {:.1} s", browsing.elapsed().as_secs_f64());
+    serde_json::from_slice(&output.stdout).expect("the script prints one JSON object")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_page_and_demonstration_in_a_real_browser() {
     // Arrange: the browser and its driver (installed on first use), the application in start-dev.
@@ -70,33 +108,12 @@ async fn start_page_and_demonstration_in_a_real_browser() {
     eprintln!("tests: browser provisioning took {:.1} s", started.elapsed().as_secs_f64());
     let app = spawn_app(Backend::Sqlite).await;
     assert!(app.state.demo.is_some(), "spawn_app runs start-dev, which enables the demonstration client");
-    let profile = std::env::temp_dir().join(format!("ib-chromium-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&profile).expect("a fresh profile directory");
     let screenshot = target_dir().join("start-page.png");
     let start_screenshot = target_dir().join("start-page-home.png");
-    let _ = std::fs::remove_file(&screenshot);
 
     // Act: open `/`, click "Try a sign-in", follow the whole sign-in back to the result page.
-    let browsing = Instant::now();
-    let run = tokio::process::Command::new("node")
-        .arg(node.script("start_page.mjs"))
-        .env("START_URL", app.url(paths::START))
-        .env("NODE_ENV_DIR", node.dir())
-        .env("CHROMIUM", chromium)
-        .env("USER_DATA_DIR", &profile)
-        .env("START_SCREENSHOT", &start_screenshot)
-        .env("SCREENSHOT", &screenshot)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("the browser run ends within 3 minutes")
-        .expect("node starts");
-    let _ = std::fs::remove_dir_all(&profile);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the browser run failed ({}):\n{stderr}", output.status);
-    eprintln!("tests: the browser run took {:.1} s", browsing.elapsed().as_secs_f64());
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("the script prints one JSON object");
+    let seen = browse(&app, chromium, node, &start_screenshot, &screenshot, None).await;
+
     let (start, result) = (&seen["start"], &seen["result"]);
     let html = |page: &Value| page["html"].as_str().expect("html").to_owned();
     let text = |page: &Value| page["text"].as_str().expect("text").to_owned();
@@ -258,4 +275,32 @@ async fn start_page_in_production_has_no_demonstration() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "no broker-demo client is registered in production");
     let _ = shutdown.send(());
     let _ = server.await;
+}
+
+/// `cargo run -- start-dev` with no provider, then a browser on `/`: the whole sign-in goes
+/// through the development provider's page, where the person picks a user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_dev_signs_in_through_the_development_provider_in_a_real_browser() {
+    let chromium = chromium().await;
+    let node = node_env().await;
+    let app = spawn_development_app(Backend::Sqlite, "127.0.0.1:0").await;
+    let home = target_dir().join("start-page-dev-home.png");
+    let screenshot = target_dir().join("start-page-dev.png");
+
+    let seen = browse(&app, chromium, node, &home, &screenshot, Some("Alice Developer")).await;
+
+    let start = seen["start"]["html"].as_str().expect("html");
+    assert!(start.contains(&format!("<code>{}</code>", redirect_uri(&app.public, "dev"))), "{start}");
+    let provider = &seen["provider"];
+    assert!(provider["url"].as_str().expect("url").contains("/dev-entra/"), "{provider}");
+    let provider_text = provider["text"].as_str().expect("text");
+    assert!(provider_text.contains("Anyone can sign in here as anyone"), "loud on its page: {provider_text}");
+    let result = seen["result"]["text"].as_str().expect("text");
+    for expected in
+        ["Signed in", "alice@example.test", "Alice Developer", "identity_provider", "Stored token read", "Bearer"]
+    {
+        assert!(result.contains(expected), "the result page shows {expected:?}:\n{result}");
+    }
+    assert!(result.contains("dev"), "{result}");
+    assert!(!seen["result"]["html"].as_str().expect("html").contains("eyJ"), "no token on the page");
 }

@@ -3,7 +3,9 @@
 //
 // Environment: START_URL (the start page), NODE_ENV_DIR (where playwright-core is installed),
 // CHROMIUM (the browser), USER_DATA_DIR (a fresh profile), START_SCREENSHOT and SCREENSHOT (PNGs
-// of the start page and of the result page).
+// of the start page and of the result page), and PICK_USER: when set, the sign-in goes through
+// start-dev's development provider, whose page offers sample users, and the user of that name
+// is picked there as a person would.
 
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -50,10 +52,24 @@ try {
   const start = { status: opened.status(), html: await page.content(), text: await page.innerText('body') };
   await page.screenshot({ path: env('START_SCREENSHOT'), fullPage: true });
 
-  await Promise.all([
-    page.waitForURL((url) => url.pathname === '/demo/callback'),
-    page.getByRole('button', { name: 'Try a sign-in' }).click(),
-  ]);
+  const pick = process.env.PICK_USER;
+  let provider = null;
+  if (pick) {
+    await Promise.all([
+      page.waitForURL((url) => url.pathname.endsWith('/oauth2/v2.0/authorize')),
+      page.getByRole('button', { name: 'Try a sign-in' }).click(),
+    ]);
+    provider = { url: page.url(), text: await page.innerText('body') };
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/demo/callback'),
+      page.getByRole('button', { name: `Sign in as ${pick}` }).click(),
+    ]);
+  } else {
+    await Promise.all([
+      page.waitForURL((url) => url.pathname === '/demo/callback'),
+      page.getByRole('button', { name: 'Try a sign-in' }).click(),
+    ]);
+  }
   await page.waitForLoadState('load');
   const result = {
     url: page.url(),
@@ -62,7 +78,7 @@ try {
     text: await page.innerText('body'),
   };
   await page.screenshot({ path: env('SCREENSHOT'), fullPage: true });
-  process.stdout.write(`${JSON.stringify({ start, result, navigations })}\n`);
+  process.stdout.write(`${JSON.stringify({ start, provider, result, navigations })}\n`);
 } finally {
   await context.close();
 }
