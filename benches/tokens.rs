@@ -81,7 +81,7 @@ impl Identity {
             identity_username: None,
             tenant_id: None,
             object_id: None,
-            attributes: "{}".into(),
+            attributes: Vec::new(),
         }
     }
 

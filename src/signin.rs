@@ -65,6 +65,9 @@ pub(crate) enum SignInError {
     AlreadyLinked { provider: String },
     #[error("The account this link was started for no longer exists.")]
     LinkedUserGone,
+    /// Keycloak's words for a disabled user.
+    #[error("Account is disabled, contact your administrator.")]
+    UserDisabled,
     #[error("This account is being signed in from elsewhere at the same moment. Try again.")]
     Contended,
     #[error("The application's redirect URI is not valid.")]
@@ -392,6 +395,9 @@ impl SignInService {
             return Err(taken());
         }
         let user = self.store.find_user(user_id).await?.ok_or(SignInError::LinkedUserGone)?;
+        if !user.enabled {
+            return Err(SignInError::UserDisabled);
+        }
         let mut profile = profile_update(user_id, &settings.alias, settings.trust_email, identity);
         profile.username = user.username;
         profile.email = user.email;
@@ -420,6 +426,13 @@ impl SignInService {
         // Two first sign-ins of one person can race; the loser finds the winner's user.
         for _ in 0..2 {
             let existing = self.store.find_identity_by_subject(&settings.alias, &identity.subject).await?;
+            if let Some(existing) = &existing
+                && let Some(user) = self.store.find_user(&existing.user_id).await?
+                && !user.enabled
+            {
+                tracing::info!(alias = %settings.alias, user_id = %user.id, "refused the sign-in of a disabled user");
+                return Err(SignInError::UserDisabled);
+            }
             let user_id = existing.map(|i| i.user_id).unwrap_or_else(|| Uuid::new_v4().to_string());
             let profile = profile_update(&user_id, &settings.alias, settings.trust_email, identity);
             let row = settings.store_token.then(|| seal_tokens(&self.cipher, &user_id, &settings.alias, &tokens, now));
@@ -575,7 +588,6 @@ impl SignInService {
     }
 }
 
-/// Maps Entra's claims onto the user, as Keycloak's mappers do for OpenHands' realm.
 /// What the vault keeps of a sign-in's token response.
 fn upstream_tokens(response: &TokenResponse, now: i64) -> UpstreamTokens {
     UpstreamTokens {
@@ -589,6 +601,7 @@ fn upstream_tokens(response: &TokenResponse, now: i64) -> UpstreamTokens {
     }
 }
 
+/// Maps Entra's claims onto the user, as Keycloak's mappers do for OpenHands' realm.
 pub(crate) fn profile_update(user_id: &str, alias: &str, trust_email: bool, identity: &VerifiedIdentity) -> ProfileUpdate {
     let upn = identity.preferred_username.clone();
     let email =
@@ -598,12 +611,14 @@ pub(crate) fn profile_update(user_id: &str, alias: &str, trust_email: bool, iden
         (Some(g), Some(f)) => Some(format!("{g} {f}")),
         _ => None,
     });
-    let attributes = json!({
-        "tid": identity.tenant_id,
-        "oid": identity.object_id,
-        "azure_devops_id": identity.subject,
-        "upn": upn,
-    });
+    // OpenHands' realm maps each provider's user id to `{alias}_id` and the alias to
+    // `identity_provider`; the resolvers look users up by them (`q=azure_devops_id:<sub>`).
+    let mut attributes = vec![
+        ("identity_provider".to_owned(), alias.to_owned()),
+        (format!("{alias}_id"), identity.subject.clone()),
+    ];
+    attributes.extend(identity.tenant_id.clone().map(|tid| ("tid".to_owned(), tid)));
+    attributes.extend(identity.object_id.clone().map(|oid| ("oid".to_owned(), oid)));
     ProfileUpdate {
         user_id: user_id.to_owned(),
         username,
@@ -617,7 +632,7 @@ pub(crate) fn profile_update(user_id: &str, alias: &str, trust_email: bool, iden
         identity_username: upn,
         tenant_id: identity.tenant_id.clone(),
         object_id: identity.object_id.clone(),
-        attributes: attributes.to_string(),
+        attributes,
     }
 }
 

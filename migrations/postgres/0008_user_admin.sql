@@ -13,3 +13,19 @@ CREATE TABLE user_attributes (
 -- `q=azure_devops_id:<sub>` finds a user by one attribute value, exactly and case-insensitively,
 -- in time that does not grow with the number of users.
 CREATE INDEX user_attributes_value ON user_attributes (name, lower(value));
+
+-- A user disabled or enabled again: each of the user's identities is announced (migration 0006),
+-- so that no replica keeps serving the user's tokens from memory.
+CREATE FUNCTION notify_identity_broker_user_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('identity_broker_changes', json_build_object('user_id', f.user_id, 'alias', f.alias)::text)
+    FROM federated_identities f
+    WHERE f.user_id = NEW.id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER users_enabled_changed
+    AFTER UPDATE OF enabled ON users
+    FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled)
+    EXECUTE FUNCTION notify_identity_broker_user_change();

@@ -117,6 +117,7 @@ impl AppError {
                 StatusCode::BAD_GATEWAY
             }
             SignInError::AlreadyLinked { .. } | SignInError::Contended => StatusCode::CONFLICT,
+            SignInError::UserDisabled => StatusCode::FORBIDDEN,
             SignInError::PendingSignInNotFound
             | SignInError::AlreadyStarted
             | SignInError::ExpiredOrUsed
@@ -138,6 +139,7 @@ impl AppError {
         let (status, code) = match &err {
             VaultError::NotLinked { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotLinked),
             VaultError::NotStored { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotStored),
+            VaultError::UserDisabled { .. } => (StatusCode::FORBIDDEN, ErrorCode::AccessDenied),
             VaultError::ReauthRequired { .. } => (StatusCode::CONFLICT, ErrorCode::ReauthRequired),
             VaultError::Misconfigured { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamMisconfigured),
             VaultError::Unavailable { retry_after } => {

@@ -197,7 +197,7 @@ impl Grants<'_> {
         let Some(claims) = self.authenticate_bearer(bearer, now).await? else {
             return Ok(None);
         };
-        let user = self.store.find_user(&claims.sub).await?;
+        let user = self.store.find_user(&claims.sub).await?.filter(|user| user.enabled);
         Ok(user.map(|user| {
             let current = user_claims(&user, &claims.user.identity_provider);
             (user.id, current)
@@ -256,6 +256,10 @@ impl Grants<'_> {
         now: i64,
     ) -> Result<IssuedTokens, GrantError> {
         let user = self.store.find_user(user_id).await?.ok_or_else(|| OAuthError::invalid_grant("User not found"))?;
+        if !user.enabled {
+            // Keycloak's words: a disabled user's sessions yield no more tokens.
+            return Err(OAuthError::invalid_grant("Account disabled").into());
+        }
         let grant = Grant {
             user_id: user.id.clone(),
             client_id: client.client_id.clone(),

@@ -298,7 +298,7 @@ mod tests {
             refreshed_at: 1_000,
             updated_at: 1_000,
         };
-        LinkedTokens { needs_reauth: false, reauth_reason: None, tokens: Some(tokens) }
+        LinkedTokens { user_enabled: true, needs_reauth: false, reauth_reason: None, tokens: Some(tokens) }
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub struct UserRow {
     pub(crate) first_name: Option<String>,
     pub(crate) last_name: Option<String>,
     pub(crate) full_name: Option<String>,
+    /// A disabled user cannot sign in, and their tokens, sessions and stored tokens are refused.
+    #[sqlx(try_from = "StoredFlag")]
+    pub(crate) enabled: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -39,8 +42,9 @@ pub struct ProfileUpdate {
     pub identity_username: Option<String>,
     pub tenant_id: Option<String>,
     pub object_id: Option<String>,
-    /// JSON object of upstream attributes (`tid`, `oid`, `azure_devops_id`, …).
-    pub attributes: String,
+    /// The user attributes this sign-in maps (`identity_provider`, `{alias}_id`, `tid`, `oid`):
+    /// each replaces the attribute's values; the identity keeps them too, as a JSON object.
+    pub attributes: Vec<(String, String)>,
 }
 
 // Column lists as macros, so that every query is one literal built at compile time.
@@ -51,7 +55,7 @@ macro_rules! identity_columns {
 }
 macro_rules! user_columns {
     () => {
-        "id, username, email, email_verified, first_name, last_name, full_name"
+        "id, username, email, email_verified, first_name, last_name, full_name, enabled"
     };
 }
 
@@ -88,6 +92,13 @@ impl Store {
         Ok(sqlx::query_as(sql).bind(email).bind(limit).fetch_all(&self.pool).await?)
     }
 
+    /// A user's attributes as (name, value) pairs, by name and then in each name's order.
+    #[cfg(feature = "testing")]
+    pub async fn user_attributes(&self, user_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = "SELECT name, value FROM user_attributes WHERE user_id = $1 ORDER BY name, position";
+        Ok(sqlx::query_as(sql).bind(user_id).fetch_all(&self.pool).await?)
+    }
+
     /// Every provider linked to a user.
     pub(crate) async fn list_identities(&self, user_id: &str) -> Result<Vec<IdentityRow>, StoreError> {
         let sql =
@@ -108,6 +119,22 @@ impl Store {
         tx.commit().await?;
         self.forget_identity(user_id, alias);
         Ok(deleted.rows_affected() > 0)
+    }
+
+    /// Disables or enables a user; false when there is no such user. Replicas forget the user's
+    /// cached identities through the change trigger of migration 0008, this process at once.
+    #[cfg(feature = "testing")]
+    pub async fn set_user_enabled(&self, user_id: &str, enabled: bool, now: i64) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE users SET enabled = $2, updated_at = $3 WHERE id = $1")
+            .bind(user_id)
+            .bind(i64::from(enabled))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        for identity in self.list_identities(user_id).await? {
+            self.forget_identity(user_id, &identity.alias);
+        }
+        Ok(updated.rows_affected() > 0)
     }
 
     /// Records that the upstream refused this identity's grant for good: the rows stay for the
@@ -171,7 +198,7 @@ impl Store {
         .bind(&profile.identity_username)
         .bind(&profile.tenant_id)
         .bind(&profile.object_id)
-        .bind(&profile.attributes)
+        .bind(identity_attributes(&profile.attributes))
         .bind(now)
         .execute(&mut *tx)
         .await;
@@ -184,6 +211,19 @@ impl Store {
             }
             return Err(err.into());
         }
+        for (name, value) in &profile.attributes {
+            sqlx::query("DELETE FROM user_attributes WHERE user_id = $1 AND name = $2")
+                .bind(&profile.user_id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO user_attributes (user_id, name, position, value) VALUES ($1, $2, 0, $3)")
+                .bind(&profile.user_id)
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
         match tokens {
             Some(row) => Store::upsert_vault_row(&mut tx, row).await?,
             None => Store::delete_vault_row(&mut tx, &profile.user_id, &profile.alias).await?,
@@ -192,6 +232,12 @@ impl Store {
         self.forget_identity(&profile.user_id, &profile.alias);
         Ok(())
     }
+}
+
+fn identity_attributes(attributes: &[(String, String)]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> =
+        attributes.iter().map(|(name, value)| (name.clone(), value.clone().into())).collect();
+    serde_json::Value::Object(object).to_string()
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -42,6 +42,8 @@ const CLAIM_STALE_LEASES_SQLITE: &str = claim_stale_leases!("");
 /// (`None` when the provider keeps none for it).
 #[derive(Debug, Clone)]
 pub struct LinkedTokens {
+    /// A disabled user's tokens are not served.
+    pub(crate) user_enabled: bool,
     pub(crate) needs_reauth: bool,
     pub(crate) reauth_reason: Option<String>,
     pub(crate) tokens: Option<VaultRow>,
@@ -99,10 +101,11 @@ impl Store {
     pub(crate) async fn find_linked_tokens(&self, user_id: &str, alias: &str) -> Result<Option<LinkedTokens>, StoreError> {
         let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let row: Option<AnyRow> = sqlx::query(
-            "SELECT f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,
+            "SELECT u.enabled, f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,
                     v.refresh_token, v.id_token, v.token_type, v.scope, v.expires_at, v.refresh_expires_at,
                     v.refreshed_at, v.updated_at
              FROM federated_identities f
+             JOIN users u ON u.id = f.user_id
              LEFT JOIN vault_tokens v ON v.user_id = f.user_id AND v.alias = f.alias
              WHERE f.user_id = $1 AND f.alias = $2",
         )
@@ -115,6 +118,7 @@ impl Store {
         };
         let has_tokens = row.try_get::<Option<String>, _>("user_id")?.is_some();
         let linked = LinkedTokens {
+            user_enabled: row.try_get::<StoredFlag, _>("enabled")?.into(),
             needs_reauth: row.try_get::<StoredFlag, _>("needs_reauth")?.into(),
             reauth_reason: row.try_get("reauth_reason")?,
             tokens: if has_tokens { Some(VaultRow::from_row(&row)?) } else { None },

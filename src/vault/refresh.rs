@@ -38,6 +38,8 @@ pub(crate) enum VaultError {
     NotLinked { user_id: String, alias: String },
     #[error("Identity Provider [{alias}] does not support this operation.")]
     NotStored { alias: String },
+    #[error("User [{user_id}] is disabled.")]
+    UserDisabled { user_id: String },
     /// The upstream refused the grant for good; the user must sign in again.
     #[error("{reason}")]
     ReauthRequired { reason: String },
@@ -73,6 +75,7 @@ impl VaultError {
         match self {
             VaultError::NotLinked { .. } => "not_linked",
             VaultError::NotStored { .. } => "not_stored",
+            VaultError::UserDisabled { .. } => "user_disabled",
             VaultError::ReauthRequired { .. } => "reauth_required",
             VaultError::Misconfigured { .. } => "misconfigured",
             VaultError::Unavailable { .. } => "unavailable",
@@ -357,6 +360,7 @@ impl Inner {
     async fn stored(&self, user_id: &str, alias: &str, threshold: i64) -> Result<Stored, VaultError> {
         // A fresh token kept in memory is served as is; anything else is asked of the database.
         if let Some(linked) = self.store.cached_linked_tokens(user_id, alias)
+            && linked.user_enabled
             && let Some(row) = &linked.tokens
             && row.expires_at - self.clock.now() > threshold
         {
@@ -367,6 +371,9 @@ impl Inner {
             .find_linked_tokens(user_id, alias)
             .await?
             .ok_or_else(|| VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() })?;
+        if !linked.user_enabled {
+            return Err(VaultError::UserDisabled { user_id: user_id.to_owned() });
+        }
         let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
         if row.expires_at - self.clock.now() > threshold {
             return Ok(Stored::Fresh(self.open(&row)?));

@@ -407,6 +407,18 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// The `refresh_token` grant for the main client with the refresh token of `tokens`.
+    pub async fn tokens_refresh(&self, tokens: &Value) -> reqwest::Response {
+        let refresh = tokens["refresh_token"].as_str().expect("a refresh token");
+        let grant = [
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+        ];
+        self.post_form(paths::TOKEN, &grant).await
+    }
+
     /// POSTs a form to an OpenID Connect endpoint of the realm (`paths::TOKEN`, `paths::LOGOUT`, …).
     pub async fn post_form(&self, route: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.api.post(self.url(&realm_path(route))).form(form).send().await.expect("request")

@@ -25,3 +25,4 @@ mod storage;
 #[path = "../support/mod.rs"]
 mod support;
 mod tokens;
+mod users;

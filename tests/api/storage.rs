@@ -39,7 +39,7 @@ fn profile(user_id: &str, subject: &str) -> ProfileUpdate {
         identity_username: None,
         tenant_id: None,
         object_id: None,
-        attributes: "{}".into(),
+        attributes: Vec::new(),
     }
 }
 
