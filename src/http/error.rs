@@ -140,7 +140,7 @@ impl AppError {
             VaultError::NotStored { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotStored),
             VaultError::ReauthRequired { .. } => (StatusCode::CONFLICT, ErrorCode::ReauthRequired),
             VaultError::Misconfigured { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamMisconfigured),
-            VaultError::Unavailable { retry_after } => {
+            VaultError::Unavailable { retry_after, .. } => {
                 return AppError::Api {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     error: ErrorCode::TemporarilyUnavailable,
