@@ -255,7 +255,10 @@ both_backends!(refresh_leases_are_renewed_by_their_holder_alone_and_given_back_a
     assert_eq!(store.release_refresh_leases_of("replica-a").await.expect("release"), 1, "only a's lease");
     assert_eq!(store.find_refresh_lease("u1", "azure_devops").await.expect("lease"), None, "given back");
     assert_eq!(store.find_refresh_lease("u2", "azure_devops").await.expect("lease"), Some(("replica-b".into(), 105)));
-    assert!(!store.renew_refresh_lease("u1", "azure_devops", "replica-a", 120).await.expect("renew"), "nothing to renew");
+    assert!(
+        !store.renew_refresh_lease("u1", "azure_devops", "replica-a", 120).await.expect("renew"),
+        "nothing to renew"
+    );
     assert!(store.claim_refresh_lease("u1", "azure_devops", b, 108).await.expect("claim").is_some(), "free at once");
 });
 

@@ -363,7 +363,10 @@ fn validate_refresh_timeout_seconds(
         return DEFAULT_REFRESH_TIMEOUT_SECONDS.min(request_timeout_seconds.saturating_sub(1)).max(1);
     };
     if !(1..=MAX_REFRESH_TIMEOUT_SECONDS).contains(&seconds) {
-        problems.add(KEY, format!("`{seconds}` is out of range: write 1 to {MAX_REFRESH_TIMEOUT_SECONDS} (the default is 10)"));
+        problems.add(
+            KEY,
+            format!("`{seconds}` is out of range: write 1 to {MAX_REFRESH_TIMEOUT_SECONDS} (the default is 10)"),
+        );
     } else if seconds >= request_timeout_seconds {
         problems.add(
             KEY,
