@@ -349,6 +349,7 @@ impl Application {
         };
         housekeeping.abort();
         keep_alive.abort();
+        self.state.vault.shutdown().await;
         self.state.audit.flush().await;
         store.close().await;
         result

@@ -167,8 +167,9 @@ pub(crate) struct VaultSettings {
     /// How often the keep-alive task looks for stale identities, and how many it takes a time.
     pub(crate) keepalive_interval_seconds: u64,
     pub(crate) keepalive_batch_size: i64,
-    /// How long a reader waits for a refresh that another process is running.
-    pub(crate) refresh_wait_seconds: u64,
+    /// One deadline per refresh, shared by its attempts and by every reader waiting on it
+    /// (here or on another replica): a read answers within it whatever the upstream does.
+    pub(crate) refresh_timeout_seconds: u64,
     /// Memory for identities' sealed tokens kept between reads (Postgres only); 0 turns it off.
     pub(crate) cache_megabytes: u64,
 }

@@ -98,6 +98,8 @@ pub(super) struct RawVault {
     pub(super) keepalive_after_seconds: Option<i64>,
     pub(super) keepalive_interval_seconds: Option<u64>,
     pub(super) keepalive_batch_size: Option<i64>,
+    pub(super) refresh_timeout_seconds: Option<u64>,
+    /// Replaced by `refresh_timeout_seconds`; read only to say so.
     pub(super) refresh_wait_seconds: Option<u64>,
     pub(super) cache_megabytes: Option<u64>,
 }

@@ -131,6 +131,34 @@ const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
         "at least 1",
     ),
     (
+        "a refresh timeout of 0 answers every read that needs a refresh with 503",
+        "[vault]",
+        "[vault]\nrefresh_timeout_seconds = 0",
+        "vault.refresh_timeout_seconds",
+        "write 1 to 60",
+    ),
+    (
+        "a refresh timeout longer than any caller waits",
+        "[vault]",
+        "[vault]\nrefresh_timeout_seconds = 61",
+        "vault.refresh_timeout_seconds",
+        "write 1 to 60",
+    ),
+    (
+        "a refresh timeout the request timeout cuts off with 408",
+        "[vault]",
+        "[vault]\nrefresh_timeout_seconds = 30",
+        "vault.refresh_timeout_seconds",
+        "below `http.request_timeout_seconds` (30)",
+    ),
+    (
+        "the replaced wait key, so a deployment does not believe it still applies",
+        "[vault]",
+        "[vault]\nrefresh_wait_seconds = 20",
+        "vault.refresh_wait_seconds",
+        "vault.refresh_timeout_seconds",
+    ),
+    (
         "an audit retention of 0 days deletes every audit event",
         "[vault]",
         "[audit]\nretention_days = 0\n[vault]",
@@ -184,6 +212,8 @@ fn the_bounds_themselves_are_accepted() {
     let cases = [
         ("the smallest body limit", HOSTNAME, "hostname = \"https://auth.example.com\"\nmax_body_bytes = 8192"),
         ("a one-second timeout", HOSTNAME, "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 1"),
+        ("a one-second refresh timeout", "[vault]", "[vault]\nrefresh_timeout_seconds = 1"),
+        ("a refresh timeout just below the request timeout", "[vault]", "[vault]\nrefresh_timeout_seconds = 29"),
         ("one day of audit events", "[vault]", "[audit]\nretention_days = 1\n[vault]"),
         ("a century of audit events", "[vault]", "[audit]\nretention_days = 36500\n[vault]"),
     ];
@@ -192,6 +222,19 @@ fn the_bounds_themselves_are_accepted() {
             panic!("{why} must load: {err}");
         }
     }
+}
+
+#[test]
+fn the_refresh_timeout_defaults_to_ten_seconds_and_never_outlasts_the_request_timeout() {
+    let settings = production(&minimal(PROVIDER), &[]).expect("valid");
+    assert_eq!(settings.vault.refresh_timeout_seconds, 10, "the contract's default");
+    let short = with_edit(HOSTNAME, "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 5");
+    let settings = production(&short, &[]).expect("valid");
+    assert_eq!(settings.vault.refresh_timeout_seconds, 4, "the default ends before a 5-second request timeout");
+    let tiny = with_edit(HOSTNAME, "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 1");
+    assert_eq!(production(&tiny, &[]).expect("valid").vault.refresh_timeout_seconds, 1, "never below one second");
+    let set = with_edit("[vault]", "[vault]\nrefresh_timeout_seconds = 3");
+    assert_eq!(production(&set, &[]).expect("valid").vault.refresh_timeout_seconds, 3);
 }
 
 #[test]

@@ -142,7 +142,7 @@ impl AppError {
             VaultError::UserDisabled { .. } => (StatusCode::FORBIDDEN, ErrorCode::AccessDenied),
             VaultError::ReauthRequired { .. } => (StatusCode::CONFLICT, ErrorCode::ReauthRequired),
             VaultError::Misconfigured { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamMisconfigured),
-            VaultError::Unavailable { retry_after } => {
+            VaultError::Unavailable { retry_after, .. } => {
                 return AppError::Api {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     error: ErrorCode::TemporarilyUnavailable,

@@ -207,6 +207,49 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Extends a lease `owner` holds to `until`; false when it holds it no longer (released,
+    /// finished, or lapsed and taken by another process).
+    pub async fn renew_refresh_lease(
+        &self,
+        user_id: &str,
+        alias: &str,
+        owner: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE vault_tokens SET lease_until = $4 WHERE user_id = $1 AND alias = $2 AND lease_owner = $3",
+        )
+        .bind(user_id)
+        .bind(alias)
+        .bind(owner)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives back every lease `owner` still holds, at shutdown; returns how many there were.
+    pub async fn release_refresh_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("UPDATE vault_tokens SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Who holds the refresh lease of a row, and until when; `None` when nobody does.
+    #[cfg(feature = "testing")]
+    pub async fn find_refresh_lease(&self, user_id: &str, alias: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let row: Option<(Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT lease_owner, lease_until FROM vault_tokens WHERE user_id = $1 AND alias = $2")
+                .bind(user_id)
+                .bind(alias)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(owner, until)| owner.zip(until)))
+    }
+
     /// Gives a lease back without changing the tokens.
     pub async fn release_refresh_lease(&self, user_id: &str, alias: &str, owner: &str) -> Result<(), StoreError> {
         sqlx::query(

@@ -23,6 +23,10 @@ use entra::{EntraErrorBody, ErrorClass, IdTokenCheck, IdTokenError, ProviderMeta
 /// application's clock. An age below zero (the wall clock went back) counts as expired.
 const METADATA_TTL_SECONDS: i64 = 3600;
 const JWKS_REFETCH_MIN_INTERVAL_SECONDS: i64 = 10;
+/// The longest one upstream request may take, connection included. A refresh lets an attempt
+/// begun before its deadline run this long, so that a late answer (and the refresh token it
+/// rotates) is still stored.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -128,7 +132,7 @@ impl Upstream {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
+            .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("identity-broker/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let providers = providers

@@ -1,10 +1,19 @@
 //! The refresh coordinator: serves an identity's upstream access token, refreshing it first
 //! when it is about to expire — once per identity however many readers ask, within a process
-//! (one shared in-flight refresh) and across replicas (a lease held in the token's row).
+//! (one shared in-flight refresh) and across replicas (a lease held in the token's row) — and
+//! answers every read within one deadline per refresh, whatever the upstream does.
 //!
-//! The lease is a pair of columns rather than a row lock or an advisory lock, so that no
-//! database connection is held while the upstream call is in flight, and so that a process
-//! that dies mid-refresh frees the identity when its lease runs out.
+//! The lease is a pair of columns rather than a row lock or a Postgres advisory lock, so that
+//! no database connection is held while the upstream call is in flight (a storm of expiring
+//! identities would otherwise take the whole pool) and so that SQLite works alike. It is short
+//! and renewed while its refresh runs: a process that dies, or stops without giving it back,
+//! frees the identity within `LEASE_SECONDS`; shutdown gives back what it holds.
+//!
+//! Each refresh runs in a task of its own with a deadline (`vault.refresh_timeout_seconds`):
+//! attempts start only before it, and readers stop waiting at it, taking the stored token
+//! while it is valid, else a 503. An attempt begun before the deadline may finish after it,
+//! within the upstream client's own limit, and its answer is stored: Entra rotates the
+//! refresh token on every use, so an answer thrown away would waste the newest one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +22,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use secrecy::SecretString;
 use serde_json::json;
+use tokio::sync::{oneshot, watch};
 
 use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
 use crate::audit::AuditLog;
@@ -21,14 +31,24 @@ use crate::config::VaultSettings;
 use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
 use crate::telemetry::{Chain, Metrics};
 use crate::upstream::entra::ErrorClass;
-use crate::upstream::{Provider, TokenResponse, Upstream, UpstreamError};
+use crate::upstream::{self, Provider, TokenResponse, Upstream, UpstreamError};
 
-/// Pauses between attempts when the upstream fails transiently; three attempts in all.
+/// Pauses between attempts when the upstream fails transiently; three attempts at most, all
+/// begun before the refresh's deadline.
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1000)];
-/// How long a refresh may hold an identity: longer than all attempts with their timeouts.
-const LEASE_SECONDS: i64 = 60;
-/// What `Retry-After` suggests when the upstream is unavailable.
-const RETRY_AFTER_SECONDS: u64 = 10;
+/// How long a lease lasts unless renewed: the longest a dead process keeps an identity from
+/// being refreshed (plus the second the column's resolution adds).
+const LEASE_SECONDS: i64 = 5;
+/// How often a running refresh renews its lease: several renewals fit in one lease, so that
+/// one slow round trip to the database does not let it lapse.
+const LEASE_RENEWAL: Duration = Duration::from_secs(1);
+/// How long shutdown waits for the refreshes it cancels to give their leases back.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a read got no fresh token in time.
+const PROVIDER_UNAVAILABLE: &str = "the provider is unavailable";
+const OUT_OF_TIME: &str = "the token could not be refreshed within `vault.refresh_timeout_seconds`";
+const SHUTTING_DOWN: &str = "the broker is shutting down";
 
 /// Why a token read or refresh did not produce a token. The `Display` texts of the first two
 /// are Keycloak's, which OpenHands matches.
@@ -46,8 +66,10 @@ pub(crate) enum VaultError {
     /// The upstream refused the broker's own configuration; an operator must fix `config_key`.
     #[error("the provider refused the broker's configuration ({cause}); check `{config_key}`")]
     Misconfigured { cause: String, config_key: String },
-    #[error("the provider is unavailable; try again in {retry_after} seconds")]
-    Unavailable { retry_after: u64 },
+    /// No fresh token in time: the upstream failed transiently, or did not answer before the
+    /// refresh's deadline.
+    #[error("{cause}; try again in {retry_after} seconds")]
+    Unavailable { cause: &'static str, retry_after: u64 },
     /// A failure of ours; `context` says what was being done.
     #[error("{context}")]
     Internal {
@@ -107,11 +129,11 @@ pub struct KeepAliveReport {
     pub failed: usize,
 }
 
-/// When tokens count as stale and how long readers wait for another process's refresh.
+/// When tokens count as stale, and how long a refresh and its readers may take.
 #[derive(Debug, Clone)]
 pub(crate) struct RefreshPolicy {
     pub(crate) refresh_before_expiry: i64,
-    pub(crate) wait: Duration,
+    pub(crate) timeout: Duration,
     pub(crate) keepalive_after: i64,
     pub(crate) keepalive_interval: Duration,
     pub(crate) keepalive_batch: i64,
@@ -121,7 +143,7 @@ impl RefreshPolicy {
     pub(crate) fn from_settings(settings: &VaultSettings) -> Self {
         RefreshPolicy {
             refresh_before_expiry: settings.refresh_before_expiry_seconds,
-            wait: Duration::from_secs(settings.refresh_wait_seconds),
+            timeout: Duration::from_secs(settings.refresh_timeout_seconds),
             keepalive_after: settings.keepalive_after_seconds,
             keepalive_interval: Duration::from_secs(settings.keepalive_interval_seconds),
             keepalive_batch: settings.keepalive_batch_size,
@@ -138,7 +160,18 @@ enum Stored {
     /// Expires within the reader's threshold: refresh first.
     Stale(VaultRow),
 }
-type Flight = Shared<BoxFuture<'static, Result<Arc<UpstreamTokens>, VaultError>>>;
+/// A refresh in flight in this process: its readers wait for its outcome until its deadline.
+#[derive(Clone)]
+struct Flight {
+    deadline: tokio::time::Instant,
+    outcome: Shared<BoxFuture<'static, Result<Arc<UpstreamTokens>, VaultError>>>,
+}
+
+/// A refresh lease this process holds, renewed in the background until dropped. Dropping it
+/// does not give the lease back (that needs the database); it only lets the lease lapse.
+struct HeldLease {
+    _renewing: oneshot::Sender<()>,
+}
 
 /// The vault as services see it: read, refresh, keep alive, unlink. Cheap to clone.
 #[derive(Clone)]
@@ -163,6 +196,8 @@ struct Inner {
     /// This process's name on the leases it takes.
     owner: String,
     flights: Mutex<HashMap<IdentityKey, Flight>>,
+    /// True once shutdown began: refreshes stop and give their leases back.
+    closing: watch::Sender<bool>,
 }
 
 impl TokenVault {
@@ -177,7 +212,27 @@ impl TokenVault {
     ) -> Self {
         let owner = uuid::Uuid::new_v4().to_string();
         let flights = Mutex::new(HashMap::new());
-        TokenVault { inner: Arc::new(Inner { store, audit, cipher, upstream, metrics, clock, policy, owner, flights }) }
+        let (closing, _) = watch::channel(false);
+        let inner = Inner { store, audit, cipher, upstream, metrics, clock, policy, owner, flights, closing };
+        TokenVault { inner: Arc::new(inner) }
+    }
+
+    /// Stops the refreshes in flight and gives back every lease this process holds, so that
+    /// other replicas refresh those identities at once rather than when the leases lapse.
+    pub(crate) async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.closing.send_replace(true);
+        let grace_ends = Instant::now() + SHUTDOWN_GRACE;
+        while inner.refreshes_in_flight() > 0 && Instant::now() < grace_ends {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match inner.store.release_refresh_leases_of(&inner.owner).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "refresh leases given back at shutdown"),
+            Err(err) => {
+                tracing::warn!(error = %Chain(&err), "could not give refresh leases back; they lapse within seconds");
+            }
+        }
     }
 
     /// True when `alias` names a configured provider.
@@ -231,9 +286,18 @@ impl TokenVault {
                 let batch =
                     inner.store.claim_stale_leases(&alias, cutoff, lease, now, inner.policy.keepalive_batch).await?;
                 let claimed = batch.len();
+                // Every lease of the batch is renewed until its turn comes and its refresh ends.
+                let held: Vec<(VaultRow, HeldLease)> = batch
+                    .into_iter()
+                    .map(|row| {
+                        let lease = inner.hold(&row.user_id, &row.alias);
+                        (row, lease)
+                    })
+                    .collect();
                 let mut failed = 0;
-                for row in batch {
-                    match inner.refresh_leased(row, "keepalive", now).await {
+                for (row, lease) in held {
+                    let deadline = Instant::now() + inner.policy.timeout;
+                    match inner.refresh_leased(row, lease, "keepalive", now, deadline).await {
                         Ok(_) => report.refreshed += 1,
                         Err(_) => failed += 1,
                     }
@@ -291,8 +355,9 @@ impl Inner {
         }
     }
 
-    /// Joins the refresh of this identity already in flight in this process, or starts one.
-    /// The refresh runs in its own task, so a reader that gives up does not cancel it.
+    /// Joins the refresh of this identity already in flight in this process, or starts one,
+    /// and waits for it until its deadline. The refresh runs in its own task, so it goes on
+    /// (and stores a late answer) after its readers have stopped waiting.
     async fn shared_refresh(
         self: &Arc<Self>,
         user_id: &str,
@@ -302,38 +367,79 @@ impl Inner {
         let key = (user_id.to_owned(), alias.to_owned());
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            flights
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    let inner = self.clone();
-                    let task = tokio::spawn(async move {
-                        let result = inner.refresh_identity(&key.0, &key.1, threshold).await;
-                        inner.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
-                        result
-                    });
-                    async move {
-                        task.await
-                            .unwrap_or_else(|err| Err(VaultError::internal("the refresh task failed", err)))
-                    }
-                    .boxed()
-                    .shared()
-                })
-                .clone()
+            flights.entry(key.clone()).or_insert_with(|| self.start_refresh(key, threshold)).clone()
         };
-        flight.await
+        match tokio::time::timeout_at(flight.deadline, flight.outcome).await {
+            Ok(result) => result,
+            Err(_) => Err(self.unavailable(OUT_OF_TIME)),
+        }
+    }
+
+    fn start_refresh(self: &Arc<Self>, key: IdentityKey, threshold: i64) -> Flight {
+        let deadline = Instant::now() + self.policy.timeout;
+        let inner = self.clone();
+        let task = tokio::spawn(async move {
+            let result = inner.refresh_identity(&key.0, &key.1, threshold, deadline).await;
+            inner.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+            result
+        });
+        let outcome = async move {
+            task.await.unwrap_or_else(|err| Err(VaultError::internal("the refresh task failed", err)))
+        }
+        .boxed()
+        .shared();
+        Flight { deadline: deadline.into(), outcome }
+    }
+
+    fn refreshes_in_flight(&self) -> usize {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    fn closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    fn unavailable(&self, cause: &'static str) -> VaultError {
+        VaultError::Unavailable { cause, retry_after: self.policy.timeout.as_secs().max(1) }
+    }
+
+    /// Renews the lease of an identity in the background until the returned value is dropped.
+    fn hold(&self, user_id: &str, alias: &str) -> HeldLease {
+        let (renewing, mut stopped) = oneshot::channel::<()>();
+        let (store, clock, owner) = (self.store.clone(), self.clock.clone(), self.owner.clone());
+        let (user_id, alias) = (user_id.to_owned(), alias.to_owned());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep(LEASE_RENEWAL) => {}
+                }
+                match store.renew_refresh_lease(&user_id, &alias, &owner, clock.now() + LEASE_SECONDS).await {
+                    Ok(true) => {}
+                    // Given back, or lapsed and taken: the holder's write will not match either.
+                    Ok(false) => return,
+                    Err(err) => tracing::warn!(error = %Chain(&err), alias = %alias, "could not renew a refresh lease"),
+                }
+            }
+        });
+        HeldLease { _renewing: renewing }
     }
 
     /// Takes the identity's lease and refreshes it, or waits (polling, no connection held) for
-    /// the process that holds the lease, and uses its result.
+    /// the process that holds the lease and uses its result — until `deadline`. A lease whose
+    /// holder died lapses within `LEASE_SECONDS`, and is then taken here.
     async fn refresh_identity(
         &self,
         user_id: &str,
         alias: &str,
         threshold: i64,
+        deadline: Instant,
     ) -> Result<Arc<UpstreamTokens>, VaultError> {
-        let deadline = Instant::now() + self.policy.wait;
         let mut pause = Duration::from_millis(20);
         loop {
+            if self.closing() {
+                return Err(self.unavailable(SHUTTING_DOWN));
+            }
             let now = self.clock.now();
             let lease = Lease { owner: &self.owner, until: now + LEASE_SECONDS };
             if let Some(row) = self.store.claim_refresh_lease(user_id, alias, lease, now).await? {
@@ -342,12 +448,14 @@ impl Inner {
                     self.store.release_refresh_lease(user_id, alias, &self.owner).await?;
                     return Ok(Arc::new(self.open(&row)?));
                 }
-                return self.refresh_leased(row, "read", now).await.map(Arc::new);
+                let held = self.hold(user_id, alias);
+                return self.refresh_leased(row, held, "read", now, deadline).await.map(Arc::new);
             }
-            if Instant::now() >= deadline {
-                return Err(VaultError::Unavailable { retry_after: RETRY_AFTER_SECONDS });
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.unavailable(OUT_OF_TIME));
             }
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(pause.min(left)).await;
             pause = (pause * 2).min(Duration::from_millis(250));
             if let Stored::Fresh(tokens) = self.stored(user_id, alias, threshold).await? {
                 return Ok(Arc::new(tokens));
@@ -388,15 +496,21 @@ impl Inner {
     async fn refresh_leased(
         &self,
         row: VaultRow,
+        held: HeldLease,
         trigger: &'static str,
         now: i64,
+        deadline: Instant,
     ) -> Result<UpstreamTokens, VaultError> {
         let started = Instant::now();
-        let result = self.refresh_upstream(&row, now).await;
+        let result = self.refresh_upstream(&row, now, deadline).await;
         if result.is_err()
             && let Err(err) = self.store.release_refresh_lease(&row.user_id, &row.alias, &self.owner).await
         {
             tracing::warn!(error = %Chain(&err), alias = %row.alias, "could not release a refresh lease; it expires on its own");
+        }
+        drop(held);
+        if result.is_ok() && Instant::now() > deadline {
+            tracing::info!(alias = %row.alias, "the provider answered a refresh after its readers' deadline; the new tokens are stored");
         }
         let outcome = match &result {
             Ok(_) => "refreshed",
@@ -409,7 +523,9 @@ impl Inner {
         result
     }
 
-    async fn refresh_upstream(&self, row: &VaultRow, now: i64) -> Result<UpstreamTokens, VaultError> {
+    /// Asks the upstream, with retries begun before `deadline`; the last attempt may run past
+    /// it by the upstream client's own limit. Shutdown abandons the call.
+    async fn refresh_upstream(&self, row: &VaultRow, now: i64, deadline: Instant) -> Result<UpstreamTokens, VaultError> {
         let provider = self.upstream.provider(&row.alias).ok_or_else(|| VaultError::Misconfigured {
             cause: "the provider is no longer configured".to_owned(),
             config_key: format!("providers.{}", row.alias),
@@ -419,7 +535,17 @@ impl Inner {
             cause: "no refresh token is stored; Entra returns one only when `offline_access` is requested".to_owned(),
             config_key: format!("providers.{}.scopes", row.alias),
         })?;
-        match self.call_with_retries(provider, &refresh_token).await {
+        let call = self.call_with_retries(provider, &refresh_token, deadline);
+        let mut closing = self.closing.subscribe();
+        let answer = tokio::select! {
+            answer = tokio::time::timeout_at((deadline + upstream::REQUEST_TIMEOUT).into(), call) => answer,
+            _ = closing.wait_for(|closing| *closing) => return Err(self.unavailable(SHUTTING_DOWN)),
+        };
+        let Ok(answer) = answer else {
+            tracing::warn!(alias = %row.alias, "the provider did not answer a refresh in time; refresh postponed");
+            return Err(self.unavailable(OUT_OF_TIME));
+        };
+        match answer {
             Ok(response) => {
                 let fresh = refreshed_tokens(stored, response, now);
                 let sealed = seal_tokens(&self.cipher, &row.user_id, &row.alias, &fresh, now);
@@ -436,6 +562,7 @@ impl Inner {
         &self,
         provider: &Provider,
         refresh_token: &SecretString,
+        deadline: Instant,
     ) -> Result<TokenResponse, UpstreamError> {
         let mut attempt = 0;
         loop {
@@ -444,7 +571,11 @@ impl Inner {
                 Err(err) => Err(err),
             };
             match result {
-                Err(err) if err.is_transient() && attempt < RETRY_DELAYS.len() => {
+                Err(err)
+                    if err.is_transient()
+                        && attempt < RETRY_DELAYS.len()
+                        && Instant::now() + RETRY_DELAYS[attempt] < deadline =>
+                {
                     tracing::info!(alias = %provider.settings.alias, attempt, error = %Chain(&err), "refresh failed transiently; retrying");
                     tokio::time::sleep(RETRY_DELAYS[attempt]).await;
                     attempt += 1;
@@ -460,7 +591,7 @@ impl Inner {
         let alias = &provider.settings.alias;
         if err.is_transient() {
             tracing::warn!(alias = %alias, error = %Chain(&err), "the provider is unavailable; refresh postponed");
-            return VaultError::Unavailable { retry_after: RETRY_AFTER_SECONDS };
+            return self.unavailable(PROVIDER_UNAVAILABLE);
         }
         let reauth_cause = match &err {
             UpstreamError::Refused { class: ErrorClass::Reauthenticate { cause }, .. } => Some(*cause),

@@ -45,6 +45,8 @@ pub struct ProviderSetup {
     pub second_provider: bool,
     /// `vault.keepalive_batch_size`.
     pub keepalive_batch_size: i64,
+    /// `vault.refresh_timeout_seconds`, when not the default.
+    pub refresh_timeout_seconds: Option<u64>,
 }
 
 impl Default for ProviderSetup {
@@ -55,6 +57,7 @@ impl Default for ProviderSetup {
             client_auth_method: "client_secret_post",
             second_provider: false,
             keepalive_batch_size: 5,
+            refresh_timeout_seconds: None,
         }
     }
 }
@@ -104,6 +107,7 @@ management_bind = "127.0.0.1:0"
 [vault]
 encryption_keys = ["{VAULT_KEY}"]
 keepalive_batch_size = {batch}
+{refresh_timeout}
 
 [[clients]]
 client_id = "{CLIENT_ID}"
@@ -144,6 +148,8 @@ client_auth_method = "{method}"
         allowed = allowed.join(", "),
         method = setup.client_auth_method,
         batch = setup.keepalive_batch_size,
+        refresh_timeout =
+            setup.refresh_timeout_seconds.map(|s| format!("refresh_timeout_seconds = {s}")).unwrap_or_default(),
     );
     text + &second
 }

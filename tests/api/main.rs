@@ -17,6 +17,7 @@ mod openapi;
 mod operations;
 mod python;
 mod python_keycloak;
+mod refresh_faults;
 mod replicas;
 mod session;
 mod sign_in;

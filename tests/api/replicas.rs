@@ -10,12 +10,12 @@ use crate::support::database::ADMIN_URL;
 use crate::support::process::{BrokerProcess, Ports, Stderr};
 
 /// The public hostname of processes whose own tokens do not matter.
-const HOSTNAME: &str = "http://broker.test";
+pub(crate) const HOSTNAME: &str = "http://broker.test";
 
 /// Starts the built binary with `config` (whose listeners bind port 0) on free ports, the
 /// shared database and the public `hostname` (the issuer of its tokens), and waits until it is
 /// ready.
-async fn start_process(config: &str, database_url: &str, hostname: &str) -> BrokerProcess {
+pub(crate) async fn start_process(config: &str, database_url: &str, hostname: &str) -> BrokerProcess {
     let ports = Ports::free();
     let config = config
         .replace("internal_bind = \"127.0.0.1:0\"", &format!("internal_bind = \"127.0.0.1:{}\"", ports.internal))

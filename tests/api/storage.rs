@@ -233,6 +233,35 @@ both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| asyn
     assert!(stale.iter().all(|r| r.user_id != "u2"), "needs a sign-in, not a refresh");
 });
 
+both_backends!(refresh_leases_are_renewed_by_their_holder_alone_and_given_back_at_shutdown, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let cipher = cipher();
+    for (user, subject) in [("u1", "sub-1"), ("u2", "sub-2")] {
+        let row = seal_tokens(&cipher, user, "azure_devops", &tokens("t"), 100);
+        store.save_sign_in(&profile(user, subject), Some(&row), 100).await.expect("user");
+    }
+    let a = Lease { owner: "replica-a", until: 105 };
+    let b = Lease { owner: "replica-b", until: 105 };
+    assert!(store.claim_refresh_lease("u1", "azure_devops", a, 100).await.expect("claim").is_some());
+    assert!(store.claim_refresh_lease("u2", "azure_devops", b, 100).await.expect("claim").is_some());
+
+    assert!(store.renew_refresh_lease("u1", "azure_devops", "replica-a", 110).await.expect("renew"), "the holder");
+    assert!(!store.renew_refresh_lease("u1", "azure_devops", "replica-b", 999).await.expect("renew"), "not the holder");
+    assert_eq!(store.find_refresh_lease("u1", "azure_devops").await.expect("lease"), Some(("replica-a".into(), 110)));
+    let too_early = store.claim_refresh_lease("u1", "azure_devops", b, 108).await.expect("claim");
+    assert!(too_early.is_none(), "a renewed lease is not taken where the first one would have lapsed");
+
+    assert_eq!(store.release_refresh_leases_of("replica-a").await.expect("release"), 1, "only a's lease");
+    assert_eq!(store.find_refresh_lease("u1", "azure_devops").await.expect("lease"), None, "given back");
+    assert_eq!(store.find_refresh_lease("u2", "azure_devops").await.expect("lease"), Some(("replica-b".into(), 105)));
+    assert!(
+        !store.renew_refresh_lease("u1", "azure_devops", "replica-a", 120).await.expect("renew"),
+        "nothing to renew"
+    );
+    assert!(store.claim_refresh_lease("u1", "azure_devops", b, 108).await.expect("claim").is_some(), "free at once");
+});
+
 both_backends!(audit_events_older_than_the_retention_go, |backend| async move {
     let db = TestDb::new(backend).await;
     let store = store(&db).await;

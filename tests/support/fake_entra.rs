@@ -178,6 +178,7 @@ impl FakeEntra {
             authority,
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
+            holding: tokio::sync::watch::channel(false).0,
             state: Mutex::new(MutableState {
                 user: FakeUser::alice(),
                 deny_next_authorization: false,
@@ -249,6 +250,17 @@ impl FakeEntra {
         self.shared.lock().unknown_tenants.insert(tenant.to_owned());
     }
 
+    /// From now on the token endpoint takes requests in and answers none of them, as a hanging
+    /// Entra does, until [`FakeEntra::release_token_requests`]; each is counted on arrival.
+    pub fn hold_token_requests(&self) {
+        self.shared.holding.send_replace(true);
+    }
+
+    /// Answers every held token request as usual (a late answer), and holds no more.
+    pub fn release_token_requests(&self) {
+        self.shared.holding.send_replace(false);
+    }
+
     /// Every token response waits this long first, to test timeouts and concurrency.
     pub fn set_token_delay(&self, delay: Duration) {
         self.shared.lock().token_delay = delay;
@@ -314,6 +326,8 @@ struct Shared {
     authority: String,
     client_id: String,
     client_secret: String,
+    /// True while token requests are held unanswered.
+    holding: tokio::sync::watch::Sender<bool>,
     state: Mutex<MutableState>,
 }
 
@@ -671,6 +685,7 @@ async fn token(
         };
         (st.token_delay, failure)
     };
+    let _ = shared.holding.subscribe().wait_for(|holding| !*holding).await;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

@@ -140,7 +140,6 @@ impl BrokerProcess {
         process
     }
 
-    #[allow(dead_code, reason = "the benchmarks' alone")]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -150,6 +149,36 @@ impl BrokerProcess {
     pub fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         self.child.wait().expect("the broker process ends")
+    }
+}
+
+impl BrokerProcess {
+    /// SIGKILL, as the OOM killer or a lost node ends a process: nothing of its shutdown runs.
+    #[allow(dead_code, reason = "the tests' alone")]
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
+    /// Sends SIGTERM and waits, without blocking the caller's runtime (which may serve what the
+    /// process is talking to), for at most `limit`; `None` when it is still running then.
+    #[allow(dead_code, reason = "the tests' alone")]
+    pub async fn terminate_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("the broker process can be waited for") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// What the process wrote to its log file so far (with [`Stderr::LogFile`]).
+    #[allow(dead_code, reason = "the tests' alone")]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._config.dir().join("broker.log")).unwrap_or_default()
     }
 }
 

@@ -157,6 +157,7 @@ allowed_tenants = {{ .allowedTenants | default list | toJson }}
 
 [vault]
 refresh_before_expiry_seconds = {{ .Values.vault.refreshBeforeExpirySeconds | int64 }}
+refresh_timeout_seconds = {{ .Values.vault.refreshTimeoutSeconds | int64 }}
 cache_megabytes = {{ .Values.vault.cacheMegabytes | int64 }}
 
 [audit]

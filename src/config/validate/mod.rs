@@ -42,7 +42,7 @@ pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigE
     let providers = providers::validate_providers(&mut problems, dev, raw.providers);
     let service_accounts = validate_service_accounts(&mut problems, raw.service_accounts, &providers);
     check_client_ids_are_unique(&mut problems, &clients, &service_accounts);
-    let vault = validate_vault(&mut problems, dev, raw.vault);
+    let vault = validate_vault(&mut problems, dev, raw.vault, http.request_timeout_seconds);
     let log_format = validate_log_format(&mut problems, dev, raw.log.format.as_deref());
     let audit_retention_days = validate_audit_retention_days(&mut problems, raw.audit.retention_days);
     let development_provider = validate_development_provider(&mut problems, dev, raw.development.provider);
@@ -303,7 +303,7 @@ fn check_client_ids_are_unique(
     }
 }
 
-fn validate_vault(problems: &mut Problems, dev: bool, raw: RawVault) -> VaultSettings {
+fn validate_vault(problems: &mut Problems, dev: bool, raw: RawVault, request_timeout_seconds: u64) -> VaultSettings {
     let mut keys: Vec<VaultKey> = Vec::new();
     for (index, entry) in raw.encryption_keys.iter().enumerate() {
         let key_name = format!("vault.encryption_keys[{index}]");
@@ -327,9 +327,56 @@ fn validate_vault(problems: &mut Problems, dev: bool, raw: RawVault) -> VaultSet
         keepalive_after_seconds: raw.keepalive_after_seconds.unwrap_or(14 * 24 * 3600).max(3600),
         keepalive_interval_seconds: raw.keepalive_interval_seconds.unwrap_or(300).max(1),
         keepalive_batch_size: raw.keepalive_batch_size.unwrap_or(5).clamp(1, 1000),
-        refresh_wait_seconds: raw.refresh_wait_seconds.unwrap_or(20).clamp(1, 120),
+        refresh_timeout_seconds: validate_refresh_timeout_seconds(
+            problems,
+            raw.refresh_timeout_seconds,
+            raw.refresh_wait_seconds,
+            request_timeout_seconds,
+        ),
         cache_megabytes: raw.cache_megabytes.unwrap_or(32).min(64 * 1024),
     }
+}
+
+/// The longest a read may wait for a refresh: a minute is already far beyond what a caller
+/// holding a request open will wait.
+const MAX_REFRESH_TIMEOUT_SECONDS: u64 = 60;
+const DEFAULT_REFRESH_TIMEOUT_SECONDS: u64 = 10;
+
+/// The refresh deadline must end before the request timeout does, or a read that waits for a
+/// refresh gets a bare 408 instead of the stored token or a 503 with `Retry-After`.
+fn validate_refresh_timeout_seconds(
+    problems: &mut Problems,
+    value: Option<u64>,
+    replaced_wait: Option<u64>,
+    request_timeout_seconds: u64,
+) -> u64 {
+    const KEY: &str = "vault.refresh_timeout_seconds";
+    if replaced_wait.is_some() {
+        problems.add(
+            "vault.refresh_wait_seconds",
+            "replaced by `vault.refresh_timeout_seconds` (default 10), one deadline for the whole refresh and every \
+             read waiting on it, here or on another replica: rename the key",
+        );
+    }
+    let Some(seconds) = value else {
+        // A request timeout below the default shortens the default rather than failing it.
+        return DEFAULT_REFRESH_TIMEOUT_SECONDS.min(request_timeout_seconds.saturating_sub(1)).max(1);
+    };
+    if !(1..=MAX_REFRESH_TIMEOUT_SECONDS).contains(&seconds) {
+        problems.add(
+            KEY,
+            format!("`{seconds}` is out of range: write 1 to {MAX_REFRESH_TIMEOUT_SECONDS} (the default is 10)"),
+        );
+    } else if seconds >= request_timeout_seconds {
+        problems.add(
+            KEY,
+            format!(
+                "`{seconds}` must be below `http.request_timeout_seconds` ({request_timeout_seconds}), or a read waiting \
+                 for a refresh is cut off with 408 instead of getting the stored token or 503 with Retry-After"
+            ),
+        );
+    }
+    seconds.clamp(1, MAX_REFRESH_TIMEOUT_SECONDS)
 }
 
 fn validate_log_format(problems: &mut Problems, dev: bool, format: Option<&str>) -> LogFormat {
