@@ -10,6 +10,7 @@ mod development;
 mod doctor;
 mod fuzz;
 mod headless;
+mod import;
 mod helpers;
 mod keys;
 mod lifecycle;
