@@ -72,7 +72,7 @@ pub type PlannedLinks = HashMap<(String, String), String>;
 
 /// What the import needs to know of the configuration.
 #[derive(Debug)]
-pub struct ImportTarget<'a> {
+pub(crate) struct ImportTarget<'a> {
     pub realm: &'a str,
     pub providers: &'a [ProviderSettings],
     pub now: i64,
@@ -140,7 +140,7 @@ fn user_problem(user: &UserRepresentation) -> Option<String> {
 
 /// Imports the users of `files` (already checked) into `store`; `None` stands for a database
 /// that has no schema yet, which a dry run plans against as empty.
-pub async fn import_users(
+pub(crate) async fn import_users(
     store: Option<&Store>,
     files: Vec<PathBuf>,
     total: u64,
@@ -305,18 +305,7 @@ async fn import_user(
         report.skipped.push(skip(format!("the service account of client `{client}`, not a person")));
         return Ok(());
     }
-    if let Some(email) = &want.user.email {
-        let claimed = claims.emails.get(&email.to_lowercase()).filter(|holder| **holder != id).cloned();
-        let holder = match (claimed, batch.as_deref_mut()) {
-            (Some(holder), _) => Some(holder),
-            (None, Some(batch)) => batch.email_holder(email, &id).await?,
-            (None, None) => None,
-        };
-        if let Some(holder) = holder {
-            report.skipped.push(skip(format!("its e-mail {email} belongs to user {holder}")));
-            return Ok(());
-        }
-    }
+    // The upstream account first: when one person signed in before the import, that says more.
     for link in &want.links {
         let key = (link.alias.clone(), link.subject.clone());
         let claimed = claims.subjects.get(&key).filter(|holder| **holder != id).cloned();
@@ -331,6 +320,18 @@ async fn import_user(
                  import?): unlink it there first (DELETE /internal/v1/users/{holder}/tokens/{}) and import again",
                 link.alias, link.subject, link.alias
             )));
+            return Ok(());
+        }
+    }
+    if let Some(email) = &want.user.email {
+        let claimed = claims.emails.get(&email.to_lowercase()).filter(|holder| **holder != id).cloned();
+        let holder = match (claimed, batch.as_deref_mut()) {
+            (Some(holder), _) => Some(holder),
+            (None, Some(batch)) => batch.email_holder(email, &id).await?,
+            (None, None) => None,
+        };
+        if let Some(holder) = holder {
+            report.skipped.push(skip(format!("its e-mail {email} belongs to user {holder}")));
             return Ok(());
         }
     }

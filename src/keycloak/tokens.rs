@@ -75,7 +75,7 @@ pub(crate) fn upstream_tokens(json: &SecretString) -> Result<UpstreamTokens, &'s
 
 /// Reads every stored token of `realm` from Keycloak's database and seals those of linked
 /// identities into the vault; `cipher` is `None` in a dry run, which writes nothing.
-pub async fn import_tokens(
+pub(crate) async fn import_tokens(
     store: Option<&Store>,
     keycloak: &KeycloakDatabase,
     realm: &str,

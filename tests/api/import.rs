@@ -261,7 +261,7 @@ async fn bad_input_fails_clearly_and_writes_nothing() {
         (fixture("bad/malformed.json"), "is not a Keycloak realm export", "malformed JSON"),
         (fixture("bad/later_file_malformed"), "allhands-users-1.json is not a Keycloak realm export", "a later file malformed"),
         (fixture("bad/master-realm.json"), "an export of realm `master`, but the broker serves realm `allhands`", "wrong realm"),
-        (fixture("bad"), "holds no `allhands-realm.json` (it holds the export of `master`)", "a directory of another realm"),
+        (fixture("bad"), "holds no `allhands-realm.json` (it holds the export of `master`", "a directory of another realm"),
         (fixture("bad/no-id-realm.json"), "user #1 has no `id`", "a user without id"),
     ];
     for (source, expected, case) in cases {
