@@ -224,7 +224,7 @@ pub async fn import_keycloak(
     let realm = settings.realm.name.as_str();
     let (files, total) = check_export(source, realm).await?;
     let keycloak = match tokens_from {
-        Some(url) => Some(KeycloakDatabase::connect(url).await.map_err(|err| TokensError::Source(err))?),
+        Some(url) => Some(KeycloakDatabase::connect(url).await.map_err(TokensError::Source)?),
         None => None,
     };
     let store = import_store(settings, dry_run).await?;
@@ -277,7 +277,8 @@ async fn import_store(settings: &Settings, dry_run: bool) -> Result<Option<Store
         store.close().await;
         return Ok(None);
     };
-    let missing = records.embedded.iter().filter(|m| !applied.iter().any(|a| a.version == m.version && a.success)).count();
+    let missing =
+        records.embedded.iter().filter(|m| !applied.iter().any(|a| a.version == m.version && a.success)).count();
     if missing > 0 {
         store.close().await;
         return Err(CommandError::DryRunNeedsMigrations(missing));
@@ -309,7 +310,12 @@ async fn import_cipher(settings: &Settings, store: &Store, now: i64) -> Result<C
 }
 
 /// One audit event for the whole import, with its counts.
-async fn audit_import(store: Option<&Store>, target: &ImportTarget<'_>, users: &UsersReport, tokens: Option<&TokensReport>) {
+async fn audit_import(
+    store: Option<&Store>,
+    target: &ImportTarget<'_>,
+    users: &UsersReport,
+    tokens: Option<&TokensReport>,
+) {
     let (Some(store), false) = (store, target.dry_run) else { return };
     let audit = crate::audit::AuditLog::start(store.clone());
     let detail = serde_json::json!({
@@ -333,10 +339,7 @@ async fn audit_import(store: Option<&Store>, target: &ImportTarget<'_>, users: &
 
 fn print_import_report(users: &UsersReport, tokens: Option<&TokensReport>, database: &str, dry_run: bool) {
     let (verb, prefix) = if dry_run { ("would be", "dry run: ") } else { ("", "") };
-    println!(
-        "{prefix}import keycloak: {} users in {} files into {database}",
-        users.users, users.files
-    );
+    println!("{prefix}import keycloak: {} users in {} files into {database}", users.users, users.files);
     let verb = |done: &str| if verb.is_empty() { done.to_owned() } else { format!("{verb} {done}") };
     println!(
         "  {} {}, {} {}, {} unchanged, {} skipped",
@@ -347,7 +350,9 @@ fn print_import_report(users: &UsersReport, tokens: Option<&TokensReport>, datab
         users.unchanged,
         users.skipped.len()
     );
-    let line = |kind: &str, skipped: &Skipped| println!("  {kind} {} ({}): {}", skipped.user_id, skipped.username, skipped.reason);
+    let line = |kind: &str, skipped: &Skipped| {
+        println!("  {kind} {} ({}): {}", skipped.user_id, skipped.username, skipped.reason)
+    };
     for skipped in &users.skipped {
         line("skipped user", skipped);
     }

@@ -144,8 +144,11 @@ both_backends!(both_layouts_import_the_same_users_and_an_export_imports_back_equ
     assert_eq!(users[1]["enabled"], false);
     assert_eq!(users[1]["attributes"]["teams"], json!(["red", "blue"]), "values keep their order");
     assert_eq!(users[1]["federatedIdentities"].as_array().map(Vec::len), Some(1), "github is not configured");
-    assert_eq!(users[2], json!({"id": CAROL, "username": "carol", "emailVerified": false, "enabled": true,
-                                "createdTimestamp": 1_710_000_000_000_i64}));
+    assert_eq!(
+        users[2],
+        json!({"id": CAROL, "username": "carol", "emailVerified": false, "enabled": true,
+                                "createdTimestamp": 1_710_000_000_000_i64})
+    );
 });
 
 both_backends!(a_second_import_changes_nothing_and_says_so, |backend| async move {
@@ -185,9 +188,13 @@ both_backends!(a_dry_run_writes_nothing_and_reports_what_it_would_do, |backend| 
     import(&config, &db.url, &fixture("same_file/allhands-realm.json"), &[]).await.ok("import");
     let (before, _) = export(&config, &db.url).await;
     let changed = scratch("allhands-realm.json");
-    let mut text: Value = serde_json::from_str(&std::fs::read_to_string(fixture("same_file/allhands-realm.json")).unwrap()).unwrap();
+    let mut text: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("same_file/allhands-realm.json")).unwrap()).unwrap();
     text["users"][2]["email"] = json!("carol@example.com");
-    text["users"].as_array_mut().unwrap().push(json!({"id": "5b0f4c6e-0c3e-4a43-9a55-da7e00000005", "username": "dave"}));
+    text["users"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "5b0f4c6e-0c3e-4a43-9a55-da7e00000005", "username": "dave"}));
     std::fs::write(&changed, text.to_string()).unwrap();
     let dry = import(&config, &db.url, &changed, &["--dry-run"]).await.ok("dry run of changes");
     assert!(dry.stdout.contains("1 would be created, 1 would be updated, 2 unchanged, 1 skipped"), "{}", dry.stdout);
@@ -206,8 +213,14 @@ both_backends!(skipped_users_are_reported_each_with_its_reason, |backend| async 
 
     assert!(ran.stdout.contains("3 created, 0 updated, 0 unchanged, 3 skipped"), "{}", ran.stdout);
     let expected = [
-        ("7c1d2e3f-0000-4000-8000-000000000011", "e-mail ERIN@example.com belongs to user 7c1d2e3f-0000-4000-8000-000000000010"),
-        ("7c1d2e3f-0000-4000-8000-000000000013", "azure_devops account frank-upstream-subject is already linked to user 7c1d2e3f-0000-4000-8000-000000000012"),
+        (
+            "7c1d2e3f-0000-4000-8000-000000000011",
+            "e-mail ERIN@example.com belongs to user 7c1d2e3f-0000-4000-8000-000000000010",
+        ),
+        (
+            "7c1d2e3f-0000-4000-8000-000000000013",
+            "azure_devops account frank-upstream-subject is already linked to user 7c1d2e3f-0000-4000-8000-000000000012",
+        ),
         ("7c1d2e3f-0000-4000-8000-000000000014", "the service account of client `ci`"),
     ];
     for (id, reason) in expected {
@@ -259,9 +272,21 @@ async fn bad_input_fails_clearly_and_writes_nothing() {
     let cases = [
         (fixture("nowhere.json"), "cannot read", "a missing file"),
         (fixture("bad/malformed.json"), "is not a Keycloak realm export", "malformed JSON"),
-        (fixture("bad/later_file_malformed"), "allhands-users-1.json is not a Keycloak realm export", "a later file malformed"),
-        (fixture("bad/master-realm.json"), "an export of realm `master`, but the broker serves realm `allhands`", "wrong realm"),
-        (fixture("bad"), "holds no `allhands-realm.json` (it holds the export of `master`", "a directory of another realm"),
+        (
+            fixture("bad/later_file_malformed"),
+            "allhands-users-1.json is not a Keycloak realm export",
+            "a later file malformed",
+        ),
+        (
+            fixture("bad/master-realm.json"),
+            "an export of realm `master`, but the broker serves realm `allhands`",
+            "wrong realm",
+        ),
+        (
+            fixture("bad"),
+            "holds no `allhands-realm.json` (it holds the export of `master`",
+            "a directory of another realm",
+        ),
         (fixture("bad/no-id-realm.json"), "user #1 has no `id`", "a user without id"),
     ];
     for (source, expected, case) in cases {
@@ -370,9 +395,24 @@ async fn tokens_from_keycloaks_database_are_sealed_served_and_never_stored_in_pl
     let alice_access = "alice-access-token-from-keycloak-0123456789";
     let bob_refresh = app.entra.issue_refresh_token(&FakeUser::bob());
     let rows = [
-        (ALICE, realm_id, FakeUser::alice().subject, keycloak_token(alice_access, Some("alice-refresh-token-kc-0123456789"), Some(now + 3000))),
-        (BOB, realm_id, FakeUser::bob().subject, keycloak_token("bob-expired-access-token-0123456789", Some(&bob_refresh), None)),
-        ("a0000000-0000-4000-8000-00000000ad00", "master", "admin-subject".to_owned(), keycloak_token("master-realm-token-0123456789", None, Some(now + 3000))),
+        (
+            ALICE,
+            realm_id,
+            FakeUser::alice().subject,
+            keycloak_token(alice_access, Some("alice-refresh-token-kc-0123456789"), Some(now + 3000)),
+        ),
+        (
+            BOB,
+            realm_id,
+            FakeUser::bob().subject,
+            keycloak_token("bob-expired-access-token-0123456789", Some(&bob_refresh), None),
+        ),
+        (
+            "a0000000-0000-4000-8000-00000000ad00",
+            "master",
+            "admin-subject".to_owned(),
+            keycloak_token("master-realm-token-0123456789", None, Some(now + 3000)),
+        ),
     ];
     for (user, realm, subject, token) in &rows {
         sqlx::query(
@@ -394,12 +434,17 @@ async fn tokens_from_keycloaks_database_are_sealed_served_and_never_stored_in_pl
     assert_eq!(before.status(), StatusCode::NOT_FOUND, "linked, no token stored yet (and now cached as such)");
 
     // Act
-    let ran = import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &["--tokens-from", &keycloak.url])
-        .await
-        .ok("import with tokens");
+    let ran =
+        import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &["--tokens-from", &keycloak.url])
+            .await
+            .ok("import with tokens");
 
     // Assert
-    assert!(ran.stdout.contains("tokens: 2 sealed into the vault, 0 already held by the broker, 0 skipped"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("tokens: 2 sealed into the vault, 0 already held by the broker, 0 skipped"),
+        "{}",
+        ran.stdout
+    );
     let alice = app.read_token(&service, ALICE, "azure_devops", "").await;
     assert_eq!(alice.status(), StatusCode::OK, "the cached absence was announced away");
     let alice: Value = alice.json().await.expect("json");
@@ -424,9 +469,10 @@ async fn tokens_from_keycloaks_database_are_sealed_served_and_never_stored_in_pl
         }
     }
 
-    let again = import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &["--tokens-from", &keycloak.url])
-        .await
-        .ok("second import with tokens");
+    let again =
+        import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &["--tokens-from", &keycloak.url])
+            .await
+            .ok("second import with tokens");
     assert!(again.stdout.contains("tokens: 0 sealed into the vault, 2 already held by the broker"), "{}", again.stdout);
     let bob_again: Value = app.read_token(&service, BOB, "azure_devops", "").await.json().await.expect("json");
     assert_eq!(bob_again["access_token"], bob["access_token"], "the refreshed token was not overwritten");
