@@ -380,8 +380,11 @@ async fn import_user(
     }
     let Some(batch) = batch else { return Ok(()) };
     if user_changed || attributes_changed {
-        let write =
-            UserWrite { user: &want.user, attributes: attributes_changed.then_some(want.attributes.as_slice()) };
+        let write = UserWrite {
+            user: &want.user,
+            existing: stored.is_some(),
+            attributes: attributes_changed.then_some(want.attributes.as_slice()),
+        };
         batch.save_user(&write, target.now).await?;
     }
     for (link, relink) in link_changes {

@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::{Store, StoreError, StoredFlag, VaultRow, is_unique_violation};
+use super::{Backend, Store, StoreError, StoredFlag, VaultRow, is_unique_violation};
 
 /// A user's own fields as Keycloak's representation carries them (`created_at` in seconds).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -57,13 +57,33 @@ macro_rules! portable_user_columns {
 #[derive(Debug)]
 pub struct UserWrite<'a> {
     pub user: &'a PortableUser,
+    /// Whether the user is already stored (so has attributes to replace).
+    pub existing: bool,
+    /// `(name, value)` grouped by name, each name's values in order.
     pub attributes: Option<&'a [(String, String)]>,
 }
+
+/// One attribute value as the batch insert's JSON carries it.
+#[derive(serde::Serialize)]
+struct AttributeValue<'a> {
+    name: &'a str,
+    position: i64,
+    value: &'a str,
+}
+
+/// A user's attribute values in one statement whatever their number: the list travels as one
+/// JSON parameter (as audit batches do), unpacked by each database's own JSON functions.
+const INSERT_ATTRIBUTES_POSTGRES: &str = "INSERT INTO user_attributes (user_id, name, position, value)
+     SELECT $1, a.name, a.position, a.value
+     FROM json_to_recordset($2::json) AS a(name TEXT, position BIGINT, value TEXT)";
+const INSERT_ATTRIBUTES_SQLITE: &str = "INSERT INTO user_attributes (user_id, name, position, value)
+     SELECT $1, value ->> 'name', value ->> 'position', value ->> 'value' FROM json_each($2)";
 
 /// One chunk of an import: every read and write of its users in one transaction, so a chunk
 /// lands whole or not at all, and reads see the chunk's own earlier writes.
 pub struct ImportBatch {
     tx: Transaction<'static, Any>,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for ImportBatch {
@@ -74,7 +94,7 @@ impl std::fmt::Debug for ImportBatch {
 
 impl Store {
     pub(crate) async fn begin_import(&self) -> Result<ImportBatch, StoreError> {
-        Ok(ImportBatch { tx: self.pool.begin().await? })
+        Ok(ImportBatch { tx: self.pool.begin().await?, backend: self.backend })
     }
 
     /// Up to `limit` users after `after_id`, by id: the pages of an export.
@@ -221,19 +241,28 @@ impl ImportBatch {
         .execute(&mut *self.tx)
         .await?;
         if let Some(attributes) = write.attributes {
-            sqlx::query("DELETE FROM user_attributes WHERE user_id = $1").bind(&user.id).execute(&mut *self.tx).await?;
-            let mut position = 0_i64;
-            let mut previous: Option<&str> = None;
-            for (name, value) in attributes {
-                position = if previous == Some(name.as_str()) { position + 1 } else { 0 };
-                previous = Some(name);
-                sqlx::query("INSERT INTO user_attributes (user_id, name, position, value) VALUES ($1, $2, $3, $4)")
+            if write.existing {
+                sqlx::query("DELETE FROM user_attributes WHERE user_id = $1")
                     .bind(&user.id)
-                    .bind(name)
-                    .bind(position)
-                    .bind(value)
                     .execute(&mut *self.tx)
                     .await?;
+            }
+            if !attributes.is_empty() {
+                let mut previous: Option<&str> = None;
+                let mut position = 0_i64;
+                let rows: Vec<AttributeValue<'_>> = attributes
+                    .iter()
+                    .map(|(name, value)| {
+                        position = if previous == Some(name.as_str()) { position + 1 } else { 0 };
+                        previous = Some(name);
+                        AttributeValue { name, position, value }
+                    })
+                    .collect();
+                let sql = match self.backend {
+                    Backend::Postgres => INSERT_ATTRIBUTES_POSTGRES,
+                    Backend::Sqlite => INSERT_ATTRIBUTES_SQLITE,
+                };
+                sqlx::query(sql).bind(&user.id).bind(serde_json::to_string(&rows)?).execute(&mut *self.tx).await?;
             }
         }
         Ok(())
