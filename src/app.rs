@@ -106,15 +106,24 @@ async fn open_store(settings: &Settings, clock: &Clock) -> Result<Store, BuildEr
     Ok(store.with_cache(&settings.database.url, settings.vault.cache_megabytes, clock.clone()))
 }
 
+/// The instance secret holding `start-dev`'s generated vault key, and that key's id.
+const DEVELOPMENT_VAULT_KEY: &str = "dev_vault_key";
+pub(crate) const DEVELOPMENT_VAULT_KEY_ID: &str = "dev";
+
 /// The configured vault keys; in development without any, one generated once and kept in the
 /// database (production always brings its own: validation insists on one).
 async fn vault_cipher(settings: &Settings, store: &Store, now: i64) -> Result<Cipher, BuildError> {
     if !settings.vault.encryption_keys.is_empty() || settings.mode != Mode::Development {
         return Ok(Cipher::new(&settings.vault.encryption_keys)?);
     }
-    let stored = store.instance_secret_or_insert("dev_vault_key", &random_bytes::<32>(), now).await?;
+    development_vault_cipher(store, now).await
+}
+
+/// `start-dev`'s generated vault key, `dev`, made and kept in the database on first use.
+pub(crate) async fn development_vault_cipher(store: &Store, now: i64) -> Result<Cipher, BuildError> {
+    let stored = store.instance_secret_or_insert(DEVELOPMENT_VAULT_KEY, &random_bytes::<32>(), now).await?;
     let key: [u8; 32] = stored.try_into().map_err(|_| BuildError::Cipher(CipherError::NoKeys))?;
-    Ok(Cipher::new(&[VaultKey { id: "dev".to_owned(), key: SecretBox::new(Box::new(key)) }])?)
+    Ok(Cipher::new(&[VaultKey { id: DEVELOPMENT_VAULT_KEY_ID.to_owned(), key: SecretBox::new(Box::new(key)) }])?)
 }
 
 /// The development provider, when `start-dev` wants it, no real provider is configured and

@@ -1,14 +1,20 @@
 //! The one-shot commands and `start`: what each subcommand does once its settings are loaded.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
 
 use crate::app::{Application, BuildError};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::crypto::{Cipher, CipherError};
 use crate::doctor::{self, Report};
+use crate::keycloak::export::{ExportFileError, export_users};
+use crate::keycloak::import::{ImportError, ImportTarget, Skipped, UsersReport, check_export, import_users};
+use crate::keycloak::tokens::{TokensError, TokensReport, import_tokens};
 use crate::oidc::keys::{self, KeyError};
-use crate::store::{Store, StoreError};
+use crate::store::{KeycloakDatabase, Store, StoreError};
 use crate::vault::rekey::{RekeyCounts, rekey};
 
 /// Why a command failed; `main` prints it with its causes.
@@ -31,6 +37,22 @@ pub enum CommandError {
     Serve(#[source] std::io::Error),
     #[error("doctor: {0} of its checks failed")]
     ChecksFailed(usize),
+    #[error("import keycloak")]
+    Import(#[from] ImportError),
+    #[error("import keycloak --tokens-from")]
+    Tokens(#[from] TokensError),
+    #[error("export keycloak")]
+    Export(#[from] ExportFileError),
+    #[error(
+        "import keycloak --dry-run: the database lacks {0} migrations, and a dry run changes nothing, not even the \
+         schema: run `identity-broker migrate` first, or import without --dry-run"
+    )]
+    DryRunNeedsMigrations(usize),
+    #[error(
+        "import keycloak --tokens-from: vault.encryption_keys is empty (env BROKER_ENCRYPTION_KEYS), and this \
+         database's tokens are sealed under configured keys ({0}): give the keys its servers use"
+    )]
+    ImportNeedsVaultKeys(String),
 }
 
 /// A failed command's message with its chain of causes, for the terminal and the log.
@@ -189,4 +211,177 @@ pub async fn serve(
         );
     }
     app.run_until_stopped(shutdown).await.map_err(CommandError::Serve)
+}
+
+/// `import keycloak`: a realm export's users (and, with `tokens_from`, the tokens Keycloak's
+/// database kept) into the configured database; prints what it did, or would do.
+pub async fn import_keycloak(
+    settings: &Settings,
+    source: &Path,
+    dry_run: bool,
+    tokens_from: Option<&SecretString>,
+) -> Result<(), CommandError> {
+    let realm = settings.realm.name.as_str();
+    let (files, total) = check_export(source, realm).await?;
+    let keycloak = match tokens_from {
+        Some(url) => Some(KeycloakDatabase::connect(url).await.map_err(TokensError::Source)?),
+        None => None,
+    };
+    let store = import_store(settings, dry_run).await?;
+    let now = Clock::default().now();
+    let target = ImportTarget { realm, providers: &settings.providers, now, dry_run };
+    let outcome = run_import(settings, store.as_ref(), keycloak.as_ref(), files, total, &target).await;
+    if let Some(store) = &store {
+        store.close().await;
+    }
+    if let Some(keycloak) = &keycloak {
+        keycloak.close().await;
+    }
+    let (users, tokens) = outcome?;
+    print_import_report(&users, tokens.as_ref(), store.as_ref().map_or("an empty database", Store::kind), dry_run);
+    Ok(())
+}
+
+async fn run_import(
+    settings: &Settings,
+    store: Option<&Store>,
+    keycloak: Option<&KeycloakDatabase>,
+    files: Vec<std::path::PathBuf>,
+    total: u64,
+    target: &ImportTarget<'_>,
+) -> Result<(UsersReport, Option<TokensReport>), CommandError> {
+    let (users, planned) = import_users(store, files, total, target).await?;
+    let Some(keycloak) = keycloak else {
+        audit_import(store, target, &users, None).await;
+        return Ok((users, None));
+    };
+    let cipher = match (store, target.dry_run) {
+        (Some(store), false) => Some(import_cipher(settings, store, target.now).await?),
+        _ => None,
+    };
+    let tokens =
+        import_tokens(store, keycloak, target.realm, target.providers, cipher.as_ref(), &planned, target.now).await?;
+    audit_import(store, target, &users, Some(&tokens)).await;
+    Ok((users, Some(tokens)))
+}
+
+/// The database an import writes to, migrated; a dry run migrates nothing, and plans against
+/// an empty database (`None`) when the schema does not exist yet.
+async fn import_store(settings: &Settings, dry_run: bool) -> Result<Option<Store>, CommandError> {
+    if !dry_run {
+        return Ok(Some(open_store(settings).await?));
+    }
+    let store = Store::connect(&settings.database.url, 2).await?;
+    let records = store.migration_records().await?;
+    let Some(applied) = records.applied else {
+        store.close().await;
+        return Ok(None);
+    };
+    let missing =
+        records.embedded.iter().filter(|m| !applied.iter().any(|a| a.version == m.version && a.success)).count();
+    if missing > 0 {
+        store.close().await;
+        return Err(CommandError::DryRunNeedsMigrations(missing));
+    }
+    Ok(Some(store))
+}
+
+/// The vault key tokens are sealed under: the configured one, or else the one `start-dev`
+/// generated and keeps in the database, unless servers with configured keys use the database.
+async fn import_cipher(settings: &Settings, store: &Store, now: i64) -> Result<Cipher, CommandError> {
+    if !settings.vault.encryption_keys.is_empty() {
+        return configured_cipher(settings);
+    }
+    let sealed = store.sealed_rows().await?;
+    let others: Vec<String> = sealed
+        .vault_tokens
+        .iter()
+        .chain(&sealed.signing_keys)
+        .map(|(key_id, _)| key_id.clone())
+        .filter(|key_id| key_id != crate::app::DEVELOPMENT_VAULT_KEY_ID)
+        .collect();
+    if !others.is_empty() {
+        return Err(CommandError::ImportNeedsVaultKeys(others.join(", ")));
+    }
+    println!(
+        "vault.encryption_keys is empty: tokens are sealed under start-dev's generated key `dev`, kept in this database"
+    );
+    Ok(crate::app::development_vault_cipher(store, now).await?)
+}
+
+/// One audit event for the whole import, with its counts.
+async fn audit_import(
+    store: Option<&Store>,
+    target: &ImportTarget<'_>,
+    users: &UsersReport,
+    tokens: Option<&TokensReport>,
+) {
+    let (Some(store), false) = (store, target.dry_run) else { return };
+    let audit = crate::audit::AuditLog::start(store.clone());
+    let detail = serde_json::json!({
+        "created": users.created,
+        "updated": users.updated,
+        "unchanged": users.unchanged,
+        "skipped": users.skipped.len(),
+        "tokens_sealed": tokens.map(|t| t.sealed),
+    });
+    audit
+        .record(crate::store::AuditEvent {
+            at: target.now,
+            kind: "keycloak_import".into(),
+            outcome: "success".into(),
+            detail: detail.to_string(),
+            ..crate::store::AuditEvent::default()
+        })
+        .await;
+    audit.flush().await;
+}
+
+fn print_import_report(users: &UsersReport, tokens: Option<&TokensReport>, database: &str, dry_run: bool) {
+    let (verb, prefix) = if dry_run { ("would be", "dry run: ") } else { ("", "") };
+    println!("{prefix}import keycloak: {} users in {} files into {database}", users.users, users.files);
+    let verb = |done: &str| if verb.is_empty() { done.to_owned() } else { format!("{verb} {done}") };
+    println!(
+        "  {} {}, {} {}, {} unchanged, {} skipped",
+        users.created,
+        verb("created"),
+        users.updated,
+        verb("updated"),
+        users.unchanged,
+        users.skipped.len()
+    );
+    let line = |kind: &str, skipped: &Skipped| {
+        println!("  {kind} {} ({}): {}", skipped.user_id, skipped.username, skipped.reason)
+    };
+    for skipped in &users.skipped {
+        line("skipped user", skipped);
+    }
+    for skipped in &users.not_linked {
+        line("not linked: user", skipped);
+    }
+    if let Some(tokens) = tokens {
+        println!(
+            "  tokens: {} {}, {} already held by the broker, {} skipped",
+            tokens.sealed,
+            verb("sealed into the vault"),
+            tokens.already_held,
+            tokens.skipped.len()
+        );
+        for skipped in &tokens.skipped {
+            println!("  token of user {} for {} skipped: {}", skipped.user_id, skipped.username, skipped.reason);
+        }
+    }
+    if dry_run {
+        println!("dry run: nothing was written");
+    }
+}
+
+/// `export keycloak`: every user, in Keycloak's realm export format, to `path`.
+pub async fn export_keycloak(settings: &Settings, path: &Path) -> Result<(), CommandError> {
+    let store = open_store(settings).await?;
+    let exported = export_users(&store, &settings.realm.name, path).await;
+    store.close().await;
+    let count = exported?;
+    println!("export keycloak: {count} users of realm `{}` written to {}", settings.realm.name, path.display());
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use identity_broker::commands;
 use identity_broker::config::{Mode, Settings};
+use secrecy::SecretString;
 
 /// A Keycloak-compatible identity broker for Azure DevOps sign-in through Microsoft Entra ID.
 #[derive(Debug, Parser)]
@@ -47,6 +48,49 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// Move users in from another identity server.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Write the broker's users out in another identity server's format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Keycloak's realm export (`kc.sh export --users same_file` or `different_files`): users keep
+    /// their ids; linked accounts of configured providers become linked identities. Idempotent,
+    /// and safe while the service runs.
+    Keycloak {
+        /// The realm file, or the directory `kc.sh export --dir` wrote.
+        #[arg(value_name = "REALM-EXPORT.JSON | DIRECTORY")]
+        source: PathBuf,
+        /// Report what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keycloak's Postgres database (postgres://…): seal the provider tokens it stored into the vault.
+        #[arg(long, value_name = "KEYCLOAK DATABASE URL", value_parser = parse_secret)]
+        tokens_from: Option<SecretString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// Every user, in Keycloak's realm export format (`realm` and `users`), so a move can be undone.
+    Keycloak {
+        /// The file to write (replaced once complete).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// A command-line value that must never be printed, such as a database URL with its password.
+fn parse_secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text.to_owned()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +123,9 @@ const DEV_CONFIG: &str = "config/dev.toml";
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mode = match cli.command {
-        Command::StartDev => Mode::Development,
+        // `import` and `export` work on start-dev's database unless another is configured, and
+        // need neither a public hostname nor (without --tokens-from) vault keys.
+        Command::StartDev | Command::Import { .. } | Command::Export { .. } => Mode::Development,
         Command::Start | Command::Migrate | Command::Keys { .. } | Command::Vault { .. } | Command::Doctor { .. } => {
             Mode::Production
         }
@@ -111,6 +157,12 @@ async fn main() -> ExitCode {
             commands::rekey_vault(&settings, i64::from(batch_size)).await
         }
         Command::Doctor { json, timeout } => commands::doctor(&settings, json, Duration::from_secs(timeout)).await,
+        Command::Import { command: ImportCommand::Keycloak { source, dry_run, tokens_from } } => {
+            commands::import_keycloak(&settings, &source, dry_run, tokens_from.as_ref()).await
+        }
+        Command::Export { command: ExportCommand::Keycloak { file } } => {
+            commands::export_keycloak(&settings, &file).await
+        }
         Command::Start | Command::StartDev => commands::serve(settings, shutdown_signal()).await,
     };
     exit_code(result)

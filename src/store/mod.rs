@@ -3,7 +3,9 @@
 
 mod audit;
 mod cache;
+mod import;
 mod inspect;
+mod keycloak;
 mod keys;
 mod login;
 mod rekey;
@@ -22,6 +24,8 @@ use sqlx::migrate::Migrator;
 use crate::clock::Clock;
 
 pub use audit::AuditEvent;
+pub use import::{ImportBatch, LinkRow, PortableUser, UserWrite};
+pub use keycloak::{KeycloakDatabase, KeycloakTokenRow};
 use cache::RowCache;
 #[cfg(test)]
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
@@ -29,6 +33,7 @@ pub(crate) use inspect::{MigrationRecords, SealedRows};
 pub(crate) use keys::SigningKeyRow;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 pub use users::{IdentityRow, ProfileUpdate, UserRow};
+use users::is_unique_violation;
 pub use vault::{Lease, LinkedTokens, VaultRow};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -240,6 +240,6 @@ fn identity_attributes(attributes: &[(String, String)]) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
+pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }

@@ -11,6 +11,7 @@ mod doctor;
 mod fuzz;
 mod headless;
 mod helpers;
+mod import;
 mod keys;
 mod lifecycle;
 mod openapi;

@@ -1,0 +1,483 @@
+//! `import keycloak` and `export keycloak` through the real binary: Keycloak's realm exports
+//! written by hand (tests/fixtures/keycloak), both layouts, idempotence, dry runs, skips, bad
+//! input, a sign-in landing on the imported id, and the tokens of a Keycloak-shaped database.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use identity_broker::store::{Store, Table};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::support::fake_entra::{FakeEntra, FakeUser};
+use crate::support::process::{BINARY, ConfigFile};
+
+const ALICE: &str = "5b0f4c6e-0c3e-4a43-9a55-a11ce0000001";
+const BOB: &str = "5b0f4c6e-0c3e-4a43-9a55-b0b000000002";
+const CAROL: &str = "5b0f4c6e-0c3e-4a43-9a55-ca7010000003";
+const SERVICE_ACCOUNT: &str = "5b0f4c6e-0c3e-4a43-9a55-5e2f1ce00004";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keycloak").join(name)
+}
+
+/// A scratch file path of this test's own.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ib_import_{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+/// What a finished command printed.
+struct Ran {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn ok(self, context: &str) -> Ran {
+        assert!(self.success, "{context} failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Runs `identity-broker <args> --config <config>` with `DATABASE_URL = database`.
+async fn run(config: &str, database: &str, args: &[&str]) -> Ran {
+    let config = ConfigFile::write(config);
+    let mut command = std::process::Command::new(BINARY);
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config.path())
+        .env("DATABASE_URL", database)
+        .env("RUST_LOG", "warn")
+        .env_remove("BROKER_ENCRYPTION_KEYS")
+        .current_dir(config.dir());
+    let output: Output =
+        tokio::task::spawn_blocking(move || command.output().expect("the binary runs")).await.expect("joined");
+    drop(config);
+    Ran {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A configuration with the `azure_devops` provider pointing at `entra`.
+fn config_for(entra: &FakeEntra) -> String {
+    settings_toml(entra, &ProviderSetup::default())
+}
+
+async fn import(config: &str, database: &str, source: &Path, extra: &[&str]) -> Ran {
+    let source = source.to_string_lossy().into_owned();
+    let mut args = vec!["import", "keycloak", source.as_str()];
+    args.extend_from_slice(extra);
+    run(config, database, &args).await
+}
+
+/// `export keycloak` of `database`, parsed.
+async fn export(config: &str, database: &str) -> (String, Value) {
+    let path = scratch("export.json");
+    run(config, database, &["export", "keycloak", &path.to_string_lossy()]).await.ok("export");
+    let text = std::fs::read_to_string(&path).expect("export written");
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    let value = serde_json::from_str(&text).expect("the export is JSON");
+    (text, value)
+}
+
+async fn store_of(database: &str) -> Store {
+    Store::connect(&SecretString::from(database.to_owned()), 2).await.expect("connect")
+}
+
+async fn users_in(database: &str) -> i64 {
+    let store = store_of(database).await;
+    let count = store.count_rows(Table::Users).await.unwrap_or(0);
+    store.close().await;
+    count
+}
+
+both_backends!(both_layouts_import_the_same_users_and_an_export_imports_back_equal, |backend| async move {
+    // Arrange
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let (same, different, again) = (TestDb::new(backend).await, TestDb::new(backend).await, TestDb::new(backend).await);
+
+    // Act
+    let first = import(&config, &same.url, &fixture("same_file/allhands-realm.json"), &[]).await.ok("same_file");
+    let second = import(&config, &different.url, &fixture("different_files"), &[]).await.ok("different_files");
+    let (same_text, exported) = export(&config, &same.url).await;
+    let (different_text, _) = export(&config, &different.url).await;
+    let written = scratch("allhands-realm.json");
+    std::fs::write(&written, &same_text).expect("write");
+    import(&config, &again.url, &written, &[]).await.ok("import of the export");
+    let (again_text, _) = export(&config, &again.url).await;
+
+    // Assert
+    for ran in [&first, &second] {
+        assert!(ran.stdout.contains("3 created, 0 updated, 0 unchanged, 1 skipped"), "{}", ran.stdout);
+        assert!(ran.stdout.contains(SERVICE_ACCOUNT) && ran.stdout.contains("service account of client `allhands`"));
+        assert!(ran.stdout.contains(&format!("not linked: user {BOB}")) && ran.stdout.contains("`github`"));
+    }
+    assert!(second.stdout.contains("4 users in 3 files"), "{}", second.stdout);
+    assert_eq!(same_text, different_text, "both layouts give the same users");
+    assert_eq!(same_text, again_text, "export → import → export is the identity");
+    assert_eq!(exported["realm"], REALM_NAME);
+    let users = exported["users"].as_array().expect("users");
+    let ids: Vec<&str> = users.iter().map(|u| u["id"].as_str().unwrap_or_default()).collect();
+    assert_eq!(ids, [ALICE, BOB, CAROL], "ids kept, the service account left out");
+    assert_eq!(
+        users[0],
+        json!({
+            "id": ALICE, "username": "alice@contoso.onmicrosoft.com", "email": "alice@contoso.onmicrosoft.com",
+            "firstName": "Alice", "lastName": "Anderson", "emailVerified": true, "enabled": true,
+            "createdTimestamp": 1_700_000_000_000_i64,
+            "attributes": {"azure_devops_id": ["AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ"], "identity_provider": ["azure_devops"]},
+            "federatedIdentities": [{"identityProvider": "azure_devops", "userId": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+                                     "userName": "alice@contoso.onmicrosoft.com"}]
+        })
+    );
+    assert_eq!(users[1]["enabled"], false);
+    assert_eq!(users[1]["attributes"]["teams"], json!(["red", "blue"]), "values keep their order");
+    assert_eq!(users[1]["federatedIdentities"].as_array().map(Vec::len), Some(1), "github is not configured");
+    assert_eq!(
+        users[2],
+        json!({"id": CAROL, "username": "carol", "emailVerified": false, "enabled": true,
+                                "createdTimestamp": 1_710_000_000_000_i64})
+    );
+});
+
+both_backends!(a_second_import_changes_nothing_and_says_so, |backend| async move {
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let db = TestDb::new(backend).await;
+    import(&config, &db.url, &fixture("different_files"), &[]).await.ok("first import");
+    let (before, _) = export(&config, &db.url).await;
+    let store = store_of(&db.url).await;
+    let rows_before = store.dump_table(Table::Users).await.expect("dump");
+
+    let again = import(&config, &db.url, &fixture("same_file/allhands-realm.json"), &[]).await.ok("second import");
+
+    assert!(again.stdout.contains("0 created, 0 updated, 3 unchanged, 1 skipped"), "{}", again.stdout);
+    let (after, _) = export(&config, &db.url).await;
+    assert_eq!(before, after);
+    assert_eq!(store.dump_table(Table::Users).await.expect("dump"), rows_before, "not even updated_at moved");
+    let audit = store.list_audit(Some("keycloak_import")).await.expect("audit");
+    assert_eq!(audit.len(), 2, "each import is audited once");
+    store.close().await;
+});
+
+both_backends!(a_dry_run_writes_nothing_and_reports_what_it_would_do, |backend| async move {
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let db = TestDb::new(backend).await;
+
+    // A database without even the schema: planned as empty, and still without it after.
+    let fresh = import(&config, &db.url, &fixture("same_file/allhands-realm.json"), &["--dry-run"]).await.ok("dry run");
+    assert!(fresh.stdout.contains("3 would be created, 0 would be updated"), "{}", fresh.stdout);
+    assert!(fresh.stdout.contains("dry run: nothing was written"));
+    let store = store_of(&db.url).await;
+    assert!(store.count_rows(Table::Users).await.is_err(), "no migration ran");
+    store.close().await;
+
+    // A database with users: a dry run of changes leaves every row as it was.
+    import(&config, &db.url, &fixture("same_file/allhands-realm.json"), &[]).await.ok("import");
+    let (before, _) = export(&config, &db.url).await;
+    let changed = scratch("allhands-realm.json");
+    let mut text: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("same_file/allhands-realm.json")).unwrap()).unwrap();
+    text["users"][2]["email"] = json!("carol@example.com");
+    text["users"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "5b0f4c6e-0c3e-4a43-9a55-da7e00000005", "username": "dave"}));
+    std::fs::write(&changed, text.to_string()).unwrap();
+    let dry = import(&config, &db.url, &changed, &["--dry-run"]).await.ok("dry run of changes");
+    assert!(dry.stdout.contains("1 would be created, 1 would be updated, 2 unchanged, 1 skipped"), "{}", dry.stdout);
+    let (after, _) = export(&config, &db.url).await;
+    assert_eq!(before, after, "the dry run wrote nothing");
+    let real = import(&config, &db.url, &changed, &[]).await.ok("import of changes");
+    assert!(real.stdout.contains("1 created, 1 updated, 2 unchanged, 1 skipped"), "{}", real.stdout);
+});
+
+both_backends!(skipped_users_are_reported_each_with_its_reason, |backend| async move {
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let db = TestDb::new(backend).await;
+
+    let ran = import(&config, &db.url, &fixture("conflicts-realm.json"), &[]).await.ok("import");
+
+    assert!(ran.stdout.contains("3 created, 0 updated, 0 unchanged, 3 skipped"), "{}", ran.stdout);
+    let expected = [
+        (
+            "7c1d2e3f-0000-4000-8000-000000000011",
+            "e-mail ERIN@example.com belongs to user 7c1d2e3f-0000-4000-8000-000000000010",
+        ),
+        (
+            "7c1d2e3f-0000-4000-8000-000000000013",
+            "azure_devops account frank-upstream-subject is already linked to user 7c1d2e3f-0000-4000-8000-000000000012",
+        ),
+        ("7c1d2e3f-0000-4000-8000-000000000014", "the service account of client `ci`"),
+    ];
+    for (id, reason) in expected {
+        let line = ran.stdout.lines().find(|l| l.contains(&format!("skipped user {id}"))).unwrap_or_default();
+        assert!(line.contains(reason), "{id} should be skipped because {reason}:\n{}", ran.stdout);
+    }
+    let gina = ran.stdout.lines().find(|l| l.contains("not linked: user 7c1d2e3f-0000-4000-8000-000000000015"));
+    assert!(gina.is_some_and(|l| l.contains("`github` is not an enabled provider")), "{}", ran.stdout);
+    assert_eq!(users_in(&db.url).await, 3);
+});
+
+both_backends!(an_imported_user_signs_in_through_entra_as_the_same_id, |backend| async move {
+    // Arrange: the service runs while the import writes into its database.
+    let app = spawn_app(backend).await;
+    let config = config_for(&app.entra);
+    import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &[]).await.ok("import");
+
+    // Act
+    let tokens = app.tokens().await;
+
+    // Assert
+    assert_eq!(user_id_of(&tokens), ALICE, "the imported federated subject lands on the imported user");
+    assert_eq!(app.count(Table::Users).await, 3, "no new user was made");
+    let info: Value = app.userinfo(access_token(&tokens)).await.json().await.expect("json");
+    assert_eq!(info["sub"], ALICE);
+    assert_eq!(info["identity_provider"], "azure_devops");
+});
+
+both_backends!(a_user_who_signed_in_before_the_import_is_skipped_not_duplicated, |backend| async move {
+    let app = spawn_app(backend).await;
+    let early = user_id_of(&app.tokens().await);
+    assert_ne!(early, ALICE);
+
+    let ran = import(&app_config(&app), &app.db.url, &fixture("same_file/allhands-realm.json"), &[]).await.ok("import");
+
+    let line = ran.stdout.lines().find(|l| l.contains(&format!("skipped user {ALICE}"))).unwrap_or_default();
+    assert!(line.contains(&format!("already linked to user {early}")), "{}", ran.stdout);
+    assert_eq!(user_id_of(&app.tokens().await), early, "the sign-in still lands where it did");
+});
+
+fn app_config(app: &TestApp) -> String {
+    config_for(&app.entra)
+}
+
+#[tokio::test]
+async fn bad_input_fails_clearly_and_writes_nothing() {
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let cases = [
+        (fixture("nowhere.json"), "cannot read", "a missing file"),
+        (fixture("bad/malformed.json"), "is not a Keycloak realm export", "malformed JSON"),
+        (
+            fixture("bad/later_file_malformed"),
+            "allhands-users-1.json is not a Keycloak realm export",
+            "a later file malformed",
+        ),
+        (
+            fixture("bad/master-realm.json"),
+            "an export of realm `master`, but the broker serves realm `allhands`",
+            "wrong realm",
+        ),
+        (
+            fixture("bad"),
+            "holds no `allhands-realm.json` (it holds the export of `master`",
+            "a directory of another realm",
+        ),
+        (fixture("bad/no-id-realm.json"), "user #1 has no `id`", "a user without id"),
+    ];
+    for (source, expected, case) in cases {
+        let db = TestDb::new(Backend::Postgres).await;
+        let ran = import(&config, &db.url, &source, &[]).await;
+        assert!(!ran.success, "{case}: must fail");
+        assert!(ran.stderr.contains(expected), "{case}: stderr should say `{expected}`:\n{}", ran.stderr);
+        assert_eq!(users_in(&db.url).await, 0, "{case}: nothing written");
+        let store = store_of(&db.url).await;
+        assert!(store.count_rows(Table::Users).await.is_err(), "{case}: not even the schema");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn progress_is_a_plain_line_every_few_thousand_users_when_not_on_a_terminal() {
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let users: Vec<Value> = (0..5_001)
+        .map(|i| json!({"id": format!("00000000-0000-4000-8000-{i:012}"), "username": format!("user{i}")}))
+        .collect();
+    let file = scratch("allhands-realm.json");
+    std::fs::write(&file, json!({"realm": "allhands", "users": users}).to_string()).unwrap();
+
+    let ran = import(&config_for(&entra), &db.url, &file, &[]).await.ok("import");
+
+    assert!(ran.stderr.contains("import keycloak: 5000 of 5001 users imported"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("import keycloak: 5001 of 5001 users imported"), "{}", ran.stderr);
+    assert!(ran.stdout.contains("5001 created"), "{}", ran.stdout);
+}
+
+/// Keycloak's tables as its Liquibase changelogs lay them out (jpa-changelog-1.0.0.Final and
+/// 1.2.0.Beta1, with the later user columns), only those the import reads or refers to.
+const KEYCLOAK_SCHEMA: &str = "
+CREATE TABLE REALM (
+    ID VARCHAR(36) NOT NULL,
+    NAME VARCHAR(255),
+    ENABLED BOOLEAN DEFAULT FALSE NOT NULL,
+    CONSTRAINT CONSTRAINT_4A PRIMARY KEY (ID),
+    CONSTRAINT UK_ORVSDMLA56612EAEFIQ6WL5OI UNIQUE (NAME)
+);
+CREATE TABLE USER_ENTITY (
+    ID VARCHAR(36) NOT NULL,
+    EMAIL VARCHAR(255),
+    EMAIL_CONSTRAINT VARCHAR(255),
+    EMAIL_VERIFIED BOOLEAN DEFAULT FALSE NOT NULL,
+    ENABLED BOOLEAN DEFAULT FALSE NOT NULL,
+    FEDERATION_LINK VARCHAR(255),
+    FIRST_NAME VARCHAR(255),
+    LAST_NAME VARCHAR(255),
+    REALM_ID VARCHAR(255),
+    USERNAME VARCHAR(255),
+    CREATED_TIMESTAMP BIGINT,
+    SERVICE_ACCOUNT_CLIENT_LINK VARCHAR(255),
+    NOT_BEFORE INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT CONSTRAINT_FB PRIMARY KEY (ID)
+);
+CREATE TABLE FEDERATED_IDENTITY (
+    IDENTITY_PROVIDER VARCHAR(255) NOT NULL,
+    REALM_ID VARCHAR(36),
+    FEDERATED_USER_ID VARCHAR(255),
+    FEDERATED_USERNAME VARCHAR(255),
+    TOKEN TEXT,
+    USER_ID VARCHAR(36) NOT NULL,
+    CONSTRAINT CONSTRAINT_40 PRIMARY KEY (IDENTITY_PROVIDER, USER_ID),
+    CONSTRAINT FK404288B92EF007A6 FOREIGN KEY (USER_ID) REFERENCES USER_ENTITY (ID)
+);
+";
+
+/// The token JSON Keycloak's OIDC provider stores: Entra's response plus `accessTokenExpiration`.
+fn keycloak_token(access: &str, refresh: Option<&str>, expires_at: Option<i64>) -> String {
+    let mut token = json!({
+        "access_token": access, "expires_in": 3599, "refresh_expires_in": 0, "token_type": "Bearer",
+        "id_token": "eyJpZC10b2tlbi1mb3ItdGVzdHMifQ.e30.c2ln", "not-before-policy": 0,
+        "scope": "https://app.vssps.visualstudio.com/user_impersonation",
+    });
+    if let Some(refresh) = refresh {
+        token["refresh_token"] = json!(refresh);
+    }
+    if let Some(at) = expires_at {
+        token["accessTokenExpiration"] = json!(at);
+    }
+    token.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_keycloaks_database_are_sealed_served_and_never_stored_in_plaintext() {
+    // Arrange: the broker runs; Keycloak's database holds Alice's live token and Bob's expired one.
+    let app = spawn_app(Backend::Postgres).await;
+    let config = app_config(&app);
+    let keycloak = TestDb::new(Backend::Postgres).await;
+    let mut kc = sqlx::PgConnection::connect(&keycloak.url).await.expect("keycloak db");
+    sqlx::raw_sql(KEYCLOAK_SCHEMA).execute(&mut kc).await.expect("schema");
+    let realm_id = "c4a1e7f0-6f6e-4f55-8a3c-1f0a11a4a1d5";
+    sqlx::raw_sql(&format!(
+        "INSERT INTO REALM (ID, NAME, ENABLED) VALUES ('{realm_id}', 'allhands', TRUE), ('master', 'master', TRUE);
+         INSERT INTO USER_ENTITY (ID, EMAIL, REALM_ID, USERNAME, ENABLED) VALUES
+             ('{ALICE}', 'alice@contoso.onmicrosoft.com', '{realm_id}', 'alice@contoso.onmicrosoft.com', TRUE),
+             ('{BOB}', 'bob@contoso.com', '{realm_id}', 'bob@contoso.com', FALSE),
+             ('a0000000-0000-4000-8000-00000000ad00', NULL, 'master', 'admin', TRUE);"
+    ))
+    .execute(&mut kc)
+    .await
+    .expect("users");
+    let now = time_now();
+    let alice_access = "alice-access-token-from-keycloak-0123456789";
+    let bob_refresh = app.entra.issue_refresh_token(&FakeUser::bob());
+    let rows = [
+        (
+            ALICE,
+            realm_id,
+            FakeUser::alice().subject,
+            keycloak_token(alice_access, Some("alice-refresh-token-kc-0123456789"), Some(now + 3000)),
+        ),
+        (
+            BOB,
+            realm_id,
+            FakeUser::bob().subject,
+            keycloak_token("bob-expired-access-token-0123456789", Some(&bob_refresh), None),
+        ),
+        (
+            "a0000000-0000-4000-8000-00000000ad00",
+            "master",
+            "admin-subject".to_owned(),
+            keycloak_token("master-realm-token-0123456789", None, Some(now + 3000)),
+        ),
+    ];
+    for (user, realm, subject, token) in &rows {
+        sqlx::query(
+            "INSERT INTO FEDERATED_IDENTITY (IDENTITY_PROVIDER, REALM_ID, FEDERATED_USER_ID, FEDERATED_USERNAME, TOKEN, USER_ID)
+             VALUES ('azure_devops', $1, $2, 'name', $3, $4)",
+        )
+        .bind(realm)
+        .bind(subject)
+        .bind(token)
+        .bind(user)
+        .execute(&mut kc)
+        .await
+        .expect("identity");
+    }
+    kc.close().await.expect("close");
+    import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &[]).await.ok("users first");
+    let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
+    let before = app.read_token(&service, ALICE, "azure_devops", "").await;
+    assert_eq!(before.status(), StatusCode::NOT_FOUND, "linked, no token stored yet (and now cached as such)");
+
+    // Act
+    let ran =
+        import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &["--tokens-from", &keycloak.url])
+            .await
+            .ok("import with tokens");
+
+    // Assert
+    assert!(
+        ran.stdout.contains("tokens: 2 sealed into the vault, 0 already held by the broker, 0 skipped"),
+        "{}",
+        ran.stdout
+    );
+    let alice = app.read_token(&service, ALICE, "azure_devops", "").await;
+    assert_eq!(alice.status(), StatusCode::OK, "the cached absence was announced away");
+    let alice: Value = alice.json().await.expect("json");
+    assert_eq!(alice["access_token"], alice_access, "Keycloak's live token is served as it was");
+    assert_eq!(alice["expires_at"], now + 3000);
+    assert_eq!(app.entra.refresh_requests(), 0);
+    let bob: Value = app.read_token(&service, BOB, "azure_devops", "").await.json().await.expect("json");
+    assert_eq!(app.entra.refresh_requests(), 1, "Bob's token of unknown age was refreshed on first read");
+    assert!(bob["access_token"].is_string() && bob["access_token"] != "bob-expired-access-token-0123456789", "{bob}");
+    let mut cells = Vec::new();
+    for table in [Table::VaultTokens, Table::FederatedIdentities, Table::Users, Table::AuditEvents] {
+        cells.extend(app.store.dump_table(table).await.expect("dump"));
+    }
+    for (_, _, _, token) in &rows {
+        let token: Value = serde_json::from_str(token).unwrap();
+        for field in ["access_token", "refresh_token", "id_token"] {
+            let Some(secret) = token[field].as_str() else { continue };
+            let needle = &secret.as_bytes()[..24.min(secret.len())];
+            let leaked = cells.iter().any(|cell| cell.windows(needle.len()).any(|w| w == needle));
+            assert!(!leaked, "a {field} from Keycloak was found in plaintext in the broker's database");
+            assert!(!ran.stdout.contains(secret) && !ran.stderr.contains(secret), "{field} printed");
+        }
+    }
+
+    let again =
+        import(&config, &app.db.url, &fixture("same_file/allhands-realm.json"), &["--tokens-from", &keycloak.url])
+            .await
+            .ok("second import with tokens");
+    assert!(again.stdout.contains("tokens: 0 sealed into the vault, 2 already held by the broker"), "{}", again.stdout);
+    let bob_again: Value = app.read_token(&service, BOB, "azure_devops", "").await.json().await.expect("json");
+    assert_eq!(bob_again["access_token"], bob["access_token"], "the refreshed token was not overwritten");
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
