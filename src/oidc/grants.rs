@@ -267,7 +267,7 @@ impl Grants<'_> {
             read_token: client.read_token,
             offline: session.offline,
         };
-        Ok(self.tokens.issue(&grant, now)?)
+        Ok(self.tokens.issue(&grant, now).await?)
     }
 }
 
