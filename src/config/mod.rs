@@ -16,8 +16,8 @@ use secrecy::{SecretBox, SecretString};
 use url::Url;
 use uuid::Uuid;
 
-use crate::crypto::{CtSecret, JwsAlgorithm};
 pub(crate) use crate::crypto::VaultKey;
+use crate::crypto::{CtSecret, JwsAlgorithm};
 pub(crate) use environment::env_name;
 use raw::RawSettings;
 

@@ -271,7 +271,8 @@ fn the_signature_algorithm_defaults_to_rs256_and_follows_the_file_and_the_enviro
     let default = production(&minimal(""), &[]).expect("valid");
     assert_eq!(default.realm.signature_algorithm, JwsAlgorithm::Rs256);
     for algorithm in JwsAlgorithm::PUBLIC {
-        let text = minimal("").replacen("[vault]", &format!("[realm]\nsignature_algorithm = \"{algorithm}\"\n[vault]"), 1);
+        let text =
+            minimal("").replacen("[vault]", &format!("[realm]\nsignature_algorithm = \"{algorithm}\"\n[vault]"), 1);
         let settings = production(&text, &[]).expect("a public algorithm loads");
         assert_eq!(settings.realm.signature_algorithm, algorithm);
     }

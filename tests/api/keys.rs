@@ -283,7 +283,9 @@ both_backends!(each_signature_algorithm_publishes_its_key_type_and_rotates, |bac
         assert_eq!(alg_of(&service), algorithm, "{algorithm}: service-account tokens");
 
         // A rotation under the same configuration makes a key of the same algorithm.
-        let config = ConfigFile::write(&(std::fs::read_to_string(command_config(&app, &[VAULT_KEY]).path()).expect("config") + &realm));
+        let config = ConfigFile::write(
+            &(std::fs::read_to_string(command_config(&app, &[VAULT_KEY]).path()).expect("config") + &realm),
+        );
         let output = run_ok(&["keys", "rotate"], &config).await;
         assert!(reload_keys(&app, app.state.clock.now()).await);
         let after = app.tokens().await;
