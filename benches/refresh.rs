@@ -1,23 +1,31 @@
-//! Drives the real release server (Postgres over plain TCP) through `refresh_token` grants,
-//! with `/health/live` measured in the same run as the baseline and the RS256 signer's rate
-//! measured in this process, before and after the grants, as the bound they are held to.
+//! The token endpoint against its physical bound and its peer, in one run: the release server
+//! (Postgres over plain TCP) and node `oidc-provider` 9 (RS256 JWT access tokens, one client,
+//! memory adapter, refresh tokens not rotated) driven by the same load generator, through
+//! `refresh_token` and `client_credentials` grants.
 //!
 //! Run with `cargo bench --bench refresh`. Users sign in through the fake Entra, one session
 //! and refresh token per connection; each connection then refreshes with its own token over and
-//! over, never rotating it, as OpenHands does. Reports grants per second with p50/p99 and the
-//! ratio to `/health/live`, the CPU time per grant of the server, of its Postgres backends and
-//! of the load generator (from `/proc`), the signatures one grant makes (from a decoded
-//! response), the signer's rate through jsonwebtoken (which parses the key's DER on every
-//! signature, as the server signs) and with a pre-parsed aws-lc-rs key, grants as a share of
-//! what the signer allows, grants per CPU-second against Keycloak's sizing, and resident
-//! memory. Any failed grant makes the run fail.
+//! over, never rotating it, as OpenHands does; the peer mints as many refresh tokens for its
+//! client. Reports, as ratios from this one run:
+//! - grants per second, broker : peer, for each grant type (target at least 1.5);
+//! - the server's CPU per grant (from `/proc`) against the signing floor: public-key signatures
+//!   per grant (from a decoded response) × one signature's CPU time, measured here by signing
+//!   with a pre-parsed aws-lc-rs key of the server's algorithm (target at most 1.5);
+//! - `/health/live` latency from a prober of its own thread while grants saturate the server
+//!   (target p99 under 10 ms);
+//! - how loaded the machine was (load average, CPU of everything else).
+//!
+//! Any failed grant makes the run fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/peer.rs"]
+mod peer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,14 +34,14 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::support::fake_entra::{FakeEntra, FakeUser};
 use common::support::http::{paths, realm_path};
 use common::{
     Bench, BrokerProcess, CLIENT_SECRET, CpuTicks, Load, PeakRss, PostgresTls, Stop, Turn, browser_client, expect_ok,
-    health_rate, memory_kib, mib, ms, run_load, sign_in, ticks_ms,
+    health_rate, memory_kib, mib, ms, percentile, process_cpu_ticks, run_load, sign_in, ticks_ms,
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use peer::Peer;
 use serde_json::{Value, json};
 
 const CONNECTIONS: usize = 64;
@@ -41,14 +49,18 @@ const TLS: PostgresTls = PostgresTls::Disable;
 const HEALTH_PHASE: Duration = Duration::from_secs(5);
 const GRANT_PHASE: Duration = Duration::from_secs(10);
 const WARM_UP_GRANTS: usize = 256;
-/// How long the signer signs on each of its threads, per measurement.
-const SIGNER_PHASE: Duration = Duration::from_secs(3);
-/// The JWTs a token response can carry, each one signature.
+/// How long one thread signs to measure a signature's CPU time.
+const SIGNER_PHASE: Duration = Duration::from_secs(2);
+/// How often the `/health/live` prober asks while grants run.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// The JWTs a token response can carry.
 const TOKEN_FIELDS: [&str; 3] = ["access_token", "refresh_token", "id_token"];
-/// The issue's target: grants per second, as a share of what the signer allows.
-const TARGET_SHARE_OF_SIGNER: f64 = 0.60;
-/// Keycloak's published sizing: refresh grants per second per vCPU.
-const KEYCLOAK_GRANTS_PER_VCPU: f64 = 120.0;
+const SERVICE_ID: &str = "bench-service";
+const SERVICE_SECRET: &str = "bench-service-secret";
+/// The issue's targets.
+const TARGET_PEER_RATIO: f64 = 1.5;
+const TARGET_FLOOR_RATIO: f64 = 1.5;
+const TARGET_HEALTH_P99: Duration = Duration::from_millis(10);
 
 /// Signs in `count` distinct users, each from a browser of its own; their refresh tokens.
 async fn refresh_tokens(entra: &FakeEntra, server: &BrokerProcess, count: usize) -> Vec<String> {
@@ -68,67 +80,137 @@ async fn refresh_tokens(entra: &FakeEntra, server: &BrokerProcess, count: usize)
     tokens
 }
 
-/// The form of a `refresh_token` grant for each token, encoded once.
-fn grant_forms(tokens: &[String]) -> Vec<String> {
-    tokens
-        .iter()
-        .map(|token| {
-            url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("grant_type", "refresh_token")
-                .append_pair("refresh_token", token)
-                .append_pair("client_id", "allhands")
-                .append_pair("client_secret", CLIENT_SECRET)
-                .finish()
-        })
-        .collect()
+/// A token endpoint with one client, and the grant forms to send it, one per connection.
+#[derive(Clone)]
+struct Endpoint {
+    url: String,
+    refresh_forms: Arc<Vec<String>>,
+    client_credentials_form: String,
 }
 
-fn token_url(server: &BrokerProcess) -> String {
-    format!("{}{}", server.public, realm_path(paths::TOKEN))
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        form.append_pair(key, value);
+    }
+    form.finish()
 }
 
-/// The token response of one grant; anything but a 200 with tokens is an error.
+impl Endpoint {
+    fn new(url: String, client: (&str, &str), tokens: &[String], service: (&str, &str)) -> Endpoint {
+        let (client_id, secret) = client;
+        let refresh_forms = tokens
+            .iter()
+            .map(|token| {
+                form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token),
+                    ("client_id", client_id),
+                    ("client_secret", secret),
+                ])
+            })
+            .collect();
+        let (service_id, service_secret) = service;
+        let client_credentials_form =
+            form(&[("grant_type", "client_credentials"), ("client_id", service_id), ("client_secret", service_secret)]);
+        Endpoint { url, refresh_forms: Arc::new(refresh_forms), client_credentials_form }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GrantType {
+    Refresh,
+    ClientCredentials,
+}
+
+impl GrantType {
+    fn name(self) -> &'static str {
+        match self {
+            GrantType::Refresh => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// The token response of one grant; anything but a 200 with an access token is an error.
 async fn grant(client: &reqwest::Client, url: &str, form: String) -> Result<(Duration, Value), String> {
     let request = client.post(url).header("content-type", "application/x-www-form-urlencoded").body(form);
     let (latency, body) = expect_ok(request).await?;
     let body: Value = serde_json::from_str(&body).map_err(|err| format!("200 but not JSON: {err}"))?;
-    if body["access_token"].as_str().is_none() || body["refresh_token"].as_str().is_none() {
-        return Err(format!("200 without tokens: {body}"));
+    if body["access_token"].as_str().is_none() {
+        return Err(format!("200 without an access token: {body}"));
     }
     Ok((latency, body))
 }
 
-/// Grants from `CONNECTIONS` at a time until `stop`, each connection always with its own token.
-async fn grants(server: &BrokerProcess, forms: &Arc<Vec<String>>, stop: Stop) -> Load {
+fn grant_form(endpoint: &Endpoint, kind: GrantType, worker: usize) -> String {
+    match kind {
+        GrantType::Refresh => endpoint.refresh_forms[worker % endpoint.refresh_forms.len()].clone(),
+        GrantType::ClientCredentials => endpoint.client_credentials_form.clone(),
+    }
+}
+
+/// Grants of `kind` from `CONNECTIONS` at a time until `stop`, each connection with its own token.
+async fn grants(endpoint: &Endpoint, kind: GrantType, stop: Stop) -> Load {
     let client = reqwest::Client::new();
-    let (url, forms) = (token_url(server), Arc::clone(forms));
+    let endpoint = endpoint.clone();
     run_load(CONNECTIONS, stop, move |turn: Turn| {
-        let (client, url, form) = (client.clone(), url.clone(), forms[turn.worker].clone());
+        let (client, url, form) = (client.clone(), endpoint.url.clone(), grant_form(&endpoint, kind, turn.worker));
         async move { grant(&client, &url, form).await.map(|(latency, _)| latency) }
     })
     .await
 }
 
-/// The names of the RS256-signed JWTs in a token response: one signature each.
-fn signed_tokens(response: &Value) -> Vec<&'static str> {
-    let rs256 = |jwt: &str| {
+/// The public-key signatures in a token response (HMAC ones cost next to nothing): their names.
+fn signed_tokens(response: &Value) -> Vec<String> {
+    let signature_alg = |jwt: &str| {
         let mut parts = jwt.split('.');
         let header = parts.next().and_then(|h| URL_SAFE_NO_PAD.decode(h).ok());
         let header: Option<Value> = header.and_then(|h| serde_json::from_slice(&h).ok());
-        header.is_some_and(|h| h["alg"] == "RS256") && parts.nth(1).is_some_and(|signature| !signature.is_empty())
+        let signed = parts.nth(1).is_some_and(|signature| !signature.is_empty());
+        header.and_then(|h| h["alg"].as_str().map(str::to_owned)).filter(|_| signed)
     };
-    TOKEN_FIELDS.into_iter().filter(|field| response[*field].as_str().is_some_and(rs256)).collect()
+    TOKEN_FIELDS
+        .into_iter()
+        .filter_map(|field| {
+            let alg = signature_alg(response[field].as_str()?)?;
+            Some(format!("{field} {alg}"))
+        })
+        .collect()
 }
 
-/// A fresh RSA-2048 key as the server holds it: a jsonwebtoken key loaded from its PKCS#8
-/// PEM (which keeps the inner PKCS#1 DER and parses it again on every signature), and the
-/// same key parsed once by aws-lc-rs.
-fn signing_keys() -> (EncodingKey, RsaKeyPair) {
-    let pkcs8: Pkcs8V1Der = KeyPair::generate(KeySize::Rsa2048).unwrap().as_der().unwrap();
-    let body = STANDARD.encode(pkcs8.as_ref());
-    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|line| std::str::from_utf8(line).unwrap()).collect();
-    let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"));
-    (EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(), RsaKeyPair::from_pkcs8(pkcs8.as_ref()).unwrap())
+fn public_signatures(signed: &[String]) -> usize {
+    signed.iter().filter(|s| !s.ends_with("HS512")).count()
+}
+
+/// CPU milliseconds of the calling thread so far, from `/proc/thread-self/stat`.
+fn thread_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks_ms(ticks)
+}
+
+/// One RS256 signature's CPU time in ms, as the server signs (a key parsed once, claims to
+/// compact JWS), from one thread signing for `SIGNER_PHASE`: CPU time, so other work on the
+/// machine does not inflate it.
+fn signature_cpu_ms(pair: &RsaKeyPair) -> f64 {
+    let claims = access_like_claims();
+    let header = serde_json::to_vec(&json!({"alg": "RS256", "typ": "JWT", "kid": "bench"})).unwrap();
+    let rng = SystemRandom::new();
+    let (started, cpu_before) = (Instant::now(), thread_cpu_ms());
+    let mut signed = 0_u64;
+    while started.elapsed() < SIGNER_PHASE {
+        let claims_json = serde_json::to_vec(&claims).unwrap();
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(&header), URL_SAFE_NO_PAD.encode(claims_json));
+        let mut signature = vec![0; pair.public_modulus_len()];
+        pair.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut signature).unwrap();
+        let _jwt = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        signed += 1;
+    }
+    (thread_cpu_ms() - cpu_before) / signed as f64
 }
 
 /// Claims shaped and sized as an access token of the broker's.
@@ -143,184 +225,244 @@ fn access_like_claims() -> Value {
     })
 }
 
-/// Signatures per second from one thread per CPU, each calling `sign` for `SIGNER_PHASE`.
-fn signing_rate(sign: impl Fn() + Sync) -> f64 {
-    let threads = thread::available_parallelism().map_or(2, |n| n.get());
-    let started = Instant::now();
-    let signed: u64 = thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut count = 0;
-                    while started.elapsed() < SIGNER_PHASE {
-                        sign();
-                        count += 1;
-                    }
-                    count
-                })
-            })
-            .collect();
-        workers.into_iter().map(|worker| worker.join().unwrap()).sum()
-    });
-    signed as f64 / started.elapsed().as_secs_f64()
+/// Asks `/health/live` every `PROBE_INTERVAL` from a thread and runtime of its own (as a
+/// Kubernetes probe is another process) until `stop`; the latencies, sorted.
+fn probe_health(url: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Duration>> {
+    thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let response = client.get(&url).send().await.unwrap();
+                assert!(response.status().is_success(), "/health/live answered {}", response.status());
+                response.bytes().await.unwrap();
+                latencies.push(started.elapsed());
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            latencies.sort();
+            latencies
+        })
+    })
 }
 
-/// Signing rates of whole JWTs (claims to compact form): through jsonwebtoken as the server
-/// signs, and with the pre-parsed key.
-#[derive(Clone, Copy, Debug)]
-struct SignerRates {
-    jsonwebtoken: f64,
-    pre_parsed: f64,
+/// One phase of grants against one server: the load, the server's CPU ticks, and the machine's.
+struct Phase {
+    load: Load,
+    server_ticks: u64,
+    machine_ticks: u64,
+    others_ticks: u64,
+    health: Vec<Duration>,
 }
 
-impl SignerRates {
-    fn measure(keys: &(EncodingKey, RsaKeyPair)) -> SignerRates {
-        let (encoding, pair) = keys;
-        let claims = access_like_claims();
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some("bench".to_owned());
-        header.typ = Some("JWT".to_owned());
-        let jsonwebtoken = signing_rate(|| {
-            jsonwebtoken::encode(&header, &claims, encoding).unwrap();
-        });
-        let (rng, header_json) = (SystemRandom::new(), serde_json::to_vec(&header).unwrap());
-        let pre_parsed = signing_rate(|| {
-            let claims_json = serde_json::to_vec(&claims).unwrap();
-            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(&header_json), URL_SAFE_NO_PAD.encode(claims_json));
-            let mut signature = vec![0; pair.public_modulus_len()];
-            pair.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut signature).unwrap();
-            let _jwt = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
-        });
-        SignerRates { jsonwebtoken, pre_parsed }
+impl Phase {
+    fn cpu_per_grant_ms(&self) -> f64 {
+        let granted = self.load.latencies.len();
+        if granted == 0 { 0.0 } else { ticks_ms(self.server_ticks) / granted as f64 }
     }
 
-    fn mean(self, other: SignerRates) -> SignerRates {
-        SignerRates {
-            jsonwebtoken: (self.jsonwebtoken + other.jsonwebtoken) / 2.0,
-            pre_parsed: (self.pre_parsed + other.pre_parsed) / 2.0,
-        }
+    fn others_percent(&self) -> f64 {
+        100.0 * self.others_ticks as f64 / self.machine_ticks.max(1) as f64
     }
+}
+
+/// The broker's phase: its CPU from `/proc`, with the `/health/live` prober running throughout.
+async fn broker_phase(bench: &Bench, endpoint: &Endpoint, kind: GrantType) -> Phase {
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = probe_health(format!("{}{}", bench.server.management, paths::HEALTH_LIVE), Arc::clone(&stop));
+    let before = CpuTicks::sample(&bench.server, &bench.database);
+    let load = grants(endpoint, kind, Stop::After(GRANT_PHASE)).await;
+    let cpu = CpuTicks::sample(&bench.server, &bench.database).since(before);
+    stop.store(true, Ordering::Relaxed);
+    let health = prober.join().unwrap();
+    Phase { load, server_ticks: cpu.server, machine_ticks: cpu.machine, others_ticks: cpu.others(), health }
+}
+
+/// The peer's phase: its CPU from `/proc`.
+async fn peer_phase(bench: &Bench, peer: &Peer, endpoint: &Endpoint, kind: GrantType) -> Phase {
+    let pid = peer.pid().to_string();
+    let (peer_before, before) = (process_cpu_ticks(&pid), CpuTicks::sample(&bench.server, &bench.database));
+    let load = grants(endpoint, kind, Stop::After(GRANT_PHASE)).await;
+    let (peer_ticks, cpu) =
+        (process_cpu_ticks(&pid) - peer_before, CpuTicks::sample(&bench.server, &bench.database).since(before));
+    let others = cpu.machine.saturating_sub(cpu.bench + cpu.server + peer_ticks);
+    Phase { load, server_ticks: peer_ticks, machine_ticks: cpu.machine, others_ticks: others, health: Vec::new() }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
 }
 
 #[tokio::main]
 async fn main() {
-    let Some(mut bench) = Bench::start_with("refresh", "", TLS).await else {
+    let service = format!(
+        "[[service_accounts]]\nclient_id = \"{SERVICE_ID}\"\nclient_secret = \"{SERVICE_SECRET}\"\n\
+         allowed_providers = [\"azure_devops\"]\n"
+    );
+    let Some(mut bench) = Bench::start_with("refresh", &service, TLS).await else {
         return;
     };
-    let (server, entra) = (&mut bench.server, &bench.entra);
+    let load_at_start = load_average();
+    let vcpus = thread::available_parallelism().map_or(2, |n| n.get());
 
     let signing_in = Instant::now();
-    let tokens = refresh_tokens(entra, server, CONNECTIONS).await;
+    let tokens = refresh_tokens(&bench.entra, &bench.server, CONNECTIONS).await;
     let signing_in = signing_in.elapsed();
-    let forms = Arc::new(grant_forms(&tokens));
-    let (_, sample) = grant(&reqwest::Client::new(), &token_url(server), forms[0].clone()).await.expect("a grant");
-    let signed = signed_tokens(&sample);
-    let signatures_per_grant = signed.len();
-    let warm_up = grants(server, &forms, Stop::Requests(WARM_UP_GRANTS)).await;
-    let idle_kib = memory_kib(server.pid(), "VmRSS:");
+    let broker = Endpoint::new(
+        format!("{}{}", bench.server.public, realm_path(paths::TOKEN)),
+        ("allhands", CLIENT_SECRET),
+        &tokens,
+        (SERVICE_ID, SERVICE_SECRET),
+    );
+    let peer = Peer::start(CONNECTIONS).await;
+    let peer_endpoint = Endpoint::new(
+        peer.token_url.clone(),
+        (peer.client_id.as_str(), peer.client_secret.as_str()),
+        &peer.refresh_tokens,
+        (peer.client_id.as_str(), peer.client_secret.as_str()),
+    );
 
-    let keys = signing_keys();
-    let signer_before = SignerRates::measure(&keys);
-    let health = health_rate(server, CONNECTIONS, HEALTH_PHASE).await;
-    let rss = PeakRss::start(server.pid());
-    let cpu_before = CpuTicks::sample(server, &bench.database);
-    let load = grants(server, &forms, Stop::After(GRANT_PHASE)).await;
-    let cpu = CpuTicks::sample(server, &bench.database).since(cpu_before);
+    // Samples: what each grant signs, from decoded responses.
+    let client = reqwest::Client::new();
+    let mut signed = Vec::new();
+    for (who, endpoint) in [("broker", &broker), ("peer", &peer_endpoint)] {
+        for kind in [GrantType::Refresh, GrantType::ClientCredentials] {
+            let (_, body) = grant(&client, &endpoint.url, grant_form(endpoint, kind, 0)).await.expect("a grant");
+            signed.push(((who, kind), signed_tokens(&body)));
+        }
+    }
+    let signed_by = |who: &str, kind: GrantType| {
+        signed.iter().find(|((w, k), _)| *w == who && *k == kind).map(|(_, s)| s.clone()).unwrap()
+    };
+    let mut warm_up_failures = 0;
+    for endpoint in [&broker, &peer_endpoint] {
+        for kind in [GrantType::Refresh, GrantType::ClientCredentials] {
+            let warm_up = grants(endpoint, kind, Stop::Requests(WARM_UP_GRANTS)).await;
+            warm_up.print_failures(&format!("warm-up {} grants at {}", kind.name(), endpoint.url));
+            warm_up_failures += warm_up.failures;
+        }
+    }
+    let idle_kib = memory_kib(bench.server.pid(), "VmRSS:");
+
+    let pkcs8: Pkcs8V1Der = KeyPair::generate(KeySize::Rsa2048).unwrap().as_der().unwrap();
+    let pair = RsaKeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let signature_before = signature_cpu_ms(&pair);
+    let health = health_rate(&bench.server, CONNECTIONS, HEALTH_PHASE).await;
+    let rss = PeakRss::start(bench.server.pid());
+    let broker_refresh = broker_phase(&bench, &broker, GrantType::Refresh).await;
+    let peer_refresh = peer_phase(&bench, &peer, &peer_endpoint, GrantType::Refresh).await;
+    let broker_service = broker_phase(&bench, &broker, GrantType::ClientCredentials).await;
+    let peer_service = peer_phase(&bench, &peer, &peer_endpoint, GrantType::ClientCredentials).await;
     let peak_kib = rss.stop().await;
-    let health_after = health_rate(server, CONNECTIONS, HEALTH_PHASE).await;
-    let signer_after = SignerRates::measure(&keys);
-    let exit = server.terminate();
-
-    let baseline = (health + health_after) / 2.0;
-    let signer = signer_before.mean(signer_after);
-    let granted = load.latencies.len() as u64;
-    let per_grant_ms = |ticks: u64| if granted == 0 { 0.0 } else { ticks_ms(ticks) / granted as f64 };
-    let bound = |rate: f64| rate / signatures_per_grant.max(1) as f64;
-    let share = load.rate() / bound(signer.jsonwebtoken);
-    let vcpus = thread::available_parallelism().map_or(2, |n| n.get());
-    let phase_ticks = ticks_ms(cpu.machine.max(1));
-    let percent_of_machine = |ticks: u64| 100.0 * ticks_ms(ticks) / phase_ticks;
+    let signature_after = signature_cpu_ms(&pair);
+    let load_at_end = load_average();
+    peer.stop().await;
+    let exit = bench.server.terminate();
+    let signature_ms = (signature_before + signature_after) / 2.0;
 
     println!();
     println!(
-        "identity-broker refresh-grant benchmark ({CONNECTIONS} connections, {} s of grants, release build, {}; \
-         server, Postgres and load generator on one {vcpus}-vCPU machine)",
+        "identity-broker token endpoint against node oidc-provider 9 ({CONNECTIONS} connections, {} s per phase, \
+         release build, {}; servers, Postgres and load generator on one {vcpus}-vCPU machine)",
         GRANT_PHASE.as_secs(),
         TLS.describe()
     );
-    println!("  ready after start             {:>10.1} ms", ms(bench.server.ready_after));
+    println!(
+        "  machine load                  load average {load_at_start} at start, {load_at_end} at the end \
+         (other builders share the machine)"
+    );
     println!(
         "  sessions                      {CONNECTIONS:>10} users signed in through the fake Entra in {:.2} s, \
-         one refresh token each (scope openid email profile), reused and never rotated",
+         one refresh token each, reused and never rotated; the peer minted as many",
         signing_in.as_secs_f64()
     );
     println!(
-        "  signatures per grant          {signatures_per_grant:>10} ({}: RS256, from one decoded response)",
-        signed.join(", ")
+        "  one RS256 signature           {signature_ms:>10.3} ms CPU (aws-lc-rs, key parsed once; before {:.3}, \
+         after {:.3})",
+        signature_before, signature_after
     );
+    println!("  /health/live alone            {health:>10.0} req/s");
     println!();
-    println!("  /health/live                  {baseline:>10.0} req/s (before {health:.0}, after {health_after:.0})");
-    println!("  refresh_token grants          {:>10.1} /s ({granted} grants, {} failed)", load.rate(), load.failures);
-    println!("  ratio grants : health         {:>10.4}", load.rate() / baseline);
-    println!("  grant latency p50             {:>10.2} ms (p99 {:.2} ms)", ms(load.p50()), ms(load.p99()));
-    println!(
-        "  CPU per grant                 {:>10.2} ms server (utime+stime), {:.2} ms its Postgres backends, \
-         {:.2} ms load generator",
-        per_grant_ms(cpu.server),
-        per_grant_ms(cpu.postgres),
-        per_grant_ms(cpu.bench)
-    );
-    println!(
-        "  machine CPU in the phase      server {:.0}%, Postgres backends {:.0}%, load generator {:.0}%, \
-         everything else {:.0}% (of {:.1} busy CPU-seconds)",
-        percent_of_machine(cpu.server),
-        percent_of_machine(cpu.postgres),
-        percent_of_machine(cpu.bench),
-        percent_of_machine(cpu.others()),
-        phase_ticks / 1000.0
-    );
-    println!(
-        "  signer, jsonwebtoken          {:>10.0} signatures/s on {vcpus} threads (before {:.0}, after {:.0}); \
-         parses the key on every signature, as the server signs",
-        signer.jsonwebtoken, signer_before.jsonwebtoken, signer_after.jsonwebtoken
-    );
-    println!(
-        "  signer, pre-parsed aws-lc-rs  {:>10.0} signatures/s on {vcpus} threads (before {:.0}, after {:.0}); \
-         key parsing costs jsonwebtoken {:.0}%",
-        signer.pre_parsed,
-        signer_before.pre_parsed,
-        signer_after.pre_parsed,
-        100.0 * (1.0 - signer.jsonwebtoken / signer.pre_parsed)
-    );
-    println!(
-        "  signer bound                  {:>10.1} grants/s (jsonwebtoken rate / {signatures_per_grant}), \
-         {:.1} with a pre-parsed key",
-        bound(signer.jsonwebtoken),
-        bound(signer.pre_parsed)
-    );
-    println!(
-        "  grants / signer bound         {:>9.1}%  target >= {:.0}%: {}",
-        100.0 * share,
-        100.0 * TARGET_SHARE_OF_SIGNER,
-        if share >= TARGET_SHARE_OF_SIGNER && load.failures == 0 { "met" } else { "MISSED" }
-    );
-    println!(
-        "  grants per server CPU-second  {:>10.0} (Keycloak's sizing: {KEYCLOAK_GRANTS_PER_VCPU:.0} per vCPU); \
-         {:.0} per vCPU of the whole machine",
-        if granted == 0 { 0.0 } else { 1000.0 / per_grant_ms(cpu.server) },
-        load.rate() / vcpus as f64
-    );
+    let mut met = true;
+    for (kind, ours, theirs) in [
+        (GrantType::Refresh, &broker_refresh, &peer_refresh),
+        (GrantType::ClientCredentials, &broker_service, &peer_service),
+    ] {
+        let (our_signed, their_signed) = (signed_by("broker", kind), signed_by("peer", kind));
+        let signatures = public_signatures(&our_signed);
+        let floor = signatures as f64 * signature_ms;
+        let peer_ratio = ours.load.rate() / theirs.load.rate().max(f64::MIN_POSITIVE);
+        let floor_ratio = ours.cpu_per_grant_ms() / floor.max(f64::MIN_POSITIVE);
+        let health_p99 = percentile(&ours.health, 0.99);
+        println!("  {} grants", kind.name());
+        println!(
+            "    signs                       broker: {}; peer: {}",
+            our_signed.join(", "),
+            their_signed.join(", ")
+        );
+        println!(
+            "    broker                      {:>10.1} /s, p50 {:.2} ms, p99 {:.2} ms, {:.2} ms server CPU per grant \
+             ({} failed; other processes used {:.0}% of the machine)",
+            ours.load.rate(),
+            ms(ours.load.p50()),
+            ms(ours.load.p99()),
+            ours.cpu_per_grant_ms(),
+            ours.load.failures,
+            ours.others_percent()
+        );
+        println!(
+            "    peer (oidc-provider)        {:>10.1} /s, p50 {:.2} ms, p99 {:.2} ms, {:.2} ms node CPU per grant \
+             ({} failed; other processes used {:.0}% of the machine)",
+            theirs.load.rate(),
+            ms(theirs.load.p50()),
+            ms(theirs.load.p99()),
+            theirs.cpu_per_grant_ms(),
+            theirs.load.failures,
+            theirs.others_percent()
+        );
+        println!(
+            "    grants/s broker : peer      {peer_ratio:>10.2}   target >= {TARGET_PEER_RATIO}: {}",
+            verdict(peer_ratio >= TARGET_PEER_RATIO)
+        );
+        println!(
+            "    server CPU : signing floor  {floor_ratio:>10.2}   ({:.2} ms per grant against {signatures} \
+             signature(s) x {signature_ms:.3} ms = {floor:.2} ms); target <= {TARGET_FLOOR_RATIO}: {}",
+            ours.cpu_per_grant_ms(),
+            verdict(floor_ratio <= TARGET_FLOOR_RATIO)
+        );
+        println!(
+            "    /health/live during grants  p50 {:.2} ms, p99 {:.2} ms over {} probes; target p99 < {} ms: {}",
+            ms(percentile(&ours.health, 0.5)),
+            ms(health_p99),
+            ours.health.len(),
+            TARGET_HEALTH_P99.as_millis(),
+            verdict(health_p99 < TARGET_HEALTH_P99)
+        );
+        met &= peer_ratio >= TARGET_PEER_RATIO && floor_ratio <= TARGET_FLOOR_RATIO && health_p99 < TARGET_HEALTH_P99;
+        ours.load.print_failures(&format!("broker {} grants", kind.name()));
+        theirs.load.print_failures(&format!("peer {} grants", kind.name()));
+    }
+    println!();
+    println!("  every target                  {}", verdict(met));
     println!(
         "  resident memory               idle {:.1} MiB, peak under grant load {:.1} MiB",
         mib(idle_kib),
         mib(peak_kib)
     );
     println!("  SIGTERM exit status           {exit}");
-    warm_up.print_failures("warm-up refresh grants");
-    load.print_failures("refresh grants");
 
     bench.clean_up();
-    assert_eq!(signatures_per_grant, TOKEN_FIELDS.len(), "a grant with scope openid signs three JWTs");
-    assert!(warm_up.failures + load.failures == 0, "refresh grants failed");
+    let failures = [&broker_refresh, &peer_refresh, &broker_service, &peer_service].iter().map(|p| p.load.failures);
+    assert_eq!(warm_up_failures + failures.sum::<usize>(), 0, "grants failed");
     assert!(exit.success(), "graceful shutdown exits 0");
 }

@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::{HttpSettings, Mode, Settings};
-use crate::crypto::{Cipher, CipherError, RsaError, VaultKey, generate_rsa, random_bytes};
+use crate::crypto::{Cipher, CipherError, JwsAlgorithm, JwsKeyError, VaultKey, generate_key, random_bytes};
 use crate::directory::Directory;
 use crate::demo::{DEMO_CLIENT_ID, DemoClient};
 use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
@@ -54,7 +54,7 @@ pub enum BuildError {
     #[error("cannot build the HTTP client for upstream providers")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot load the development provider's signing key")]
-    DevelopmentKey(#[from] RsaError),
+    DevelopmentKey(#[from] JwsKeyError),
 }
 
 /// A built application: listeners bound, ready to serve.
@@ -148,7 +148,7 @@ async fn development_provider(
     }
     let key = match store.instance_secret(development::KEY_SECRET_NAME).await? {
         Some(key) => key,
-        None => store.instance_secret_or_insert(development::KEY_SECRET_NAME, &generate_rsa()?.pkcs8, now).await?,
+        None => store.instance_secret_or_insert(development::KEY_SECRET_NAME, &generate_key(JwsAlgorithm::Rs256)?.private, now).await?,
     };
     let redirect_uri = format!("{public_url}/realms/{}/broker/{}/endpoint", settings.realm.name, development::ALIAS);
     let provider = DevelopmentProvider::new(public_url, redirect_uri, &key)?;
@@ -260,7 +260,7 @@ impl Application {
         let now = clock.now();
         let store = open_store(&settings, &clock).await?;
         let cipher = Arc::new(vault_cipher(&settings, &store, now).await?);
-        let keys = KeySet::load_or_create(&store, &cipher, now).await?;
+        let keys = KeySet::load_or_create(&store, &cipher, settings.realm.signature_algorithm, now).await?;
         let listeners = Listeners::bind(&settings.http).await?;
         let public_addr = local_addr(&listeners.public, "http.bind")?;
         let public_url = match &settings.http.hostname {

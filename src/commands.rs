@@ -91,18 +91,23 @@ pub async fn rotate_keys(settings: &Settings, activate_after: i64) -> Result<(),
     let store = open_store(settings).await?;
     let now = Clock::default().now();
     let lifetime = keys::max_token_lifetime(&settings.realm);
-    let rotation = keys::rotate(&store, &cipher, now, activate_after, lifetime).await;
+    let algorithm = settings.realm.signature_algorithm;
+    let rotation = keys::rotate(&store, &cipher, algorithm, now, activate_after, lifetime).await;
     store.close().await;
     let rotation = rotation?;
-    if rotation.active_from <= now {
-        println!("new signing key: {} (signs now; running servers switch at their next key reload)", rotation.new_kid);
-    } else {
-        println!(
-            "new signing key: {} (published now, signs from {} in Unix seconds, {} s from now)",
-            rotation.new_kid,
-            rotation.active_from,
-            rotation.active_from - now
-        );
+    for (algorithm, kid) in &rotation.new_kids {
+        let role = if algorithm.is_public() { "access and ID tokens" } else { "refresh and offline tokens" };
+        if rotation.active_from <= now {
+            println!(
+                "new signing key: {kid} ({algorithm}, for {role}; signs now; running servers switch at their next key reload)"
+            );
+        } else {
+            println!(
+                "new signing key: {kid} ({algorithm}, for {role}; known to servers now, signs from {} in Unix seconds, {} s from now)",
+                rotation.active_from,
+                rotation.active_from - now
+            );
+        }
     }
     for kid in &rotation.retired {
         println!(

@@ -231,7 +231,7 @@ impl SignInService {
         match &session {
             Some(session) if request.link_alias.is_some() => row.link_user_id = Some(session.user_id.clone()),
             Some(session) if !prompt_login => {
-                self.sessions.touch(&session.id, now).await?;
+                self.sessions.touch(session, now).await?;
                 let url = self.issue_code(&row, session, now).await?;
                 return Ok(Started::ToClient(url));
             }

@@ -25,7 +25,7 @@ fn replace_if_set<T>(target: &mut Option<T>, value: Option<T>) {
     }
 }
 
-/// The keys that exist once: database, listeners, log format and vault keys.
+/// The keys that exist once: database, listeners, log format, signature algorithm and vault keys.
 fn overlay_single_keys(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<String>) {
     replace_if_set(&mut raw.database.url, env("DATABASE_URL").map(SecretString::from));
     replace_if_set(&mut raw.http.hostname, env("BROKER_HOSTNAME"));
@@ -33,6 +33,7 @@ fn overlay_single_keys(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<Stri
     replace_if_set(&mut raw.http.management_bind, env("BROKER_MANAGEMENT_BIND"));
     replace_if_set(&mut raw.http.internal_bind, env("BROKER_INTERNAL_BIND"));
     replace_if_set(&mut raw.log.format, env("BROKER_LOG_FORMAT"));
+    replace_if_set(&mut raw.realm.signature_algorithm, env("BROKER_REALM_SIGNATURE_ALGORITHM"));
     if let Some(keys) = env("BROKER_ENCRYPTION_KEYS") {
         raw.vault.encryption_keys = keys
             .split(',')

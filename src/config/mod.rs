@@ -16,8 +16,8 @@ use secrecy::{SecretBox, SecretString};
 use url::Url;
 use uuid::Uuid;
 
-use crate::crypto::CtSecret;
 pub(crate) use crate::crypto::VaultKey;
+use crate::crypto::{CtSecret, JwsAlgorithm};
 pub(crate) use environment::env_name;
 use raw::RawSettings;
 
@@ -82,6 +82,9 @@ pub(crate) struct RealmSettings {
     pub(crate) offline_session_idle_seconds: i64,
     pub(crate) authorization_code_lifespan_seconds: i64,
     pub(crate) login_timeout_seconds: i64,
+    /// Signs access and ID tokens (Keycloak's realm setting of that name); refresh and
+    /// offline tokens are always HS512.
+    pub(crate) signature_algorithm: JwsAlgorithm,
 }
 
 #[derive(Debug, Clone)]

@@ -49,6 +49,7 @@ pub(super) struct RawRealm {
     pub(super) offline_session_idle_seconds: Option<i64>,
     pub(super) authorization_code_lifespan_seconds: Option<i64>,
     pub(super) login_timeout_seconds: Option<i64>,
+    pub(super) signature_algorithm: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

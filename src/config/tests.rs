@@ -173,6 +173,34 @@ const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
         "at least 1",
     ),
     (
+        "HS512 signs refresh tokens only: clients could not verify access tokens",
+        "[vault]",
+        "[realm]\nsignature_algorithm = \"HS512\"\n[vault]",
+        "realm.signature_algorithm",
+        "`ES256`",
+    ),
+    (
+        "a lower-case algorithm name, which JWS does not know",
+        "[vault]",
+        "[realm]\nsignature_algorithm = \"rs256\"\n[vault]",
+        "realm.signature_algorithm",
+        "spelled so",
+    ),
+    (
+        "an algorithm the broker does not implement",
+        "[vault]",
+        "[realm]\nsignature_algorithm = \"PS256\"\n[vault]",
+        "realm.signature_algorithm",
+        "`RS256` (the default)",
+    ),
+    (
+        "unsigned tokens",
+        "[vault]",
+        "[realm]\nsignature_algorithm = \"none\"\n[vault]",
+        "realm.signature_algorithm",
+        "`EdDSA`",
+    ),
+    (
         "an audit retention so long that its seconds overflow",
         "[vault]",
         "[audit]\nretention_days = 200000000000000\n[vault]",
@@ -279,6 +307,20 @@ fn environment_overrides_the_file() {
     assert_eq!(settings.database.url.expose_secret(), "postgres://env@db/env");
     let ClientCredential::Confidential(secret) = &settings.clients[0].credential else { panic!("confidential") };
     assert!(secret.matches("env-client-secret"));
+}
+
+#[test]
+fn the_signature_algorithm_defaults_to_rs256_and_follows_the_file_and_the_environment() {
+    let default = production(&minimal(""), &[]).expect("valid");
+    assert_eq!(default.realm.signature_algorithm, JwsAlgorithm::Rs256);
+    for algorithm in JwsAlgorithm::PUBLIC {
+        let text =
+            minimal("").replacen("[vault]", &format!("[realm]\nsignature_algorithm = \"{algorithm}\"\n[vault]"), 1);
+        let settings = production(&text, &[]).expect("a public algorithm loads");
+        assert_eq!(settings.realm.signature_algorithm, algorithm);
+    }
+    let env = [("BROKER_REALM_SIGNATURE_ALGORITHM", "EdDSA")];
+    assert_eq!(production(&minimal(""), &env).expect("valid").realm.signature_algorithm, JwsAlgorithm::EdDsa);
 }
 
 #[test]

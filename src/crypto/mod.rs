@@ -1,9 +1,10 @@
-//! The one source of randomness, digests, constant-time secret comparison, sealing and RSA keys.
+//! The one source of randomness, digests, constant-time secret comparison, sealing and JWS keys.
 
 mod cipher;
-mod rsa;
+mod signing;
 
-pub(crate) use rsa::{RsaError, RsaSigner, generate_rsa, rsa_signer};
+pub use signing::JwsAlgorithm;
+pub(crate) use signing::{JwsKey, JwsKeyError, generate_key, load_key};
 pub use cipher::{Cipher, CipherError, VaultKey, signing_key_aad, vault_column_aad};
 
 use std::fmt;

@@ -9,7 +9,7 @@ use url::{Host, Url};
 use super::facts::{DatabaseFacts, EntraFacts, HttpAnswer, NotSent, OrganizationFacts, Probed, TokenProbe};
 use super::{Check, Status};
 use crate::config::{ClientSettings, ConfigError, ProviderSettings, ServiceAccountSettings, Tenant, env_name};
-use crate::crypto::{Cipher, CipherError, signing_key_aad};
+use crate::crypto::{Cipher, CipherError, JwsAlgorithm, signing_key_aad};
 use crate::oidc::keys::signing_key_at;
 use crate::store::{MigrationRecords, SealedRows, SigningKeyRow};
 use crate::upstream::UpstreamError;
@@ -696,7 +696,13 @@ fn sealed_by_key(sealed: &SealedRows) -> Vec<KeyUse> {
         .collect()
 }
 
-pub(crate) fn signing_keys(facts: &DatabaseFacts, cipher: Option<&Cipher>, now: i64, timeout: Duration) -> Check {
+pub(crate) fn signing_keys(
+    facts: &DatabaseFacts,
+    cipher: Option<&Cipher>,
+    algorithm: JwsAlgorithm,
+    now: i64,
+    timeout: Duration,
+) -> Check {
     const CHECK: &str = "signing_keys";
     let Probed::Found(contents) = &facts.contents else {
         return unreached(CHECK);
@@ -711,7 +717,7 @@ pub(crate) fn signing_keys(facts: &DatabaseFacts, cipher: Option<&Cipher>, now: 
             return row(CHECK, Status::Fail, format!("cannot read signing_keys: {why}"), database_fix());
         }
     };
-    let Some(active) = signing_key_at(rows, now) else {
+    let Some(active) = signing_key_at(rows, now, algorithm) else {
         return row(
             CHECK,
             Status::Warn,

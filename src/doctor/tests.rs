@@ -11,7 +11,7 @@ use super::facts::{
 use super::probe::database_location;
 use super::{Check, Redactor, Report, Status};
 use crate::config::{Mode, ProviderSettings, Settings, parse_vault_key};
-use crate::crypto::{Cipher, signing_key_aad};
+use crate::crypto::{Cipher, JwsAlgorithm, signing_key_aad};
 use crate::store::{AppliedMigration, KnownMigration, MigrationRecords, SealedRows, SigningKeyRow};
 use crate::upstream::UpstreamError;
 use crate::upstream::entra::{EntraErrorBody, classify};
@@ -403,7 +403,7 @@ fn a_database_out_of_reach_skips_what_depends_on_it() {
     );
     assert_check(&checks::migrations(&facts, true, TIMEOUT), Status::Skip, &["could not be reached"], "migrations");
     assert_check(&checks::vault_keys(&facts, &["k1"], None, TIMEOUT), Status::Skip, &[], "vault");
-    assert_check(&checks::signing_keys(&facts, None, 0, TIMEOUT), Status::Skip, &[], "keys");
+    assert_check(&checks::signing_keys(&facts, None, JwsAlgorithm::Rs256, 0, TIMEOUT), Status::Skip, &[], "keys");
     let hung = DatabaseFacts { location: "postgres://db/broker".into(), contents: Probed::TimedOut };
     assert_check(&checks::database_connection(&hung, TIMEOUT), Status::Fail, &["within 10 s"], "hung");
 
@@ -414,7 +414,7 @@ fn a_database_out_of_reach_skips_what_depends_on_it() {
     };
     let facts = database(unmigrated);
     assert_check(&checks::vault_keys(&facts, &["k1"], None, TIMEOUT), Status::Skip, &["not migrated"], "vault");
-    assert_check(&checks::signing_keys(&facts, None, 0, TIMEOUT), Status::Skip, &["not migrated"], "keys");
+    assert_check(&checks::signing_keys(&facts, None, JwsAlgorithm::Rs256, 0, TIMEOUT), Status::Skip, &["not migrated"], "keys");
 }
 
 fn cipher(keys: &[&str]) -> Cipher {
@@ -534,35 +534,35 @@ fn a_signing_key_must_sign_now_and_open_with_the_configured_keys() {
     let now = 10_000;
     let none = with_signing_keys(vec![]);
     assert_check(
-        &checks::signing_keys(&none, Some(&ring), now, TIMEOUT),
+        &checks::signing_keys(&none, Some(&ring), JwsAlgorithm::Rs256, now, TIMEOUT),
         Status::Warn,
         &["`start` creates one", "keys rotate"],
         "none yet",
     );
     let announced = with_signing_keys(vec![signing_key(&ring, "later", now + 60)]);
     assert_check(
-        &checks::signing_keys(&announced, Some(&ring), now, TIMEOUT),
+        &checks::signing_keys(&announced, Some(&ring), JwsAlgorithm::Rs256, now, TIMEOUT),
         Status::Warn,
         &["1 stored key"],
         "only announced",
     );
     let good = with_signing_keys(vec![signing_key(&ring, "old", now - 100), signing_key(&ring, "new", now - 10)]);
     assert_check(
-        &checks::signing_keys(&good, Some(&ring), now, TIMEOUT),
+        &checks::signing_keys(&good, Some(&ring), JwsAlgorithm::Rs256, now, TIMEOUT),
         Status::Ok,
         &["`new` (RS256) signs now", "2 keys"],
         "the newest signs",
     );
     let impostor = cipher(&[IMPOSTOR_KEY]);
     assert_check(
-        &checks::signing_keys(&good, Some(&impostor), now, TIMEOUT),
+        &checks::signing_keys(&good, Some(&impostor), JwsAlgorithm::Rs256, now, TIMEOUT),
         Status::Fail,
         &["does not open", "original key material"],
         "another key under the same id",
     );
     let elsewhere = cipher(&["k9:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]);
     assert_check(
-        &checks::signing_keys(&good, Some(&elsewhere), now, TIMEOUT),
+        &checks::signing_keys(&good, Some(&elsewhere), JwsAlgorithm::Rs256, now, TIMEOUT),
         Status::Fail,
         &["vault.encryption_keys lacks", "`k1:<its base64>`"],
         "the sealing key is not configured",

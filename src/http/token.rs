@@ -136,7 +136,7 @@ pub(super) fn client_request<'a>(
 
 /// `grant_type=client_credentials`: a service account's short-lived token for the internal
 /// API. Client applications have no service account, as in Keycloak by default.
-fn client_credentials(state: &AppState, headers: &HeaderMap, form: &TokenForm) -> Result<Response, AppError> {
+async fn client_credentials(state: &AppState, headers: &HeaderMap, form: &TokenForm) -> Result<Response, AppError> {
     let credentials = presented_credentials(headers, form)?;
     let Some(account) = state.service_accounts.authenticate(&credentials) else {
         if state.clients.authenticate(&credentials).is_some() {
@@ -150,6 +150,7 @@ fn client_credentials(state: &AppState, headers: &HeaderMap, form: &TokenForm) -
     let (access_token, expires_in) = state
         .tokens
         .issue_service_token(&account.client_id, &account.allowed_providers, state.clock.now())
+        .await
         .map_err(AppError::internal)?;
     let body = ServiceTokenResponse {
         access_token,
@@ -171,7 +172,7 @@ pub(crate) async fn token(
     require_realm(&state.realm, &realm)?;
     let form: TokenForm = parse_form(&headers, &body).map_err(invalid_request)?;
     if form.grant_type.as_deref() == Some("client_credentials") {
-        return client_credentials(&state, &headers, &form);
+        return client_credentials(&state, &headers, &form).await;
     }
     let client = authenticate_client(&state, &headers, &form)?;
     let now = state.clock.now();

@@ -146,7 +146,7 @@ impl Grants<'_> {
             self.sessions.end(&session, Ending::RefreshTokenReused, Some(&client.client_id), now).await?;
             return Err(reused().into());
         }
-        self.sessions.touch(&session.id, now).await?;
+        self.sessions.touch(&session, now).await?;
         self.issue(client, &session, &claims.sub, &claims.scope, None, now).await
     }
 
@@ -271,7 +271,7 @@ impl Grants<'_> {
             read_token: client.read_token,
             offline: session.offline,
         };
-        Ok(self.tokens.issue(&grant, now)?)
+        Ok(self.tokens.issue(&grant, now).await?)
     }
 }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::audit::AuditLog;
 use crate::config::RealmSettings;
 use crate::crypto::{random_token, token_hash};
-use crate::store::{AuditEvent, SessionRow, Store, StoreError};
+use crate::store::{AuditEvent, SessionRow, Store, StoreError, TOUCH_GRANULARITY_SECONDS};
 
 /// Why a session ends; each cause is one audit outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,9 +124,14 @@ impl Sessions {
         self.store.find_session(id).await
     }
 
-    /// Records a use, which restarts the idle timer.
-    pub(crate) async fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        self.store.touch_session(id, now).await
+    /// Records a use, which restarts the idle timer. The row in hand is never newer than the
+    /// database's: when it was seen within `TOUCH_GRANULARITY_SECONDS`, so was the stored one,
+    /// and the write would change nothing (a refresh grant saves a round trip).
+    pub(crate) async fn touch(&self, session: &SessionRow, now: i64) -> Result<(), StoreError> {
+        if session.last_seen_at >= now - TOUCH_GRANULARITY_SECONDS {
+            return Ok(());
+        }
+        self.store.touch_session(&session.id, now).await
     }
 
     /// Ends a session with its tokens, and records why.

@@ -1,14 +1,20 @@
 //! The JWTs the broker issues and accepts: access, refresh and ID tokens shaped as Keycloak's.
+//!
+//! Access, ID and service-account tokens are signed with the realm's public-key algorithm;
+//! refresh and offline tokens with its HMAC key (HS512), as Keycloak does, since only the
+//! broker checks them. Signing runs on the blocking pool, at most one grant per core at a
+//! time, so that a burst of grants never holds the async workers that answer everything else.
 
 use std::sync::Arc;
 
 use quick_cache::sync::Cache;
 
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
-use super::keys::KeySet;
-use crate::crypto::random_token;
+use super::keys::{Generation, KeySet};
+use crate::crypto::{JwsAlgorithm, random_token};
 
 pub(crate) const TYP_BEARER: &str = "Bearer";
 pub(crate) const TYP_REFRESH: &str = "Refresh";
@@ -172,6 +178,8 @@ pub struct TokenService {
     /// than the rest of a token read.
     verified_services: Arc<Verified<ServiceClaims>>,
     verified_access: Arc<Verified<AccessClaims>>,
+    /// One permit per core: the grants signing at once on the blocking pool.
+    signing_slots: Arc<Semaphore>,
 }
 
 /// Tokens whose signature, issuer and type were found good, by token, with their key's id;
@@ -186,6 +194,24 @@ impl std::fmt::Debug for TokenService {
 
 /// Tokens remembered as checked, of each kind.
 const VERIFIED_TOKENS: usize = 1024;
+
+/// How many grants sign at once: one per core, since a signature is pure CPU.
+fn signing_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn sign<T: Serialize>(key: &crate::crypto::JwsKey, claims: &T) -> Result<String, TokenError> {
+    key.sign_jwt(claims).map_err(|_| TokenError::Signing)
+}
+
+/// Which keys may have signed a token of a kind: access, ID and service-account tokens come
+/// from the public keys only; refresh tokens from the HMAC keys, or from a public key when
+/// issued before refresh tokens moved to HS512.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignedBy {
+    PublicKey,
+    AnyKey,
+}
 
 impl TokenService {
     pub(crate) fn new(
@@ -203,6 +229,7 @@ impl TokenService {
             offline_lifespan,
             verified_services: Arc::new(Cache::new(VERIFIED_TOKENS)),
             verified_access: Arc::new(Cache::new(VERIFIED_TOKENS)),
+            signing_slots: Arc::new(Semaphore::new(signing_threads())),
         }
     }
 
@@ -214,17 +241,18 @@ impl TokenService {
         &self.keys
     }
 
-    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
-        // Kid and key from one read, so a key reload between them cannot mismatch them.
+    /// Runs `sign` on the blocking pool once a signing slot is free.
+    async fn off_the_workers<R: Send + 'static>(
+        &self,
+        sign: impl FnOnce(&Generation) -> Result<R, TokenError> + Send + 'static,
+    ) -> Result<R, TokenError> {
+        let _slot = self.signing_slots.acquire().await.map_err(|_| TokenError::Signing)?;
+        // Kids and keys from one read, so a key reload meanwhile cannot mismatch them.
         let keys = self.keys.current();
-        let (kid, key) = keys.signer();
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.to_owned());
-        header.typ = Some("JWT".to_owned());
-        jsonwebtoken::encode(&header, claims, key).map_err(|_| TokenError::Signing)
+        tokio::task::spawn_blocking(move || sign(&keys)).await.map_err(|_| TokenError::Signing)?
     }
 
-    pub fn issue(&self, grant: &Grant, now: i64) -> Result<IssuedTokens, TokenError> {
+    pub async fn issue(&self, grant: &Grant, now: i64) -> Result<IssuedTokens, TokenError> {
         let access = AccessClaims {
             exp: now + self.access_lifespan,
             iat: now,
@@ -256,28 +284,30 @@ impl TokenService {
             scope: grant.scope.clone(),
         };
         let wants_id_token = grant.scope.split_whitespace().any(|s| s == "openid");
-        let id_token = wants_id_token
-            .then(|| {
-                self.sign(&IdClaims {
-                    exp: now + self.access_lifespan,
-                    iat: now,
-                    auth_time: grant.auth_time,
-                    jti: random_token(),
-                    iss: self.issuer.clone(),
-                    aud: grant.client_id.clone(),
-                    sub: grant.user_id.clone(),
-                    typ: TYP_ID.to_owned(),
-                    azp: grant.client_id.clone(),
-                    sid: grant.session_id.clone(),
-                    nonce: grant.nonce.clone(),
-                    user: grant.user.clone(),
-                })
+        let id = wants_id_token.then(|| IdClaims {
+            exp: now + self.access_lifespan,
+            iat: now,
+            auth_time: grant.auth_time,
+            jti: random_token(),
+            iss: self.issuer.clone(),
+            aud: grant.client_id.clone(),
+            sub: grant.user_id.clone(),
+            typ: TYP_ID.to_owned(),
+            azp: grant.client_id.clone(),
+            sid: grant.session_id.clone(),
+            nonce: grant.nonce.clone(),
+            user: grant.user.clone(),
+        });
+        let (access_token, refresh_token, id_token) = self
+            .off_the_workers(move |keys| {
+                let id_token = id.as_ref().map(|id| sign(keys.signer(), id)).transpose()?;
+                Ok((sign(keys.signer(), &access)?, sign(keys.refresh_signer(), &refresh)?, id_token))
             })
-            .transpose()?;
+            .await?;
         Ok(IssuedTokens {
-            access_token: self.sign(&access)?,
+            access_token,
             expires_in: self.access_lifespan,
-            refresh_token: self.sign(&refresh)?,
+            refresh_token,
             refresh_expires_in: refresh_lifespan,
             id_token,
             scope: grant.scope.clone(),
@@ -286,7 +316,7 @@ impl TokenService {
     }
 
     /// A short-lived token for a service account; no refresh token, as Keycloak does.
-    pub(crate) fn issue_service_token(
+    pub(crate) async fn issue_service_token(
         &self,
         client_id: &str,
         allowed_providers: &[String],
@@ -304,7 +334,15 @@ impl TokenService {
             scope: "tokens".to_owned(),
             allowed_providers: allowed_providers.to_vec(),
         };
-        Ok((self.sign(&claims)?, self.access_lifespan))
+        let token = self.off_the_workers(move |keys| sign(keys.signer(), &claims)).await?;
+        Ok((token, self.access_lifespan))
+    }
+
+    /// Signs `claims` with the realm's public key, as refresh tokens were signed before they
+    /// moved to HS512: what a database from an earlier release holds.
+    #[cfg(feature = "testing")]
+    pub fn sign_with_public_key(&self, claims: &serde_json::Value) -> Result<String, TokenError> {
+        sign(self.keys.current().signer(), claims)
     }
 
     /// Checks a service-account token: signature, issuer, audience, type and expiry.
@@ -328,11 +366,11 @@ impl TokenService {
         is_kind: impl Fn(&T) -> bool,
     ) -> Result<Arc<T>, TokenError> {
         if let Some((kid, claims)) = verified.get(token)
-            && self.keys.current().decoding_key(&kid).is_some()
+            && self.keys.current().verifier(&kid).is_some()
         {
             return Ok(claims);
         }
-        let (kid, claims) = self.verify_signed::<T>(token)?;
+        let (kid, claims) = self.verify_signed::<T>(token, SignedBy::PublicKey)?;
         if !is_kind(&claims) {
             return Err(TokenError::WrongType);
         }
@@ -344,7 +382,7 @@ impl TokenService {
     /// Checks an `id_token_hint`: our signature, our issuer, an ID token. Expiry is not
     /// checked, as in Keycloak: a user may sign out long after signing in.
     pub(crate) fn verify_id_token_hint(&self, token: &str) -> Result<IdClaims, TokenError> {
-        let claims: IdClaims = self.verify(token)?;
+        let (_, claims): (_, IdClaims) = self.verify_signed(token, SignedBy::PublicKey)?;
         if claims.typ != TYP_ID {
             return Err(TokenError::WrongType);
         }
@@ -364,7 +402,7 @@ impl TokenService {
 
     /// Checks a refresh or offline token's signature, issuer, type and expiry.
     pub(crate) fn verify_refresh(&self, token: &str, now: i64) -> Result<RefreshClaims, TokenError> {
-        let claims: RefreshClaims = self.verify(token)?;
+        let (_, claims): (_, RefreshClaims) = self.verify_signed(token, SignedBy::AnyKey)?;
         if claims.typ != TYP_REFRESH && claims.typ != TYP_OFFLINE {
             return Err(TokenError::WrongType);
         }
@@ -374,26 +412,30 @@ impl TokenService {
         Ok(claims)
     }
 
-    fn verify<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
-        self.verify_signed(token).map(|(_, claims)| claims)
-    }
-
-    /// The claims of a token signed by one of the realm's keys, with that key's id.
-    fn verify_signed<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<(String, T), TokenError> {
+    /// The claims of a token signed by one of the realm's keys that `signed_by` allows, with
+    /// that key's id.
+    fn verify_signed<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        signed_by: SignedBy,
+    ) -> Result<(String, T), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        if header.alg != Algorithm::RS256 {
-            return Err(TokenError::Invalid);
-        }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
         let keys = self.keys.current();
-        let key = keys.decoding_key(&kid).ok_or(TokenError::Invalid)?;
-        let mut validation = Validation::new(Algorithm::RS256);
+        let key = keys.verifier(&kid).ok_or(TokenError::Invalid)?;
+        let algorithm: JwsAlgorithm = key.algorithm();
+        // The header's `alg` must be the key's own: a public key is never taken as an HMAC
+        // secret, nor the HMAC key as anything but HS512.
+        if header.alg != algorithm.jsonwebtoken() || (signed_by == SignedBy::PublicKey && !algorithm.is_public()) {
+            return Err(TokenError::Invalid);
+        }
+        let mut validation = Validation::new(header.alg);
         // Expiry is checked against the caller's `now`, not the library's clock.
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[&self.issuer]);
-        let claims = jsonwebtoken::decode::<T>(token, key, &validation).map_err(|_| TokenError::Invalid)?.claims;
+        let claims = jsonwebtoken::decode::<T>(token, key.decoding(), &validation).map_err(|_| TokenError::Invalid)?.claims;
         Ok((kid, claims))
     }
 }

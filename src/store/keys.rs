@@ -18,9 +18,10 @@ pub(crate) struct SigningKeyRow {
     pub(crate) kid: String,
     pub(crate) algorithm: String,
     pub(crate) vault_key_id: String,
-    /// PKCS#8, sealed by the vault cipher with the kid as associated data.
+    /// PKCS#8 (the raw secret for HS512), sealed by the vault cipher with the kid as
+    /// associated data.
     pub(crate) private_key: Vec<u8>,
-    /// SubjectPublicKeyInfo DER.
+    /// SubjectPublicKeyInfo DER; empty for HS512, whose key is secret.
     pub(crate) public_key: Vec<u8>,
     pub(crate) created_at: i64,
     /// When the key starts signing; a rotation may publish a key before it signs.
@@ -73,13 +74,13 @@ impl Store {
         Ok(())
     }
 
-    /// Stores `key` and retires at `retire_at` every key not retired by then, which then
-    /// verifies until `verify_until`; returns the kids retired. Rotations run one at a time
+    /// Stores `keys` and retires at `retire_at` every other key not retired by then, which
+    /// then verifies until `verify_until`; returns the kids retired. Rotations run one at a time
     /// (Postgres locks the table; SQLite has one writer), so two at once cannot leave two
     /// keys unretired.
     pub(crate) async fn rotate_signing_keys(
         &self,
-        key: &SigningKeyRow,
+        keys: &[SigningKeyRow],
         retire_at: i64,
         verify_until: i64,
     ) -> Result<Vec<String>, StoreError> {
@@ -96,7 +97,9 @@ impl Store {
         .bind(verify_until)
         .fetch_all(&mut *tx)
         .await?;
-        insert_query(key).execute(&mut *tx).await?;
+        for key in keys {
+            insert_query(key).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(retired)
     }

@@ -31,6 +31,7 @@ use cache::RowCache;
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
 pub(crate) use inspect::{MigrationRecords, SealedRows};
 pub(crate) use keys::SigningKeyRow;
+pub(crate) use login::TOUCH_GRANULARITY_SECONDS;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 pub use users::{IdentityRow, ProfileUpdate, UserRow};
 use users::is_unique_violation;

@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
 use crate::config::{DEFAULT_DEVOPS_URL, DEFAULT_SCOPES, ProviderSettings, Tenant, UpstreamClientAuth};
-use crate::crypto::{CtSecret, RsaError, RsaSigner, pkce_s256, random_token, rsa_signer, token_hash};
+use crate::crypto::{CtSecret, JwsAlgorithm, JwsKey, JwsKeyError, load_key, pkce_s256, random_token, token_hash};
 
 /// The provider's alias: its broker endpoint is `/realms/{realm}/broker/dev/endpoint`.
 pub(crate) const ALIAS: &str = "dev";
@@ -185,8 +185,7 @@ pub(crate) struct DevelopmentProvider {
     client_secret: CtSecret,
     client_secret_value: String,
     redirect_uri: String,
-    kid: String,
-    signer: RsaSigner,
+    signer: JwsKey,
     codes: Mutex<HashMap<String, PendingCode>>,
 }
 
@@ -199,18 +198,17 @@ impl std::fmt::Debug for DevelopmentProvider {
 impl DevelopmentProvider {
     /// The provider served under `public_url`, signing with the PKCS#8 key `key`, for a broker
     /// whose endpoint for it is `redirect_uri`.
-    pub(crate) fn new(public_url: &str, redirect_uri: String, key: &[u8]) -> Result<Self, RsaError> {
+    pub(crate) fn new(public_url: &str, redirect_uri: String, key: &[u8]) -> Result<Self, JwsKeyError> {
         let kid = format!("dev-{}", &token_hash(&String::from_utf8_lossy(key))[..16]);
         let authority =
-            Url::parse(&format!("{public_url}{AUTHORITY_PATH}")).map_err(|_| RsaError::Malformed)?;
+            Url::parse(&format!("{public_url}{AUTHORITY_PATH}")).map_err(|_| JwsKeyError::Malformed(JwsAlgorithm::Rs256))?;
         let client_secret_value = random_token();
         Ok(DevelopmentProvider {
             authority,
             client_secret: CtSecret::new(SecretString::from(client_secret_value.clone())),
             client_secret_value,
             redirect_uri,
-            signer: rsa_signer(&kid, key)?,
-            kid,
+            signer: load_key(&kid, JwsAlgorithm::Rs256, key)?,
             codes: Mutex::new(HashMap::new()),
         })
     }
@@ -264,7 +262,7 @@ impl DevelopmentProvider {
     }
 
     pub(crate) fn jwks(&self) -> JwkSet {
-        JwkSet { keys: vec![self.signer.jwk.clone()] }
+        JwkSet { keys: self.signer.jwk().cloned().into_iter().collect() }
     }
 
     /// Checks an authorize request before anything is shown or redirected: only the broker's
@@ -359,7 +357,7 @@ impl DevelopmentProvider {
         validation.validate_exp = false;
         validation.set_audience(&[CLIENT_ID]);
         validation.set_issuer(&[self.issuer()]);
-        let claims = jsonwebtoken::decode::<RefreshClaims>(token, &self.signer.decoding, &validation)
+        let claims = jsonwebtoken::decode::<RefreshClaims>(token, self.signer.decoding(), &validation)
             .map_err(|_| invalid())?
             .claims;
         if claims.typ != "refresh" || claims.exp <= now {
@@ -412,9 +410,8 @@ impl DevelopmentProvider {
     }
 
     fn sign<T: Serialize>(&self, claims: &T) -> Result<String, EntraError> {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.signer.encoding)
+        self.signer
+            .sign_jwt(claims)
             .map_err(|_| entra_error(500, "server_error", 50000, "The token could not be signed."))
     }
 }

@@ -543,7 +543,7 @@ async fn a_vault_key_that_stored_rows_need_must_be_configured() {
     let output = doctor(&setup.file(), &[], &[]).await;
 
     assert_eq!(output.code, Some(1));
-    output.assert_row("vault.keys", "FAIL", &["`t0`", "1 signing key", "BROKER_ENCRYPTION_KEYS", "vault rekey"]);
+    output.assert_row("vault.keys", "FAIL", &["`t0`", "2 signing keys", "BROKER_ENCRYPTION_KEYS", "vault rekey"]);
     output.assert_row("signing_keys", "FAIL", &["`t0`", "start"]);
     assert_no_secrets(&output, &world.entra, &setup);
 }

@@ -187,7 +187,7 @@ post_logout_redirect_uris = ["{POST_LOGOUT_URI}"]
 
 /// Starts the application on a fresh database with the settings `settings` writes, given
 /// the fake Entra it may point at.
-async fn spawn_app_from(backend: Backend, settings: impl FnOnce(&FakeEntra) -> String) -> TestApp {
+pub async fn spawn_app_from(backend: Backend, settings: impl FnOnce(&FakeEntra) -> String) -> TestApp {
     let db = TestDb::new(backend).await;
     let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
     let text = settings(&entra);

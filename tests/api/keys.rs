@@ -85,12 +85,34 @@ fn field_after(output: &str, prefix: &str) -> String {
     line.split_whitespace().next().expect("a word").trim_end_matches(',').to_owned()
 }
 
-fn kid_of(jwt: &str) -> String {
+/// The JSON of a compact JWS's part `index` (0: header, 1: payload).
+fn jwt_part(jwt: &str, index: usize) -> Value {
     use base64::Engine as _;
-    let header = jwt.split('.').next().expect("a JWT header");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("base64url header");
-    let header: Value = serde_json::from_slice(&bytes).expect("JSON header");
-    header["kid"].as_str().expect("kid").to_owned()
+    let part = jwt.split('.').nth(index).expect("a JWT part");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+fn kid_of(jwt: &str) -> String {
+    jwt_part(jwt, 0)["kid"].as_str().expect("kid").to_owned()
+}
+
+fn alg_of(jwt: &str) -> String {
+    jwt_part(jwt, 0)["alg"].as_str().expect("alg").to_owned()
+}
+
+/// A `refresh_token` grant of the test client.
+async fn refresh_grant(app: &TestApp, refresh_token: &str) -> reqwest::Response {
+    app.post_form(
+        paths::TOKEN,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ],
+    )
+    .await
 }
 
 async fn published_kids(app: &TestApp) -> Vec<String> {
@@ -177,6 +199,110 @@ both_backends!(a_key_announced_for_later_is_published_first_and_signs_from_its_t
     assert_eq!(app.userinfo(access_token(&early)).await.status(), StatusCode::OK);
 });
 
+both_backends!(refresh_tokens_signed_before_and_after_hs512_and_a_rotation_are_accepted, |backend| async move {
+    let app = spawn_app(backend).await;
+    let signed_in = app.tokens().await;
+    let hs512 = signed_in["refresh_token"].as_str().expect("refresh_token").to_owned();
+    let old_hmac_kid = app.state.tokens.keys().current().refresh_kid().to_owned();
+    let public_kid = app.state.tokens.keys().current().active_kid().to_owned();
+    // What an earlier release issued: the same claims, signed RS256 with the realm's key.
+    let rs256 = app.state.tokens.sign_with_public_key(&jwt_part(&hs512, 1)).expect("signs");
+    let config = command_config(&app, &[VAULT_KEY]);
+
+    assert_eq!((alg_of(&hs512), kid_of(&hs512)), ("HS512".to_owned(), old_hmac_kid.clone()), "refresh: HS512");
+    assert_eq!(alg_of(access_token(&signed_in)), "RS256", "access tokens stay on the realm's public key");
+    assert!(!published_kids(&app).await.contains(&old_hmac_kid), "the HMAC key is never published");
+    assert_eq!((alg_of(&rs256), kid_of(&rs256)), ("RS256".to_owned(), public_kid.clone()));
+    for (name, token) in [("an RS256 refresh token from before HS512", &rs256), ("an HS512 one", &hs512)] {
+        let response = refresh_grant(&app, token).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name} is accepted");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(kid_of(body["refresh_token"].as_str().expect("refresh_token")), old_hmac_kid, "{name}");
+    }
+
+    let output = run_ok(&["keys", "rotate"], &config).await;
+    assert!(reload_keys(&app, app.state.clock.now()).await);
+    let new_hmac_kid = app.state.tokens.keys().current().refresh_kid().to_owned();
+
+    assert_ne!(new_hmac_kid, old_hmac_kid, "`keys rotate` rotates the HMAC key too:\n{output}");
+    assert!(output.contains(&format!("new signing key: {new_hmac_kid} (HS512")), "{output}");
+    assert!(output.contains(&format!("retired signing key: {old_hmac_kid} ")), "{output}");
+    for (name, token) in [("the RS256 refresh token", &rs256), ("the HS512 one", &hs512)] {
+        let response = refresh_grant(&app, token).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name} is still accepted after a rotation");
+        let body: Value = response.json().await.expect("JSON");
+        let renewed = body["refresh_token"].as_str().expect("refresh_token").to_owned();
+        assert_eq!((alg_of(&renewed), kid_of(&renewed)), ("HS512".to_owned(), new_hmac_kid.clone()), "{name}");
+        assert_eq!(refresh_grant(&app, &renewed).await.status(), StatusCode::OK, "{name}: the renewed one works");
+    }
+
+    // Once every token the retired keys signed has expired, their refresh tokens are refused.
+    let verify_until: i64 =
+        field_after(&output, &format!("retired signing key: {old_hmac_kid} (published and verifying until "))
+            .parse()
+            .expect("Unix seconds");
+    assert!(reload_keys(&app, verify_until + 1).await);
+    for (name, token) in [("the RS256 refresh token", &rs256), ("the HS512 one", &hs512)] {
+        let response = refresh_grant(&app, token).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{name} outlived its retired key");
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"], "invalid_grant", "{name}");
+    }
+});
+
+both_backends!(each_signature_algorithm_publishes_its_key_type_and_rotates, |backend| async move {
+    let cases = [("RS256", "RSA", None), ("ES256", "EC", Some("P-256")), ("EdDSA", "OKP", Some("Ed25519"))];
+    for (algorithm, kty, crv) in cases {
+        let realm = format!("\n[realm]\nsignature_algorithm = \"{algorithm}\"\n");
+        let app = spawn_app_from(backend, |entra| settings_toml(entra, &ProviderSetup::default()) + &realm).await;
+        let signed_in = app.tokens().await;
+
+        let certs: Value =
+            app.api.get(app.url(&realm_path(paths::CERTS))).send().await.expect("certs").json().await.expect("JSON");
+        let keys = certs["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 1, "{algorithm}: one public key, no HMAC key: {certs}");
+        assert_eq!((keys[0]["kty"].as_str(), keys[0]["alg"].as_str()), (Some(kty), Some(algorithm)), "{certs}");
+        assert_eq!(keys[0]["crv"].as_str(), crv, "{algorithm}: {certs}");
+        assert_eq!(keys[0]["use"], "sig", "{algorithm}");
+        let discovery: Value = app
+            .api
+            .get(app.url(&realm_path(paths::DISCOVERY)))
+            .send()
+            .await
+            .expect("discovery")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(discovery["id_token_signing_alg_values_supported"], serde_json::json!([algorithm]));
+        for field in ["access_token", "id_token"] {
+            assert_eq!(alg_of(signed_in[field].as_str().expect(field)), algorithm, "{algorithm}: {field}");
+        }
+        assert_eq!(alg_of(signed_in["refresh_token"].as_str().expect("refresh_token")), "HS512", "{algorithm}");
+        assert_eq!(app.userinfo(access_token(&signed_in)).await.status(), StatusCode::OK, "{algorithm}: verifies");
+        let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
+        assert_eq!(alg_of(&service), algorithm, "{algorithm}: service-account tokens");
+
+        // A rotation under the same configuration makes a key of the same algorithm.
+        let config = ConfigFile::write(
+            &(std::fs::read_to_string(command_config(&app, &[VAULT_KEY]).path()).expect("config") + &realm),
+        );
+        let output = run_ok(&["keys", "rotate"], &config).await;
+        assert!(reload_keys(&app, app.state.clock.now()).await);
+        let after = app.tokens().await;
+        let certs: Value =
+            app.api.get(app.url(&realm_path(paths::CERTS))).send().await.expect("certs").json().await.expect("JSON");
+        let kinds: Vec<(&str, &str)> = certs["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| (k["kty"].as_str().expect("kty"), k["alg"].as_str().expect("alg")))
+            .collect();
+        assert_eq!(kinds, [(kty, algorithm), (kty, algorithm)], "{algorithm}: the new key, then the retired: {output}");
+        assert_eq!(kid_of(access_token(&after)), field_after(&output, "new signing key: "), "{algorithm}");
+        assert_eq!(app.userinfo(access_token(&signed_in)).await.status(), StatusCode::OK, "{algorithm}: old token");
+    }
+});
+
 /// A second broker over the same database, built from `vault_keys` only.
 struct Replica {
     public: String,
@@ -261,13 +387,17 @@ both_backends!(rekey_moves_every_row_to_the_new_vault_key_and_nothing_is_lost, |
         "{first}"
     );
     assert!(
-        first.contains("signing keys: 1 rekeyed, 0 skipped because they changed meanwhile, 0 already current"),
+        first.contains("signing keys: 2 rekeyed, 0 skipped because they changed meanwhile, 0 already current"),
         "{first}"
     );
     let vault = app.store.count_vault_rows_by_key(NEW_VAULT_KEY_ID).await.expect("count");
     assert_eq!((vault.under_key, vault.under_other_keys), (2, 0), "every vault row is under t2");
     let signing = app.store.count_signing_keys_by_key(NEW_VAULT_KEY_ID).await.expect("count");
-    assert_eq!((signing.under_key, signing.under_other_keys), (1, 0), "every signing key is under t2");
+    assert_eq!(
+        (signing.under_key, signing.under_other_keys),
+        (2, 0),
+        "every signing key, the public one and the refresh tokens' HMAC one, is under t2"
+    );
     assert!(
         second.contains("upstream tokens: 0 rekeyed, 0 skipped because they changed meanwhile, 2 already current"),
         "{second}"

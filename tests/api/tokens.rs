@@ -83,8 +83,9 @@ both_backends!(the_broker_endpoint_refuses_like_keycloak, |backend| async move {
         read_token,
         offline: false,
     };
-    let expired = app.state.tokens.issue(&grant(CLIENT_ID, true), time_now() - 3600).expect("issue").access_token;
-    let without_role = app.state.tokens.issue(&grant(OTHER_CLIENT_ID, false), time_now()).expect("issue").access_token;
+    let expired = app.state.tokens.issue(&grant(CLIENT_ID, true), time_now() - 3600).await.expect("issue").access_token;
+    let without_role =
+        app.state.tokens.issue(&grant(OTHER_CLIENT_ID, false), time_now()).await.expect("issue").access_token;
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
 
     let cases: Vec<(&str, String, &str, StatusCode, String)> = vec![

@@ -279,13 +279,21 @@ def check_userinfo(kc: KeycloakOpenID, access_token: str, args: argparse.Namespa
     return ui
 
 
-def check_keys(kc: KeycloakOpenID) -> None:
+# The JWK key type each realm.signature_algorithm publishes.
+KEY_TYPES = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
+
+
+def check_keys(kc: KeycloakOpenID, algorithm: str) -> None:
+    kty = KEY_TYPES[algorithm]
     certs = kc.certs()
     keys = certs.get("keys")
     require(isinstance(keys, list) and keys, f"certs has no keys: {short(certs)}")
-    rsa = [k for k in keys if isinstance(k, dict) and k.get("kty") == "RSA" and k.get("kid")]
-    require(bool(rsa), f"certs has no RSA key with a kid: {short(certs)}")
-    ok("certs", f"{len(keys)} key(s), RSA kids {[k['kid'] for k in rsa]}")
+    require(all(k.get("kty") != "oct" and "k" not in k for k in keys), "certs publishes a secret key")
+    published = [k for k in keys if isinstance(k, dict) and k.get("kty") == kty and k.get("kid")]
+    require(bool(published), f"certs has no {kty} key with a kid: {short(certs)}")
+    require(keys[0].get("kty") == kty and keys[0].get("alg") == algorithm,
+            f"the active (first) key is not an {algorithm} {kty} key: {short(keys[0])}")
+    ok("certs", f"{len(keys)} key(s), {kty} kids {[k['kid'] for k in published]}")
 
     public_key = kc.public_key()
     require(isinstance(public_key, str) and public_key.strip(), "realm public_key is empty")
@@ -296,19 +304,21 @@ def check_keys(kc: KeycloakOpenID) -> None:
     except Exception as exc:  # noqa: BLE001
         raise StepFailed(f"realm public_key is not base64 DER SubjectPublicKeyInfo: {exc}") from exc
     thumbs = set()
-    for k in rsa:
+    for k in published:
         try:
             thumbs.add(jwk.JWK(**k).thumbprint())
         except Exception as exc:  # noqa: BLE001
             raise StepFailed(f"JWKS key {k.get('kid')!r} does not import in jwcrypto: {exc}") from exc
-    require(realm_key.thumbprint() in thumbs, "realm public_key matches no RSA key in the JWKS")
+    require(realm_key.thumbprint() in thumbs, f"realm public_key matches no {kty} key in the JWKS")
     ok("public_key", f"{len(public_key)} base64 chars, matches a JWKS key")
 
 
 def check_access_token(
-    kc: KeycloakOpenID, access_token: str, userinfo: dict, issuer: str, client_id: str
+    kc: KeycloakOpenID, access_token: str, userinfo: dict, issuer: str, client_id: str, algorithm: str
 ) -> dict:
     # python-keycloak 7.1.1 fetches certs() itself and verifies with a jwcrypto JWKSet.
+    header, _payload = decode_unverified(access_token, "access token")
+    require(header.get("alg") == algorithm, f"access token alg is {header.get('alg')!r}, expected {algorithm!r}")
     claims = kc.decode_token(access_token, validate=True)
     require(claims.get("sub") == userinfo["sub"],
             f"access token sub {claims.get('sub')!r} differs from userinfo sub {userinfo['sub']!r}")
@@ -328,7 +338,9 @@ def check_access_token(
 
 
 def check_refresh_token(refresh_token: str, sub: str, expected_typ: str = "Refresh") -> dict:
-    _header, payload = decode_unverified(refresh_token, "refresh token")
+    header, payload = decode_unverified(refresh_token, "refresh token")
+    # Only the broker verifies refresh tokens, as Keycloak's: signed with its HMAC key.
+    require(header.get("alg") == "HS512", f"refresh token alg is {header.get('alg')!r}, expected 'HS512'")
     require(payload.get("sub") == sub,
             f"refresh token sub {payload.get('sub')!r} differs from access token sub {sub!r}")
     require(is_int(payload.get("exp")), f"refresh token exp is not an integer: {payload.get('exp')!r}")
@@ -436,6 +448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idp-hint", default="azure_devops")
     p.add_argument("--expect-email", default=None)
     p.add_argument("--expect-username", default=None)
+    p.add_argument("--signature-algorithm", default="RS256", choices=sorted(KEY_TYPES),
+                   help="the broker's realm.signature_algorithm")
     return p.parse_args(argv)
 
 
@@ -456,8 +470,13 @@ def run(args: argparse.Namespace) -> None:
 
     token = exchange_code(kc, code, args.redirect_uri)
     userinfo = check_userinfo(kc, token["access_token"], args)
-    check_keys(kc)
-    claims = check_access_token(kc, token["access_token"], userinfo, issuer, args.client_id)
+    require(wk.get("id_token_signing_alg_values_supported") == [args.signature_algorithm],
+            f"discovery's id_token_signing_alg_values_supported is "
+            f"{wk.get('id_token_signing_alg_values_supported')!r}, expected [{args.signature_algorithm!r}]")
+    check_keys(kc, args.signature_algorithm)
+    claims = check_access_token(
+        kc, token["access_token"], userinfo, issuer, args.client_id, args.signature_algorithm
+    )
     check_refresh_token(token["refresh_token"], claims["sub"])
     check_broker_token(args, token["access_token"])
     offline_token = check_offline_token(kc, args, browser, claims["sub"])

@@ -118,6 +118,7 @@ access_token_lifespan_seconds = {{ .Values.realm.accessTokenLifespanSeconds | in
 sso_session_idle_seconds = {{ .Values.realm.ssoSessionIdleSeconds | int64 }}
 sso_session_max_seconds = {{ .Values.realm.ssoSessionMaxSeconds | int64 }}
 offline_session_idle_seconds = {{ .Values.realm.offlineSessionIdleSeconds | int64 }}
+signature_algorithm = {{ .Values.realm.signatureAlgorithm | default "RS256" | toJson }}
 {{- range .Values.clients }}
 
 [[clients]]

@@ -15,7 +15,7 @@ use super::{
     LogFormat, Mode, ProviderSettings, RealmSettings, ServiceAccountSettings, Settings, VaultKey, VaultSettings,
     parse_vault_key,
 };
-use crate::crypto::CtSecret;
+use crate::crypto::{CtSecret, JwsAlgorithm};
 
 /// Collects problems instead of stopping at the first, so an operator fixes them in one go.
 #[derive(Default)]
@@ -203,6 +203,31 @@ fn validate_realm(problems: &mut Problems, raw: RawRealm) -> RealmSettings {
             60,
         ),
         login_timeout_seconds: positive("login_timeout_seconds", raw.login_timeout_seconds, 600),
+        signature_algorithm: signature_algorithm(problems, raw.signature_algorithm.as_deref()),
+    }
+}
+
+/// `realm.signature_algorithm`: one of the public-key algorithms, `RS256` by default.
+fn signature_algorithm(problems: &mut Problems, name: Option<&str>) -> JwsAlgorithm {
+    let Some(name) = name else {
+        return JwsAlgorithm::Rs256;
+    };
+    match JwsAlgorithm::from_name(name) {
+        Some(algorithm) if algorithm.is_public() => algorithm,
+        Some(_) => {
+            problems.add(
+                "realm.signature_algorithm",
+                format!("`{name}` is the refresh tokens' own algorithm; choose `RS256`, `ES256` or `EdDSA`"),
+            );
+            JwsAlgorithm::Rs256
+        }
+        None => {
+            problems.add(
+                "realm.signature_algorithm",
+                format!("`{name}` is not supported; choose `RS256` (the default), `ES256` or `EdDSA`, spelled so"),
+            );
+            JwsAlgorithm::Rs256
+        }
     }
 }
 
