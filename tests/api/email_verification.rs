@@ -56,7 +56,10 @@ impl SmtpSink {
             .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
             .collect();
         paths.sort();
-        paths.iter().map(|path| serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("JSON")).collect()
+        paths
+            .iter()
+            .map(|path| serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("JSON"))
+            .collect()
     }
 
     /// The one message taken: the server writes it before it answers `250`, which the broker
@@ -76,7 +79,9 @@ impl Drop for SmtpSink {
 
 /// `[smtp]` for a server on this host's `port`, without encryption or login.
 fn smtp_table(port: u16, security: &str) -> String {
-    format!("\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"OpenHands <{SENDER}>\"\nsecurity = \"{security}\"\n")
+    format!(
+        "\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"OpenHands <{SENDER}>\"\nsecurity = \"{security}\"\n"
+    )
 }
 
 async fn spawn_mailing_app(backend: Backend, sink: &SmtpSink) -> TestApp {
@@ -127,7 +132,8 @@ both_backends!(the_link_verifies_the_address_once_and_goes_to_the_redirect_uri, 
     let app = spawn_app_edited(backend, |text| {
         let bind = "\nbind = \"127.0.0.1:0\"";
         assert!(text.contains(bind));
-        text.replacen(bind, &format!("\nhostname = \"http://localhost:{port}\"\nbind = \"127.0.0.1:{port}\""), 1) + &table
+        text.replacen(bind, &format!("\nhostname = \"http://localhost:{port}\"\nbind = \"127.0.0.1:{port}\""), 1)
+            + &table
     })
     .await;
     save_user(&app, USER, Some(EMAIL)).await;
@@ -255,13 +261,34 @@ both_backends!(refused_requests_send_nothing_and_store_nothing, |backend| async 
         ("a user without e-mail", without_email, Some(CLIENT_ID), Some(REDIRECT_URI), None, "User email missing"),
         ("a disabled user", disabled, Some(CLIENT_ID), Some(REDIRECT_URI), None, "User is disabled"),
         ("an unknown client", USER, Some("nobody"), Some(REDIRECT_URI), None, "Client doesn't exist"),
-        ("a redirect URI of no client", USER, Some(CLIENT_ID), Some("https://evil.test/cb"), None, "Invalid redirect uri."),
-        ("another client's redirect URI", USER, Some(CLIENT_ID), Some(OTHER_REDIRECT_URI), None, "Invalid redirect uri."),
+        (
+            "a redirect URI of no client",
+            USER,
+            Some(CLIENT_ID),
+            Some("https://evil.test/cb"),
+            None,
+            "Invalid redirect uri.",
+        ),
+        (
+            "another client's redirect URI",
+            USER,
+            Some(CLIENT_ID),
+            Some(OTHER_REDIRECT_URI),
+            None,
+            "Invalid redirect uri.",
+        ),
         ("a path escaping the registered one", USER, Some(CLIENT_ID), Some(&foreign), None, "Invalid redirect uri."),
         ("a registered URI with more after it", USER, Some(CLIENT_ID), Some(&prefixed), None, "Invalid redirect uri."),
         ("a redirect URI without its client", USER, None, Some(REDIRECT_URI), None, "Client id missing"),
         ("a lifespan of 0", USER, Some(CLIENT_ID), Some(REDIRECT_URI), Some(0), "lifespan must be between"),
-        ("a lifespan beyond a year", USER, Some(CLIENT_ID), Some(REDIRECT_URI), Some(u64::MAX), "lifespan must be between"),
+        (
+            "a lifespan beyond a year",
+            USER,
+            Some(CLIENT_ID),
+            Some(REDIRECT_URI),
+            Some(u64::MAX),
+            "lifespan must be between",
+        ),
     ];
 
     for (why, user, client_id, redirect_uri, lifespan, expected) in cases {
@@ -303,7 +330,8 @@ both_backends!(without_smtp_the_error_names_the_key_and_nothing_is_stored, |back
     assert_eq!(app.count(Table::VerifyEmailTokens).await, 0);
 
     // Client mistakes are still reported as such.
-    let err = app.state.email_verification.send_verify_email(USER, Some("nobody"), None, None).await.expect_err("no client");
+    let err =
+        app.state.email_verification.send_verify_email(USER, Some("nobody"), None, None).await.expect_err("no client");
     assert!(matches!(err, VerifyEmailError::UnknownClient), "{err:?}");
 });
 
