@@ -25,6 +25,7 @@ use crate::crypto::{Cipher, CipherError, JwsAlgorithm, JwsKeyError, VaultKey, ge
 use crate::directory::Directory;
 use crate::demo::{DEMO_CLIENT_ID, DemoClient};
 use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
+use crate::mail::{MailError, Mailer};
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::keys::{KeyError, KeySet};
 use crate::oidc::sessions::Sessions;
@@ -35,6 +36,7 @@ use crate::telemetry::{Chain, HttpLabels, Metrics};
 use crate::upstream::Upstream;
 use crate::upstream::development::{self, DevelopmentProvider};
 use crate::vault::{RefreshPolicy, TokenVault};
+use crate::verification::EmailVerification;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -55,6 +57,8 @@ pub enum BuildError {
     HttpClient(#[from] reqwest::Error),
     #[error("cannot load the development provider's signing key")]
     DevelopmentKey(#[from] JwsKeyError),
+    #[error("cannot set up sending e-mail ([smtp])")]
+    Mail(#[from] MailError),
 }
 
 /// A built application: listeners bound, ready to serve.
@@ -181,6 +185,17 @@ fn demo_client(settings: &Settings, public_url: &str, realm_url: &str) -> Option
     ))
 }
 
+/// The SMTP client of `[smtp]`, introducing itself by the public hostname's host; none without
+/// the table, and a start-up line says what that means.
+fn mailer(settings: &Settings, public_url: &str) -> Result<Option<Mailer>, BuildError> {
+    let Some(smtp) = &settings.smtp else {
+        tracing::info!("no [smtp] configured: send-verify-email requests are refused until it is");
+        return Ok(None);
+    };
+    let host = url::Url::parse(public_url).ok().and_then(|url| url.host_str().map(str::to_owned));
+    Ok(Some(Mailer::new(smtp, host.as_deref().unwrap_or("localhost"))?))
+}
+
 /// Every service the handlers share, wired together.
 fn services(
     settings: &Settings,
@@ -195,7 +210,9 @@ fn services(
     let public_url = about.public_url.as_str();
     let realm_url = format!("{public_url}/realms/{}", realm.name);
     let demo = demo_client(settings, public_url, &realm_url);
-    let clients = settings.clients.iter().cloned().chain(demo.as_ref().map(DemoClient::registration)).collect();
+    let clients = ClientRegistry::new(
+        settings.clients.iter().cloned().chain(demo.as_ref().map(DemoClient::registration)).collect(),
+    );
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::start(store.clone());
     let providers = settings.providers.iter().cloned().chain(development.as_ref().map(|d| d.settings())).collect();
@@ -223,6 +240,15 @@ fn services(
         clock.clone(),
         RefreshPolicy::from_settings(&settings.vault),
     );
+    let email_verification = EmailVerification::new(
+        store.clone(),
+        audit.clone(),
+        clients.clone(),
+        mailer(settings, public_url)?,
+        clock.clone(),
+        realm.name.clone(),
+        format!("{realm_url}{}", paths::realm_relative(paths::ACTION_TOKEN)),
+    );
     let sign_in = SignInService {
         store: store.clone(),
         sessions: sessions.clone(),
@@ -240,9 +266,10 @@ fn services(
         audit,
         sign_in,
         tokens,
-        clients: ClientRegistry::new(clients),
+        clients,
         service_accounts: ServiceAccountRegistry::new(settings.service_accounts.clone()),
         vault,
+        email_verification,
         realm,
         cookies,
         metrics,

@@ -34,5 +34,21 @@ pub mod commands;
 pub mod config;
 
 internal!(
-    app, audit, clock, crypto, demo, directory, doctor, http, keycloak, oidc, signin, store, telemetry, upstream, vault
+    app,
+    audit,
+    clock,
+    crypto,
+    demo,
+    directory,
+    doctor,
+    http,
+    keycloak,
+    mail,
+    oidc,
+    signin,
+    store,
+    telemetry,
+    upstream,
+    vault,
+    verification,
 );

@@ -42,6 +42,11 @@ fn overlay_single_keys(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<Stri
             .map(|k| SecretString::from(k.to_owned()))
             .collect();
     }
+    // The password alone may come from the environment, so that it lives in a Secret; it
+    // means nothing without the `[smtp]` table that says where to send.
+    if let (Some(smtp), Some(password)) = (raw.smtp.as_mut(), env("BROKER_SMTP_PASSWORD")) {
+        smtp.password = Some(SecretString::from(password));
+    }
 }
 
 /// `BROKER_CLIENT_<CLIENT_ID>_SECRET`, for applications and service accounts alike.

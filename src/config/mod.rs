@@ -52,6 +52,8 @@ pub struct Settings {
     /// `start-dev` only: sign in through the built-in development provider when no real
     /// provider is configured (`development.provider`, default true there; never in `start`).
     pub(crate) development_provider: bool,
+    /// `[smtp]`: how send-verify-email's messages leave; `None` refuses such requests.
+    pub(crate) smtp: Option<SmtpSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +178,37 @@ pub(crate) struct VaultSettings {
     /// Memory for identities' sealed tokens kept between reads (Postgres only); 0 turns it off.
     pub(crate) cache_megabytes: u64,
 }
+
+/// The contract's `[smtp]`: the server that carries send-verify-email's messages.
+#[derive(Debug, Clone)]
+pub(crate) struct SmtpSettings {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// The sender, parsed at load (`OpenHands <noreply@example.com>`).
+    pub(crate) from: lettre::message::Mailbox,
+    pub(crate) security: SmtpSecurity,
+    /// `None`: the server is not asked to authenticate us.
+    pub(crate) credentials: Option<SmtpCredentials>,
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: a relay on the same host or a test server only.
+    None,
+}
+
+#[derive(Clone)]
+pub(crate) struct SmtpCredentials {
+    pub(crate) username: String,
+    pub(crate) password: SecretString,
+}
+
+debug_showing!(SmtpCredentials { username });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogFormat {

@@ -18,6 +18,7 @@ pub(super) struct RawSettings {
     pub(super) log: RawLog,
     pub(super) audit: RawAudit,
     pub(super) development: RawDevelopment,
+    pub(super) smtp: Option<RawSmtp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,4 +122,15 @@ pub(super) struct RawDevelopment {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawLog {
     pub(super) format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawSmtp {
+    pub(super) host: Option<String>,
+    pub(super) port: Option<u16>,
+    pub(super) from: Option<String>,
+    pub(super) security: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<SecretString>,
 }

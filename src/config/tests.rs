@@ -380,3 +380,95 @@ fn the_development_provider_is_start_dev_only() {
     assert!(dev("").development_provider, "start-dev wants it when nothing says otherwise");
     assert!(!dev("[development]\nprovider = false\n").development_provider, "and can be told not to");
 }
+
+const SMTP: &str = r#"
+[smtp]
+host = "smtp.example.com"
+from = "OpenHands <noreply@example.com>"
+username = "mailer"
+"#;
+
+#[test]
+fn smtp_loads_with_defaults_and_the_password_from_the_environment() {
+    let settings = production(&minimal(SMTP), &[("BROKER_SMTP_PASSWORD", "mail-pass")]).expect("valid");
+    let smtp = settings.smtp.as_ref().expect("[smtp] read");
+    assert_eq!(smtp.host, "smtp.example.com");
+    assert_eq!(smtp.port, 587, "the submission port by default");
+    assert_eq!(smtp.security, SmtpSecurity::StartTls, "STARTTLS by default");
+    assert_eq!(smtp.from.to_string(), "OpenHands <noreply@example.com>");
+    let credentials = smtp.credentials.as_ref().expect("credentials");
+    assert_eq!(credentials.username, "mailer");
+    assert_eq!(credentials.password.expose_secret(), "mail-pass");
+    assert!(!format!("{settings:?}").contains("mail-pass"), "Debug never shows the SMTP password");
+
+    let none = production(&minimal(""), &[("BROKER_SMTP_PASSWORD", "mail-pass")]).expect("valid");
+    assert!(none.smtp.is_none(), "no [smtp] table, no mail, whatever the environment holds");
+
+    let written = format!("{SMTP}port = 465\nsecurity = \"tls\"\npassword = \"from-file\"\n");
+    let settings = production(&minimal(&written), &[]).expect("valid");
+    let smtp = settings.smtp.as_ref().expect("[smtp] read");
+    assert_eq!((smtp.port, smtp.security), (465, SmtpSecurity::Tls));
+    let password = &smtp.credentials.as_ref().expect("credentials").password;
+    assert_eq!(password.expose_secret(), "from-file");
+    let overridden = production(&minimal(&written), &[("BROKER_SMTP_PASSWORD", "env")]).expect("valid");
+    let password = &overridden.smtp.as_ref().and_then(|s| s.credentials.as_ref()).expect("credentials").password;
+    assert_eq!(password.expose_secret(), "env", "the environment wins over the file");
+
+    let anonymous = "[smtp]\nhost = \"localhost\"\nport = 25\nfrom = \"noreply@example.com\"\nsecurity = \"none\"\n";
+    let settings = production(&minimal(anonymous), &[]).expect("valid");
+    let smtp = settings.smtp.as_ref().expect("[smtp] read");
+    assert!(smtp.credentials.is_none(), "no username, no login");
+    assert_eq!(smtp.security, SmtpSecurity::None);
+}
+
+#[test]
+fn bad_smtp_settings_are_refused_with_the_key_and_the_fix() {
+    // Why, the [smtp] table, the key that must be named and a word of the fix.
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("no host", "from = \"a@example.com\"", "smtp.host", "smtp.example.com"),
+        ("a URL for a host", "host = \"smtp://mail.example.com\"\nfrom = \"a@example.com\"", "smtp.host", "name alone"),
+        ("an empty host", "host = \"\"\nfrom = \"a@example.com\"", "smtp.host", "name alone"),
+        ("no sender", "host = \"mail.example.com\"", "smtp.from", "noreply@example.com"),
+        (
+            "a sender that is no address",
+            "host = \"mail.example.com\"\nfrom = \"OpenHands\"",
+            "smtp.from",
+            "not an e-mail address",
+        ),
+        (
+            "a sender with two @",
+            "host = \"mail.example.com\"\nfrom = \"a@b@example.com\"",
+            "smtp.from",
+            "not an e-mail address",
+        ),
+        (
+            "an unknown security",
+            "host = \"mail.example.com\"\nfrom = \"a@example.com\"\nsecurity = \"ssl\"",
+            "smtp.security",
+            "`tls` (port 465",
+        ),
+        ("port 0", "host = \"mail.example.com\"\nfrom = \"a@example.com\"\nport = 0", "smtp.port", "587"),
+        (
+            "a username without a password",
+            "host = \"mail.example.com\"\nfrom = \"a@example.com\"\nusername = \"u\"",
+            "smtp.password",
+            "BROKER_SMTP_PASSWORD",
+        ),
+        (
+            "a password without a username",
+            "host = \"mail.example.com\"\nfrom = \"a@example.com\"\npassword = \"p\"",
+            "smtp.username",
+            "smtp.username",
+        ),
+    ];
+    for (why, table, key, hint) in cases {
+        let err = production(&minimal(&format!("[smtp]\n{table}\n")), &[]).expect_err(why);
+        let problem =
+            err.problems.iter().find(|p| p.key == *key).unwrap_or_else(|| panic!("{why}: no problem for {key}: {err}"));
+        assert!(problem.message.contains(hint), "{why}: message `{}` lacks `{hint}`", problem.message);
+        assert!(!err.to_string().contains("\"p\""), "{why}: no password in the message");
+    }
+    let unknown = production(&minimal("[smtp]\nhost = \"h\"\nfrom = \"a@example.com\"\ntls = true\n"), &[])
+        .expect_err("unknown key");
+    assert!(unknown.to_string().contains("unknown field `tls`"), "{unknown}");
+}

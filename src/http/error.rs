@@ -51,7 +51,7 @@ pub(crate) enum AppError {
     /// `401` with a `WWW-Authenticate: Bearer` challenge naming the error.
     Bearer { error: ErrorCode, description: String },
     /// An HTML page for a person in a browser.
-    Page { status: StatusCode, message: String, correlation_id: String },
+    Page { status: StatusCode, title: &'static str, message: String, correlation_id: String },
     /// JSON `{"error","error_description"}` from the token APIs, with `Retry-After` when the
     /// caller should come back later.
     Api { status: StatusCode, error: ErrorCode, description: String, retry_after: Option<u64> },
@@ -81,8 +81,18 @@ struct UnknownRealmBody {
 }
 
 impl AppError {
+    /// A sign-in's error page.
     pub(crate) fn page(status: StatusCode, message: impl Into<String>, correlation: &CorrelationId) -> Self {
-        AppError::Page { status, message: message.into(), correlation_id: correlation.0.clone() }
+        AppError::titled_page(status, "Sign-in failed", message, correlation)
+    }
+
+    pub(crate) fn titled_page(
+        status: StatusCode,
+        title: &'static str,
+        message: impl Into<String>,
+        correlation: &CorrelationId,
+    ) -> Self {
+        AppError::Page { status, title, message: message.into(), correlation_id: correlation.0.clone() }
     }
 
     pub(crate) fn api(status: StatusCode, error: ErrorCode, description: impl Into<String>) -> Self {
@@ -210,8 +220,8 @@ impl IntoResponse for AppError {
             AppError::Keycloak { status, message } => {
                 (status, no_store(), Json(KeycloakBody { error_message: &message })).into_response()
             }
-            AppError::Page { status, message, correlation_id } => {
-                (status, no_store(), error_page("Sign-in failed", &message, &correlation_id)).into_response()
+            AppError::Page { status, title, message, correlation_id } => {
+                (status, no_store(), error_page(title, &message, &correlation_id)).into_response()
             }
             AppError::UnknownRealm => {
                 (StatusCode::NOT_FOUND, Json(UnknownRealmBody { error: "Realm does not exist" })).into_response()

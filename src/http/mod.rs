@@ -1,5 +1,6 @@
 //! The HTTP surfaces: one file per surface; handlers extract, call, and map the result.
 
+mod actions;
 pub(crate) mod broker;
 pub(crate) mod browser;
 mod development;
@@ -44,6 +45,7 @@ fn realm_router() -> axum::Router<AppState> {
         .route(paths::INTROSPECT, axum::routing::post(token::introspect))
         .route(paths::REVOKE, axum::routing::post(token::revoke))
         .route(paths::BROKER_TOKEN, get(broker::retrieve_token).options(broker::retrieve_token_preflight))
+        .route(paths::ACTION_TOKEN, get(actions::action_token))
 }
 
 /// The internal listener: the token API for other services, and the token endpoint so that

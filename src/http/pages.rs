@@ -1,6 +1,6 @@
 //! The few HTML pages the broker shows a person: the start page and its demonstration, the
-//! provider chooser, the logout confirmation, "signed out" and error pages. Every value is
-//! escaped here.
+//! provider chooser, the logout confirmation, "signed out", "e-mail verified" and error pages.
+//! Every value is escaped here.
 
 use std::fmt::Write as _;
 
@@ -64,6 +64,14 @@ pub(crate) fn chooser_page(buttons: &[(String, String)]) -> Html<String> {
         })
         .collect();
     page("Sign in", &format!("<h1>Sign in</h1>{links}"))
+}
+
+/// An e-mail verification link did its work and asked for no redirect.
+pub(crate) fn email_verified_page() -> Html<String> {
+    page(
+        "E-mail address verified",
+        "<h1>Your e-mail address is verified</h1><p>You can close this page and go back to the application.</p>",
+    )
 }
 
 pub(crate) fn signed_out_page() -> Html<String> {

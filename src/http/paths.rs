@@ -16,6 +16,8 @@ pub const LOGOUT: &str = "/realms/{realm}/protocol/openid-connect/logout";
 pub const BROKER_LOGIN: &str = "/realms/{realm}/broker/{alias}/login";
 pub const BROKER_ENDPOINT: &str = "/realms/{realm}/broker/{alias}/endpoint";
 pub const BROKER_TOKEN: &str = "/realms/{realm}/broker/{alias}/token";
+/// Keycloak's address for the links it sends by e-mail (`?key=…`).
+pub const ACTION_TOKEN: &str = "/realms/{realm}/login-actions/action-token";
 
 pub const INTERNAL_USER_TOKEN: &str = "/internal/v1/users/{user_id}/tokens/{alias}";
 pub const INTERNAL_USERS: &str = "/internal/v1/users";
@@ -50,6 +52,7 @@ const ALL: &[&str] = &[
     BROKER_LOGIN,
     BROKER_ENDPOINT,
     BROKER_TOKEN,
+    ACTION_TOKEN,
     INTERNAL_USER_TOKEN,
     INTERNAL_USERS,
     INTERNAL_OPENAPI,

@@ -19,6 +19,7 @@ use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::upstream::development::DevelopmentProvider;
 use crate::vault::TokenVault;
+use crate::verification::EmailVerification;
 
 /// The one place that knows each cookie's name and flags.
 #[derive(Debug, Clone)]
@@ -119,6 +120,8 @@ pub struct Services {
     pub(crate) clients: ClientRegistry,
     pub(crate) service_accounts: ServiceAccountRegistry,
     pub vault: TokenVault,
+    /// send-verify-email's links: the admin API sends them, the public listener redeems them.
+    pub email_verification: EmailVerification,
     pub(crate) realm: RealmSettings,
     pub(crate) cookies: Cookies,
     pub(crate) metrics: Arc<Metrics>,

@@ -10,6 +10,7 @@ mod keys;
 mod login;
 mod rekey;
 mod users;
+mod verification;
 mod vault;
 
 use std::path::Path;
@@ -36,6 +37,8 @@ pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow
 pub use users::{IdentityRow, ProfileUpdate, UserRow};
 use users::is_unique_violation;
 pub use vault::{Lease, LinkedTokens, VaultRow};
+pub(crate) use verification::{NewVerifyEmailToken, Redemption};
+pub use verification::{MailableUser, VerifyEmailTokenRow};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -137,7 +140,8 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Deletes sign-ins and codes that can no longer be used; returns how many rows went.
+    /// Deletes sign-ins, codes, revocations and e-mail links that can no longer be used; returns
+    /// how many rows went.
     pub async fn delete_expired(&self, now: i64) -> Result<u64, StoreError> {
         let requests =
             sqlx::query("DELETE FROM auth_requests WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
@@ -145,7 +149,9 @@ impl Store {
             sqlx::query("DELETE FROM authorization_codes WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
         let revoked =
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
-        Ok(requests.rows_affected() + codes.rows_affected() + revoked.rows_affected())
+        let links =
+            sqlx::query("DELETE FROM verify_email_tokens WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
+        Ok(requests.rows_affected() + codes.rows_affected() + revoked.rows_affected() + links.rows_affected())
     }
 
     /// Counts a table's rows; for health detail and tests.
@@ -193,6 +199,7 @@ pub enum Table {
     SsoSessions,
     SigningKeys,
     AuditEvents,
+    VerifyEmailTokens,
 }
 
 #[cfg(feature = "testing")]
@@ -207,6 +214,7 @@ impl Table {
             Table::SsoSessions => "sso_sessions",
             Table::SigningKeys => "signing_keys",
             Table::AuditEvents => "audit_events",
+            Table::VerifyEmailTokens => "verify_email_tokens",
         }
     }
 }

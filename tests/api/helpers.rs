@@ -162,6 +162,11 @@ pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
     spawn_app_from(backend, |entra| settings_toml(entra, &setup)).await
 }
 
+/// As [`spawn_app`], with the settings text changed by `edit` first (a table added, a key set).
+pub async fn spawn_app_edited(backend: Backend, edit: impl FnOnce(String) -> String) -> TestApp {
+    spawn_app_from(backend, |entra| edit(settings_toml(entra, &ProviderSetup::default()))).await
+}
+
 /// The application as `start-dev` runs it with no provider configured, its public listener
 /// on `bind`: the built-in development provider signs users in (when `bind` is loopback).
 pub async fn spawn_development_app(backend: Backend, bind: &str) -> TestApp {

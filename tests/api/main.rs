@@ -8,6 +8,7 @@ mod browser_session;
 mod chart;
 mod development;
 mod doctor;
+mod email_verification;
 mod fuzz;
 mod headless;
 mod helpers;

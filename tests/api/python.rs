@@ -1,7 +1,7 @@
 //! The Python tools the suite drives (python-keycloak, schemathesis, helm-python-sdk,
-//! kubernetes-validate), in a virtual environment of the suite's own under `target/`, made on
-//! first use from `tests/python/requirements.txt`: the README's one test command is all a fresh
-//! clone needs.
+//! kubernetes-validate, aiosmtpd), in a virtual environment of the suite's own under `target/`,
+//! made on first use from `tests/python/requirements.txt`: the README's one test command is all
+//! a fresh clone needs.
 //!
 //! Several test binaries (and several tests of one binary) may start at once: a file lock
 //! lets one of them build the environment while the others wait, and a stamp holding the

@@ -1,6 +1,7 @@
 //! Validation: turns the raw tree into `Settings` with defaults, or lists every problem with its key and the fix.
 
 mod providers;
+mod smtp;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigE
     let log_format = validate_log_format(&mut problems, dev, raw.log.format.as_deref());
     let audit_retention_days = validate_audit_retention_days(&mut problems, raw.audit.retention_days);
     let development_provider = validate_development_provider(&mut problems, dev, raw.development.provider);
+    let smtp = raw.smtp.and_then(|smtp| smtp::validate_smtp(&mut problems, smtp));
     problems.into_result(Settings {
         mode,
         http,
@@ -58,6 +60,7 @@ pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigE
         log_format,
         audit_retention_days,
         development_provider,
+        smtp,
     })
 }
 
