@@ -33,4 +33,4 @@ macro_rules! internal {
 pub mod commands;
 pub mod config;
 
-internal!(app, audit, clock, crypto, demo, directory, doctor, http, oidc, signin, store, telemetry, upstream, vault);
+internal!(app, audit, clock, crypto, demo, directory, doctor, http, oidc, serve, signin, store, telemetry, upstream, vault);
