@@ -2,18 +2,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
-use axum::http::{HeaderName, Request};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use secrecy::SecretBox;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -26,6 +27,7 @@ use crate::directory::Directory;
 use crate::demo::{DEMO_CLIENT_ID, DemoClient};
 use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
 use crate::mail::{MailError, Mailer};
+use crate::serve::{ConnectionLimits, serve};
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::keys::{KeyError, KeySet};
 use crate::oidc::sessions::Sessions;
@@ -73,6 +75,8 @@ pub struct Application {
     max_body_bytes: usize,
     request_timeout: Duration,
     audit_retention_days: i64,
+    limits: ConnectionLimits,
+    security_headers: SecurityHeaders,
 }
 
 /// The three listeners, bound.
@@ -103,7 +107,8 @@ fn local_addr(listener: &TcpListener, key: &'static str) -> Result<SocketAddr, B
 
 /// The database, migrated when configured so, with its cache of rows for token reads.
 async fn open_store(settings: &Settings, clock: &Clock) -> Result<Store, BuildError> {
-    let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
+    let acquire_timeout = Duration::from_secs(settings.database.acquire_timeout_seconds);
+    let store = Store::connect_with(&settings.database.url, settings.database.max_connections, acquire_timeout).await?;
     if settings.database.migrate {
         store.migrate().await?;
     }
@@ -214,7 +219,7 @@ fn services(
         settings.clients.iter().cloned().chain(demo.as_ref().map(DemoClient::registration)).collect(),
     );
     let metrics = Arc::new(Metrics::new());
-    let audit = AuditLog::start(store.clone());
+    let audit = AuditLog::start(store.clone(), metrics.clone());
     let providers = settings.providers.iter().cloned().chain(development.as_ref().map(|d| d.settings())).collect();
     let upstream = Upstream::new(providers, metrics.clone(), clock.clone())?;
     let sessions = Sessions::new(store.clone(), audit.clone(), &realm);
@@ -273,7 +278,8 @@ fn services(
         realm,
         cookies,
         metrics,
-        health: Arc::new(Health::default()),
+        // The database answered a moment ago (the keys were read from it).
+        health: Arc::new(Health { database: AtomicBool::new(true), ..Health::default() }),
         clock,
         about,
         demo,
@@ -304,10 +310,12 @@ impl Application {
             internal_addr: local_addr(&listeners.internal, "http.internal_bind")?,
             management_addr,
             listeners,
-            public_url,
             max_body_bytes: settings.http.max_body_bytes,
             request_timeout: Duration::from_secs(settings.http.request_timeout_seconds),
             audit_retention_days: settings.audit_retention_days,
+            limits: ConnectionLimits::from_settings(&settings.http),
+            security_headers: SecurityHeaders { hsts: public_url.starts_with("https://") },
+            public_url,
         })
     }
 
@@ -324,7 +332,7 @@ impl Application {
 
     fn layered(&self, router: Router<AppState>, listener: &'static str) -> Router {
         let request_id = HeaderName::from_static("x-request-id");
-        router
+        let router = router
             .layer(middleware::from_fn_with_state((self.state.metrics.clone(), listener), observe))
             .layer(
                 ServiceBuilder::new()
@@ -337,7 +345,8 @@ impl Application {
                     .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, self.request_timeout))
                     .layer(DefaultBodyLimit::max(self.max_body_bytes)),
             )
-            .with_state(self.state.clone())
+            .with_state(self.state.clone());
+        self.security_headers.apply(router)
     }
 
     /// Serves all three listeners until `shutdown` resolves, then drains and closes the pool.
@@ -349,9 +358,6 @@ impl Application {
         let internal = self.layered(http::internal_router(), "internal");
         let management = self.layered(http::management::router(), "management");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
         self.state.health.started.store(true, Ordering::SeqCst);
         let store = self.state.store.clone();
         let audit_retention = self.audit_retention_days * 24 * 3600;
@@ -363,13 +369,15 @@ impl Application {
             self.state.sign_in.cipher.clone(),
         ));
         let keep_alive = tokio::spawn(self.state.vault.clone().run_keep_alive());
+        let database_check = tokio::spawn(check_database(store.clone(), self.state.health.clone()));
         let Listeners { public: public_listener, internal: internal_listener, management: management_listener } =
             self.listeners;
+        let limits = self.limits;
         let servers = tokio::spawn(async move {
             tokio::try_join!(
-                axum::serve(public_listener, public).with_graceful_shutdown(stopped(stop_rx.clone())),
-                axum::serve(internal_listener, internal).with_graceful_shutdown(stopped(stop_rx.clone())),
-                axum::serve(management_listener, management).with_graceful_shutdown(stopped(stop_rx)),
+                serve(public_listener, public, limits, "public", stop_rx.clone()),
+                serve(internal_listener, internal, limits, "internal", stop_rx.clone()),
+                serve(management_listener, management, limits, "management", stop_rx),
             )
         });
         shutdown.await;
@@ -386,9 +394,68 @@ impl Application {
         housekeeping.abort();
         keep_alive.abort();
         self.state.vault.shutdown().await;
-        self.state.audit.flush().await;
+        database_check.abort();
+        if tokio::time::timeout(AUDIT_FLUSH_AT_EXIT, self.state.audit.flush()).await.is_err() {
+            tracing::error!("the database did not take the last audit events within 5 s; they are lost");
+        }
         store.close().await;
         result
+    }
+}
+
+/// How long shutdown waits for the audit events still in memory to be written.
+const AUDIT_FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
+/// How often readiness asks the database, and how long it waits for the answer: a probe reads
+/// the last verdict, so it answers at once and is at most about two seconds behind.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_millis(900);
+
+/// Keeps `health.database` current, logging each change.
+async fn check_database(store: Store, health: Arc<Health>) {
+    let mut interval = tokio::time::interval(DATABASE_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let up = store.reachable(DATABASE_CHECK_TIMEOUT).await;
+        let was_up = health.database.swap(up, Ordering::SeqCst);
+        if was_up && !up {
+            tracing::error!("the database cannot be reached: not ready; requests that need it are answered 503");
+        } else if up && !was_up {
+            tracing::info!("the database answers again: ready");
+        }
+    }
+}
+
+/// Keycloak's default security headers, on every response of every listener: no page may be
+/// framed by another site, no content sniffed, no URL (they carry codes and states) sent on as
+/// a referrer, nothing indexed; HSTS when the public URL is https.
+#[derive(Debug, Clone, Copy)]
+struct SecurityHeaders {
+    hsts: bool,
+}
+
+impl SecurityHeaders {
+    /// The pages need nothing beyond Keycloak's policy: their styles are inline (which
+    /// `frame-src`/`object-src` leave alone) and they load no script, frame or plugin.
+    const CONTENT_SECURITY_POLICY: &'static str = "frame-src 'self'; frame-ancestors 'self'; object-src 'none'";
+    const STRICT_TRANSPORT_SECURITY: &'static str = "max-age=31536000; includeSubDomains";
+
+    fn apply(self, router: Router) -> Router {
+        use axum::http::header;
+        let set = |name: HeaderName, value: &'static str| {
+            SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+        };
+        let router = router
+            .layer(set(header::X_FRAME_OPTIONS, "SAMEORIGIN"))
+            .layer(set(header::CONTENT_SECURITY_POLICY, Self::CONTENT_SECURITY_POLICY))
+            .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .layer(set(header::REFERRER_POLICY, "no-referrer"))
+            .layer(set(HeaderName::from_static("x-robots-tag"), "none"));
+        if self.hsts {
+            router.layer(set(header::STRICT_TRANSPORT_SECURITY, Self::STRICT_TRANSPORT_SECURITY))
+        } else {
+            router
+        }
     }
 }
 

@@ -45,6 +45,7 @@ internal!(
     keycloak,
     mail,
     oidc,
+    serve,
     signin,
     store,
     telemetry,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -92,6 +93,8 @@ pub struct Metrics {
     refreshes: Family<ProviderOutcomeLabels, Counter>,
     refresh_duration: Family<ProviderOutcomeLabels, Histogram, fn() -> Histogram>,
     unlinks: Family<ProviderOutcomeLabels, Counter>,
+    audit_dropped: Counter,
+    audit_pending: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -139,6 +142,18 @@ impl Metrics {
             refresh_duration.clone(),
         );
         registry.register("unlinks", "Providers unlinked from users through the internal API", unlinks.clone());
+        let audit_dropped = Counter::default();
+        let audit_pending = Gauge::default();
+        registry.register(
+            "audit_events_dropped",
+            "Audit events dropped because the database could not take them and the memory bound was reached",
+            audit_dropped.clone(),
+        );
+        registry.register(
+            "audit_events_pending",
+            "Audit events waiting in memory to be written (they wait while the database cannot be reached)",
+            audit_pending.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -149,6 +164,8 @@ impl Metrics {
             refreshes,
             refresh_duration,
             unlinks,
+            audit_dropped,
+            audit_pending,
         }
     }
 
@@ -179,6 +196,14 @@ impl Metrics {
 
     pub fn count_unlink(&self, provider: &str, outcome: &'static str) {
         self.unlinks.get_or_create(&ProviderOutcomeLabels { provider: provider.to_owned(), outcome }).inc();
+    }
+
+    pub fn count_audit_dropped(&self) {
+        self.audit_dropped.inc();
+    }
+
+    pub fn set_audit_pending(&self, events: usize) {
+        self.audit_pending.set(i64::try_from(events).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.

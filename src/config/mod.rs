@@ -66,12 +66,21 @@ pub struct HttpSettings {
     pub internal_bind: SocketAddr,
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout_seconds: u64,
+    /// How long a connection may take to send a request's headers, from its opening or from
+    /// the first byte of a later request; then it is closed.
+    pub(crate) header_read_timeout_seconds: u64,
+    /// How long a connection may stay open between requests.
+    pub(crate) idle_timeout_seconds: u64,
+    /// Connections each listener serves at once; more wait in the kernel's queue.
+    pub(crate) max_connections: usize,
 }
 
 #[derive(Debug)]
 pub struct DatabaseSettings {
     pub(crate) url: SecretString,
     pub(crate) max_connections: u32,
+    /// How long a request waits for a pooled connection before it is answered 503.
+    pub(crate) acquire_timeout_seconds: u64,
     pub migrate: bool,
 }
 

@@ -30,6 +30,9 @@ pub(super) struct RawHttp {
     pub(super) internal_bind: Option<String>,
     pub(super) max_body_bytes: Option<usize>,
     pub(super) request_timeout_seconds: Option<u64>,
+    pub(super) header_read_timeout_seconds: Option<u64>,
+    pub(super) idle_timeout_seconds: Option<u64>,
+    pub(super) max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +40,7 @@ pub(super) struct RawHttp {
 pub(super) struct RawDatabase {
     pub(super) url: Option<SecretString>,
     pub(super) max_connections: Option<u32>,
+    pub(super) acquire_timeout_seconds: Option<u64>,
     pub(super) migrate: Option<bool>,
 }
 

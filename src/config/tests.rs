@@ -159,6 +159,34 @@ const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
         "vault.refresh_timeout_seconds",
     ),
     (
+        "a header timeout of 0 closes every connection before its request",
+        HOSTNAME,
+        "hostname = \"https://auth.example.com\"\nheader_read_timeout_seconds = 0",
+        "http.header_read_timeout_seconds",
+        "from 1 to 3600",
+    ),
+    (
+        "an idle timeout of 0 closes every keep-alive connection at once",
+        HOSTNAME,
+        "hostname = \"https://auth.example.com\"\nidle_timeout_seconds = 0",
+        "http.idle_timeout_seconds",
+        "from 1 to 86400",
+    ),
+    (
+        "a listener that may serve no connection",
+        HOSTNAME,
+        "hostname = \"https://auth.example.com\"\nmax_connections = 0",
+        "http.max_connections",
+        "from 1 to 65536",
+    ),
+    (
+        "an acquire timeout of 0 answers every request 503",
+        "[database]",
+        "[database]\nacquire_timeout_seconds = 0",
+        "database.acquire_timeout_seconds",
+        "from 1 to 60",
+    ),
+    (
         "an audit retention of 0 days deletes every audit event",
         "[vault]",
         "[audit]\nretention_days = 0\n[vault]",
@@ -242,6 +270,12 @@ fn the_bounds_themselves_are_accepted() {
         ("a one-second timeout", HOSTNAME, "hostname = \"https://auth.example.com\"\nrequest_timeout_seconds = 1"),
         ("a one-second refresh timeout", "[vault]", "[vault]\nrefresh_timeout_seconds = 1"),
         ("a refresh timeout just below the request timeout", "[vault]", "[vault]\nrefresh_timeout_seconds = 29"),
+        (
+            "the shortest connection timeouts and the largest bound",
+            HOSTNAME,
+            "hostname = \"https://auth.example.com\"\nheader_read_timeout_seconds = 1\nidle_timeout_seconds = 1\nmax_connections = 65536",
+        ),
+        ("a one-second acquire timeout", "[database]", "[database]\nacquire_timeout_seconds = 1"),
         ("one day of audit events", "[vault]", "[audit]\nretention_days = 1\n[vault]"),
         ("a century of audit events", "[vault]", "[audit]\nretention_days = 36500\n[vault]"),
     ];

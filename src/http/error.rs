@@ -12,7 +12,7 @@ use super::pages::error_page;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::grants::GrantError;
 use crate::signin::SignInError;
-use crate::store::StoreError;
+use crate::store::{StoreError, unreachable_in};
 use crate::telemetry::Chain;
 use crate::vault::VaultError;
 
@@ -59,9 +59,16 @@ pub(crate) enum AppError {
     Keycloak { status: StatusCode, message: String },
     /// A realm other than the configured one: Keycloak's `Realm does not exist`.
     UnknownRealm,
-    /// A failure of ours; the client sees a generic message, the log the whole chain.
+    /// A failure only an operator can mend: `500 server_error` saying what to change, which
+    /// the log repeats.
+    Operator { description: String, detail: ErrorDetail },
+    /// A failure of ours; the client sees a generic message, the log the whole chain. When the
+    /// cause is a database that cannot be reached, the answer is `503` with `Retry-After`.
     Internal(BoxError),
 }
+
+/// What `Retry-After` suggests while the database cannot be reached: a few background checks.
+const STORE_RETRY_AFTER_SECONDS: u64 = 5;
 
 #[derive(Serialize)]
 struct OAuthBody<'a> {
@@ -160,6 +167,9 @@ impl AppError {
                     retry_after: Some(*retry_after),
                 };
             }
+            VaultError::KeyNotConfigured { .. } => {
+                return AppError::Operator { description: err.to_string(), detail: ErrorDetail::of(&err) };
+            }
             VaultError::Internal { .. } => return AppError::internal(err),
         };
         AppError::api(status, code, err.to_string())
@@ -225,6 +235,27 @@ impl IntoResponse for AppError {
             }
             AppError::UnknownRealm => {
                 (StatusCode::NOT_FOUND, Json(UnknownRealmBody { error: "Realm does not exist" })).into_response()
+            }
+            AppError::Operator { description, detail } => {
+                let body = OAuthBody { error: ErrorCode::ServerError, error_description: &description };
+                let mut response = (StatusCode::INTERNAL_SERVER_ERROR, no_store(), Json(body)).into_response();
+                response.extensions_mut().insert(detail);
+                response
+            }
+            AppError::Internal(error) if unreachable_in(error.as_ref()) => {
+                let body = OAuthBody {
+                    error: ErrorCode::TemporarilyUnavailable,
+                    error_description: "The database cannot be reached; try again shortly",
+                };
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    no_store(),
+                    [(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_SECONDS))],
+                    Json(body),
+                )
+                    .into_response();
+                response.extensions_mut().insert(ErrorDetail::of(error.as_ref()));
+                response
             }
             AppError::Internal(error) => {
                 let body = OAuthBody { error: ErrorCode::ServerError, error_description: "An internal error occurred" };

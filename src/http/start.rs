@@ -15,7 +15,7 @@ use crate::config::Mode;
 use crate::demo::{self, DemoAnswer};
 
 pub(crate) async fn start_page(State(state): State<AppState>) -> Response {
-    let database_up = state.store.ping().await.is_ok();
+    let database_up = state.health.database.load(std::sync::atomic::Ordering::SeqCst);
     let issuer = state.tokens.issuer();
     let providers: Vec<ProviderView<'_>> = state
         .sign_in

@@ -91,10 +91,13 @@ pub(crate) struct About {
     pub(crate) management_addr: SocketAddr,
 }
 
-/// Readiness facts for the management listener.
+/// Readiness facts for the management listener, kept current in the background so that a
+/// probe is answered at once, whatever the database does.
 #[derive(Debug, Default)]
 pub struct Health {
     pub(crate) started: AtomicBool,
+    /// The last background check's verdict on the database.
+    pub(crate) database: AtomicBool,
 }
 
 /// What every handler shares, behind one `Arc`: cloning it for a request is one increment.

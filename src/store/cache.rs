@@ -263,6 +263,10 @@ async fn follow_changes(database_url: SecretString, cache: Weak<RowCache>) {
 /// database not migrated yet), since nothing would ever be forgotten then.
 async fn listen(database_url: &SecretString) -> Result<Option<PgListener>, sqlx::Error> {
     let mut listener = PgListener::connect(database_url.expose_secret()).await?;
+    // A lost connection must end `try_recv` at once, so that nothing is served from memory
+    // while no notification can arrive; by default it would first wait (up to 30 s, for as
+    // long as the database is down) to connect again.
+    listener.eager_reconnect(false);
     let triggers: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM pg_trigger
          WHERE tgname IN ('vault_tokens_changed', 'federated_identities_changed', 'sso_sessions_changed')",

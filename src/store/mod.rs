@@ -57,6 +57,42 @@ pub enum StoreError {
     Encode(#[from] serde_json::Error),
 }
 
+impl StoreError {
+    /// True when the database could not be reached (no connection within the acquire timeout,
+    /// a connection that broke, a server shutting down or starting up): the caller should come
+    /// back later, and nothing was changed.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Database(err) if unreachable(err))
+    }
+}
+
+fn unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // Postgres' class 08 (connection exception), 57P01-57P03 (shutting down, crashed,
+        // starting up) and 53300 (too many connections).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// True when `error` or one of its causes says the database could not be reached; the HTTP
+/// layer answers such failures, from any service, with 503 and `Retry-After`.
+pub(crate) fn unreachable_in(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.downcast_ref::<StoreError>().is_some_and(StoreError::is_unreachable)
+            || error.downcast_ref::<sqlx::Error>().is_some_and(unreachable)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// A yes/no column as the schema stores it, BIGINT 0 or 1 (portable to both databases);
 /// rows decode it to `bool` through this type, and writes bind `i64::from(flag)`.
 #[derive(sqlx::Type)]
@@ -85,7 +121,18 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store for commands, which may wait for a connection as long as a person would.
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Store, StoreError> {
+        Store::connect_with(url, max_connections, Duration::from_secs(5)).await
+    }
+
+    /// A store whose callers wait at most `acquire_timeout` for a connection: while the
+    /// database cannot be reached, requests fail within that bound instead of queueing.
+    pub async fn connect_with(
+        url: &SecretString,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let url = url.expose_secret();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
@@ -94,7 +141,7 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             // No ping before each query: a round trip per read. A connection that broke while
             // idle fails its next query, and the pool drops it.
             .test_before_acquire(false)
@@ -134,6 +181,21 @@ impl Store {
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Whether the database answers within `timeout`. When it does not, the idle connections
+    /// are taken out and given back, which tests each one and closes the broken: after an
+    /// outage, requests then meet fresh connections rather than one dead socket each.
+    pub(crate) async fn reachable(&self, timeout: Duration) -> bool {
+        if matches!(tokio::time::timeout(timeout, self.ping()).await, Ok(Ok(()))) {
+            return true;
+        }
+        let mut idle = Vec::new();
+        while let Some(connection) = self.pool.try_acquire() {
+            idle.push(connection);
+        }
+        drop(idle);
+        false
     }
 
     pub async fn close(&self) {

@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
+use crate::crypto::CipherError;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::VaultSettings;
@@ -70,6 +71,12 @@ pub(crate) enum VaultError {
     /// refresh's deadline.
     #[error("{cause}; try again in {retry_after} seconds")]
     Unavailable { cause: &'static str, retry_after: u64 },
+    /// The row is sealed under a vault key the configuration no longer lists; only an
+    /// operator can mend it, by adding the key back.
+    #[error(
+        "the stored tokens are sealed under vault key `{key_id}`, which is not configured; an operator must add it back to `vault.encryption_keys` (env BROKER_ENCRYPTION_KEYS)"
+    )]
+    KeyNotConfigured { key_id: String },
     /// A failure of ours; `context` says what was being done.
     #[error("{context}")]
     Internal {
@@ -101,6 +108,7 @@ impl VaultError {
             VaultError::ReauthRequired { .. } => "reauth_required",
             VaultError::Misconfigured { .. } => "misconfigured",
             VaultError::Unavailable { .. } => "unavailable",
+            VaultError::KeyNotConfigured { .. } => "key_not_configured",
             VaultError::Internal { .. } => "error",
         }
     }
@@ -331,7 +339,18 @@ impl TokenVault {
 
 impl Inner {
     fn open(&self, row: &VaultRow) -> Result<UpstreamTokens, VaultError> {
-        open_tokens(&self.cipher, row).map_err(|err| VaultError::internal("cannot open stored tokens", err))
+        open_tokens(&self.cipher, row).map_err(|err| match err {
+            CipherError::UnknownKey(key_id) => {
+                tracing::error!(
+                    alias = %row.alias,
+                    user_id = %row.user_id,
+                    vault_key_id = %key_id,
+                    "OPERATOR ACTION NEEDED: stored tokens are sealed under vault key `{key_id}`, which is not configured; add it back to `vault.encryption_keys` (then `identity-broker vault rekey` moves the rows to the first key)"
+                );
+                VaultError::KeyNotConfigured { key_id }
+            }
+            other => VaultError::internal("cannot open stored tokens", other),
+        })
     }
 
     async fn read(self: &Arc<Self>, user_id: &str, alias: &str, min_validity: i64) -> Result<ServedTokens, VaultError> {

@@ -190,10 +190,28 @@ post_logout_redirect_uris = ["{POST_LOGOUT_URI}"]
     spawn_app_from(backend, |_| text).await
 }
 
+/// The application with `lines` added to its `[http]` table (timeouts, limits, hostname).
+pub async fn spawn_app_with_http(backend: Backend, lines: &str) -> TestApp {
+    let lines = lines.to_owned();
+    spawn_app_from(backend, move |entra| {
+        settings_toml(entra, &ProviderSetup::default()).replacen("[http]\n", &format!("[http]\n{lines}\n"), 1)
+    })
+    .await
+}
+
+/// The application on a database the test runs itself (a private Postgres it may stop).
+pub async fn spawn_app_on(database_url: &str) -> TestApp {
+    let db = TestDb::external(database_url.to_owned());
+    spawn_app_in(db, |entra| settings_toml(entra, &ProviderSetup::default())).await
+}
+
 /// Starts the application on a fresh database with the settings `settings` writes, given
 /// the fake Entra it may point at.
 pub async fn spawn_app_from(backend: Backend, settings: impl FnOnce(&FakeEntra) -> String) -> TestApp {
-    let db = TestDb::new(backend).await;
+    spawn_app_in(TestDb::new(backend).await, settings).await
+}
+
+async fn spawn_app_in(db: TestDb, settings: impl FnOnce(&FakeEntra) -> String) -> TestApp {
     let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
     let text = settings(&entra);
     let (running, shutdown, server) = start_application(&text, &db.url).await;

@@ -36,6 +36,11 @@ impl TestDb {
         TestDb { url, backend, name }
     }
 
+    /// A database the test runs itself (a private cluster it may stop): used, never dropped.
+    pub fn external(url: String) -> TestDb {
+        TestDb { url, backend: Backend::Postgres, name: String::new() }
+    }
+
     /// The database's name, as Postgres shows it in its backends' process titles.
     pub fn name(&self) -> &str {
         &self.name
@@ -44,6 +49,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         match self.backend {
             Backend::Postgres => {
                 let name = self.name.clone();

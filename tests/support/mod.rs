@@ -8,4 +8,5 @@
 pub mod database;
 pub mod fake_entra;
 pub mod http;
+pub mod private_postgres;
 pub mod process;

@@ -102,9 +102,13 @@ Arguments: (dict "root" $ "env" NAME "item" ITEM "key" DEFAULT_KEY)
 bind = "0.0.0.0:8080"
 internal_bind = "0.0.0.0:8081"
 management_bind = "0.0.0.0:9000"
+header_read_timeout_seconds = {{ .Values.http.headerReadTimeoutSeconds | int64 }}
+idle_timeout_seconds = {{ .Values.http.idleTimeoutSeconds | int64 }}
+max_connections = {{ .Values.http.maxConnections | int64 }}
 
 [database]
 max_connections = {{ .Values.database.maxConnections | int64 }}
+acquire_timeout_seconds = {{ .Values.database.acquireTimeoutSeconds | int64 }}
 {{- if .Values.migration.enabled }}
 # The chart's migration Job migrates before the pods of a new version start.
 migrate = false

@@ -91,7 +91,52 @@ fn validate_http(problems: &mut Problems, dev: bool, raw: RawHttp) -> HttpSettin
         internal_bind: parse_bind(problems, "http.internal_bind", raw.internal_bind, &format!("{listen_host}:8081")),
         max_body_bytes: validate_max_body_bytes(problems, raw.max_body_bytes),
         request_timeout_seconds: validate_request_timeout_seconds(problems, raw.request_timeout_seconds),
+        header_read_timeout_seconds: seconds_within(
+            problems,
+            "http.header_read_timeout_seconds",
+            raw.header_read_timeout_seconds,
+            DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+            3600,
+        ),
+        idle_timeout_seconds: seconds_within(
+            problems,
+            "http.idle_timeout_seconds",
+            raw.idle_timeout_seconds,
+            DEFAULT_IDLE_TIMEOUT_SECONDS,
+            24 * 3600,
+        ),
+        max_connections: validate_max_connections(problems, raw.max_connections),
     }
+}
+
+/// Time for a request's headers: ample for any client, short enough that a stranger who
+/// opens connections and trickles bytes (or none) cannot hold them.
+const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
+/// Longer than ingress-nginx's upstream keep-alive (60 s), so that the proxy, not the broker,
+/// closes the connections it pools and never sends a request on one the broker just closed.
+const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 75;
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// A whole number of seconds from 1 to `max`, `default` when unset.
+fn seconds_within(problems: &mut Problems, key: &str, value: Option<u64>, default: u64, max: u64) -> u64 {
+    let seconds = value.unwrap_or(default);
+    if !(1..=max).contains(&seconds) {
+        problems.add(key, format!("`{seconds}` is out of range: write from 1 to {max} seconds (the default is {default})"));
+    }
+    seconds.clamp(1, max)
+}
+
+fn validate_max_connections(problems: &mut Problems, value: Option<usize>) -> usize {
+    let connections = value.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=65_536).contains(&connections) {
+        problems.add(
+            "http.max_connections",
+            format!(
+                "`{connections}` is out of range: write from 1 to 65536 connections per listener (the default is {DEFAULT_MAX_CONNECTIONS})"
+            ),
+        );
+    }
+    connections.clamp(1, 65_536)
 }
 
 fn parse_hostname(problems: &mut Problems, dev: bool, text: Option<&str>) -> Option<Url> {
@@ -170,6 +215,13 @@ fn validate_database(problems: &mut Problems, dev: bool, raw: RawDatabase) -> Da
     DatabaseSettings {
         url,
         max_connections: raw.max_connections.unwrap_or(20).max(1),
+        acquire_timeout_seconds: seconds_within(
+            problems,
+            "database.acquire_timeout_seconds",
+            raw.acquire_timeout_seconds,
+            2,
+            60,
+        ),
         migrate: raw.migrate.unwrap_or(true),
     }
 }
