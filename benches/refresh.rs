@@ -462,7 +462,8 @@ async fn main() {
     println!("  SIGTERM exit status           {exit}");
 
     bench.clean_up();
-    let failures = [&broker_refresh, &peer_refresh, &broker_service, &peer_service].iter().map(|p| p.load.failures);
-    assert_eq!(warm_up_failures + failures.sum::<usize>(), 0, "grants failed");
+    let failures: usize =
+        [&broker_refresh, &peer_refresh, &broker_service, &peer_service].into_iter().map(|p| p.load.failures).sum();
+    assert_eq!(warm_up_failures + failures, 0, "grants failed");
     assert!(exit.success(), "graceful shutdown exits 0");
 }

@@ -140,7 +140,8 @@ enum Private {
     Rsa(RsaKeyPair),
     Ec(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
-    Hmac(hmac::Key),
+    /// Boxed: aws-lc's HMAC context is over a kilobyte, the key pairs are pointers.
+    Hmac(Box<hmac::Key>),
 }
 
 /// One realm key ready to sign and to verify, with its JWK when it is published.
@@ -216,7 +217,7 @@ pub(crate) fn load_key(kid: &str, algorithm: JwsAlgorithm, private: &[u8]) -> Re
             if private.len() < HMAC_KEY_BYTES {
                 return Err(JwsKeyError::Malformed(algorithm));
             }
-            (Private::Hmac(hmac::Key::new(hmac::HMAC_SHA512, private)), DecodingKey::from_secret(private), None)
+            (Private::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA512, private))), DecodingKey::from_secret(private), None)
         }
     };
     let jwk = params.map(|algorithm_params| Jwk {
