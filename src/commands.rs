@@ -322,7 +322,7 @@ async fn audit_import(
     tokens: Option<&TokensReport>,
 ) {
     let (Some(store), false) = (store, target.dry_run) else { return };
-    let audit = crate::audit::AuditLog::start(store.clone());
+    let audit = crate::audit::AuditLog::start(store.clone(), std::sync::Arc::new(crate::telemetry::Metrics::new()));
     let detail = serde_json::json!({
         "created": users.created,
         "updated": users.updated,

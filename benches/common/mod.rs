@@ -3,7 +3,7 @@
 
 // Each benchmark binary compiles this module, with the support module it shares with the
 // integration tests, and uses only part of them.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 #[path = "../../tests/support/mod.rs"]
 pub mod support;

@@ -104,7 +104,7 @@ async fn save_user(app: &TestApp, id: &str, email: Option<&str>) {
         identity_username: None,
         tenant_id: None,
         object_id: None,
-        attributes: "{}".to_owned(),
+        attributes: Vec::new(),
     };
     app.store.save_sign_in(&profile, None, 1).await.expect("user saved");
 }
