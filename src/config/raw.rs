@@ -18,6 +18,16 @@ pub(super) struct RawSettings {
     pub(super) log: RawLog,
     pub(super) audit: RawAudit,
     pub(super) development: RawDevelopment,
+    pub(super) admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) username: Option<String>,
+    pub(super) password: Option<SecretString>,
+    pub(super) access_token_lifespan_seconds: Option<i64>,
+    pub(super) session_idle_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +79,7 @@ pub(super) struct RawServiceAccount {
     pub(super) client_id: String,
     pub(super) client_secret: Option<SecretString>,
     pub(super) allowed_providers: Vec<String>,
+    pub(super) admin_roles: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

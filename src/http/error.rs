@@ -59,6 +59,8 @@ pub(crate) enum AppError {
     Keycloak { status: StatusCode, message: String },
     /// A realm other than the configured one: Keycloak's `Realm does not exist`.
     UnknownRealm,
+    /// Keycloak's admin REST API's `{"error": …}` (`User not found`, `HTTP 401 Unauthorized`, …).
+    Admin { status: StatusCode, error: &'static str },
     /// A failure of ours; the client sees a generic message, the log the whole chain.
     Internal(BoxError),
 }
@@ -75,8 +77,9 @@ struct KeycloakBody<'a> {
     error_message: &'a str,
 }
 
+/// `{"error": …}`: Keycloak's unknown realm, and its admin API's refusals.
 #[derive(Serialize)]
-struct UnknownRealmBody {
+struct ErrorOnlyBody {
     error: &'static str,
 }
 
@@ -212,8 +215,9 @@ impl IntoResponse for AppError {
                 (status, no_store(), error_page("Sign-in failed", &message, &correlation_id)).into_response()
             }
             AppError::UnknownRealm => {
-                (StatusCode::NOT_FOUND, Json(UnknownRealmBody { error: "Realm does not exist" })).into_response()
+                (StatusCode::NOT_FOUND, Json(ErrorOnlyBody { error: "Realm does not exist" })).into_response()
             }
+            AppError::Admin { status, error } => (status, no_store(), Json(ErrorOnlyBody { error })).into_response(),
             AppError::Internal(error) => {
                 let body = OAuthBody { error: ErrorCode::ServerError, error_description: "An internal error occurred" };
                 let mut response = (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();

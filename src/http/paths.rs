@@ -17,6 +17,17 @@ pub const BROKER_LOGIN: &str = "/realms/{realm}/broker/{alias}/login";
 pub const BROKER_ENDPOINT: &str = "/realms/{realm}/broker/{alias}/endpoint";
 pub const BROKER_TOKEN: &str = "/realms/{realm}/broker/{alias}/token";
 
+/// Keycloak's admin REST API (python-keycloak's `KeycloakAdmin`), on the public listener.
+pub const ADMIN_REALM: &str = "/admin/realms/{realm}";
+pub const ADMIN_USERS: &str = "/admin/realms/{realm}/users";
+pub const ADMIN_USERS_COUNT: &str = "/admin/realms/{realm}/users/count";
+pub const ADMIN_USER: &str = "/admin/realms/{realm}/users/{user_id}";
+pub const ADMIN_USER_IDENTITIES: &str = "/admin/realms/{realm}/users/{user_id}/federated-identity";
+pub const ADMIN_USER_IDENTITY: &str = "/admin/realms/{realm}/users/{user_id}/federated-identity/{alias}";
+pub const ADMIN_USER_LOGOUT: &str = "/admin/realms/{realm}/users/{user_id}/logout";
+/// The realm of Keycloak's administrator, whose token endpoint signs `admin-cli` in.
+pub const MASTER_REALM: &str = "master";
+
 pub const INTERNAL_USER_TOKEN: &str = "/internal/v1/users/{user_id}/tokens/{alias}";
 pub const INTERNAL_USERS: &str = "/internal/v1/users";
 pub const INTERNAL_OPENAPI: &str = "/internal/v1/openapi.json";
@@ -50,6 +61,13 @@ const ALL: &[&str] = &[
     BROKER_LOGIN,
     BROKER_ENDPOINT,
     BROKER_TOKEN,
+    ADMIN_REALM,
+    ADMIN_USERS,
+    ADMIN_USERS_COUNT,
+    ADMIN_USER,
+    ADMIN_USER_IDENTITIES,
+    ADMIN_USER_IDENTITY,
+    ADMIN_USER_LOGOUT,
     INTERNAL_USER_TOKEN,
     INTERNAL_USERS,
     INTERNAL_OPENAPI,

@@ -19,6 +19,11 @@ pub(crate) const READ_TOKEN_ROLE: &str = "read-token";
 pub(crate) const INTERNAL_AUDIENCE: &str = "identity-broker-internal";
 /// Keycloak's audience for user access tokens; a token without it is not one of ours.
 const BROKER_AUDIENCE: &str = "broker";
+/// The audience of the master-realm administrator's tokens, as in Keycloak: only the admin
+/// REST API accepts them.
+const ADMIN_AUDIENCE: &str = "master-realm";
+/// Keycloak's public client for administrators, the one python-keycloak's `KeycloakAdmin` uses.
+pub(crate) const ADMIN_CLIENT_ID: &str = "admin-cli";
 
 /// The user facts that go into tokens and userinfo.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,6 +124,37 @@ pub(crate) struct ServiceClaims {
     pub(crate) allowed_providers: Vec<String>,
 }
 
+/// An access token of the master realm's administrator (the `password` grant of `admin-cli`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AdminClaims {
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) jti: String,
+    pub(crate) iss: String,
+    pub(crate) aud: String,
+    pub(crate) sub: String,
+    pub(crate) typ: String,
+    pub(crate) azp: String,
+    pub(crate) sid: String,
+    pub(crate) preferred_username: String,
+}
+
+/// The administrator's tokens, as the master realm's token endpoint answers them.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminTokens {
+    pub(crate) access_token: String,
+    pub(crate) expires_in: i64,
+    pub(crate) refresh_token: String,
+    pub(crate) refresh_expires_in: i64,
+}
+
+/// Lifetimes of the administrator's tokens, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdminLifespans {
+    pub(crate) access: i64,
+    pub(crate) refresh: i64,
+}
+
 /// What a session grants: enough to mint any of the three tokens.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -163,6 +199,8 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct TokenService {
     issuer: String,
+    /// The master realm's issuer, `{hostname}/realms/master`: the administrator's tokens.
+    master_issuer: String,
     keys: Arc<KeySet>,
     access_lifespan: i64,
     refresh_lifespan: i64,
@@ -172,6 +210,7 @@ pub struct TokenService {
     /// than the rest of a token read.
     verified_services: Arc<Verified<ServiceClaims>>,
     verified_access: Arc<Verified<AccessClaims>>,
+    verified_admin: Arc<Verified<AdminClaims>>,
 }
 
 /// Tokens whose signature, issuer and type were found good, by token, with their key's id;
@@ -195,14 +234,20 @@ impl TokenService {
         refresh_lifespan: i64,
         offline_lifespan: i64,
     ) -> Self {
+        let master_issuer = match issuer.rsplit_once("/realms/") {
+            Some((base, _)) => format!("{base}/realms/master"),
+            None => format!("{issuer}/realms/master"),
+        };
         TokenService {
             issuer,
+            master_issuer,
             keys,
             access_lifespan,
             refresh_lifespan,
             offline_lifespan,
             verified_services: Arc::new(Cache::new(VERIFIED_TOKENS)),
             verified_access: Arc::new(Cache::new(VERIFIED_TOKENS)),
+            verified_admin: Arc::new(Cache::new(VERIFIED_TOKENS)),
         }
     }
 
@@ -307,9 +352,76 @@ impl TokenService {
         Ok((self.sign(&claims)?, self.access_lifespan))
     }
 
+    /// The administrator's access and refresh tokens for the admin session `session_id`,
+    /// issued by the master realm to `admin-cli`.
+    pub(crate) fn issue_admin(
+        &self,
+        username: &str,
+        session_id: &str,
+        lifespans: AdminLifespans,
+        now: i64,
+    ) -> Result<AdminTokens, TokenError> {
+        let subject = format!("admin-{username}");
+        let access = AdminClaims {
+            exp: now + lifespans.access,
+            iat: now,
+            jti: random_token(),
+            iss: self.master_issuer.clone(),
+            aud: ADMIN_AUDIENCE.to_owned(),
+            sub: subject.clone(),
+            typ: TYP_BEARER.to_owned(),
+            azp: ADMIN_CLIENT_ID.to_owned(),
+            sid: session_id.to_owned(),
+            preferred_username: username.to_owned(),
+        };
+        let refresh = RefreshClaims {
+            exp: now + lifespans.refresh,
+            iat: now,
+            jti: random_token(),
+            iss: self.master_issuer.clone(),
+            aud: self.master_issuer.clone(),
+            sub: subject,
+            typ: TYP_REFRESH.to_owned(),
+            azp: ADMIN_CLIENT_ID.to_owned(),
+            sid: session_id.to_owned(),
+            scope: "openid profile email".to_owned(),
+        };
+        Ok(AdminTokens {
+            access_token: self.sign(&access)?,
+            expires_in: lifespans.access,
+            refresh_token: self.sign(&refresh)?,
+            refresh_expires_in: lifespans.refresh,
+        })
+    }
+
+    /// Checks an administrator's access token: signature, the master realm's issuer, audience,
+    /// type and expiry.
+    pub(crate) fn verify_admin(&self, token: &str, now: i64) -> Result<Arc<AdminClaims>, TokenError> {
+        let claims =
+            self.verify_remembered(&self.verified_admin, token, &self.master_issuer, |claims: &AdminClaims| {
+                claims.typ == TYP_BEARER && claims.aud == ADMIN_AUDIENCE && claims.azp == ADMIN_CLIENT_ID
+            })?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Checks an administrator's refresh token: the master realm's, for `admin-cli`, unexpired.
+    pub(crate) fn verify_admin_refresh(&self, token: &str, now: i64) -> Result<RefreshClaims, TokenError> {
+        let (_, claims): (String, RefreshClaims) = self.verify_signed(token, &self.master_issuer)?;
+        if claims.typ != TYP_REFRESH || claims.azp != ADMIN_CLIENT_ID || claims.aud != self.master_issuer {
+            return Err(TokenError::WrongType);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
     /// Checks a service-account token: signature, issuer, audience, type and expiry.
     pub(crate) fn verify_service(&self, token: &str, now: i64) -> Result<Arc<ServiceClaims>, TokenError> {
-        let claims = self.verify_remembered(&self.verified_services, token, |claims: &ServiceClaims| {
+        let claims = self.verify_remembered(&self.verified_services, token, &self.issuer, |claims: &ServiceClaims| {
             claims.typ == TYP_BEARER && claims.aud == INTERNAL_AUDIENCE
         })?;
         if claims.exp <= now {
@@ -325,6 +437,7 @@ impl TokenService {
         &self,
         verified: &Verified<T>,
         token: &str,
+        issuer: &str,
         is_kind: impl Fn(&T) -> bool,
     ) -> Result<Arc<T>, TokenError> {
         if let Some((kid, claims)) = verified.get(token)
@@ -332,7 +445,7 @@ impl TokenService {
         {
             return Ok(claims);
         }
-        let (kid, claims) = self.verify_signed::<T>(token)?;
+        let (kid, claims) = self.verify_signed::<T>(token, issuer)?;
         if !is_kind(&claims) {
             return Err(TokenError::WrongType);
         }
@@ -353,7 +466,7 @@ impl TokenService {
 
     /// Checks signature, issuer, type and expiry against `now`.
     pub(crate) fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
-        let claims = self.verify_remembered(&self.verified_access, token, |claims: &AccessClaims| {
+        let claims = self.verify_remembered(&self.verified_access, token, &self.issuer, |claims: &AccessClaims| {
             claims.typ == TYP_BEARER && claims.aud.iter().any(|aud| aud == BROKER_AUDIENCE)
         })?;
         if claims.exp <= now {
@@ -375,11 +488,11 @@ impl TokenService {
     }
 
     fn verify<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
-        self.verify_signed(token).map(|(_, claims)| claims)
+        self.verify_signed(token, &self.issuer).map(|(_, claims)| claims)
     }
 
-    /// The claims of a token signed by one of the realm's keys, with that key's id.
-    fn verify_signed<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<(String, T), TokenError> {
+    /// The claims of a token signed by one of the realm's keys for `issuer`, with that key's id.
+    fn verify_signed<T: serde::de::DeserializeOwned>(&self, token: &str, issuer: &str) -> Result<(String, T), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Invalid);
@@ -392,7 +505,7 @@ impl TokenService {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        validation.set_issuer(&[&self.issuer]);
+        validation.set_issuer(&[issuer]);
         let claims = jsonwebtoken::decode::<T>(token, key, &validation).map_err(|_| TokenError::Invalid)?.claims;
         Ok((kid, claims))
     }

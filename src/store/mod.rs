@@ -3,6 +3,7 @@
 
 mod audit;
 mod cache;
+mod directory;
 mod inspect;
 mod keys;
 mod login;
@@ -23,6 +24,8 @@ use crate::clock::Clock;
 
 pub use audit::AuditEvent;
 use cache::RowCache;
+pub use directory::{AttributeValue, DirectoryUser, DirectoryUserRow};
+pub(crate) use directory::{DeletedUser, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria, UserWrite};
 #[cfg(test)]
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
 pub(crate) use inspect::{MigrationRecords, SealedRows};
