@@ -266,11 +266,19 @@ async fn the_admin_openapi_document_describes_exactly_the_admin_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_in_the_admin_api() {
     let app = spawn_app_with_extra(Backend::Postgres, &admin_toml(3600)).await;
-    let user = app.tokens().await;
+    // A signed-in user with an identity, whose id the stateful phase finds in the listings.
+    let _ = app.tokens().await;
     app.store.seed_users(1, 20, SEED_PREFIX, app.state.clock.now()).await.unwrap();
     let admin = admin_token(&app).await;
+    // The document as served, with the realm and some user ids pinned, so that the fuzzer
+    // reaches the users instead of hearing `Realm not found` and `User not found` only.
+    let mut document: Value = serde_json::from_str(ADMIN_DOCUMENT).unwrap();
+    let parameters = &mut document["components"]["parameters"];
+    parameters["Realm"]["schema"] = serde_json::json!({ "type": "string", "enum": [REALM_NAME] });
+    let ids: Vec<String> = (1..=20).map(|i| format!("00000000-0000-4000-8000-{}", 100_000_000_000_i64 + i)).collect();
+    parameters["UserId"]["schema"] = serde_json::json!({ "type": "string", "enum": ids });
     let schema = std::env::temp_dir().join(format!("admin-openapi-{}.json", std::process::id()));
-    std::fs::write(&schema, ADMIN_DOCUMENT).unwrap();
+    std::fs::write(&schema, document.to_string()).unwrap();
 
     let output = tokio::process::Command::new(python_env().await.tool("schemathesis"))
         .arg("run")
@@ -282,7 +290,10 @@ async fn schemathesis_finds_no_server_error_in_the_admin_api() {
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth",
         ])
         .args(["--max-examples", "40", "--seed", "7", "--generation-database", "none", "--no-color"])
-        .args(["--workers", "2", "--request-timeout", "10"])
+        // One worker: with two, hypothesis' `lambda_sources` parses its own sources from two
+        // threads at once and CPython 3.11 fails with an AST recursion-depth mismatch (a fault of
+        // the tool, not of the server).
+        .args(["--workers", "1", "--request-timeout", "10"])
         .env("SCHEMATHESIS_HOOKS", "")
         .current_dir(std::env::temp_dir())
         .output()
@@ -297,7 +308,4 @@ async fn schemathesis_finds_no_server_error_in_the_admin_api() {
         "schemathesis found problems:\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // The signed-in user is still there: a fuzzer does not guess ids.
-    let user_id = user_id_of(&user);
-    assert!(app.store.find_identity(&user_id, "azure_devops").await.unwrap().is_some());
 }
