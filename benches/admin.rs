@@ -147,11 +147,21 @@ async fn main() {
     }
     let exit = server.terminate();
 
-    println!("\nadmin benchmark: GET /admin/realms/{REALM}/users, {CONNECTIONS} connections, {} s per phase", PHASE.as_secs());
+    println!(
+        "\nadmin benchmark: GET /admin/realms/{REALM}/users, {CONNECTIONS} connections, {} s per phase",
+        PHASE.as_secs()
+    );
     for (count, took) in &seeding {
-        println!("  seeded {count} users in {:.2} s ({:.0} users/s)", took.as_secs_f64(), *count as f64 / took.as_secs_f64());
+        println!(
+            "  seeded {count} users in {:.2} s ({:.0} users/s)",
+            took.as_secs_f64(),
+            *count as f64 / took.as_secs_f64()
+        );
     }
-    println!("  {:>8}  {:<22} {:>10} {:>9} {:>9} {:>14} {:>10}", "users", "lookup", "req/s", "p50 ms", "p99 ms", "/health/live", "ratio");
+    println!(
+        "  {:>8}  {:<22} {:>10} {:>9} {:>9} {:>14} {:>10}",
+        "users", "lookup", "req/s", "p50 ms", "p99 ms", "/health/live", "ratio"
+    );
     for row in &rows {
         println!(
             "  {:>8}  {:<22} {:>10.0} {:>9.2} {:>9.2} {:>14.0} {:>10.3}",

@@ -112,8 +112,8 @@ fn field_pattern(value: &str, exact: bool) -> String {
 /// Keycloak's `search`: `"foo"` exact, `*` a wildcard (`*foo*` a substring), otherwise a prefix.
 fn search_pattern(value: &str) -> String {
     let value = value.trim();
-    if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
-        return literal_pattern(&value[1..value.len() - 1]);
+    if let Some(inner) = value.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+        return literal_pattern(inner);
     }
     if value.contains('*') {
         return value.split('*').map(literal_pattern).collect::<Vec<_>>().join("%");

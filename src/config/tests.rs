@@ -325,16 +325,23 @@ fn admin_mistakes_are_named_by_key() {
     let account = "[[service_accounts]]\nclient_id = \"viewer\"\nclient_secret = \"x\"\nadmin_roles = [\"view-users\", \"realm-admin\"]\n";
     let cases = [
         (format!("{PROVIDER}[admin]\npassword = \"\"\n"), "admin.password"),
-        (format!("{PROVIDER}[admin]\npassword = \"p\"\naccess_token_lifespan_seconds = 0\n"), "admin.access_token_lifespan_seconds"),
+        (
+            format!("{PROVIDER}[admin]\npassword = \"p\"\naccess_token_lifespan_seconds = 0\n"),
+            "admin.access_token_lifespan_seconds",
+        ),
         (format!("{PROVIDER}{account}"), "service_accounts[0].admin_roles"),
         (format!("{PROVIDER}[realm]\nname = \"master\"\n"), "realm.name"),
-        (format!("{PROVIDER}[[service_accounts]]\nclient_id = \"admin-cli\"\nclient_secret = \"x\"\n"), "service_accounts"),
+        (
+            format!("{PROVIDER}[[service_accounts]]\nclient_id = \"admin-cli\"\nclient_secret = \"x\"\n"),
+            "service_accounts",
+        ),
     ];
     for (extra, key) in cases {
         let err = production(&minimal(&extra), &[]).expect_err(key);
         assert!(err.mentions(key), "{key}: {err}");
     }
-    let roles = "[[service_accounts]]\nclient_id = \"manager\"\nclient_secret = \"x\"\nadmin_roles = [\"manage-users\"]\n";
+    let roles =
+        "[[service_accounts]]\nclient_id = \"manager\"\nclient_secret = \"x\"\nadmin_roles = [\"manage-users\"]\n";
     let settings = production(&minimal(&format!("{PROVIDER}{roles}")), &[]).expect("valid");
     assert_eq!(settings.service_accounts[0].admin_roles, [AdminRole::ManageUsers]);
 }

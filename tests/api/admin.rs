@@ -113,9 +113,8 @@ both_backends!(python_keycloak_admin_as_openhands_uses_it, |backend| async move 
 
     // The sign-ins, the refreshes and every write are in the audit trail, and no secret is.
     let logins = audited(&app, "admin_login").await;
-    let grants = |grant: &str, outcome: &str| {
-        logins.iter().filter(|e| e.detail.contains(grant) && e.outcome == outcome).count()
-    };
+    let grants =
+        |grant: &str, outcome: &str| logins.iter().filter(|e| e.detail.contains(grant) && e.outcome == outcome).count();
     assert!(grants("\"password\"", "success") >= 2, "password sign-ins: {logins:?}");
     assert_eq!(grants("\"password\"", "failure"), 1, "the one wrong password: {logins:?}");
     assert!(grants("refresh_token", "success") >= 1, "refreshes: {logins:?}");
@@ -202,13 +201,18 @@ both_backends!(admin_tokens_reach_only_the_admin_api_and_other_tokens_do_not, |b
     // Another realm: 404; the master realm's token endpoint refuses other clients.
     let other = app.api.get(app.url("/admin/realms/elsewhere/users")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
-    let foreign_client = [("username", "admin"), ("password", ADMIN_PASSWORD), ("client_id", CLIENT_ID), ("grant_type", "password")];
+    let foreign_client =
+        [("username", "admin"), ("password", ADMIN_PASSWORD), ("client_id", CLIENT_ID), ("grant_type", "password")];
     let refused = app.api.post(master_token_url(&app)).form(&foreign_client).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "only admin-cli signs in on master");
     // An expired refresh token: python-keycloak matches this text.
     let signed: Value = admin_sign_in(&app, ADMIN_PASSWORD).await.json().await.unwrap();
     app.state.clock.advance(1801);
-    let form = [("client_id", "admin-cli"), ("grant_type", "refresh_token"), ("refresh_token", signed["refresh_token"].as_str().unwrap())];
+    let form = [
+        ("client_id", "admin-cli"),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", signed["refresh_token"].as_str().unwrap()),
+    ];
     let expired = app.api.post(master_token_url(&app)).form(&form).send().await.unwrap();
     assert_eq!(expired.status(), StatusCode::BAD_REQUEST);
     assert!(expired.text().await.unwrap().contains("Token is not active"));
@@ -243,7 +247,8 @@ async fn the_admin_openapi_document_describes_exactly_the_admin_routes() {
     }
     assert_eq!(documented.len(), routes.len(), "every documented path is an admin route");
     for (template, operations) in documented {
-        let path = template.replace("{realm}", REALM_NAME).replace("{user_id}", "u1").replace("{alias}", "azure_devops");
+        let path =
+            template.replace("{realm}", REALM_NAME).replace("{user_id}", "u1").replace("{alias}", "azure_devops");
         for method in ["get", "post", "put", "patch", "delete"] {
             let response = app
                 .api

@@ -11,9 +11,9 @@ use url::Url;
 use super::environment::env_name;
 use super::raw::{RawAdmin, RawClient, RawDatabase, RawHttp, RawRealm, RawServiceAccount, RawSettings, RawVault};
 use super::{
-    AdminRole, AdminSettings, ClientCredential, ClientSettings, ConfigError, ConfigProblem, DEV_DATABASE_URL, DatabaseSettings, HttpSettings,
-    LogFormat, Mode, ProviderSettings, RealmSettings, ServiceAccountSettings, Settings, VaultKey, VaultSettings,
-    parse_vault_key,
+    AdminRole, AdminSettings, ClientCredential, ClientSettings, ConfigError, ConfigProblem, DEV_DATABASE_URL,
+    DatabaseSettings, HttpSettings, LogFormat, Mode, ProviderSettings, RealmSettings, ServiceAccountSettings, Settings,
+    VaultKey, VaultSettings, parse_vault_key,
 };
 use crate::crypto::CtSecret;
 
@@ -179,7 +179,10 @@ fn validate_realm(problems: &mut Problems, raw: RawRealm) -> RealmSettings {
         problems.add("realm.name", "use letters, digits, `-` and `_` only");
     }
     if name == "master" {
-        problems.add("realm.name", "`master` is Keycloak's administrator realm (the admin API's sign-in): choose another name");
+        problems.add(
+            "realm.name",
+            "`master` is Keycloak's administrator realm (the admin API's sign-in): choose another name",
+        );
     }
     let mut positive = |key: &str, value: Option<i64>, default: i64| {
         let value = value.unwrap_or(default);
@@ -345,7 +348,10 @@ fn validate_admin(problems: &mut Problems, raw: RawAdmin) -> AdminSettings {
     let mut positive = |key: &str, value: Option<i64>, default: i64| {
         let value = value.unwrap_or(default);
         if value <= 0 {
-            problems.add(format!("admin.{key}"), format!("must be a positive number of seconds (the default is {default})"));
+            problems.add(
+                format!("admin.{key}"),
+                format!("must be a positive number of seconds (the default is {default})"),
+            );
         }
         value
     };
