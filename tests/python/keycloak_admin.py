@@ -132,6 +132,11 @@ def check_listing_and_paging(admin: KeycloakAdmin, args: argparse.Namespace) -> 
 
 
 async def check_lookups_async(admin: KeycloakAdmin, args: argparse.Namespace) -> None:
+    everyone = await admin.a_get_users()
+    require(len(everyone) == args.seeded + 1, f"a_get_users() paged {len(everyone)} users")
+    require(len({u["id"] for u in everyone}) == args.seeded + 1, "a_get_users(): no user twice across pages")
+    ok("a_get_users() pages every user as httpx sends it")
+
     mine = await admin.a_get_users({"q": f"azure_devops_id:{args.user_subject}"})
     require([u["id"] for u in mine] == [args.user_id], f"q=azure_devops_id finds exactly the user: {mine}")
     one = await admin.a_get_users({"q": f"azure_devops_id:{args.prefix}-sub-1"})
