@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+// The harness's sign-in helpers are for the other benchmarks.
+#[allow(unused_imports)]
 #[path = "common/mod.rs"]
 mod common;
 
