@@ -421,9 +421,12 @@ mod tests {
         serde_urlencoded::from_str(query).expect("parameters parse")
     }
 
+    /// The pairs a `q` reads as, or words of the refusal.
+    type Expected = Result<&'static [(&'static str, &'static str)], &'static str>;
+
     #[test]
     fn q_pairs_are_read_as_keycloak_reads_them() {
-        let cases: [(&str, Result<&[(&str, &str)], &str>); 8] = [
+        let cases: [(&str, Expected); 8] = [
             ("github_id:583231", Ok(&[("github_id", "583231")])),
             ("a:1 b:2", Ok(&[("a", "1"), ("b", "2")])),
             ("a:1 a:2", Ok(&[("a", "2")])),
