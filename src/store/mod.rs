@@ -24,7 +24,7 @@ use crate::clock::Clock;
 
 pub use audit::AuditEvent;
 use cache::RowCache;
-pub use directory::{AttributeValue, DirectoryUser, DirectoryUserRow};
+pub use directory::{AttributeValue, DirectoryUser};
 pub(crate) use directory::{DeletedUser, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria, UserWrite};
 #[cfg(test)]
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
