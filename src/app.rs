@@ -28,6 +28,7 @@ use crate::demo::{DEMO_CLIENT_ID, DemoClient};
 use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
 use crate::mail::{MailError, Mailer};
 use crate::serve::{ConnectionLimits, serve};
+use crate::oidc::admin::AdminSignIn;
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::keys::{KeyError, KeySet};
 use crate::oidc::sessions::Sessions;
@@ -223,6 +224,12 @@ fn services(
     let providers = settings.providers.iter().cloned().chain(development.as_ref().map(|d| d.settings())).collect();
     let upstream = Upstream::new(providers, metrics.clone(), clock.clone())?;
     let sessions = Sessions::new(store.clone(), audit.clone(), &realm);
+    let admin = AdminSignIn::new(&settings.admin, audit.clone()).map(Arc::new);
+    if admin.is_none() {
+        tracing::info!(
+            "the admin REST API is off: set admin.password (env BROKER_ADMIN_PASSWORD or KEYCLOAK_ADMIN_PASSWORD) to turn it on"
+        );
+    }
     let tokens = TokenService::new(
         realm_url.clone(),
         Arc::new(keys),
@@ -284,6 +291,7 @@ fn services(
         about,
         demo,
         development,
+        admin,
     })
 }
 
@@ -354,7 +362,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let public = self.layered(http::public_router(self.state.development.is_some()), "public");
+        let public = self.layered(http::public_router(self.state.development.is_some(), self.state.admin.is_some()), "public");
         let internal = self.layered(http::internal_router(), "internal");
         let management = self.layered(http::management::router(), "management");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -34,6 +34,11 @@ fn overlay_single_keys(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<Stri
     replace_if_set(&mut raw.http.internal_bind, env("BROKER_INTERNAL_BIND"));
     replace_if_set(&mut raw.log.format, env("BROKER_LOG_FORMAT"));
     replace_if_set(&mut raw.realm.signature_algorithm, env("BROKER_REALM_SIGNATURE_ALGORITHM"));
+    replace_if_set(&mut raw.admin.username, env("BROKER_ADMIN_USERNAME"));
+    // OpenHands' own name for the same secret, so that one secret serves both sides; the
+    // broker's name wins when both are set.
+    replace_if_set(&mut raw.admin.password, env("KEYCLOAK_ADMIN_PASSWORD").map(SecretString::from));
+    replace_if_set(&mut raw.admin.password, env("BROKER_ADMIN_PASSWORD").map(SecretString::from));
     if let Some(keys) = env("BROKER_ENCRYPTION_KEYS") {
         raw.vault.encryption_keys = keys
             .split(',')

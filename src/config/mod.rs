@@ -46,6 +46,7 @@ pub struct Settings {
     pub(crate) service_accounts: Vec<ServiceAccountSettings>,
     pub(crate) providers: Vec<ProviderSettings>,
     pub(crate) vault: VaultSettings,
+    pub(crate) admin: AdminSettings,
     pub(crate) log_format: LogFormat,
     /// Audit events older than this are deleted by housekeeping.
     pub(crate) audit_retention_days: i64,
@@ -124,6 +125,41 @@ pub(crate) struct ServiceAccountSettings {
     pub(crate) client_id: String,
     pub(crate) client_secret: CtSecret,
     pub(crate) allowed_providers: Vec<String>,
+    /// Keycloak's realm-management roles for the admin REST API; none by default.
+    pub(crate) admin_roles: Vec<AdminRole>,
+}
+
+/// A realm-management role of Keycloak's that the admin REST API checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdminRole {
+    /// Reads users (`view-users`).
+    ViewUsers,
+    /// Reads and changes users (`manage-users`, which implies reading, as in Keycloak).
+    ManageUsers,
+}
+
+impl AdminRole {
+    pub(crate) const NAMES: [&'static str; 2] = ["view-users", "manage-users"];
+
+    pub(crate) fn parse(name: &str) -> Option<AdminRole> {
+        match name {
+            "view-users" => Some(AdminRole::ViewUsers),
+            "manage-users" => Some(AdminRole::ManageUsers),
+            _ => None,
+        }
+    }
+}
+
+/// Keycloak's master-realm administrator, for the admin REST API (`[admin]`).
+#[derive(Debug, Clone)]
+pub(crate) struct AdminSettings {
+    pub(crate) username: String,
+    /// Unset: the admin REST API is off (404), and start-up says so.
+    pub(crate) password: Option<CtSecret>,
+    /// The admin's access tokens; Keycloak's master realm gives 60 seconds.
+    pub(crate) access_token_lifespan_seconds: i64,
+    /// How long the admin's refresh token stays usable; Keycloak's master realm gives 30 minutes.
+    pub(crate) session_idle_seconds: i64,
 }
 
 /// The Entra tenant a provider signs users in from.

@@ -19,6 +19,16 @@ pub(super) struct RawSettings {
     pub(super) audit: RawAudit,
     pub(super) development: RawDevelopment,
     pub(super) smtp: Option<RawSmtp>,
+    pub(super) admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) username: Option<String>,
+    pub(super) password: Option<SecretString>,
+    pub(super) access_token_lifespan_seconds: Option<i64>,
+    pub(super) session_idle_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +85,7 @@ pub(super) struct RawServiceAccount {
     pub(super) client_id: String,
     pub(super) client_secret: Option<SecretString>,
     pub(super) allowed_providers: Vec<String>,
+    pub(super) admin_roles: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

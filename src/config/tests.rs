@@ -506,3 +506,53 @@ fn bad_smtp_settings_are_refused_with_the_key_and_the_fix() {
         .expect_err("unknown key");
     assert!(unknown.to_string().contains("unknown field `tls`"), "{unknown}");
 }
+
+#[test]
+fn the_admin_api_is_off_without_a_password_and_takes_openhands_variable() {
+    let off = production(&minimal(PROVIDER), &[]).expect("valid");
+    assert!(off.admin.password.is_none(), "no password: the admin API is off");
+    assert_eq!(off.admin.username, "admin");
+    assert_eq!((off.admin.access_token_lifespan_seconds, off.admin.session_idle_seconds), (60, 1800));
+
+    let file = minimal(&format!("{PROVIDER}[admin]\npassword = \"from-file\"\n"));
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "from-file"),
+        (&[("KEYCLOAK_ADMIN_PASSWORD", "from-openhands")], "from-openhands"),
+        (&[("KEYCLOAK_ADMIN_PASSWORD", "from-openhands"), ("BROKER_ADMIN_PASSWORD", "from-broker")], "from-broker"),
+    ];
+    for (env, expected) in cases {
+        let settings = production(&file, env).expect("valid");
+        let password = settings.admin.password.as_ref().expect("on");
+        assert!(password.matches(expected), "{env:?} should give {expected}");
+        let shown = format!("{:?}", settings.admin);
+        assert!(!shown.contains(expected), "the password is never shown: {shown}");
+    }
+    let renamed = production(&file, &[("BROKER_ADMIN_USERNAME", "root")]).expect("valid");
+    assert_eq!(renamed.admin.username, "root");
+}
+
+#[test]
+fn admin_mistakes_are_named_by_key() {
+    let account = "[[service_accounts]]\nclient_id = \"viewer\"\nclient_secret = \"x\"\nadmin_roles = [\"view-users\", \"realm-admin\"]\n";
+    let cases = [
+        (format!("{PROVIDER}[admin]\npassword = \"\"\n"), "admin.password"),
+        (
+            format!("{PROVIDER}[admin]\npassword = \"p\"\naccess_token_lifespan_seconds = 0\n"),
+            "admin.access_token_lifespan_seconds",
+        ),
+        (format!("{PROVIDER}{account}"), "service_accounts[0].admin_roles"),
+        (format!("{PROVIDER}[realm]\nname = \"master\"\n"), "realm.name"),
+        (
+            format!("{PROVIDER}[[service_accounts]]\nclient_id = \"admin-cli\"\nclient_secret = \"x\"\n"),
+            "service_accounts",
+        ),
+    ];
+    for (extra, key) in cases {
+        let err = production(&minimal(&extra), &[]).expect_err(key);
+        assert!(err.mentions(key), "{key}: {err}");
+    }
+    let roles =
+        "[[service_accounts]]\nclient_id = \"manager\"\nclient_secret = \"x\"\nadmin_roles = [\"manage-users\"]\n";
+    let settings = production(&minimal(&format!("{PROVIDER}{roles}")), &[]).expect("valid");
+    assert_eq!(settings.service_accounts[0].admin_roles, [AdminRole::ManageUsers]);
+}

@@ -62,6 +62,8 @@ pub(crate) enum AppError {
     /// A failure only an operator can mend: `500 server_error` saying what to change, which
     /// the log repeats.
     Operator { description: String, detail: ErrorDetail },
+    /// Keycloak's admin REST API's `{"error": …}` (`User not found`, `HTTP 401 Unauthorized`, …).
+    Admin { status: StatusCode, error: &'static str },
     /// A failure of ours; the client sees a generic message, the log the whole chain. When the
     /// cause is a database that cannot be reached, the answer is `503` with `Retry-After`.
     Internal(BoxError),
@@ -82,8 +84,9 @@ struct KeycloakBody<'a> {
     error_message: &'a str,
 }
 
+/// `{"error": …}`: Keycloak's unknown realm, and its admin API's refusals.
 #[derive(Serialize)]
-struct UnknownRealmBody {
+struct ErrorOnlyBody {
     error: &'static str,
 }
 
@@ -234,7 +237,7 @@ impl IntoResponse for AppError {
                 (status, no_store(), error_page(title, &message, &correlation_id)).into_response()
             }
             AppError::UnknownRealm => {
-                (StatusCode::NOT_FOUND, Json(UnknownRealmBody { error: "Realm does not exist" })).into_response()
+                (StatusCode::NOT_FOUND, Json(ErrorOnlyBody { error: "Realm does not exist" })).into_response()
             }
             AppError::Operator { description, detail } => {
                 let body = OAuthBody { error: ErrorCode::ServerError, error_description: &description };
@@ -257,6 +260,7 @@ impl IntoResponse for AppError {
                 response.extensions_mut().insert(ErrorDetail::of(error.as_ref()));
                 response
             }
+            AppError::Admin { status, error } => (status, no_store(), Json(ErrorOnlyBody { error })).into_response(),
             AppError::Internal(error) => {
                 let body = OAuthBody { error: ErrorCode::ServerError, error_description: "An internal error occurred" };
                 let mut response = (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();

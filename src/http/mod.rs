@@ -1,6 +1,7 @@
 //! The HTTP surfaces: one file per surface; handlers extract, call, and map the result.
 
 mod actions;
+pub(crate) mod admin;
 pub(crate) mod broker;
 pub(crate) mod browser;
 mod development;
@@ -20,11 +21,12 @@ pub(crate) use error::{AppError, CorrelationId, ErrorDetail};
 pub(crate) use state::About;
 pub use state::{AppState, Cookies, Health, Services};
 
-/// The public listener: the start page, browser, OpenID Connect and broker endpoints, and the
-/// development provider's when it runs.
-pub(crate) fn public_router(development: bool) -> axum::Router<AppState> {
+/// The public listener: the start page, browser, OpenID Connect and broker endpoints, the
+/// development provider's when it runs, and Keycloak's admin REST API when it is on.
+pub(crate) fn public_router(development: bool, admin: bool) -> axum::Router<AppState> {
     let router = realm_router();
-    if development { router.merge(development::router()) } else { router }
+    let router = if development { router.merge(development::router()) } else { router };
+    if admin { router.merge(admin::router()) } else { router }
 }
 
 fn realm_router() -> axum::Router<AppState> {

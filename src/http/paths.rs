@@ -19,6 +19,18 @@ pub const BROKER_TOKEN: &str = "/realms/{realm}/broker/{alias}/token";
 /// Keycloak's address for the links it sends by e-mail (`?key=…`).
 pub const ACTION_TOKEN: &str = "/realms/{realm}/login-actions/action-token";
 
+/// Keycloak's admin REST API (python-keycloak's `KeycloakAdmin`), on the public listener.
+pub const ADMIN_REALM: &str = "/admin/realms/{realm}";
+pub const ADMIN_USERS: &str = "/admin/realms/{realm}/users";
+pub const ADMIN_USERS_COUNT: &str = "/admin/realms/{realm}/users/count";
+pub const ADMIN_USER: &str = "/admin/realms/{realm}/users/{user_id}";
+pub const ADMIN_USER_IDENTITIES: &str = "/admin/realms/{realm}/users/{user_id}/federated-identity";
+pub const ADMIN_USER_IDENTITY: &str = "/admin/realms/{realm}/users/{user_id}/federated-identity/{alias}";
+pub const ADMIN_USER_LOGOUT: &str = "/admin/realms/{realm}/users/{user_id}/logout";
+pub const ADMIN_USER_SEND_VERIFY_EMAIL: &str = "/admin/realms/{realm}/users/{user_id}/send-verify-email";
+/// The realm of Keycloak's administrator, whose token endpoint signs `admin-cli` in.
+pub const MASTER_REALM: &str = "master";
+
 pub const INTERNAL_USER_TOKEN: &str = "/internal/v1/users/{user_id}/tokens/{alias}";
 pub const INTERNAL_USERS: &str = "/internal/v1/users";
 pub const INTERNAL_OPENAPI: &str = "/internal/v1/openapi.json";
@@ -36,7 +48,7 @@ pub const DEV_AUTHORIZE: &str = "/dev-entra/{tenant}/oauth2/v2.0/authorize";
 pub const DEV_TOKEN: &str = "/dev-entra/{tenant}/oauth2/v2.0/token";
 
 /// Every route the listeners serve.
-const ALL: &[&str] = &[
+pub const ALL: &[&str] = &[
     START,
     DEMO_START,
     DEMO_CALLBACK,
@@ -53,6 +65,14 @@ const ALL: &[&str] = &[
     BROKER_ENDPOINT,
     BROKER_TOKEN,
     ACTION_TOKEN,
+    ADMIN_REALM,
+    ADMIN_USERS,
+    ADMIN_USERS_COUNT,
+    ADMIN_USER,
+    ADMIN_USER_IDENTITIES,
+    ADMIN_USER_IDENTITY,
+    ADMIN_USER_LOGOUT,
+    ADMIN_USER_SEND_VERIFY_EMAIL,
     INTERNAL_USER_TOKEN,
     INTERNAL_USERS,
     INTERNAL_OPENAPI,

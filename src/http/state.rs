@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::config::{Mode, RealmSettings};
 use crate::demo::DemoClient;
 use crate::directory::Directory;
+use crate::oidc::admin::AdminSignIn;
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::grants::Grants;
 use crate::oidc::sessions::Sessions;
@@ -135,6 +136,8 @@ pub struct Services {
     pub(crate) about: About,
     /// The start page's demonstration client: start-dev only.
     pub demo: Option<DemoClient>,
+    /// Keycloak's master-realm administrator; `None` turns the admin REST API off.
+    pub(crate) admin: Option<Arc<AdminSignIn>>,
 }
 
 impl AppState {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{Bearer, form_bearer, parse_form};
 use super::realm::require_realm;
-use super::{AppError, AppState, error::no_store};
+use super::{AppError, AppState, error::no_store, paths};
 use crate::config::ClientSettings;
 use crate::oidc::clients::PresentedCredentials;
 use crate::oidc::error::{ErrorCode, OAuthError};
@@ -169,6 +169,11 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
+    if realm == paths::MASTER_REALM
+        && let Some(admin) = &state.admin
+    {
+        return super::admin::master_token(&state, admin, &headers, &body).await;
+    }
     require_realm(&state.realm, &realm)?;
     let form: TokenForm = parse_form(&headers, &body).map_err(invalid_request)?;
     if form.grant_type.as_deref() == Some("client_credentials") {

@@ -47,7 +47,7 @@ impl Progress {
     pub fn finish(&self) {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
-            None if self.done % LINE_EVERY != 0 || self.done == 0 => eprintln!("{}", self.line()),
+            None if !self.done.is_multiple_of(LINE_EVERY) || self.done == 0 => eprintln!("{}", self.line()),
             None => {}
         }
     }

@@ -1,6 +1,7 @@
 //! The broker as an OpenID provider: clients, authorization requests, grants, keys, sessions
 //! and tokens.
 
+pub(crate) mod admin;
 pub(crate) mod authorize;
 pub(crate) mod clients;
 pub(crate) mod error;

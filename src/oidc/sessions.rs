@@ -23,12 +23,14 @@ pub(crate) enum Ending {
     OfflineTokenRevoked,
     /// A rotated refresh token came back: taken as theft.
     RefreshTokenReused,
+    /// An administrator signed the user out everywhere (Keycloak's `POST …/users/{id}/logout`).
+    AdminLogout,
 }
 
 impl Ending {
     fn audit_kind(self) -> &'static str {
         match self {
-            Ending::BrowserLogout | Ending::BackChannelLogout => "logout",
+            Ending::BrowserLogout | Ending::BackChannelLogout | Ending::AdminLogout => "logout",
             Ending::OfflineTokenRevoked | Ending::RefreshTokenReused => "session_revoked",
         }
     }
@@ -39,6 +41,7 @@ impl Ending {
             Ending::BackChannelLogout => "back_channel",
             Ending::OfflineTokenRevoked => "offline_token_revoked",
             Ending::RefreshTokenReused => "refresh_token_reused",
+            Ending::AdminLogout => "admin",
         }
     }
 }
@@ -155,6 +158,21 @@ impl Sessions {
             })
             .await;
         Ok(())
+    }
+
+    /// Ends every session of a user not yet ended, browser and offline alike; returns how many.
+    pub(crate) async fn end_all_of(
+        &self,
+        user_id: &str,
+        ending: Ending,
+        client_id: Option<&str>,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let ids = self.store.open_session_ids(user_id).await?;
+        for id in &ids {
+            self.end_by_id(id, ending, client_id, now).await?;
+        }
+        Ok(ids.len())
     }
 
     /// Ends the session `id` if it exists (live or not); see [`Sessions::end`].

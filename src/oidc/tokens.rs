@@ -25,6 +25,11 @@ pub(crate) const READ_TOKEN_ROLE: &str = "read-token";
 pub(crate) const INTERNAL_AUDIENCE: &str = "identity-broker-internal";
 /// Keycloak's audience for user access tokens; a token without it is not one of ours.
 const BROKER_AUDIENCE: &str = "broker";
+/// The audience of the master-realm administrator's tokens, as in Keycloak: only the admin
+/// REST API accepts them.
+const ADMIN_AUDIENCE: &str = "master-realm";
+/// Keycloak's public client for administrators, the one python-keycloak's `KeycloakAdmin` uses.
+pub(crate) const ADMIN_CLIENT_ID: &str = "admin-cli";
 
 /// The user facts that go into tokens and userinfo.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,6 +130,37 @@ pub(crate) struct ServiceClaims {
     pub(crate) allowed_providers: Vec<String>,
 }
 
+/// An access token of the master realm's administrator (the `password` grant of `admin-cli`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AdminClaims {
+    pub(crate) exp: i64,
+    pub(crate) iat: i64,
+    pub(crate) jti: String,
+    pub(crate) iss: String,
+    pub(crate) aud: String,
+    pub(crate) sub: String,
+    pub(crate) typ: String,
+    pub(crate) azp: String,
+    pub(crate) sid: String,
+    pub(crate) preferred_username: String,
+}
+
+/// The administrator's tokens, as the master realm's token endpoint answers them.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminTokens {
+    pub(crate) access_token: String,
+    pub(crate) expires_in: i64,
+    pub(crate) refresh_token: String,
+    pub(crate) refresh_expires_in: i64,
+}
+
+/// Lifetimes of the administrator's tokens, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdminLifespans {
+    pub(crate) access: i64,
+    pub(crate) refresh: i64,
+}
+
 /// What a session grants: enough to mint any of the three tokens.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -169,6 +205,8 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct TokenService {
     issuer: String,
+    /// The master realm's issuer, `{hostname}/realms/master`: the administrator's tokens.
+    master_issuer: String,
     keys: Arc<KeySet>,
     access_lifespan: i64,
     refresh_lifespan: i64,
@@ -180,6 +218,7 @@ pub struct TokenService {
     verified_access: Arc<Verified<AccessClaims>>,
     /// One permit per core: the grants signing at once on the blocking pool.
     signing_slots: Arc<Semaphore>,
+    verified_admin: Arc<Verified<AdminClaims>>,
 }
 
 /// Tokens whose signature, issuer and type were found good, by token, with their key's id;
@@ -221,8 +260,13 @@ impl TokenService {
         refresh_lifespan: i64,
         offline_lifespan: i64,
     ) -> Self {
+        let master_issuer = match issuer.rsplit_once("/realms/") {
+            Some((base, _)) => format!("{base}/realms/master"),
+            None => format!("{issuer}/realms/master"),
+        };
         TokenService {
             issuer,
+            master_issuer,
             keys,
             access_lifespan,
             refresh_lifespan,
@@ -230,6 +274,7 @@ impl TokenService {
             verified_services: Arc::new(Cache::new(VERIFIED_TOKENS)),
             verified_access: Arc::new(Cache::new(VERIFIED_TOKENS)),
             signing_slots: Arc::new(Semaphore::new(signing_threads())),
+            verified_admin: Arc::new(Cache::new(VERIFIED_TOKENS)),
         }
     }
 
@@ -345,9 +390,79 @@ impl TokenService {
         sign(self.keys.current().signer(), claims)
     }
 
+    /// The administrator's access and refresh tokens for the admin session `session_id`,
+    /// issued by the master realm to `admin-cli`.
+    pub(crate) async fn issue_admin(
+        &self,
+        username: &str,
+        session_id: &str,
+        lifespans: AdminLifespans,
+        now: i64,
+    ) -> Result<AdminTokens, TokenError> {
+        let subject = format!("admin-{username}");
+        let access = AdminClaims {
+            exp: now + lifespans.access,
+            iat: now,
+            jti: random_token(),
+            iss: self.master_issuer.clone(),
+            aud: ADMIN_AUDIENCE.to_owned(),
+            sub: subject.clone(),
+            typ: TYP_BEARER.to_owned(),
+            azp: ADMIN_CLIENT_ID.to_owned(),
+            sid: session_id.to_owned(),
+            preferred_username: username.to_owned(),
+        };
+        let refresh = RefreshClaims {
+            exp: now + lifespans.refresh,
+            iat: now,
+            jti: random_token(),
+            iss: self.master_issuer.clone(),
+            aud: self.master_issuer.clone(),
+            sub: subject,
+            typ: TYP_REFRESH.to_owned(),
+            azp: ADMIN_CLIENT_ID.to_owned(),
+            sid: session_id.to_owned(),
+            scope: "openid profile email".to_owned(),
+        };
+        let (access_token, refresh_token) = self
+            .off_the_workers(move |keys| Ok((sign(keys.signer(), &access)?, sign(keys.refresh_signer(), &refresh)?)))
+            .await?;
+        Ok(AdminTokens {
+            access_token,
+            expires_in: lifespans.access,
+            refresh_token,
+            refresh_expires_in: lifespans.refresh,
+        })
+    }
+
+    /// Checks an administrator's access token: signature, the master realm's issuer, audience,
+    /// type and expiry.
+    pub(crate) fn verify_admin(&self, token: &str, now: i64) -> Result<Arc<AdminClaims>, TokenError> {
+        let claims =
+            self.verify_remembered(&self.verified_admin, token, &self.master_issuer, |claims: &AdminClaims| {
+                claims.typ == TYP_BEARER && claims.aud == ADMIN_AUDIENCE && claims.azp == ADMIN_CLIENT_ID
+            })?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Checks an administrator's refresh token: the master realm's, for `admin-cli`, unexpired.
+    pub(crate) fn verify_admin_refresh(&self, token: &str, now: i64) -> Result<RefreshClaims, TokenError> {
+        let (_, claims): (String, RefreshClaims) = self.verify_signed(token, SignedBy::AnyKey, &self.master_issuer)?;
+        if claims.typ != TYP_REFRESH || claims.azp != ADMIN_CLIENT_ID || claims.aud != self.master_issuer {
+            return Err(TokenError::WrongType);
+        }
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
     /// Checks a service-account token: signature, issuer, audience, type and expiry.
     pub(crate) fn verify_service(&self, token: &str, now: i64) -> Result<Arc<ServiceClaims>, TokenError> {
-        let claims = self.verify_remembered(&self.verified_services, token, |claims: &ServiceClaims| {
+        let claims = self.verify_remembered(&self.verified_services, token, &self.issuer, |claims: &ServiceClaims| {
             claims.typ == TYP_BEARER && claims.aud == INTERNAL_AUDIENCE
         })?;
         if claims.exp <= now {
@@ -363,6 +478,7 @@ impl TokenService {
         &self,
         verified: &Verified<T>,
         token: &str,
+        issuer: &str,
         is_kind: impl Fn(&T) -> bool,
     ) -> Result<Arc<T>, TokenError> {
         if let Some((kid, claims)) = verified.get(token)
@@ -370,7 +486,7 @@ impl TokenService {
         {
             return Ok(claims);
         }
-        let (kid, claims) = self.verify_signed::<T>(token, SignedBy::PublicKey)?;
+        let (kid, claims) = self.verify_signed::<T>(token, SignedBy::PublicKey, issuer)?;
         if !is_kind(&claims) {
             return Err(TokenError::WrongType);
         }
@@ -382,7 +498,7 @@ impl TokenService {
     /// Checks an `id_token_hint`: our signature, our issuer, an ID token. Expiry is not
     /// checked, as in Keycloak: a user may sign out long after signing in.
     pub(crate) fn verify_id_token_hint(&self, token: &str) -> Result<IdClaims, TokenError> {
-        let (_, claims): (_, IdClaims) = self.verify_signed(token, SignedBy::PublicKey)?;
+        let (_, claims): (_, IdClaims) = self.verify_signed(token, SignedBy::PublicKey, &self.issuer)?;
         if claims.typ != TYP_ID {
             return Err(TokenError::WrongType);
         }
@@ -391,7 +507,7 @@ impl TokenService {
 
     /// Checks signature, issuer, type and expiry against `now`.
     pub(crate) fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
-        let claims = self.verify_remembered(&self.verified_access, token, |claims: &AccessClaims| {
+        let claims = self.verify_remembered(&self.verified_access, token, &self.issuer, |claims: &AccessClaims| {
             claims.typ == TYP_BEARER && claims.aud.iter().any(|aud| aud == BROKER_AUDIENCE)
         })?;
         if claims.exp <= now {
@@ -402,7 +518,7 @@ impl TokenService {
 
     /// Checks a refresh or offline token's signature, issuer, type and expiry.
     pub(crate) fn verify_refresh(&self, token: &str, now: i64) -> Result<RefreshClaims, TokenError> {
-        let (_, claims): (_, RefreshClaims) = self.verify_signed(token, SignedBy::AnyKey)?;
+        let (_, claims): (_, RefreshClaims) = self.verify_signed(token, SignedBy::AnyKey, &self.issuer)?;
         if claims.typ != TYP_REFRESH && claims.typ != TYP_OFFLINE {
             return Err(TokenError::WrongType);
         }
@@ -412,12 +528,13 @@ impl TokenService {
         Ok(claims)
     }
 
-    /// The claims of a token signed by one of the realm's keys that `signed_by` allows, with
-    /// that key's id.
+    /// The claims of a token for `issuer` signed by one of the realm's keys that `signed_by`
+    /// allows, with that key's id.
     fn verify_signed<T: serde::de::DeserializeOwned>(
         &self,
         token: &str,
         signed_by: SignedBy,
+        issuer: &str,
     ) -> Result<(String, T), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let kid = header.kid.ok_or(TokenError::Invalid)?;
@@ -434,7 +551,7 @@ impl TokenService {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        validation.set_issuer(&[&self.issuer]);
+        validation.set_issuer(&[issuer]);
         let claims = jsonwebtoken::decode::<T>(token, key.decoding(), &validation).map_err(|_| TokenError::Invalid)?.claims;
         Ok((kid, claims))
     }

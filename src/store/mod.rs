@@ -4,6 +4,7 @@
 mod audit;
 mod cache;
 mod import;
+mod directory;
 mod inspect;
 mod keycloak;
 mod keys;
@@ -28,6 +29,8 @@ pub use audit::AuditEvent;
 pub use import::{ImportBatch, LinkRow, PortableUser, UserWrite};
 pub use keycloak::{KeycloakDatabase, KeycloakTokenRow};
 use cache::RowCache;
+pub use directory::{AttributeValue, DirectoryUser};
+pub(crate) use directory::{DeletedUser, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria, ChangeWrite};
 #[cfg(test)]
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
 pub(crate) use inspect::{MigrationRecords, SealedRows};
@@ -38,7 +41,6 @@ pub use users::{IdentityRow, ProfileUpdate, UserRow};
 use users::is_unique_violation;
 pub use vault::{Lease, LinkedTokens, VaultRow};
 pub(crate) use verification::{NewVerifyEmailToken, Redemption};
-pub use verification::{MailableUser, VerifyEmailTokenRow};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

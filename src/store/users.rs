@@ -131,10 +131,17 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        self.forget_user_identities(user_id).await?;
+        Ok(updated.rows_affected() > 0)
+    }
+
+    /// Drops this process's copies of a user's identities after a change to the user that a
+    /// token read must see (`enabled`); other replicas hear of it from migration 0008's trigger.
+    pub(super) async fn forget_user_identities(&self, user_id: &str) -> Result<(), StoreError> {
         for identity in self.list_identities(user_id).await? {
             self.forget_identity(user_id, &identity.alias);
         }
-        Ok(updated.rows_affected() > 0)
+        Ok(())
     }
 
     /// Records that the upstream refused this identity's grant for good: the rows stay for the

@@ -140,18 +140,6 @@ impl Store {
             .await?)
     }
 
-    /// Turns a user's sign-in on or off, as the admin API's `enabled` does; for tests that need
-    /// a disabled user before that API exists on this branch.
-    #[cfg(feature = "testing")]
-    pub async fn set_user_enabled_for_tests(&self, user_id: &str, enabled: bool) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET enabled = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(i64::from(enabled))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Whether the user's e-mail is verified; for tests.
     #[cfg(feature = "testing")]
     pub async fn email_verified_for_tests(&self, user_id: &str) -> Result<Option<bool>, StoreError> {

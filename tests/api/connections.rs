@@ -58,7 +58,8 @@ async fn a_connection_that_trickles_its_headers_is_closed_after_the_header_timeo
     let started = Instant::now();
     // A byte every 200 ms: always some progress, never the end of the headers.
     let trickle = tokio::spawn(async move {
-        let request = b"GET /realms/allhands HTTP/1.1\r\nHost: broker\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let request =
+            b"GET /realms/allhands HTTP/1.1\r\nHost: broker\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         for byte in request {
             if writer.write_all(&[*byte]).await.is_err() {
                 return;

@@ -251,12 +251,13 @@ both_backends!(refused_requests_send_nothing_and_store_nothing, |backend| async 
     save_user(&app, without_email, None).await;
     let disabled = "6b1c0f2e-0000-4000-8000-0000000000d0";
     save_user(&app, disabled, Some("disabled@example.com")).await;
-    app.store.set_user_enabled_for_tests(disabled, false).await.expect("disabled");
+    app.store.set_user_enabled(disabled, false, 0).await.expect("disabled");
     let unknown_user = "6b1c0f2e-0000-4000-8000-000000000404";
     let foreign = format!("{REDIRECT_URI}/../../evil");
     let prefixed = format!("{REDIRECT_URI}x");
     // Why, user, client_id, redirect_uri, lifespan, Keycloak's message.
-    let cases: &[(&str, &str, Option<&str>, Option<&str>, Option<u64>, &str)] = &[
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, Option<u64>, &'a str);
+    let cases: &[Case<'_>] = &[
         ("an unknown user", unknown_user, Some(CLIENT_ID), Some(REDIRECT_URI), None, "User not found"),
         ("a user without e-mail", without_email, Some(CLIENT_ID), Some(REDIRECT_URI), None, "User email missing"),
         ("a disabled user", disabled, Some(CLIENT_ID), Some(REDIRECT_URI), None, "User is disabled"),
@@ -381,3 +382,46 @@ async fn starttls_is_required_not_hoped_for() {
     assert!(sink.messages().is_empty(), "nothing was sent in the clear");
     assert_eq!(app.count(Table::VerifyEmailTokens).await, 0);
 }
+
+both_backends!(the_admin_api_sends_the_link_as_python_keycloak_asks_for_it, |backend| async move {
+    // Arrange: the administrator, a view-users account, a mailing broker and a user.
+    let sink = SmtpSink::start().await;
+    let table = smtp_table(sink.port, "none") + &crate::admin::admin_toml(300);
+    let app = spawn_app_edited(backend, |text| text + &table).await;
+    save_user(&app, USER, Some(EMAIL)).await;
+    let admin = crate::admin::admin_token(&app).await;
+    let path = paths::ADMIN_USER_SEND_VERIFY_EMAIL.replace("{realm}", REALM_NAME).replace("{user_id}", USER);
+    // python-keycloak's bytes: PUT, a JSON content type, an empty body, the query encoded.
+    let send = |bearer: String, query: String| {
+        app.api
+            .put(format!("{}{path}?{query}", app.public))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .send()
+    };
+    let query = |redirect: &str| {
+        let encoded: String = url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect();
+        format!("client_id={CLIENT_ID}&redirect_uri={encoded}")
+    };
+
+    // Act and assert: refusals send nothing.
+    let viewer = app.service_token(crate::admin::VIEWER_ID, crate::admin::VIEWER_SECRET).await;
+    assert_eq!(send(viewer, query(REDIRECT_URI)).await.unwrap().status(), StatusCode::FORBIDDEN, "view-users");
+    let open_redirect = send(admin.clone(), query("https://evil.example/")).await.unwrap();
+    assert_eq!(open_redirect.status(), StatusCode::BAD_REQUEST);
+    let body: Value = open_redirect.json().await.expect("json");
+    assert_eq!(body["errorMessage"], "Invalid redirect uri.");
+    let bad_lifespan = send(admin.clone(), format!("{}&lifespan=soon", query(REDIRECT_URI))).await.unwrap();
+    assert_eq!(bad_lifespan.status(), StatusCode::BAD_REQUEST);
+    assert!(sink.messages().is_empty(), "nothing sent for a refused request");
+
+    // Act: the request OpenHands' routes/email.py makes.
+    let sent = send(admin, query(REDIRECT_URI)).await.unwrap();
+
+    // Assert
+    assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+    let response = open(&app, &link_in(&sink.only_message())).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(location(&response), REDIRECT_URI);
+    assert!(verified(&app, USER).await, "the address is verified");
+});

@@ -167,6 +167,13 @@ pub async fn spawn_app_edited(backend: Backend, edit: impl FnOnce(String) -> Str
     spawn_app_from(backend, |entra| edit(settings_toml(entra, &ProviderSetup::default()))).await
 }
 
+/// The application of [`spawn_app`] with `extra` TOML appended to its settings (the admin
+/// API's `[admin]`, more service accounts, …).
+pub async fn spawn_app_with_extra(backend: Backend, extra: &str) -> TestApp {
+    let setup = ProviderSetup::default();
+    spawn_app_from(backend, |entra| settings_toml(entra, &setup) + extra).await
+}
+
 /// The application as `start-dev` runs it with no provider configured, its public listener
 /// on `bind`: the built-in development provider signs users in (when `bind` is loopback).
 pub async fn spawn_development_app(backend: Backend, bind: &str) -> TestApp {

@@ -451,9 +451,13 @@ async fn tokens_from_keycloaks_database_are_sealed_served_and_never_stored_in_pl
     assert_eq!(alice["access_token"], alice_access, "Keycloak's live token is served as it was");
     assert_eq!(alice["expires_at"], now + 3000);
     assert_eq!(app.entra.refresh_requests(), 0);
+    // Bob was disabled in Keycloak, and so is here: his tokens are kept but not served.
+    let refused = app.read_token(&service, BOB, "azure_devops", "").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "a disabled user's tokens are not served");
+    assert!(app.store.set_user_enabled(BOB, true, now).await.expect("enable Bob"));
     let bob: Value = app.read_token(&service, BOB, "azure_devops", "").await.json().await.expect("json");
-    assert_eq!(app.entra.refresh_requests(), 1, "Bob's token of unknown age was refreshed on first read");
     assert!(bob["access_token"].is_string() && bob["access_token"] != "bob-expired-access-token-0123456789", "{bob}");
+    assert_eq!(app.entra.refresh_requests(), 1, "Bob's token of unknown age was refreshed on first read");
     let mut cells = Vec::new();
     for table in [Table::VaultTokens, Table::FederatedIdentities, Table::Users, Table::AuditEvents] {
         cells.extend(app.store.dump_table(table).await.expect("dump"));
@@ -474,6 +478,8 @@ async fn tokens_from_keycloaks_database_are_sealed_served_and_never_stored_in_pl
             .await
             .ok("second import with tokens");
     assert!(again.stdout.contains("tokens: 0 sealed into the vault, 2 already held by the broker"), "{}", again.stdout);
+    // The second run made Bob disabled again, as Keycloak has him; his tokens stayed.
+    assert!(app.store.set_user_enabled(BOB, true, now).await.expect("enable Bob"));
     let bob_again: Value = app.read_token(&service, BOB, "azure_devops", "").await.json().await.expect("json");
     assert_eq!(bob_again["access_token"], bob["access_token"], "the refreshed token was not overwritten");
 }

@@ -10,11 +10,11 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::environment::env_name;
-use super::raw::{RawClient, RawDatabase, RawHttp, RawRealm, RawServiceAccount, RawSettings, RawVault};
+use super::raw::{RawAdmin, RawClient, RawDatabase, RawHttp, RawRealm, RawServiceAccount, RawSettings, RawVault};
 use super::{
-    ClientCredential, ClientSettings, ConfigError, ConfigProblem, DEV_DATABASE_URL, DatabaseSettings, HttpSettings,
-    LogFormat, Mode, ProviderSettings, RealmSettings, ServiceAccountSettings, Settings, VaultKey, VaultSettings,
-    parse_vault_key,
+    AdminRole, AdminSettings, ClientCredential, ClientSettings, ConfigError, ConfigProblem, DEV_DATABASE_URL,
+    DatabaseSettings, HttpSettings, LogFormat, Mode, ProviderSettings, RealmSettings, ServiceAccountSettings, Settings,
+    VaultKey, VaultSettings, parse_vault_key,
 };
 use crate::crypto::{CtSecret, JwsAlgorithm};
 
@@ -48,6 +48,7 @@ pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigE
     let audit_retention_days = validate_audit_retention_days(&mut problems, raw.audit.retention_days);
     let development_provider = validate_development_provider(&mut problems, dev, raw.development.provider);
     let smtp = raw.smtp.and_then(|smtp| smtp::validate_smtp(&mut problems, smtp));
+    let admin = validate_admin(&mut problems, raw.admin);
     problems.into_result(Settings {
         mode,
         http,
@@ -57,6 +58,7 @@ pub(super) fn validate(mode: Mode, raw: RawSettings) -> Result<Settings, ConfigE
         service_accounts,
         providers,
         vault,
+        admin,
         log_format,
         audit_retention_days,
         development_provider,
@@ -121,7 +123,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 fn seconds_within(problems: &mut Problems, key: &str, value: Option<u64>, default: u64, max: u64) -> u64 {
     let seconds = value.unwrap_or(default);
     if !(1..=max).contains(&seconds) {
-        problems.add(key, format!("`{seconds}` is out of range: write from 1 to {max} seconds (the default is {default})"));
+        problems
+            .add(key, format!("`{seconds}` is out of range: write from 1 to {max} seconds (the default is {default})"));
     }
     seconds.clamp(1, max)
 }
@@ -230,6 +233,12 @@ fn validate_realm(problems: &mut Problems, raw: RawRealm) -> RealmSettings {
     let name = raw.name.unwrap_or_else(|| "allhands".to_owned());
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         problems.add("realm.name", "use letters, digits, `-` and `_` only");
+    }
+    if name == "master" {
+        problems.add(
+            "realm.name",
+            "`master` is Keycloak's administrator realm (the admin API's sign-in): choose another name",
+        );
     }
     let mut positive = |key: &str, value: Option<i64>, default: i64| {
         let value = value.unwrap_or(default);
@@ -356,10 +365,21 @@ fn validate_service_accounts(
                 problems.add(key("allowed_providers"), format!("`{alias}` is not an enabled provider"));
             }
         }
+        let mut admin_roles = Vec::new();
+        for name in &account.admin_roles {
+            match AdminRole::parse(name) {
+                Some(role) => admin_roles.push(role),
+                None => problems.add(
+                    key("admin_roles"),
+                    format!("`{name}` is not a role the admin API knows: use {}", AdminRole::NAMES.join(" or ")),
+                ),
+            }
+        }
         accounts.push(ServiceAccountSettings {
             client_id: account.client_id,
             client_secret: CtSecret::new(secret),
             allowed_providers: account.allowed_providers,
+            admin_roles,
         });
     }
     accounts
@@ -374,12 +394,53 @@ fn check_client_ids_are_unique(
     let mut seen = BTreeSet::new();
     let ids = clients.iter().map(|c| &c.client_id).chain(service_accounts.iter().map(|a| &a.client_id));
     for id in ids {
+        if id == "admin-cli" {
+            problems.add(
+                "service_accounts",
+                "client id `admin-cli` is Keycloak's administrator client (the admin API's sign-in): choose another id",
+            );
+        }
         if !seen.insert(id) {
             problems.add(
                 "service_accounts",
                 format!("client id `{id}` is used twice among [[clients]] and [[service_accounts]]"),
             );
         }
+    }
+}
+
+/// The admin REST API is off without a password; an empty one is a mistake, not "off".
+fn validate_admin(problems: &mut Problems, raw: RawAdmin) -> AdminSettings {
+    let username = raw.username.unwrap_or_else(|| "admin".to_owned());
+    if username.trim().is_empty() {
+        problems.add("admin.username", "must not be empty (env BROKER_ADMIN_USERNAME; the default is `admin`)");
+    }
+    let password = match raw.password {
+        Some(password) if password.expose_secret().is_empty() => {
+            problems.add(
+                "admin.password",
+                "is empty: set a password (env BROKER_ADMIN_PASSWORD or KEYCLOAK_ADMIN_PASSWORD), or remove the key to turn the admin API off",
+            );
+            None
+        }
+        Some(password) => Some(CtSecret::new(password)),
+        None => None,
+    };
+    let mut positive = |key: &str, value: Option<i64>, default: i64| {
+        let value = value.unwrap_or(default);
+        if value <= 0 {
+            problems.add(
+                format!("admin.{key}"),
+                format!("must be a positive number of seconds (the default is {default})"),
+            );
+        }
+        value
+    };
+    AdminSettings {
+        username,
+        password,
+        access_token_lifespan_seconds: positive("access_token_lifespan_seconds", raw.access_token_lifespan_seconds, 60),
+        session_idle_seconds: positive("session_idle_seconds", raw.session_idle_seconds, 1800),
     }
 }
 

@@ -1,0 +1,602 @@
+//! Keycloak's admin REST API as OpenHands calls it through python-keycloak's `KeycloakAdmin`:
+//! the master realm's `admin-cli` sign-in, the realm, and users (search, count, read, change,
+//! delete, identities, logout). Mounted only when `admin.password` is set. `admin_openapi.json`
+//! beside this file describes it; a test holds it against the router.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::error::no_store;
+use super::params::{Bearer, parse_form, parse_query};
+use super::{AppError, AppState};
+use crate::config::AdminRole;
+use crate::directory::{SearchParams, UpdateOutcome, UserUpdate};
+use crate::oidc::admin::{AdminGrantError, AdminSignIn};
+use crate::oidc::error::{ErrorCode, OAuthError};
+use crate::oidc::sessions::Ending;
+use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens};
+use crate::store::{AuditEvent, DirectoryUser, IdentityRow};
+use crate::telemetry::Chain;
+use crate::vault::{TokenReader, VaultError};
+use crate::verification::VerifyEmailError;
+
+/// The admin API's routes, for the public listener.
+pub(crate) fn router() -> axum::Router<AppState> {
+    use super::paths;
+    use axum::routing::{get, post, put};
+    axum::Router::new()
+        .route(paths::ADMIN_REALM, get(realm))
+        .route(paths::ADMIN_USERS, get(list_users))
+        .route(paths::ADMIN_USERS_COUNT, get(count_users))
+        .route(paths::ADMIN_USER, get(get_user).put(update_user).delete(delete_user))
+        .route(paths::ADMIN_USER_IDENTITIES, get(list_identities))
+        .route(paths::ADMIN_USER_IDENTITY, axum::routing::delete(unlink_identity))
+        .route(paths::ADMIN_USER_LOGOUT, post(logout_user))
+        .route(paths::ADMIN_USER_SEND_VERIFY_EMAIL, put(send_verify_email))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The master realm's token endpoint for `admin-cli`.
+
+#[derive(Default, Deserialize)]
+pub(crate) struct MasterTokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+}
+
+debug_showing!(MasterTokenForm { grant_type, client_id });
+
+/// The master realm's token answer, as Keycloak shapes it.
+#[derive(Debug, Serialize)]
+struct AdminTokenResponse<'a> {
+    access_token: &'a str,
+    expires_in: i64,
+    refresh_expires_in: i64,
+    refresh_token: &'a str,
+    token_type: &'static str,
+    #[serde(rename = "not-before-policy")]
+    not_before_policy: i64,
+    scope: &'static str,
+}
+
+fn admin_token_response(tokens: &AdminTokens) -> Response {
+    let body = AdminTokenResponse {
+        access_token: &tokens.access_token,
+        expires_in: tokens.expires_in,
+        refresh_expires_in: tokens.refresh_expires_in,
+        refresh_token: &tokens.refresh_token,
+        token_type: "Bearer",
+        not_before_policy: 0,
+        scope: "openid profile email",
+    };
+    (StatusCode::OK, no_store(), Json(body)).into_response()
+}
+
+fn grant_error(err: AdminGrantError) -> AppError {
+    match err {
+        // Keycloak answers a failed direct grant 401 `invalid_grant`; python-keycloak raises
+        // `KeycloakAuthenticationError` for it.
+        AdminGrantError::InvalidCredentials => AppError::OAuth {
+            status: StatusCode::UNAUTHORIZED,
+            error: OAuthError::invalid_grant(err.to_string()),
+            basic_challenge: false,
+        },
+        // python-keycloak matches this text and signs in with the password again.
+        AdminGrantError::NotActive => AppError::oauth(OAuthError::invalid_grant(err.to_string())),
+        AdminGrantError::Signing(_) => AppError::internal(err),
+    }
+}
+
+/// `POST /realms/master/protocol/openid-connect/token` for the public client `admin-cli`:
+/// `grant_type=password` and `refresh_token`.
+pub(crate) async fn master_token(
+    state: &AppState,
+    admin: &AdminSignIn,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, AppError> {
+    let form: MasterTokenForm =
+        parse_form(headers, body).map_err(|err| AppError::oauth(OAuthError::invalid_request(err.to_string())))?;
+    if form.client_id.as_deref() != Some(ADMIN_CLIENT_ID) {
+        return Err(AppError::oauth(OAuthError::invalid_client()));
+    }
+    let now = state.clock.now();
+    let issued = match form.grant_type.as_deref() {
+        Some("password") => {
+            let username = form.username.as_deref().unwrap_or_default();
+            let password = form.password.as_deref().unwrap_or_default();
+            admin.password_grant(&state.tokens, username, password, now).await
+        }
+        Some("refresh_token") => {
+            let Some(token) = form.refresh_token.as_deref() else {
+                return Err(AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")));
+            };
+            admin.refresh_grant(&state.tokens, token, now).await
+        }
+        Some(_) => {
+            return Err(AppError::oauth(OAuthError::new(ErrorCode::UnsupportedGrantType, "Unsupported grant_type")));
+        }
+        None => return Err(AppError::oauth(OAuthError::invalid_request("Missing form parameter: grant_type"))),
+    };
+    Ok(admin_token_response(&issued.map_err(grant_error)?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who calls, and what they may do.
+
+/// The caller of an admin request: the master realm's administrator, or a service account with
+/// realm-management roles (`[[service_accounts]] admin_roles`), as configured now.
+#[derive(Debug)]
+pub(crate) enum AdminCaller {
+    Administrator,
+    Service { client_id: String, roles: Vec<AdminRole> },
+}
+
+fn unauthorized() -> AppError {
+    AppError::Admin { status: StatusCode::UNAUTHORIZED, error: "HTTP 401 Unauthorized" }
+}
+
+fn forbidden() -> AppError {
+    AppError::Admin { status: StatusCode::FORBIDDEN, error: "HTTP 403 Forbidden" }
+}
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Ok(Bearer(token)) = Bearer::from_request_parts(parts, state).await;
+        let token = token.ok_or_else(unauthorized)?;
+        let now = state.clock.now();
+        if let (Some(admin), Ok(claims)) = (&state.admin, state.tokens.verify_admin(&token, now)) {
+            return if admin.is_administrator(&claims) { Ok(AdminCaller::Administrator) } else { Err(unauthorized()) };
+        }
+        if let Ok(claims) = state.tokens.verify_service(&token, now) {
+            let account = state.service_accounts.find(&claims.azp).ok_or_else(unauthorized)?;
+            return Ok(AdminCaller::Service { client_id: account.client_id.clone(), roles: account.admin_roles.clone() });
+        }
+        // A user's own token of the realm is a valid token without the roles: 403, as Keycloak.
+        if state.tokens.verify_access(&token, now).is_ok() {
+            return Err(forbidden());
+        }
+        Err(unauthorized())
+    }
+}
+
+impl AdminCaller {
+    fn client_id(&self) -> &str {
+        match self {
+            AdminCaller::Administrator => ADMIN_CLIENT_ID,
+            AdminCaller::Service { client_id, .. } => client_id,
+        }
+    }
+
+    fn may(&self, role: AdminRole) -> bool {
+        match self {
+            AdminCaller::Administrator => true,
+            // `manage-users` implies reading, as in Keycloak.
+            AdminCaller::Service { roles, .. } => {
+                roles.contains(&AdminRole::ManageUsers) || (role == AdminRole::ViewUsers && roles.contains(&role))
+            }
+        }
+    }
+
+    fn require_view(&self) -> Result<(), AppError> {
+        if self.may(AdminRole::ViewUsers) { Ok(()) } else { Err(forbidden()) }
+    }
+
+    /// Refuses a caller without `manage-users`, and records the refusal.
+    async fn require_manage(&self, state: &AppState, what: &str, user_id: &str) -> Result<(), AppError> {
+        if self.may(AdminRole::ManageUsers) {
+            return Ok(());
+        }
+        audit(state, self, "admin_write", "forbidden", Some(user_id), None, json!({ "operation": what })).await;
+        Err(forbidden())
+    }
+}
+
+async fn audit(
+    state: &AppState,
+    caller: &AdminCaller,
+    kind: &str,
+    outcome: &str,
+    user_id: Option<&str>,
+    alias: Option<&str>,
+    detail: serde_json::Value,
+) {
+    state
+        .audit
+        .record(AuditEvent {
+            at: state.clock.now(),
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            client_id: Some(caller.client_id().to_owned()),
+            alias: alias.map(str::to_owned),
+            detail: detail.to_string(),
+        })
+        .await;
+}
+
+/// The realm of an admin path: the configured one only (Keycloak's `Realm not found.`).
+fn require_realm(state: &AppState, realm: &str) -> Result<(), AppError> {
+    if state.realm.name == realm {
+        Ok(())
+    } else {
+        Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Realm not found." })
+    }
+}
+
+fn user_not_found() -> AppError {
+    AppError::Admin { status: StatusCode::NOT_FOUND, error: "User not found" }
+}
+
+fn bad_request(message: impl Into<String>) -> AppError {
+    AppError::keycloak(StatusCode::BAD_REQUEST, message)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Representations, as Keycloak's JSON names them.
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RealmRepresentation<'a> {
+    id: &'a str,
+    realm: &'a str,
+    enabled: bool,
+    ssl_required: &'static str,
+    registration_allowed: bool,
+    login_with_email_allowed: bool,
+    duplicate_emails_allowed: bool,
+    edit_username_allowed: bool,
+    verify_email: bool,
+    access_token_lifespan: i64,
+    sso_session_idle_timeout: i64,
+    sso_session_max_lifespan: i64,
+    offline_session_idle_timeout: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserAccess {
+    manage_group_membership: bool,
+    view: bool,
+    map_roles: bool,
+    impersonate: bool,
+    manage: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FederatedIdentity<'a> {
+    identity_provider: &'a str,
+    user_id: &'a str,
+    user_name: &'a str,
+}
+
+/// Keycloak's user representation: brief (search results with `briefRepresentation=true`),
+/// full, or full with the linked identities (`GET …/users/{id}` only).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserRepresentation<'a> {
+    id: &'a str,
+    username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    email_verified: bool,
+    enabled: bool,
+    created_timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<BTreeMap<&'a str, Vec<&'a str>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    federated_identities: Option<Vec<FederatedIdentity<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    totp: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    required_actions: Option<[&'static str; 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disableable_credential_types: Option<[&'static str; 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access: Option<UserAccess>,
+}
+
+fn federated_identity(identity: &IdentityRow) -> FederatedIdentity<'_> {
+    FederatedIdentity {
+        identity_provider: &identity.alias,
+        user_id: &identity.subject,
+        user_name: identity.username.as_deref().unwrap_or(&identity.subject),
+    }
+}
+
+fn representation<'a>(
+    found: &'a DirectoryUser,
+    brief: bool,
+    identities: Option<&'a [IdentityRow]>,
+    caller: &AdminCaller,
+) -> UserRepresentation<'a> {
+    let user = &found.user;
+    let mut attributes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for attribute in &found.attributes {
+        attributes.entry(attribute.name.as_str()).or_default().push(attribute.value.as_str());
+    }
+    let full = !brief;
+    let manage = caller.may(AdminRole::ManageUsers);
+    UserRepresentation {
+        id: &user.id,
+        username: &user.username,
+        first_name: user.first_name.as_deref(),
+        last_name: user.last_name.as_deref(),
+        email: user.email.as_deref(),
+        email_verified: user.email_verified,
+        enabled: user.enabled,
+        created_timestamp: user.created_at.saturating_mul(1000),
+        // Keycloak leaves out an empty map.
+        attributes: (full && !attributes.is_empty()).then_some(attributes),
+        federated_identities: identities.map(|list| list.iter().map(federated_identity).collect()),
+        totp: full.then_some(false),
+        required_actions: full.then_some([]),
+        not_before: full.then_some(0),
+        disableable_credential_types: full.then_some([]),
+        access: full.then_some(UserAccess {
+            manage_group_membership: manage,
+            view: true,
+            map_roles: manage,
+            impersonate: false,
+            manage,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The endpoints.
+
+/// `GET /admin/realms/{realm}`
+pub(crate) async fn realm(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path(realm): Path<String>,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    require_realm(&state, &realm)?;
+    let settings = &state.realm;
+    Ok(Json(RealmRepresentation {
+        id: &settings.name,
+        realm: &settings.name,
+        enabled: true,
+        ssl_required: "external",
+        registration_allowed: false,
+        login_with_email_allowed: true,
+        duplicate_emails_allowed: false,
+        edit_username_allowed: false,
+        verify_email: false,
+        access_token_lifespan: settings.access_token_lifespan_seconds,
+        sso_session_idle_timeout: settings.sso_session_idle_seconds,
+        sso_session_max_lifespan: settings.sso_session_max_seconds,
+        offline_session_idle_timeout: settings.offline_session_idle_seconds,
+    })
+    .into_response())
+}
+
+/// Search parameters; a NUL character, which no stored text holds and Postgres refuses to
+/// compare, is refused here.
+fn search_params(raw: Option<&str>) -> Result<SearchParams, AppError> {
+    let raw = raw.unwrap_or_default();
+    if url::form_urlencoded::parse(raw.as_bytes()).any(|(name, value)| name.contains('\0') || value.contains('\0')) {
+        return Err(bad_request("parameters must not contain NUL characters"));
+    }
+    parse_query(Some(raw)).map_err(|err| bad_request(err.to_string()))
+}
+
+/// A user id from the path; one holding a NUL character names no user.
+fn path_user_id(id: &str) -> Result<&str, AppError> {
+    if id.contains('\0') { Err(user_not_found()) } else { Ok(id) }
+}
+
+/// `GET /admin/realms/{realm}/users`: a page of users, ordered by username.
+pub(crate) async fn list_users(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path(realm): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    require_realm(&state, &realm)?;
+    let search = search_params(raw.as_deref())?.read().map_err(|err| bad_request(err.0))?;
+    let users = state.directory.search(&search).await?;
+    let body: Vec<UserRepresentation<'_>> =
+        users.iter().map(|user| representation(user, search.brief, None, &caller)).collect();
+    Ok((no_store(), Json(body)).into_response())
+}
+
+/// `GET /admin/realms/{realm}/users/count`: a bare integer.
+pub(crate) async fn count_users(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path(realm): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    require_realm(&state, &realm)?;
+    let criteria = search_params(raw.as_deref())?.criteria().map_err(|err| bad_request(err.0))?;
+    Ok((no_store(), Json(state.directory.count(&criteria).await?)).into_response())
+}
+
+/// `GET /admin/realms/{realm}/users/{id}`: the full representation with linked identities.
+/// `userProfileMetadata` and any other parameter are ignored.
+pub(crate) async fn get_user(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    require_realm(&state, &realm)?;
+    let found = state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let identities = state.directory.identities(&user_id).await?;
+    Ok((no_store(), Json(representation(&found, false, Some(&identities), &caller))).into_response())
+}
+
+/// `PUT /admin/realms/{realm}/users/{id}`: a partial update, 204.
+pub(crate) async fn update_user(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    require_realm(&state, &realm)?;
+    caller.require_manage(&state, "update", &user_id).await?;
+    let update: UserUpdate =
+        serde_json::from_slice(&body).map_err(|err| bad_request(format!("unrecognized user representation: {err}")))?;
+    let changed: Vec<&str> = [
+        ("email", update.email.is_some()),
+        ("emailVerified", update.email_verified.is_some()),
+        ("firstName", update.first_name.is_some()),
+        ("lastName", update.last_name.is_some()),
+        ("enabled", update.enabled.is_some()),
+        ("attributes", update.attributes.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    let enabled = update.enabled;
+    let outcome = state.directory.update(path_user_id(&user_id)?, update, state.clock.now()).await?;
+    let detail = json!({ "fields": changed, "enabled": enabled });
+    match outcome {
+        Ok(UpdateOutcome::Updated) => {
+            audit(&state, &caller, "admin_user_update", "success", Some(&user_id), None, detail).await;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Ok(UpdateOutcome::NotFound) => Err(user_not_found()),
+        Ok(UpdateOutcome::EmailTaken) => {
+            audit(&state, &caller, "admin_user_update", "conflict", Some(&user_id), None, detail).await;
+            Err(AppError::keycloak(StatusCode::CONFLICT, "User exists with same email"))
+        }
+        Err(invalid) => Err(bad_request(invalid.0)),
+    }
+}
+
+/// `DELETE /admin/realms/{realm}/users/{id}`: the user, their identities, sealed tokens and
+/// sessions are erased.
+pub(crate) async fn delete_user(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    require_realm(&state, &realm)?;
+    caller.require_manage(&state, "delete", &user_id).await?;
+    let deleted = state.directory.delete(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let detail = json!({ "identities": deleted.aliases, "sessions": deleted.session_ids.len() });
+    audit(&state, &caller, "admin_user_delete", "success", Some(&user_id), None, detail).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /admin/realms/{realm}/users/{id}/federated-identity`
+pub(crate) async fn list_identities(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    require_realm(&state, &realm)?;
+    state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let identities = state.directory.identities(&user_id).await?;
+    let body: Vec<FederatedIdentity<'_>> = identities.iter().map(federated_identity).collect();
+    Ok((no_store(), Json(body)).into_response())
+}
+
+/// `DELETE /admin/realms/{realm}/users/{id}/federated-identity/{alias}`: unlinks through the
+/// vault, as the internal API's unlink does (identity and sealed tokens erased, audited).
+pub(crate) async fn unlink_identity(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path((realm, user_id, alias)): Path<(String, String, String)>,
+) -> Result<Response, AppError> {
+    require_realm(&state, &realm)?;
+    caller.require_manage(&state, "unlink", &user_id).await?;
+    state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    if alias.contains('\0') {
+        return Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Link not found" });
+    }
+    let reader = TokenReader { surface: "admin", client_id: caller.client_id() };
+    match state.vault.unlink(&reader, &user_id, &alias).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Link not found" }),
+        Err(err @ VaultError::Internal { .. }) => Err(AppError::internal(err)),
+        Err(err) => Err(AppError::vault(err)),
+    }
+}
+
+/// `POST /admin/realms/{realm}/users/{id}/logout`: ends every session of the user, offline
+/// ones too; their tokens stop working at once.
+pub(crate) async fn logout_user(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    require_realm(&state, &realm)?;
+    caller.require_manage(&state, "logout", &user_id).await?;
+    state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let now = state.clock.now();
+    let ended = state.sessions.end_all_of(&user_id, Ending::AdminLogout, Some(caller.client_id()), now).await?;
+    audit(&state, &caller, "admin_user_logout", "success", Some(&user_id), None, json!({ "sessions": ended })).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The query of `send-verify-email`, as python-keycloak sends it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VerifyEmailQuery {
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    lifespan: Option<String>,
+}
+
+/// `PUT /admin/realms/{realm}/users/{id}/send-verify-email`: mails the user a single-use,
+/// expiring link that verifies the address and goes on to `redirect_uri`; 204.
+pub(crate) async fn send_verify_email(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, AppError> {
+    require_realm(&state, &realm)?;
+    caller.require_manage(&state, "send_verify_email", &user_id).await?;
+    let query: VerifyEmailQuery = parse_query(raw.as_deref()).map_err(|err| bad_request(err.to_string()))?;
+    let lifespan = match query.lifespan.as_deref() {
+        Some(text) => Some(text.parse::<u64>().map_err(|_| bad_request("lifespan must be a number of seconds"))?),
+        None => None,
+    };
+    let sent = state
+        .email_verification
+        .send_verify_email(
+            path_user_id(&user_id)?,
+            query.client_id.as_deref(),
+            query.redirect_uri.as_deref(),
+            lifespan,
+        )
+        .await;
+    match sent {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(VerifyEmailError::UserNotFound) => Err(user_not_found()),
+        Err(err @ VerifyEmailError::Store(_)) => Err(AppError::internal(err)),
+        Err(err @ (VerifyEmailError::SmtpNotConfigured | VerifyEmailError::Send(_))) => {
+            tracing::error!(error = %Chain(&err), user_id, "could not send a verification e-mail");
+            Err(AppError::keycloak(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
+        }
+        Err(refused) => Err(AppError::keycloak(StatusCode::BAD_REQUEST, refused.to_string())),
+    }
+}
