@@ -33,4 +33,6 @@ macro_rules! internal {
 pub mod commands;
 pub mod config;
 
-internal!(app, audit, clock, crypto, demo, directory, doctor, http, oidc, serve, signin, store, telemetry, upstream, vault);
+internal!(
+    app, audit, clock, crypto, demo, directory, doctor, http, oidc, serve, signin, store, telemetry, upstream, vault
+);

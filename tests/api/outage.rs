@@ -71,9 +71,7 @@ async fn a_postgres_outage_is_503_fast_and_the_broker_recovers_with_its_audit_tr
     let user_id = user_id_of(&tokens);
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let mut reads = 0;
-    let read = || async {
-        timed(async { app.read_token(&service, &user_id, "azure_devops", "").await }).await
-    };
+    let read = || async { timed(async { app.read_token(&service, &user_id, "azure_devops", "").await }).await };
     let (before, _) = read().await;
     reads += 1;
     assert_eq!(before.status(), StatusCode::OK, "reads work before the outage");

@@ -39,11 +39,7 @@ impl PrivatePostgres {
 
     /// Starts the (stopped) server on the same port and waits until it accepts connections.
     pub fn start_again(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.data()
-        );
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.data());
         let log = format!("{}/server.log", self.data());
         self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"]);
     }

@@ -118,7 +118,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 fn seconds_within(problems: &mut Problems, key: &str, value: Option<u64>, default: u64, max: u64) -> u64 {
     let seconds = value.unwrap_or(default);
     if !(1..=max).contains(&seconds) {
-        problems.add(key, format!("`{seconds}` is out of range: write from 1 to {max} seconds (the default is {default})"));
+        problems
+            .add(key, format!("`{seconds}` is out of range: write from 1 to {max} seconds (the default is {default})"));
     }
     seconds.clamp(1, max)
 }
