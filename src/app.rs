@@ -14,8 +14,8 @@ use axum::response::Response;
 use secrecy::SecretBox;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -26,11 +26,11 @@ use crate::crypto::{Cipher, CipherError, RsaError, VaultKey, generate_rsa, rando
 use crate::directory::Directory;
 use crate::demo::{DEMO_CLIENT_ID, DemoClient};
 use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
-use crate::serve::{ConnectionLimits, serve};
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
 use crate::oidc::keys::{KeyError, KeySet};
 use crate::oidc::sessions::Sessions;
 use crate::oidc::tokens::TokenService;
+use crate::serve::{ConnectionLimits, serve};
 use crate::signin::SignInService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Chain, HttpLabels, Metrics};
