@@ -52,7 +52,6 @@ impl AuditLog {
     }
 
     /// As `start`, keeping at most `limit` events while the database cannot be reached.
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn start_bounded(store: Store, metrics: Arc<Metrics>, limit: usize) -> AuditLog {
         let (queue, commands) = mpsc::channel(QUEUE);
         let writer = Writer { store, metrics, limit, pending: VecDeque::new(), waiting: Vec::new(), dropped: 0 };

@@ -71,7 +71,11 @@ pub(crate) async fn serve(
             slot
         } else {
             if !warned_full {
-                tracing::warn!(listener = name, limit = limits.max_connections, "connection limit reached; new connections wait (http.max_connections)");
+                tracing::warn!(
+                    listener = name,
+                    limit = limits.max_connections,
+                    "connection limit reached; new connections wait (http.max_connections)"
+                );
                 warned_full = true;
             }
             tokio::select! {
@@ -98,7 +102,8 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(WatchedStream { stream, activity: activity.clone() });
-        let connection = graceful.watch(http.serve_connection(io, RequestService { router: router.clone(), activity: activity.clone() }));
+        let service = RequestService { router: router.clone(), activity: activity.clone() };
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             let _slot = slot;
             tokio::select! {
@@ -159,7 +164,12 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { origin: Instant::now(), phase: AtomicU8::new(HEADERS), since: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+        Activity {
+            origin: Instant::now(),
+            phase: AtomicU8::new(HEADERS),
+            since: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
     }
 
     fn now(&self) -> u64 {
@@ -202,7 +212,9 @@ impl Activity {
             let phase = self.phase.load(Ordering::SeqCst);
             let since = self.origin + Duration::from_millis(self.since.load(Ordering::SeqCst));
             let (limit, reason) = match phase {
-                HEADERS => (limits.header_read_timeout, "no complete request headers within http.header_read_timeout_seconds"),
+                HEADERS => {
+                    (limits.header_read_timeout, "no complete request headers within http.header_read_timeout_seconds")
+                }
                 IDLE => (limits.idle_timeout, "idle for http.idle_timeout_seconds"),
                 _ => {
                     tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout)).await;

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
+use crate::support::process::{BrokerProcess, Ports, Stderr};
 
 /// The tests' timeouts: one second for headers, two of idling.
 const TIMEOUTS: &str = "header_read_timeout_seconds = 1\nidle_timeout_seconds = 2";
@@ -122,4 +123,35 @@ async fn beyond_the_connection_bound_a_listener_waits_while_health_still_answers
         .expect("answered once a slot is free")
         .expect("read");
     assert_eq!(&first, b"HTTP/1.1 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_process_gracefully_despite_open_idle_and_silent_connections() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let ports = Ports::free();
+    let config = format!(
+        "[http]\nbind = \"127.0.0.1:{}\"\ninternal_bind = \"127.0.0.1:{}\"\nmanagement_bind = \"127.0.0.1:{}\"\n\
+         [vault]\nencryption_keys = [\"{VAULT_KEY}\"]\n",
+        ports.public, ports.internal, ports.management
+    );
+    let mut broker = BrokerProcess::start(&config, ports, &[("DATABASE_URL", &db.url)], Stderr::LogFile).await;
+    // A keep-alive connection idle after its request, and one that never sent a byte: both
+    // would stay open for the default timeouts (75 s, 10 s) if shutdown waited for them.
+    let mut idle = TcpStream::connect(address(&broker.public)).await.expect("connect");
+    idle.write_all(b"GET /realms/allhands HTTP/1.1\r\nHost: broker\r\n\r\n").await.expect("request");
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.expect("answer");
+    let _silent = TcpStream::connect(address(&broker.internal)).await.expect("connect");
+
+    let started = Instant::now();
+    let exit = tokio::task::spawn_blocking(move || broker.terminate()).await.expect("terminate");
+
+    assert!(exit.success(), "SIGTERM ends the process with status 0: {exit}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "open connections do not hold shutdown: {:?}",
+        started.elapsed()
+    );
+    let closed = until_closed(&mut idle, Duration::from_secs(1)).await;
+    assert!(closed.is_some(), "the idle connection was closed");
 }

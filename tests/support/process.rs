@@ -145,7 +145,6 @@ impl BrokerProcess {
     }
 
     /// Sends SIGTERM and waits for the process to end; graceful shutdown should exit 0.
-    #[allow(dead_code, reason = "the benchmarks' alone")]
     pub fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         self.child.wait().expect("the broker process ends")
