@@ -3,6 +3,7 @@
 
 use sqlx::{Any, Transaction};
 
+use super::vault::bind_vault_row;
 use super::{Backend, Store, StoreError, StoredFlag, VaultRow, is_unique_violation};
 
 /// A user's own fields as Keycloak's representation carries them (`created_at` in seconds).
@@ -147,25 +148,14 @@ impl Store {
     /// the identity is gone. The trigger of migration 0006 announces the new row to every
     /// replica's cache.
     pub(crate) async fn insert_tokens_if_absent(&self, row: &VaultRow) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO vault_tokens (user_id, alias, vault_key_id, access_token, refresh_token, id_token, token_type,
                                        scope, expires_at, refresh_expires_at, refreshed_at, updated_at)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
              WHERE EXISTS (SELECT 1 FROM federated_identities WHERE user_id = $1 AND alias = $2)
              ON CONFLICT (user_id, alias) DO NOTHING",
-        )
-        .bind(&row.user_id)
-        .bind(&row.alias)
-        .bind(&row.vault_key_id)
-        .bind(row.access_token.as_slice())
-        .bind(row.refresh_token.as_deref())
-        .bind(row.id_token.as_deref())
-        .bind(&row.token_type)
-        .bind(&row.scope)
-        .bind(row.expires_at)
-        .bind(row.refresh_expires_at)
-        .bind(row.refreshed_at)
-        .bind(row.updated_at)
+        );
+        let done = bind_vault_row(query, row)
         .execute(&self.pool)
         .await?;
         self.forget_identity(&row.user_id, &row.alias);

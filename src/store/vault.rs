@@ -297,7 +297,7 @@ impl Store {
 
 /// Binds a row's columns as `$1`…`$12`, in `vault_columns!` order; the ciphertexts are
 /// borrowed, not copied.
-fn bind_vault_row<'q>(
+pub(super) fn bind_vault_row<'q>(
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     row: &'q VaultRow,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
