@@ -8,6 +8,8 @@ use super::process::free_port;
 
 /// Debian's Postgres 15 programs.
 const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// util-linux's `runuser`, by its full path: a root shell's PATH may lack the sbin folders.
+const RUNUSER: &str = "/usr/sbin/runuser";
 
 /// A running private cluster; dropping it stops it and removes its files.
 #[derive(Debug)]
@@ -53,7 +55,7 @@ impl PrivatePostgres {
     fn run(&self, program: &str, args: &[&str]) -> Output {
         let path = format!("{BIN}/{program}");
         let output = if is_root() {
-            Command::new("runuser").args(["-u", "postgres", "--", &path]).args(args).output()
+            Command::new(RUNUSER).args(["-u", "postgres", "--", &path]).args(args).output()
         } else {
             Command::new(&path).args(args).output()
         }
@@ -73,7 +75,7 @@ impl Drop for PrivatePostgres {
         let data = self.data();
         let stop = [format!("{BIN}/pg_ctl"), "-D".into(), data, "-m".into(), "immediate".into(), "stop".into()];
         let _ = if is_root() {
-            Command::new("runuser").args(["-u", "postgres", "--"]).args(&stop).output()
+            Command::new(RUNUSER).args(["-u", "postgres", "--"]).args(&stop).output()
         } else {
             Command::new(&stop[0]).args(&stop[1..]).output()
         };
