@@ -251,6 +251,10 @@ fn probe_health(url: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Du
 struct Phase {
     load: Load,
     server_ticks: u64,
+    /// The broker's Postgres backends (none for the peer, which keeps everything in memory).
+    postgres_ticks: u64,
+    /// This process: the load generator.
+    bench_ticks: u64,
     machine_ticks: u64,
     others_ticks: u64,
     health: Vec<Duration>,
@@ -258,8 +262,12 @@ struct Phase {
 
 impl Phase {
     fn cpu_per_grant_ms(&self) -> f64 {
+        self.per_grant_ms(self.server_ticks)
+    }
+
+    fn per_grant_ms(&self, ticks: u64) -> f64 {
         let granted = self.load.latencies.len();
-        if granted == 0 { 0.0 } else { ticks_ms(self.server_ticks) / granted as f64 }
+        if granted == 0 { 0.0 } else { ticks_ms(ticks) / granted as f64 }
     }
 
     fn others_percent(&self) -> f64 {
@@ -276,7 +284,15 @@ async fn broker_phase(bench: &Bench, endpoint: &Endpoint, kind: GrantType) -> Ph
     let cpu = CpuTicks::sample(&bench.server, &bench.database).since(before);
     stop.store(true, Ordering::Relaxed);
     let health = prober.join().unwrap();
-    Phase { load, server_ticks: cpu.server, machine_ticks: cpu.machine, others_ticks: cpu.others(), health }
+    Phase {
+        load,
+        server_ticks: cpu.server,
+        postgres_ticks: cpu.postgres,
+        bench_ticks: cpu.bench,
+        machine_ticks: cpu.machine,
+        others_ticks: cpu.others(),
+        health,
+    }
 }
 
 /// The peer's phase: its CPU from `/proc`.
@@ -287,7 +303,15 @@ async fn peer_phase(bench: &Bench, peer: &Peer, endpoint: &Endpoint, kind: Grant
     let (peer_ticks, cpu) =
         (process_cpu_ticks(&pid) - peer_before, CpuTicks::sample(&bench.server, &bench.database).since(before));
     let others = cpu.machine.saturating_sub(cpu.bench + cpu.server + peer_ticks);
-    Phase { load, server_ticks: peer_ticks, machine_ticks: cpu.machine, others_ticks: others, health: Vec::new() }
+    Phase {
+        load,
+        server_ticks: peer_ticks,
+        postgres_ticks: 0,
+        bench_ticks: cpu.bench,
+        machine_ticks: cpu.machine,
+        others_ticks: others,
+        health: Vec::new(),
+    }
 }
 
 fn load_average() -> String {
@@ -429,6 +453,12 @@ async fn main() {
             theirs.cpu_per_grant_ms(),
             theirs.load.failures,
             theirs.others_percent()
+        );
+        println!(
+            "    CPU per grant elsewhere     broker's Postgres {:.2} ms; load generator {:.2} ms (broker), {:.2} ms (peer)",
+            ours.per_grant_ms(ours.postgres_ticks),
+            ours.per_grant_ms(ours.bench_ticks),
+            theirs.per_grant_ms(theirs.bench_ticks)
         );
         println!(
             "    grants/s broker : peer      {peer_ratio:>10.2}   target >= {TARGET_PEER_RATIO}: {}",

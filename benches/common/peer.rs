@@ -51,6 +51,9 @@ impl Peer {
         })
         .await
         .expect("the peer is ready within 60 s");
+        // oidc-provider writes notices to stdout on its first requests (`console.log`): keep
+        // reading, or its write to a closed pipe throws EPIPE and the peer dies.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let text = |key: &str| ready[key].as_str().unwrap().to_owned();
         Peer {
             token_url: format!("http://127.0.0.1:{}/token", ready["port"]),

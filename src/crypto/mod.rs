@@ -1,8 +1,11 @@
-//! The one source of randomness, digests, constant-time secret comparison, sealing and JWS keys.
+//! The one source of randomness, digests, constant-time secret comparison, sealing, JWS keys
+//! and the threads that sign with them.
 
 mod cipher;
+mod signers;
 mod signing;
 
+pub(crate) use signers::Signers;
 pub use signing::JwsAlgorithm;
 pub(crate) use signing::{JwsKey, JwsKeyError, generate_key, load_key};
 pub use cipher::{Cipher, CipherError, VaultKey, signing_key_aad, vault_column_aad};

@@ -2,8 +2,8 @@
 //!
 //! Access, ID and service-account tokens are signed with the realm's public-key algorithm;
 //! refresh and offline tokens with its HMAC key (HS512), as Keycloak does, since only the
-//! broker checks them. Signing runs on the blocking pool, at most one grant per core at a
-//! time, so that a burst of grants never holds the async workers that answer everything else.
+//! broker checks them. Signing runs on threads of its own, one per core (`crypto::Signers`), so
+//! that a burst of grants never holds the async workers that answer everything else.
 
 use std::sync::Arc;
 
@@ -11,10 +11,9 @@ use quick_cache::sync::Cache;
 
 use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 use super::keys::{Generation, KeySet};
-use crate::crypto::{JwsAlgorithm, random_token};
+use crate::crypto::{JwsAlgorithm, Signers, random_token};
 
 pub(crate) const TYP_BEARER: &str = "Bearer";
 pub(crate) const TYP_REFRESH: &str = "Refresh";
@@ -217,7 +216,7 @@ pub struct TokenService {
     verified_services: Arc<Verified<ServiceClaims>>,
     verified_access: Arc<Verified<AccessClaims>>,
     /// One permit per core: the grants signing at once on the blocking pool.
-    signing_slots: Arc<Semaphore>,
+    signers: Signers,
     verified_admin: Arc<Verified<AdminClaims>>,
 }
 
@@ -233,11 +232,6 @@ impl std::fmt::Debug for TokenService {
 
 /// Tokens remembered as checked, of each kind.
 const VERIFIED_TOKENS: usize = 1024;
-
-/// How many grants sign at once: one per core, since a signature is pure CPU.
-fn signing_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
 
 fn sign<T: Serialize>(key: &crate::crypto::JwsKey, claims: &T) -> Result<String, TokenError> {
     key.sign_jwt(claims).map_err(|_| TokenError::Signing)
@@ -273,7 +267,7 @@ impl TokenService {
             offline_lifespan,
             verified_services: Arc::new(Cache::new(VERIFIED_TOKENS)),
             verified_access: Arc::new(Cache::new(VERIFIED_TOKENS)),
-            signing_slots: Arc::new(Semaphore::new(signing_threads())),
+            signers: Signers::start(),
             verified_admin: Arc::new(Cache::new(VERIFIED_TOKENS)),
         }
     }
@@ -286,15 +280,14 @@ impl TokenService {
         &self.keys
     }
 
-    /// Runs `sign` on the blocking pool once a signing slot is free.
+    /// Runs `sign` on a signing thread.
     async fn off_the_workers<R: Send + 'static>(
         &self,
         sign: impl FnOnce(&Generation) -> Result<R, TokenError> + Send + 'static,
     ) -> Result<R, TokenError> {
-        let _slot = self.signing_slots.acquire().await.map_err(|_| TokenError::Signing)?;
         // Kids and keys from one read, so a key reload meanwhile cannot mismatch them.
         let keys = self.keys.current();
-        tokio::task::spawn_blocking(move || sign(&keys)).await.map_err(|_| TokenError::Signing)?
+        self.signers.run(move || sign(&keys)).await.map_err(|_| TokenError::Signing)?
     }
 
     pub async fn issue(&self, grant: &Grant, now: i64) -> Result<IssuedTokens, TokenError> {
