@@ -1,9 +1,10 @@
-//! The rows every token read looks up, kept in memory on Postgres: identities with their
-//! sealed tokens, and SSO sessions. Vault rows stay sealed here and are opened per read, as
-//! when they come from the database.
+//! The rows every token read and every refresh grant looks up, kept in memory on Postgres:
+//! identities with their sealed tokens, SSO sessions, users, and which refresh tokens are known
+//! not to be revoked. Vault rows stay sealed here and are opened per read, as when they come
+//! from the database.
 //!
 //! A cached row is never served once the database has changed it, within a notification's
-//! delivery: triggers (migration 0006) send `NOTIFY identity_broker_changes` for every write
+//! delivery: triggers (migrations 0006 and 0010) send `NOTIFY identity_broker_changes` for every write
 //! that matters, from any process (replicas, `vault rekey`, an operator's SQL), and a listener
 //! here forgets the row. This process's own writes forget their rows before they return. While
 //! the listener is not connected, nothing is served from memory or added to it; rows older
@@ -26,19 +27,20 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::PgListener;
 
-use super::{LinkedTokens, SessionRow};
+use super::{LinkedTokens, SessionRow, UserRow};
 use crate::clock::Clock;
 
 /// The channel the triggers of migration 0006 notify.
 pub(crate) const CHANNEL: &str = "identity_broker_changes";
 /// How long a cached row may be served without the database being asked again.
 const MAX_AGE_SECONDS: i64 = 60;
-/// Sessions cached at most: a few hundred bytes each.
-const SESSION_ENTRIES: usize = 20_000;
+/// Sessions, users and unrevoked refresh tokens cached at most, of each: a few hundred bytes each.
+const ROW_ENTRIES: usize = 20_000;
 /// What a cached identity costs beyond its ciphertexts: keys, ids, the map's own slot.
 const ENTRY_OVERHEAD: u64 = 256;
-/// The triggers of migration 0006.
-const TRIGGERS: i64 = 3;
+/// The triggers of migrations 0006 and 0010.
+const TRIGGERS: [&str; 5] =
+    ["vault_tokens_changed", "federated_identities_changed", "sso_sessions_changed", "users_changed", "revoked_tokens_added"];
 /// The wait before connecting the listener again after it failed.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -79,18 +81,24 @@ impl Weighter<IdentityKey, Entry<LinkedTokens>> for ByteSize {
     }
 }
 
-/// What a trigger announces: an identity (its tokens or its reauthentication mark) or a session.
+/// What a trigger announces: an identity (its tokens or its reauthentication mark), a session,
+/// a user, or a refresh token revoked.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Change {
     Identity { user_id: String, alias: String },
     Session { session: String },
+    User { user: String },
+    Revoked { revoked: String },
 }
 
 /// The cached rows of one process. Shared by every clone of the `Store` that enabled it.
 pub(crate) struct RowCache {
     identities: Cache<IdentityKey, Entry<LinkedTokens>, ByteSize>,
     sessions: Cache<String, Entry<SessionRow>>,
+    users: Cache<String, Entry<UserRow>>,
+    /// Refresh tokens' `jti`s looked up in `revoked_tokens` and not found there.
+    unrevoked: Cache<String, Entry<()>>,
     /// Counts forgettings; bumped under `forgetting` so that a fill cannot slip in between.
     epoch: AtomicU64,
     forgetting: Mutex<()>,
@@ -103,6 +111,8 @@ impl std::fmt::Debug for RowCache {
         f.debug_struct("RowCache")
             .field("identities", &self.identities.len())
             .field("sessions", &self.sessions.len())
+            .field("users", &self.users.len())
+            .field("unrevoked", &self.unrevoked.len())
             .field("listening", &self.listening.load(Ordering::Relaxed))
             .finish()
     }
@@ -126,7 +136,9 @@ impl RowCache {
         let estimated = (bytes / 2048).max(16) as usize;
         RowCache {
             identities: Cache::with_weighter(estimated, bytes, ByteSize),
-            sessions: Cache::new(SESSION_ENTRIES),
+            sessions: Cache::new(ROW_ENTRIES),
+            users: Cache::new(ROW_ENTRIES),
+            unrevoked: Cache::new(ROW_ENTRIES),
             epoch: AtomicU64::new(0),
             forgetting: Mutex::new(()),
             listening: AtomicBool::new(false),
@@ -147,10 +159,24 @@ impl RowCache {
     }
 
     pub(crate) fn session(&self, id: &str) -> Option<Arc<SessionRow>> {
+        self.serve(&self.sessions, id)
+    }
+
+    pub(crate) fn user(&self, id: &str) -> Option<Arc<UserRow>> {
+        self.serve(&self.users, id)
+    }
+
+    /// True when the refresh token `jti` is known not to be revoked; false means "ask the
+    /// database", never "revoked".
+    pub(crate) fn known_unrevoked(&self, jti: &str) -> bool {
+        self.serve(&self.unrevoked, jti).is_some()
+    }
+
+    fn serve<T: Clone>(&self, rows: &Cache<String, Entry<T>>, key: &str) -> Option<Arc<T>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.sessions.get(id)?;
+        let entry = rows.get(key)?;
         self.servable(entry.cached_at).then_some(entry.row)
     }
 
@@ -163,16 +189,25 @@ impl RowCache {
         let Some(tokens) = &row.tokens else {
             return;
         };
-        self.keep(ticket, || {
-            let key = (tokens.user_id.clone(), tokens.alias.clone());
-            self.identities.insert(key, Entry { row: Arc::new(row.clone()), cached_at: self.clock.now() })
-        });
+        let key = (tokens.user_id.clone(), tokens.alias.clone());
+        self.keep(ticket, || self.identities.insert(key, self.entry(row.clone())));
     }
 
     pub(crate) fn keep_session(&self, ticket: Ticket, row: &SessionRow) {
-        self.keep(ticket, || {
-            self.sessions.insert(row.id.clone(), Entry { row: Arc::new(row.clone()), cached_at: self.clock.now() })
-        });
+        self.keep(ticket, || self.sessions.insert(row.id.clone(), self.entry(row.clone())));
+    }
+
+    pub(crate) fn keep_user(&self, ticket: Ticket, row: &UserRow) {
+        self.keep(ticket, || self.users.insert(row.id.clone(), self.entry(row.clone())));
+    }
+
+    /// Remembers that `jti` was not in `revoked_tokens` when the reader holding `ticket` asked.
+    pub(crate) fn keep_unrevoked(&self, ticket: Ticket, jti: &str) {
+        self.keep(ticket, || self.unrevoked.insert(jti.to_owned(), self.entry(())));
+    }
+
+    fn entry<T>(&self, row: T) -> Entry<T> {
+        Entry { row: Arc::new(row), cached_at: self.clock.now() }
     }
 
     fn keep(&self, ticket: Ticket, insert: impl FnOnce()) {
@@ -189,9 +224,21 @@ impl RowCache {
     }
 
     pub(crate) fn forget_session(&self, id: &str) {
+        self.forget(&self.sessions, id);
+    }
+
+    pub(crate) fn forget_user(&self, id: &str) {
+        self.forget(&self.users, id);
+    }
+
+    pub(crate) fn forget_unrevoked(&self, jti: &str) {
+        self.forget(&self.unrevoked, jti);
+    }
+
+    fn forget<T: Clone>(&self, rows: &Cache<String, Entry<T>>, key: &str) {
         let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.sessions.remove(id);
+        rows.remove(key);
     }
 
     /// Forgets everything, and serves nothing until `listening` is set again.
@@ -201,12 +248,16 @@ impl RowCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.identities.clear();
         self.sessions.clear();
+        self.users.clear();
+        self.unrevoked.clear();
     }
 
     fn apply(&self, payload: &str) {
         match serde_json::from_str::<Change>(payload) {
             Ok(Change::Identity { user_id, alias }) => self.forget_identity(&user_id, &alias),
             Ok(Change::Session { session }) => self.forget_session(&session),
+            Ok(Change::User { user }) => self.forget_user(&user),
+            Ok(Change::Revoked { revoked }) => self.forget_unrevoked(&revoked),
             Err(err) => {
                 tracing::warn!(error = %err, "an unreadable change notification; forgetting every cached row");
                 self.forget_all(true);
@@ -223,8 +274,8 @@ async fn follow_changes(database_url: SecretString, cache: Weak<RowCache>) {
             Ok(Some(listener)) => listener,
             Ok(None) => {
                 tracing::error!(
-                    "the database lacks the change triggers of migration 0006 (run `identity-broker migrate`); \
-                     token reads go to the database"
+                    "the database lacks the change triggers of migrations 0006 and 0010 (run \
+                     `identity-broker migrate`); token reads go to the database"
                 );
                 return;
             }
@@ -267,13 +318,11 @@ async fn listen(database_url: &SecretString) -> Result<Option<PgListener>, sqlx:
     // while no notification can arrive; by default it would first wait (up to 30 s, for as
     // long as the database is down) to connect again.
     listener.eager_reconnect(false);
-    let triggers: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pg_trigger
-         WHERE tgname IN ('vault_tokens_changed', 'federated_identities_changed', 'sso_sessions_changed')",
-    )
-    .fetch_one(&mut listener)
-    .await?;
-    if triggers < TRIGGERS {
+    let triggers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_trigger WHERE tgname = ANY($1)")
+        .bind(&TRIGGERS[..])
+        .fetch_one(&mut listener)
+        .await?;
+    if triggers < TRIGGERS.len() as i64 {
         return Ok(None);
     }
     listener.listen(CHANNEL).await?;
@@ -327,6 +376,59 @@ mod tests {
 
         cache.forget_identity("u1", "azure_devops");
         assert!(cache.identity("u1", "azure_devops").is_none(), "forgotten");
+    }
+
+    fn user(id: &str) -> UserRow {
+        UserRow {
+            id: id.to_owned(),
+            username: "bob@contoso.com".to_owned(),
+            email: Some("bob@contoso.com".to_owned()),
+            email_verified: true,
+            first_name: Some("Bob".to_owned()),
+            last_name: None,
+            full_name: None,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn each_announcement_forgets_its_own_row_only() {
+        let cache = RowCache::new(1024 * 1024, Clock::default());
+        cache.listening.store(true, Ordering::Release);
+        for id in ["u1", "u2"] {
+            cache.keep_user(cache.ticket(), &user(id));
+        }
+        for jti in ["j1", "j2"] {
+            cache.keep_unrevoked(cache.ticket(), jti);
+        }
+
+        cache.apply(r#"{"user":"u1"}"#);
+        assert!(cache.user("u1").is_none(), "a user changed elsewhere is forgotten");
+        assert_eq!(cache.user("u2").map(|u| u.id.clone()).as_deref(), Some("u2"));
+        assert!(cache.known_unrevoked("j1"), "a user's change leaves revocations alone");
+
+        cache.apply(r#"{"revoked":"j1"}"#);
+        assert!(!cache.known_unrevoked("j1"), "a token revoked elsewhere is asked about again");
+        assert!(cache.known_unrevoked("j2"));
+
+        cache.apply(r#"{"user_id":"u2","alias":"azure_devops"}"#);
+        assert!(cache.user("u2").is_some(), "an identity's change is not the user's");
+
+        cache.apply("not json");
+        assert!(cache.user("u2").is_none() && !cache.known_unrevoked("j2"), "an unreadable change forgets all");
+    }
+
+    #[test]
+    fn a_row_read_before_a_change_is_not_kept_after_it() {
+        let cache = RowCache::new(1024 * 1024, Clock::default());
+        cache.listening.store(true, Ordering::Release);
+        let ticket = cache.ticket();
+        // Another process revokes the token and changes the user while this one reads them.
+        cache.apply(r#"{"revoked":"j1"}"#);
+        cache.keep_unrevoked(ticket, "j1");
+        cache.keep_user(ticket, &user("u1"));
+        assert!(!cache.known_unrevoked("j1"));
+        assert!(cache.user("u1").is_none());
     }
 
     #[test]

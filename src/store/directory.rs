@@ -348,7 +348,7 @@ impl Store {
             replace_attributes(&mut tx, user_id, attributes).await?;
         }
         tx.commit().await?;
-        self.forget_user_identities(user_id).await?;
+        self.forget_user(user_id).await?;
         Ok(ChangeWrite::Done)
     }
 
@@ -369,6 +369,7 @@ impl Store {
         if deleted.rows_affected() == 0 {
             return Ok(None);
         }
+        self.forget_user_row(user_id);
         for alias in &aliases {
             self.forget_identity(user_id, alias);
         }

@@ -270,14 +270,26 @@ impl Store {
                 .bind(expires_at)
                 .execute(&self.pool)
                 .await?;
+        if let Some(cache) = &self.cache {
+            cache.forget_unrevoked(jti);
+        }
         Ok(inserted.rows_affected() > 0)
     }
 
+    /// Whether a refresh token was revoked; a token found unrevoked is remembered as such (see
+    /// `cache`) until a revocation is announced.
     pub(crate) async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        if self.cache.as_ref().is_some_and(|cache| cache.known_unrevoked(jti)) {
+            return Ok(false);
+        }
+        let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let found: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
             .bind(jti)
             .fetch_optional(&self.pool)
             .await?;
+        if let (Some(cache), Some(ticket), None) = (&self.cache, ticket, &found) {
+            cache.keep_unrevoked(ticket, jti);
+        }
         Ok(found.is_some())
     }
 

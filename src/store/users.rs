@@ -77,9 +77,18 @@ impl Store {
         Ok(sqlx::query_as(sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
     }
 
+    /// The user, from memory when this process has it (see `cache`).
     pub(crate) async fn find_user(&self, user_id: &str) -> Result<Option<UserRow>, StoreError> {
+        if let Some(user) = self.cache.as_ref().and_then(|cache| cache.user(user_id)) {
+            return Ok(Some(UserRow::clone(&user)));
+        }
+        let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-        Ok(sqlx::query_as(sql).bind(user_id).fetch_optional(&self.pool).await?)
+        let user: Option<UserRow> = sqlx::query_as(sql).bind(user_id).fetch_optional(&self.pool).await?;
+        if let (Some(cache), Some(ticket), Some(user)) = (&self.cache, ticket, &user) {
+            cache.keep_user(ticket, user);
+        }
+        Ok(user)
     }
 
     /// Users whose e-mail address matches, ignoring case; at most `limit`.
@@ -121,8 +130,9 @@ impl Store {
         Ok(deleted.rows_affected() > 0)
     }
 
-    /// Disables or enables a user; false when there is no such user. Replicas forget the user's
-    /// cached identities through the change trigger of migration 0008, this process at once.
+    /// Disables or enables a user; false when there is no such user. Replicas forget the user
+    /// and the user's cached identities through the change triggers of migrations 0008 and
+    /// 0010, this process at once.
     #[cfg(feature = "testing")]
     pub async fn set_user_enabled(&self, user_id: &str, enabled: bool, now: i64) -> Result<bool, StoreError> {
         let updated = sqlx::query("UPDATE users SET enabled = $2, updated_at = $3 WHERE id = $1")
@@ -131,13 +141,23 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        self.forget_user_identities(user_id).await?;
+        self.forget_user(user_id).await?;
         Ok(updated.rows_affected() > 0)
     }
 
-    /// Drops this process's copies of a user's identities after a change to the user that a
-    /// token read must see (`enabled`); other replicas hear of it from migration 0008's trigger.
-    pub(super) async fn forget_user_identities(&self, user_id: &str) -> Result<(), StoreError> {
+    /// Drops this process's copy of a user's row after a write to it; other replicas hear of it
+    /// from migration 0010's trigger.
+    pub(super) fn forget_user_row(&self, user_id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget_user(user_id);
+        }
+    }
+
+    /// Drops this process's copies of a user's row and identities after a change to the user
+    /// that a token read must see (`enabled`); other replicas hear of it from the triggers of
+    /// migrations 0008 and 0010.
+    pub(super) async fn forget_user(&self, user_id: &str) -> Result<(), StoreError> {
+        self.forget_user_row(user_id);
         for identity in self.list_identities(user_id).await? {
             self.forget_identity(user_id, &identity.alias);
         }
@@ -236,6 +256,7 @@ impl Store {
             None => Store::delete_vault_row(&mut tx, &profile.user_id, &profile.alias).await?,
         }
         tx.commit().await?;
+        self.forget_user_row(&profile.user_id);
         self.forget_identity(&profile.user_id, &profile.alias);
         Ok(())
     }

@@ -126,6 +126,7 @@ impl Store {
             });
         }
         tx.commit().await?;
+        self.forget_user_row(&token.user_id);
         Ok(Redemption::Verified(token))
     }
 

@@ -152,3 +152,63 @@ async fn a_process_stops_serving_what_another_changed_even_across_a_lost_listene
     let read = || internal_read(&user_id);
     assert_eq!(eventually(StatusCode::NOT_FOUND, read).await, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_grant_at_another_process_sees_users_changed_and_tokens_revoked_elsewhere() {
+    let app = spawn_app(Backend::Postgres).await;
+    let tokens = app.tokens().await;
+    let user_id = user_id_of(&tokens);
+    let refresh_token = tokens["refresh_token"].as_str().expect("refresh token").to_owned();
+    let config = settings_toml(&app.entra, &ProviderSetup::default());
+    let other = start_process(&config, &app.db.url, &app.public).await;
+    let client = reqwest::Client::new();
+    let grant = [
+        ("client_id", CLIENT_ID),
+        ("client_secret", CLIENT_SECRET),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.as_str()),
+    ];
+    let refresh_there = || async {
+        let url = format!("{}{}", other.public, realm_path(paths::TOKEN));
+        let response = client.post(url).form(&grant).send().await.expect("refresh grant");
+        (response.status(), response.json::<serde_json::Value>().await.expect("json"))
+    };
+    // The other process keeps the user, the session and the token's unrevoked state in memory.
+    for _ in 0..3 {
+        assert_eq!(refresh_there().await.0, StatusCode::OK);
+    }
+    let mut sql = sqlx::PgConnection::connect(&app.db.url).await.expect("connect");
+
+    // An operator (or the admin API of a third replica) renames the user: the next grants
+    // there carry the new name, within moments, not the minute a cached row may live.
+    sqlx::query("UPDATE users SET first_name = 'Robert' WHERE id = $1")
+        .bind(&user_id)
+        .execute(&mut sql)
+        .await
+        .expect("rename");
+    let given_name = || async {
+        let (status, body) = refresh_there().await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        jwt_claims(body["access_token"].as_str().expect("access token"))["given_name"].clone()
+    };
+    let deadline = tokio::time::Instant::now() + CHANGE_DEADLINE;
+    while given_name().await != "Robert" && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(given_name().await, "Robert", "the renamed user reached the other process");
+
+    // Disabled there: refused here.
+    sqlx::query("UPDATE users SET enabled = 0 WHERE id = $1").bind(&user_id).execute(&mut sql).await.expect("disable");
+    let status = || async { refresh_there().await.0 };
+    assert_eq!(eventually(StatusCode::BAD_REQUEST, status).await, StatusCode::BAD_REQUEST);
+    assert_eq!(refresh_there().await.1["error_description"], "Account disabled");
+    sqlx::query("UPDATE users SET enabled = 1 WHERE id = $1").bind(&user_id).execute(&mut sql).await.expect("enable");
+    assert_eq!(eventually(StatusCode::OK, status).await, StatusCode::OK, "enabled again");
+
+    // This process revokes the refresh token (RFC 7009): the other one refuses it.
+    let revoke = [("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET), ("token", refresh_token.as_str())];
+    assert_eq!(app.post_form(paths::REVOKE, &revoke).await.status(), StatusCode::OK);
+    assert_eq!(eventually(StatusCode::BAD_REQUEST, status).await, StatusCode::BAD_REQUEST);
+    let (_, body) = refresh_there().await;
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+}

@@ -40,6 +40,7 @@ both_backends!(a_disabled_user_gets_no_tokens_and_is_served_none, |backend| asyn
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let read = app.read_token(&service, &user_id, "azure_devops", "").await;
     assert_eq!(read.status(), StatusCode::OK, "served while enabled (and now cached)");
+    assert_eq!(app.tokens_refresh(&tokens).await.status(), StatusCode::OK, "refreshed (the user now cached)");
 
     // Act
     assert!(app.store.set_user_enabled(&user_id, false, 0).await.expect("disable"));
