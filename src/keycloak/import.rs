@@ -176,6 +176,9 @@ pub(crate) async fn import_users(
     }
     progress.finish();
     reader.await.map_err(|_| ImportError::Reader)??;
+    if let Some(store) = store.filter(|_| !target.dry_run && report.created + report.updated > 0) {
+        store.analyze_imported().await?;
+    }
     if target.dry_run {
         planned = claims.links;
     }
