@@ -10,6 +10,7 @@
 //!   `(alias, subject)`, attributes `user_attributes_value`), and an unfiltered page walks
 //!   `users_username` in order. Substring conditions (`%x%`) scan, bounded by the page.
 
+use super::attributes::{Replace, write_attributes};
 use super::{Store, StoreError, StoredFlag};
 
 /// The most attribute conditions one search may carry (`q` pairs beyond the user's fields).
@@ -345,7 +346,8 @@ impl Store {
             return Ok(ChangeWrite::NotFound);
         }
         if let Some(attributes) = &changes.attributes {
-            replace_attributes(&mut tx, user_id, attributes).await?;
+            let values = attributes.iter().map(|a| (a.name.as_str(), a.value.as_str()));
+            write_attributes(&mut tx, self.backend, user_id, values, Replace::All).await?;
         }
         tx.commit().await?;
         self.forget_user(user_id).await?;
@@ -393,7 +395,8 @@ impl Store {
     #[cfg(feature = "testing")]
     pub async fn set_user_attributes(&self, user_id: &str, attributes: &[AttributeValue]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        replace_attributes(&mut tx, user_id, attributes).await?;
+        let values = attributes.iter().map(|a| (a.name.as_str(), a.value.as_str()));
+        write_attributes(&mut tx, self.backend, user_id, values, Replace::All).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -432,27 +435,4 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// Replaces every attribute of a user inside `tx`, keeping each name's values in order.
-async fn replace_attributes(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    user_id: &str,
-    attributes: &[AttributeValue],
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM user_attributes WHERE user_id = $1").bind(user_id).execute(&mut **tx).await?;
-    let mut position = 0_i64;
-    let mut previous: Option<&str> = None;
-    for attribute in attributes {
-        position = if previous == Some(attribute.name.as_str()) { position + 1 } else { 0 };
-        previous = Some(&attribute.name);
-        sqlx::query("INSERT INTO user_attributes (user_id, name, position, value) VALUES ($1, $2, $3, $4)")
-            .bind(user_id)
-            .bind(&attribute.name)
-            .bind(position)
-            .bind(&attribute.value)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use sqlx::{Any, Transaction};
 
+use super::attributes::{Replace, write_attributes};
 use super::vault::bind_vault_row;
 use super::{Backend, Store, StoreError, StoredFlag, VaultRow, is_unique_violation};
 
@@ -63,22 +64,6 @@ pub struct UserWrite<'a> {
     /// `(name, value)` grouped by name, each name's values in order.
     pub attributes: Option<&'a [(String, String)]>,
 }
-
-/// One attribute value as the batch insert's JSON carries it.
-#[derive(serde::Serialize)]
-struct AttributeValue<'a> {
-    name: &'a str,
-    position: i64,
-    value: &'a str,
-}
-
-/// A user's attribute values in one statement whatever their number: the list travels as one
-/// JSON parameter (as audit batches do), unpacked by each database's own JSON functions.
-const INSERT_ATTRIBUTES_POSTGRES: &str = "INSERT INTO user_attributes (user_id, name, position, value)
-     SELECT $1, a.name, a.position, a.value
-     FROM json_to_recordset($2::json) AS a(name TEXT, position BIGINT, value TEXT)";
-const INSERT_ATTRIBUTES_SQLITE: &str = "INSERT INTO user_attributes (user_id, name, position, value)
-     SELECT $1, value ->> 'name', value ->> 'position', value ->> 'value' FROM json_each($2)";
 
 /// One chunk of an import: every read and write of its users in one transaction, so a chunk
 /// lands whole or not at all, and reads see the chunk's own earlier writes.
@@ -244,29 +229,9 @@ impl ImportBatch {
         .execute(&mut *self.tx)
         .await?;
         if let Some(attributes) = write.attributes {
-            if write.existing {
-                sqlx::query("DELETE FROM user_attributes WHERE user_id = $1")
-                    .bind(&user.id)
-                    .execute(&mut *self.tx)
-                    .await?;
-            }
-            if !attributes.is_empty() {
-                let mut previous: Option<&str> = None;
-                let mut position = 0_i64;
-                let rows: Vec<AttributeValue<'_>> = attributes
-                    .iter()
-                    .map(|(name, value)| {
-                        position = if previous == Some(name.as_str()) { position + 1 } else { 0 };
-                        previous = Some(name);
-                        AttributeValue { name, position, value }
-                    })
-                    .collect();
-                let sql = match self.backend {
-                    Backend::Postgres => INSERT_ATTRIBUTES_POSTGRES,
-                    Backend::Sqlite => INSERT_ATTRIBUTES_SQLITE,
-                };
-                sqlx::query(sql).bind(&user.id).bind(serde_json::to_string(&rows)?).execute(&mut *self.tx).await?;
-            }
+            let values = attributes.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+            let replace = if write.existing { Replace::All } else { Replace::Nothing };
+            write_attributes(&mut self.tx, self.backend, &user.id, values, replace).await?;
         }
         Ok(())
     }

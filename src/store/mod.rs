@@ -1,6 +1,7 @@
 //! All SQL. One set of queries serves Postgres and SQLite through sqlx's `Any` driver
 //! (portable types only: TEXT, BIGINT seconds, bytes); what differs lives in `Backend`.
 
+mod attributes;
 mod audit;
 mod cache;
 mod import;

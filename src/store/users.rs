@@ -1,5 +1,6 @@
 //! Users and their federated identities.
 
+use super::attributes::{Replace, write_attributes};
 use super::{Store, StoreError, StoredFlag, VaultRow};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -238,19 +239,8 @@ impl Store {
             }
             return Err(err.into());
         }
-        for (name, value) in &profile.attributes {
-            sqlx::query("DELETE FROM user_attributes WHERE user_id = $1 AND name = $2")
-                .bind(&profile.user_id)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO user_attributes (user_id, name, position, value) VALUES ($1, $2, 0, $3)")
-                .bind(&profile.user_id)
-                .bind(name)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let values = profile.attributes.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        write_attributes(&mut tx, self.backend, &profile.user_id, values, Replace::SameNames).await?;
         match tokens {
             Some(row) => Store::upsert_vault_row(&mut tx, row).await?,
             None => Store::delete_vault_row(&mut tx, &profile.user_id, &profile.alias).await?,

@@ -10,14 +10,22 @@ use sqlx::Connection as _;
 use crate::both_backends;
 use crate::helpers::*;
 use crate::support::fake_entra::{FakeUser, HOME_TENANT};
+use identity_broker::store::AttributeValue;
 
 both_backends!(each_sign_in_writes_the_realm_attributes_afresh, |backend| async move {
     // Arrange
     let app = spawn_app(backend).await;
     let alice = FakeUser::alice();
 
-    // Act: two sign-ins, so the second must overwrite rather than add values.
+    // Act: two sign-ins, so the second must overwrite rather than add values; between them an
+    // administrator gives the user an attribute of their own, which sign-in must leave alone.
     let user_id = user_id_of(&app.tokens().await);
+    let team = [
+        AttributeValue { name: "team".to_owned(), value: "blue".to_owned() },
+        AttributeValue { name: "team".to_owned(), value: "green".to_owned() },
+        AttributeValue { name: "tid".to_owned(), value: "stale".to_owned() },
+    ];
+    app.store.set_user_attributes(&user_id, &team).await.expect("set attributes");
     app.tokens().await;
 
     // Assert
@@ -26,6 +34,8 @@ both_backends!(each_sign_in_writes_the_realm_attributes_afresh, |backend| async 
         ("azure_devops_id", alice.subject.as_str()),
         ("identity_provider", "azure_devops"),
         ("oid", alice.object_id.as_str()),
+        ("team", "blue"),
+        ("team", "green"),
         ("tid", HOME_TENANT),
     ];
     let found: Vec<(&str, &str)> = attributes.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
