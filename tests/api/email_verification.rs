@@ -77,16 +77,29 @@ impl Drop for SmtpSink {
     }
 }
 
-/// `[smtp]` for a server on this host's `port`, without encryption or login.
+/// `[smtp]` for a server on this host's `port`, with `security` and no login.
 fn smtp_table(port: u16, security: &str) -> String {
     format!(
         "\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"OpenHands <{SENDER}>\"\nsecurity = \"{security}\"\n"
     )
 }
 
+/// A broker mailing to `sink`, with the user `USER` (address `EMAIL`).
 async fn spawn_mailing_app(backend: Backend, sink: &SmtpSink) -> TestApp {
-    let table = smtp_table(sink.port, "none");
-    spawn_app_edited(backend, |text| text + &table).await
+    spawn_app_mailing_to(backend, sink.port, "none").await
+}
+
+/// A broker whose `[smtp]` names this host's `port`, with the user `USER` (address `EMAIL`).
+async fn spawn_app_mailing_to(backend: Backend, port: u16, security: &str) -> TestApp {
+    let table = smtp_table(port, security);
+    let app = spawn_app_edited(backend, |text| text + &table).await;
+    save_user(&app, USER, Some(EMAIL)).await;
+    app
+}
+
+/// The main client's link for `USER`, straight from the service (no admin API in between).
+async fn send_link(app: &TestApp) -> Result<(), VerifyEmailError> {
+    app.state.email_verification.send_verify_email(USER, Some(CLIENT_ID), Some(REDIRECT_URI), None).await
 }
 
 /// Creates or updates the user as a sign-in would, e-mail unverified.
@@ -139,11 +152,7 @@ both_backends!(the_link_verifies_the_address_once_and_goes_to_the_redirect_uri, 
     save_user(&app, USER, Some(EMAIL)).await;
 
     // Act
-    app.state
-        .email_verification
-        .send_verify_email(USER, Some(CLIENT_ID), Some(REDIRECT_URI), None)
-        .await
-        .expect("the message is sent");
+    send_link(&app).await.expect("the message is sent");
 
     // Assert: the message, as another MIME implementation reads it.
     let message = sink.only_message();
@@ -202,7 +211,6 @@ both_backends!(the_link_verifies_the_address_once_and_goes_to_the_redirect_uri, 
 both_backends!(an_expired_link_verifies_nothing, |backend| async move {
     let sink = SmtpSink::start().await;
     let app = spawn_mailing_app(backend, &sink).await;
-    save_user(&app, USER, Some(EMAIL)).await;
     app.state
         .email_verification
         .send_verify_email(USER, Some(CLIENT_ID), Some(REDIRECT_URI), Some(60))
@@ -222,7 +230,6 @@ both_backends!(an_expired_link_verifies_nothing, |backend| async move {
 both_backends!(a_link_verifies_only_the_address_it_was_sent_to, |backend| async move {
     let sink = SmtpSink::start().await;
     let app = spawn_mailing_app(backend, &sink).await;
-    save_user(&app, USER, Some(EMAIL)).await;
     app.state.email_verification.send_verify_email(USER, None, None, None).await.expect("sent");
     let link = link_in(&sink.only_message());
 
@@ -246,7 +253,6 @@ both_backends!(refused_requests_send_nothing_and_store_nothing, |backend| async 
     // Arrange
     let sink = SmtpSink::start().await;
     let app = spawn_mailing_app(backend, &sink).await;
-    save_user(&app, USER, Some(EMAIL)).await;
     let without_email = "6b1c0f2e-0000-4000-8000-0000000000e0";
     save_user(&app, without_email, None).await;
     let disabled = "6b1c0f2e-0000-4000-8000-0000000000d0";
@@ -317,12 +323,7 @@ both_backends!(without_smtp_the_error_names_the_key_and_nothing_is_stored, |back
     let app = spawn_app(backend).await;
     save_user(&app, USER, Some(EMAIL)).await;
 
-    let err = app
-        .state
-        .email_verification
-        .send_verify_email(USER, Some(CLIENT_ID), Some(REDIRECT_URI), None)
-        .await
-        .expect_err("no [smtp]");
+    let err = send_link(&app).await.expect_err("no [smtp]");
 
     assert!(matches!(err, VerifyEmailError::SmtpNotConfigured), "{err:?}");
     let message = err.to_string();
@@ -339,17 +340,10 @@ both_backends!(without_smtp_the_error_names_the_key_and_nothing_is_stored, |back
 both_backends!(a_server_that_is_down_fails_the_send_and_leaves_nothing, |backend| async move {
     // Arrange: a port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-    let table = smtp_table(port, "none");
-    let app = spawn_app_edited(backend, |text| text + &table).await;
-    save_user(&app, USER, Some(EMAIL)).await;
+    let app = spawn_app_mailing_to(backend, port, "none").await;
 
     // Act
-    let err = app
-        .state
-        .email_verification
-        .send_verify_email(USER, Some(CLIENT_ID), Some(REDIRECT_URI), None)
-        .await
-        .expect_err("nobody takes the message");
+    let err = send_link(&app).await.expect_err("nobody takes the message");
 
     // Assert
     assert!(matches!(err, VerifyEmailError::Send(_)), "{err:?}");
@@ -367,16 +361,9 @@ both_backends!(a_server_that_is_down_fails_the_send_and_leaves_nothing, |backend
 async fn starttls_is_required_not_hoped_for() {
     // aiosmtpd here offers no STARTTLS: a message must not go out in the clear.
     let sink = SmtpSink::start().await;
-    let table = smtp_table(sink.port, "starttls");
-    let app = spawn_app_edited(Backend::Sqlite, |text| text + &table).await;
-    save_user(&app, USER, Some(EMAIL)).await;
+    let app = spawn_app_mailing_to(Backend::Sqlite, sink.port, "starttls").await;
 
-    let err = app
-        .state
-        .email_verification
-        .send_verify_email(USER, Some(CLIENT_ID), Some(REDIRECT_URI), None)
-        .await
-        .expect_err("no STARTTLS offered");
+    let err = send_link(&app).await.expect_err("no STARTTLS offered");
 
     assert!(matches!(err, VerifyEmailError::Send(_)), "{err:?}");
     assert!(sink.messages().is_empty(), "nothing was sent in the clear");
