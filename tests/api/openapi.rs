@@ -28,11 +28,16 @@ async fn the_openapi_document_describes_exactly_the_internal_routes() {
                 .send()
                 .await
                 .unwrap();
-            let served = !matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
-                // A documented 404 (`not_linked`) is an answer of the route, not a missing route.
-                || response.headers().get("content-type").is_some_and(|v| v.to_str().unwrap().contains("json"));
+            let served = route_answered(&response);
             let is_documented = operations.get(method).is_some();
             assert_eq!(served, is_documented, "{method} {template}: served {served}, documented {is_documented}");
         }
     }
+}
+
+/// Whether a route is there to answer `response`: anything but 404 and 405, or a 404 in JSON,
+/// which is a documented answer of the route (`not_linked`, `User not found`), not a missing one.
+pub(crate) fn route_answered(response: &reqwest::Response) -> bool {
+    !matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
+        || response.headers().get("content-type").is_some_and(|v| v.to_str().unwrap().contains("json"))
 }

@@ -200,14 +200,20 @@ both_backends!(instance_secrets_are_created_once, |backend| async move {
     store.migrate().await.expect("migrations are idempotent");
 });
 
-both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| async move {
-    let db = TestDb::new(backend).await;
-    let store = store(&db).await;
+/// A store holding `u1` and `u2`, each signed in with stored tokens (at 100), and its cipher.
+async fn two_signed_in_users(db: &TestDb) -> (Store, Cipher) {
+    let store = store(db).await;
     let cipher = cipher();
     for (user, subject) in [("u1", "sub-1"), ("u2", "sub-2")] {
         let row = seal_tokens(&cipher, user, "azure_devops", &tokens("t"), 100);
         store.save_sign_in(&profile(user, subject), Some(&row), 100).await.expect("user");
     }
+    (store, cipher)
+}
+
+both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| async move {
+    let db = TestDb::new(backend).await;
+    let (store, cipher) = two_signed_in_users(&db).await;
     let first = Lease { owner: "replica-a", until: 160 };
     let second = Lease { owner: "replica-b", until: 170 };
 
@@ -235,12 +241,7 @@ both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| asyn
 
 both_backends!(refresh_leases_are_renewed_by_their_holder_alone_and_given_back_at_shutdown, |backend| async move {
     let db = TestDb::new(backend).await;
-    let store = store(&db).await;
-    let cipher = cipher();
-    for (user, subject) in [("u1", "sub-1"), ("u2", "sub-2")] {
-        let row = seal_tokens(&cipher, user, "azure_devops", &tokens("t"), 100);
-        store.save_sign_in(&profile(user, subject), Some(&row), 100).await.expect("user");
-    }
+    let (store, _) = two_signed_in_users(&db).await;
     let a = Lease { owner: "replica-a", until: 105 };
     let b = Lease { owner: "replica-b", until: 105 };
     assert!(store.claim_refresh_lease("u1", "azure_devops", a, 100).await.expect("claim").is_some());
