@@ -353,7 +353,8 @@ impl Application {
                     .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, self.request_timeout))
                     .layer(DefaultBodyLimit::max(self.max_body_bytes)),
             )
-            .with_state(self.state.clone());
+            .with_state(self.state.clone())
+            .layer(middleware::map_response(close_after_unread_body));
         self.security_headers.apply(router)
     }
 
@@ -493,6 +494,18 @@ async fn housekeeping(
             tracing::warn!(error = %Chain(&err), "audit retention failed");
         }
     }
+}
+
+/// A refusal sent before the request's body was read to its end (too large, too slow) ends
+/// the connection, since what is left of the body cannot be told from a next request. Say so
+/// (RFC 9112 section 9.6): without `Connection: close`, a client's pool sends its next request
+/// down a socket that is about to close, and that request fails.
+async fn close_after_unread_body(mut response: Response) -> Response {
+    let status = response.status();
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE || status == axum::http::StatusCode::REQUEST_TIMEOUT {
+        response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Counts and times every request by its route template, and logs server errors once.

@@ -209,6 +209,9 @@ both_backends!(code_replay_wrong_secret_and_bad_grants_are_refused, |backend| as
     }
     let oversized = app.api.post(&token_url).form(&[("grant_type", huge.as_str())]).send().await.expect("request");
     assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE, "oversized body");
+    // The rest of the body is never read, so the connection ends, and the answer says so: a
+    // pooled client must not send the next request down it.
+    assert_eq!(oversized.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]), "oversized body");
     let not_a_form =
         app.api.post(&token_url).header("content-type", "application/json").body("{}").send().await.expect("request");
     assert_eq!(not_a_form.status(), StatusCode::BAD_REQUEST, "JSON body");
