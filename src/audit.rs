@@ -25,8 +25,17 @@ pub(crate) const PENDING_LIMIT: usize = 50_000;
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How long repeats of an anonymous failure are folded into one row.
+const ANONYMOUS_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose anonymous failures get rows of their own in one window; failures
+/// from further addresses share one row. Bounds the rows strangers can add: at most two per
+/// address and window (the first failure, and the count of its repeats), for this many addresses.
+pub(crate) const ANONYMOUS_ADDRESSES_PER_WINDOW: usize = 100;
+
 enum Command {
     Record(AuditEvent),
+    /// A failed attempt by an unauthenticated caller, with the client address it came from.
+    Anonymous(AuditEvent, String),
     Flush(oneshot::Sender<()>),
 }
 
@@ -39,7 +48,7 @@ pub struct AuditLog {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Record(event) => f.debug_tuple("Record").field(&event.kind).finish(),
+            Command::Record(event) | Command::Anonymous(event, _) => f.debug_tuple("Record").field(&event.kind).finish(),
             Command::Flush(_) => f.write_str("Flush"),
         }
     }
@@ -54,7 +63,15 @@ impl AuditLog {
     /// As `start`, keeping at most `limit` events while the database cannot be reached.
     pub fn start_bounded(store: Store, metrics: Arc<Metrics>, limit: usize) -> AuditLog {
         let (queue, commands) = mpsc::channel(QUEUE);
-        let writer = Writer { store, metrics, limit, pending: VecDeque::new(), waiting: Vec::new(), dropped: 0 };
+        let writer = Writer {
+            store,
+            metrics,
+            limit,
+            pending: VecDeque::new(),
+            waiting: Vec::new(),
+            dropped: 0,
+            anonymous: AnonymousFailures::new(),
+        };
         tokio::spawn(writer.run(commands));
         AuditLog { queue }
     }
@@ -65,13 +82,32 @@ impl AuditLog {
         }
     }
 
+    /// Records a failed attempt by a caller nobody authenticated (a junk link, a wrong
+    /// password), from `client` (its address): the first of a window is written as it comes,
+    /// its repeats in that window are counted into one more row (`"repeated": n`), so that a
+    /// stranger's flood costs two rows a minute, not one per request.
+    pub(crate) async fn record_anonymous_failure(&self, event: AuditEvent, client: &str) {
+        if self.queue.send(Command::Anonymous(event, client.to_owned())).await.is_err() {
+            tracing::warn!("the audit writer has stopped; an event was lost");
+        }
+    }
+
     /// Returns once every event recorded before the call is in the database (while the
-    /// database cannot be reached, not before it returns).
+    /// database cannot be reached, not before it returns); the repeats of anonymous failures
+    /// counted so far are written as their summary rows, and a new window begins.
     pub async fn flush(&self) {
         let (done, written) = oneshot::channel();
         if self.queue.send(Command::Flush(done)).await.is_ok() {
             let _ = written.await;
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -84,6 +120,70 @@ struct Writer {
     waiting: Vec<oneshot::Sender<()>>,
     /// Events dropped since the database last accepted a batch, for the log line.
     dropped: u64,
+    anonymous: AnonymousFailures,
+}
+
+/// One window's anonymous failures: per (kind, outcome, client) the repeats after the first.
+struct AnonymousFailures {
+    window_ends: Option<Instant>,
+    repeats: std::collections::HashMap<(String, String, String), (u64, AuditEvent)>,
+}
+
+/// The row's client when the window's addresses are used up.
+const OTHER_ADDRESSES: &str = "other addresses";
+
+impl AnonymousFailures {
+    fn new() -> AnonymousFailures {
+        AnonymousFailures { window_ends: None, repeats: std::collections::HashMap::new() }
+    }
+
+    /// The event to write now, if this is the first of its kind from `client` in the window.
+    fn take(&mut self, mut event: AuditEvent, client: String, now: Instant) -> Option<AuditEvent> {
+        self.window_ends.get_or_insert(now + ANONYMOUS_WINDOW);
+        let client = if self.repeats.len() < ANONYMOUS_ADDRESSES_PER_WINDOW
+            || self.repeats.contains_key(&(event.kind.clone(), event.outcome.clone(), client.clone()))
+        {
+            client
+        } else {
+            OTHER_ADDRESSES.to_owned()
+        };
+        let key = (event.kind.clone(), event.outcome.clone(), client.clone());
+        if let Some((count, last)) = self.repeats.get_mut(&key) {
+            *count += 1;
+            *last = event;
+            return None;
+        }
+        event.detail = with_client(&event.detail, &client, None);
+        let first = client != OTHER_ADDRESSES;
+        self.repeats.insert(key, (u64::from(!first), event.clone()));
+        first.then_some(event)
+    }
+
+    /// Ends the window: one row for each (kind, outcome, client) that repeated.
+    fn close(&mut self) -> Vec<AuditEvent> {
+        self.window_ends = None;
+        self.repeats
+            .drain()
+            .filter(|(_, (count, _))| *count > 0)
+            .map(|((_, _, client), (count, mut last))| {
+                last.detail = with_client(&last.detail, &client, Some(count));
+                last
+            })
+            .collect()
+    }
+}
+
+/// `detail` (a JSON object) with the client's address and, for a summary, the repeats counted.
+fn with_client(detail: &str, client: &str, repeated: Option<u64>) -> String {
+    let mut value = serde_json::from_str::<serde_json::Value>(detail).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(object) = value.as_object_mut() {
+        object.insert("client".to_owned(), client.into());
+        if let Some(count) = repeated {
+            object.insert("repeated".to_owned(), count.into());
+            object.insert("window_seconds".to_owned(), ANONYMOUS_WINDOW.as_secs().into());
+        }
+    }
+    value.to_string()
 }
 
 impl Writer {
@@ -92,11 +192,29 @@ impl Writer {
         let mut pause = RETRY_FIRST;
         let mut open = true;
         loop {
+            if self.anonymous.window_ends.is_some_and(|end| end <= Instant::now()) {
+                for summary in self.anonymous.close() {
+                    self.push(summary);
+                }
+            }
             match retry_at {
-                None if self.pending.is_empty() => match commands.recv().await {
-                    Some(command) => self.take(command),
-                    None => return,
-                },
+                None if self.pending.is_empty() => {
+                    let window_ends = self.anonymous.window_ends;
+                    tokio::select! {
+                        command = commands.recv() => match command {
+                            Some(command) => self.take(command),
+                            None => {
+                                // Stopping: the counted repeats are written with the rest.
+                                let summaries = self.anonymous.close();
+                                if summaries.is_empty() {
+                                    return;
+                                }
+                                summaries.into_iter().for_each(|summary| self.push(summary));
+                            }
+                        },
+                        () = sleep_until_some(window_ends) => {}
+                    }
+                }
                 None => {}
                 // While the database fails, keep taking events until the next attempt.
                 Some(at) => tokio::select! {
@@ -128,8 +246,26 @@ impl Writer {
 
     fn take(&mut self, command: Command) {
         match command {
-            Command::Record(event) if self.pending.len() < self.limit => self.pending.push_back(event),
-            Command::Record(_) => {
+            Command::Record(event) => self.push(event),
+            Command::Anonymous(event, client) => {
+                if let Some(first) = self.anonymous.take(event, client, Instant::now()) {
+                    self.push(first);
+                }
+            }
+            Command::Flush(done) => {
+                // A flush writes everything known so far, the repeats counted included.
+                for summary in self.anonymous.close() {
+                    self.push(summary);
+                }
+                self.waiting.push(done);
+            }
+        }
+    }
+
+    fn push(&mut self, event: AuditEvent) {
+        match event {
+            event if self.pending.len() < self.limit => self.pending.push_back(event),
+            _ => {
                 if self.dropped == 0 {
                     tracing::error!(
                         limit = self.limit,
@@ -140,7 +276,6 @@ impl Writer {
                 self.dropped += 1;
                 self.metrics.count_audit_dropped();
             }
-            Command::Flush(done) => self.waiting.push(done),
         }
         self.metrics.set_audit_pending(self.pending.len());
     }

@@ -3,8 +3,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
-
 use crate::app::{Application, BuildError};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
@@ -12,7 +10,8 @@ use crate::crypto::{Cipher, CipherError};
 use crate::doctor::{self, Report};
 use crate::keycloak::export::{ExportFileError, export_users};
 use crate::keycloak::import::{ImportError, ImportTarget, Skipped, UsersReport, check_export, import_users};
-use crate::keycloak::tokens::{TokensError, TokensReport, import_tokens};
+pub use crate::keycloak::tokens::TokensSource;
+use crate::keycloak::tokens::{TokensError, TokensReport, connect_keycloak, import_tokens};
 use crate::oidc::keys::{self, KeyError};
 use crate::store::{KeycloakDatabase, Store, StoreError};
 use crate::vault::rekey::{RekeyCounts, rekey};
@@ -224,12 +223,19 @@ pub async fn import_keycloak(
     settings: &Settings,
     source: &Path,
     dry_run: bool,
-    tokens_from: Option<&SecretString>,
+    tokens_from: Option<&TokensSource>,
 ) -> Result<(), CommandError> {
     let realm = settings.realm.name.as_str();
     let (files, total) = check_export(source, realm).await?;
+    if tokens_from.is_some_and(TokensSource::url_has_password) {
+        eprintln!(
+            "identity-broker: warning: the --tokens-from URL holds a password, which every user of this machine can \
+             see in `ps` (and the shell keeps in its history): give the URL without it, and the password in PGPASSWORD \
+             or in a file named by --tokens-from-password-file"
+        );
+    }
     let keycloak = match tokens_from {
-        Some(url) => Some(KeycloakDatabase::connect(url).await.map_err(TokensError::Source)?),
+        Some(source) => Some(connect_keycloak(source).await?),
         None => None,
     };
     let store = import_store(settings, dry_run).await?;

@@ -209,6 +209,7 @@ impl DemoClient {
             post_logout_redirect_uris: Vec::new(),
             read_token: true,
             rotate_refresh_tokens: false,
+            allow_plain_pkce: false,
         }
     }
 

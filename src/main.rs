@@ -72,9 +72,14 @@ enum ImportCommand {
         /// Report what would change; write nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Keycloak's Postgres database (postgres://…): seal the provider tokens it stored into the vault.
+        /// Keycloak's Postgres database (postgres://user@host/db, without the password, which
+        /// `ps` would show): seal the provider tokens it stored into the vault. The password comes
+        /// from --tokens-from-password-file, else PGPASSWORD.
         #[arg(long, value_name = "KEYCLOAK DATABASE URL", value_parser = parse_secret)]
         tokens_from: Option<SecretString>,
+        /// A file holding the password of --tokens-from's database (its final newline ignored).
+        #[arg(long, value_name = "FILE", requires = "tokens_from")]
+        tokens_from_password_file: Option<PathBuf>,
     },
 }
 
@@ -157,7 +162,17 @@ async fn main() -> ExitCode {
             commands::rekey_vault(&settings, i64::from(batch_size)).await
         }
         Command::Doctor { json, timeout } => commands::doctor(&settings, json, Duration::from_secs(timeout)).await,
-        Command::Import { command: ImportCommand::Keycloak { source, dry_run, tokens_from } } => {
+        Command::Import {
+            command: ImportCommand::Keycloak { source, dry_run, tokens_from, tokens_from_password_file },
+        } => {
+            let tokens_from = tokens_from.map(|url| commands::TokensSource {
+                url,
+                password_file: tokens_from_password_file,
+                environment_password: std::env::var("PGPASSWORD")
+                    .ok()
+                    .filter(|password| !password.is_empty())
+                    .map(SecretString::from),
+            });
             commands::import_keycloak(&settings, &source, dry_run, tokens_from.as_ref()).await
         }
         Command::Export { command: ExportCommand::Keycloak { file } } => {

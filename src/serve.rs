@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
@@ -86,9 +88,9 @@ pub(crate) async fn serve(
                 () = stopped(&mut stop) => break,
             }
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     pause_after_accept_error(name, &err).await;
                     continue;
@@ -102,7 +104,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(WatchedStream { stream, activity: activity.clone() });
-        let service = RequestService { router: router.clone(), activity: activity.clone() };
+        let service = RequestService { router: router.clone(), activity: activity.clone(), peer };
         let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             let _slot = slot;
@@ -243,6 +245,8 @@ impl Drop for InFlight {
 struct RequestService {
     router: Router,
     activity: Arc<Activity>,
+    /// The connection's peer, given to each request as axum's `ConnectInfo`.
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for RequestService {
@@ -254,8 +258,11 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         self.activity.request_started();
         let in_flight = InFlight(self.activity.clone());
         let router = self.router.clone();
+        let peer = self.peer;
         Box::pin(async move {
-            let response = router.oneshot(request.map(Body::new)).await;
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let response = router.oneshot(request).await;
             drop(in_flight);
             response
         })

@@ -72,6 +72,12 @@ pub(crate) enum SignInError {
     Contended,
     #[error("The application's redirect URI is not valid.")]
     InvalidRedirectUri,
+    #[error(
+        "Too many sign-ins were started from your network and not finished. Finish one, or try again in a few minutes."
+    )]
+    TooManyPendingSignIns,
+    #[error("The sign-in service is busy. Please try again in a minute.")]
+    SignInsBusy,
     #[error("the sign-in could not be stored")]
     Store(#[from] StoreError),
 }
@@ -134,6 +140,88 @@ pub(crate) struct SignInService {
     pub(crate) metrics: Arc<Metrics>,
     /// `{hostname}/realms/{realm}`.
     pub(crate) realm_url: String,
+    pub(crate) budget: Arc<PendingBudget>,
+}
+
+/// What anonymous callers may store: each client address at most `per_address` live pending
+/// sign-ins, everyone together at most `ceiling`. Requests with a live session never meet it.
+#[derive(Debug)]
+pub(crate) struct PendingBudget {
+    per_address: u32,
+    ceiling: u32,
+    /// The live count last read from the database and when, plus this replica's inserts since:
+    /// the ceiling is read at most once a second, not on every request.
+    live: std::sync::Mutex<LiveCount>,
+    /// One address's count and insert run one at a time in this replica, so that requests sent
+    /// together cannot all pass the count before any is stored.
+    address_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LiveCount {
+    read_at: Option<i64>,
+    live: i64,
+}
+
+/// How long the seconds a refused browser is told to wait.
+pub(crate) const PENDING_BUDGET_RETRY_AFTER_SECONDS: u64 = 60;
+
+impl PendingBudget {
+    pub(crate) fn new(per_address: u32, ceiling: u32) -> PendingBudget {
+        PendingBudget {
+            per_address,
+            ceiling,
+            live: std::sync::Mutex::new(LiveCount::default()),
+            address_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    fn address_lock(&self, client_key: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(client_key);
+        let stripe = usize::try_from(hash % self.address_locks.len() as u64).unwrap_or(0);
+        &self.address_locks[stripe]
+    }
+
+    fn known_live(&self, now: i64) -> Option<i64> {
+        let live = *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.read_at.filter(|at| now - at < 1).map(|_| live.live)
+    }
+
+    fn set_live(&self, now: i64, count: i64) {
+        *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = LiveCount { read_at: Some(now), live: count };
+    }
+
+    fn count_insert(&self) {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).live += 1;
+    }
+
+    /// Stores `row` for `client_key` within both bounds, or says which bound refused it.
+    async fn insert(&self, store: &Store, row: &AuthRequestRow, client_key: &str) -> Result<(), SignInError> {
+        let now = row.created_at;
+        let live = match self.known_live(now) {
+            Some(live) => live,
+            None => {
+                let live = store.count_live_auth_requests(now, self.ceiling).await?;
+                self.set_live(now, live);
+                live
+            }
+        };
+        if live >= i64::from(self.ceiling) {
+            tracing::warn!(
+                ceiling = self.ceiling,
+                "new sign-ins are refused (503): {} sign-ins are pending (http.max_pending_sign_ins)",
+                self.ceiling
+            );
+            return Err(SignInError::SignInsBusy);
+        }
+        let _one_at_a_time = self.address_lock(client_key).lock().await;
+        if !store.insert_auth_request_within_budget(row, client_key, self.per_address).await? {
+            return Err(SignInError::TooManyPendingSignIns);
+        }
+        self.count_insert();
+        Ok(())
+    }
 }
 
 pub(crate) fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<Url> {
@@ -172,12 +260,16 @@ impl SignInService {
     /// A browser that already holds a pending-sign-in cookie keeps it, so that sign-ins in
     /// two tabs do not undo each other.
     ///
+    /// Without a session, the request counts against the budget of pending sign-ins of its
+    /// client address (`client_key`) and of everyone.
+    ///
     /// With a live SSO session (the `session_secret` cookie) the client gets a code at once,
     /// unless it asks for `prompt=login`; `kc_action=idp_link` runs the provider's sign-in
     /// and links it to that session's user.
     pub(crate) async fn start(
         &self,
         request: &AuthorizationRequest,
+        client_key: &str,
         browser_secret: Option<&str>,
         session_secret: Option<&str>,
         now: i64,
@@ -227,7 +319,24 @@ impl SignInService {
                 self.client_error(&row, ErrorCode::InvalidRequest, "kc_action names an unknown identity provider")?;
             return Ok(Started::ToClient(url));
         }
-        let prompt_login = request.prompt.as_deref().is_some_and(|p| p.split(' ').any(|p| p == "login"));
+        let prompt = |value: &str| request.prompt.as_deref().is_some_and(|p| p.split(' ').any(|p| p == value));
+        // `max_age` 0 is `prompt=login` (OIDC Core §3.1.2.1); otherwise a session authenticated
+        // longer ago than it must authenticate again, at the provider, for a fresh `auth_time`.
+        let too_old = session.as_ref().zip(request.max_age).is_some_and(|(session, max_age)| {
+            max_age == 0 || now - session.created_at > max_age
+        });
+        if too_old && !prompt("login") {
+            if prompt("none") {
+                return Ok(Started::ToClient(self.client_error(
+                    &row,
+                    ErrorCode::LoginRequired,
+                    "The user must sign in again (max_age)",
+                )?));
+            }
+            // Recorded as `prompt=login`, so that the provider is asked to authenticate anew.
+            row.prompt = Some(row.prompt.take().map_or_else(|| "login".to_owned(), |p| format!("{p} login")));
+        }
+        let prompt_login = prompt("login") || too_old;
         match &session {
             Some(session) if request.link_alias.is_some() => row.link_user_id = Some(session.user_id.clone()),
             Some(session) if !prompt_login => {
@@ -244,7 +353,11 @@ impl SignInService {
             }
             _ => {}
         }
-        self.store.insert_auth_request(&row).await?;
+        if session.is_some() {
+            self.store.insert_auth_request(&row).await?;
+        } else {
+            self.budget.insert(&self.store, &row, client_key).await?;
+        }
         Ok(match chosen {
             Some(alias) => Started::Provider { request_id, browser_secret, alias: alias.to_owned() },
             None => Started::Choose { request_id, browser_secret },

@@ -82,9 +82,16 @@ fn latency_buckets() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
 
+/// The label of a provider that is not configured. Label values come only from sets fixed at
+/// start (configured aliases, route templates, outcomes), never from a request: an alias typed
+/// into a URL must not add a series, or strangers could grow `/metrics` and memory for ever.
+pub(crate) const UNKNOWN_LABEL: &str = "unknown";
+
 /// Every metric the broker exports.
 pub struct Metrics {
     registry: Registry,
+    /// The configured provider aliases: the only provider labels.
+    providers: Vec<String>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     sign_ins: Family<SignInLabels, Counter>,
@@ -110,6 +117,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics whose provider labels are `providers`; any other alias is counted as `unknown`.
+    pub fn for_providers<'a>(providers: impl IntoIterator<Item = &'a str>) -> Metrics {
+        Metrics { providers: providers.into_iter().map(str::to_owned).collect(), ..Metrics::new() }
+    }
+
+    /// Metrics that know no provider (for commands that count nothing by provider).
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("identity_broker");
         let http_requests = Family::<HttpLabels, Counter>::default();
@@ -156,6 +169,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            providers: Vec::new(),
             http_requests,
             http_duration,
             sign_ins,
@@ -176,8 +190,13 @@ impl Metrics {
         self.http_requests.get_or_create(&labels).inc();
     }
 
+    /// A provider alias as a label: itself when configured, otherwise `unknown`.
+    fn provider_label(&self, alias: &str) -> String {
+        if self.providers.iter().any(|known| known == alias) { alias.to_owned() } else { UNKNOWN_LABEL.to_owned() }
+    }
+
     pub fn count_sign_in(&self, provider: &str, outcome: &'static str) {
-        self.sign_ins.get_or_create(&SignInLabels { provider: provider.to_owned(), outcome }).inc();
+        self.sign_ins.get_or_create(&SignInLabels { provider: self.provider_label(provider), outcome }).inc();
     }
 
     pub fn observe_upstream(&self, operation: &'static str, elapsed: Duration) {
@@ -185,17 +204,17 @@ impl Metrics {
     }
 
     pub fn count_token_read(&self, surface: &'static str, provider: &str, outcome: &'static str) {
-        self.token_reads.get_or_create(&TokenReadLabels { surface, provider: provider.to_owned(), outcome }).inc();
+        self.token_reads.get_or_create(&TokenReadLabels { surface, provider: self.provider_label(provider), outcome }).inc();
     }
 
     pub fn observe_refresh(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
-        let labels = ProviderOutcomeLabels { provider: provider.to_owned(), outcome };
+        let labels = ProviderOutcomeLabels { provider: self.provider_label(provider), outcome };
         self.refresh_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.refreshes.get_or_create(&labels).inc();
     }
 
     pub fn count_unlink(&self, provider: &str, outcome: &'static str) {
-        self.unlinks.get_or_create(&ProviderOutcomeLabels { provider: provider.to_owned(), outcome }).inc();
+        self.unlinks.get_or_create(&ProviderOutcomeLabels { provider: self.provider_label(provider), outcome }).inc();
     }
 
     pub fn count_audit_dropped(&self) {

@@ -236,8 +236,9 @@ impl EmailVerification {
         OutgoingMessage { to, subject: SUBJECT.to_owned(), text, html: Some(html) }
     }
 
-    /// Opens a link: verifies the address it was sent to, once, before it expires.
-    pub async fn redeem(&self, key: &str) -> Result<Verified, RedeemError> {
+    /// Opens a link: verifies the address it was sent to, once, before it expires. A refused
+    /// link names no user, so it is audited as an anonymous failure of `client`'s address.
+    pub async fn redeem(&self, key: &str, client: &str) -> Result<Verified, RedeemError> {
         let now = self.clock.now();
         let outcome = self.store.redeem_verify_email_token(&token_hash(key), now).await?;
         let (result, user_id, client_id) = match outcome {
@@ -255,17 +256,20 @@ impl EmailVerification {
             Ok(_) => ("success", json!({})),
             Err(err) => ("refused", json!({ "reason": refusal(err) })),
         };
-        self.audit
-            .record(AuditEvent {
-                at: now,
-                kind: "verify_email".to_owned(),
-                outcome: outcome.to_owned(),
-                user_id,
-                client_id,
-                alias: None,
-                detail: detail.to_string(),
-            })
-            .await;
+        let event = AuditEvent {
+            at: now,
+            kind: "verify_email".to_owned(),
+            outcome: outcome.to_owned(),
+            user_id,
+            client_id,
+            alias: None,
+            detail: detail.to_string(),
+        };
+        if result.is_ok() {
+            self.audit.record(event).await;
+        } else {
+            self.audit.record_anonymous_failure(event, client).await;
+        }
         result
     }
 }

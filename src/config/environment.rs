@@ -32,6 +32,7 @@ fn overlay_single_keys(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<Stri
     replace_if_set(&mut raw.http.bind, env("BROKER_HTTP_BIND"));
     replace_if_set(&mut raw.http.management_bind, env("BROKER_MANAGEMENT_BIND"));
     replace_if_set(&mut raw.http.internal_bind, env("BROKER_INTERNAL_BIND"));
+    replace_if_set(&mut raw.http.trusted_proxies, env("BROKER_TRUSTED_PROXIES").map(|list| comma_separated(&list)));
     replace_if_set(&mut raw.log.format, env("BROKER_LOG_FORMAT"));
     replace_if_set(&mut raw.realm.signature_algorithm, env("BROKER_REALM_SIGNATURE_ALGORITHM"));
     replace_if_set(&mut raw.admin.username, env("BROKER_ADMIN_USERNAME"));
@@ -40,18 +41,18 @@ fn overlay_single_keys(raw: &mut RawSettings, env: &impl Fn(&str) -> Option<Stri
     replace_if_set(&mut raw.admin.password, env("KEYCLOAK_ADMIN_PASSWORD").map(SecretString::from));
     replace_if_set(&mut raw.admin.password, env("BROKER_ADMIN_PASSWORD").map(SecretString::from));
     if let Some(keys) = env("BROKER_ENCRYPTION_KEYS") {
-        raw.vault.encryption_keys = keys
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(|k| SecretString::from(k.to_owned()))
-            .collect();
+        raw.vault.encryption_keys = comma_separated(&keys).into_iter().map(SecretString::from).collect();
     }
     // The password alone may come from the environment, so that it lives in a Secret; it
     // means nothing without the `[smtp]` table that says where to send.
     if let (Some(smtp), Some(password)) = (raw.smtp.as_mut(), env("BROKER_SMTP_PASSWORD")) {
         smtp.password = Some(SecretString::from(password));
     }
+}
+
+/// A variable's list: comma-separated, blanks around entries and empty entries ignored.
+fn comma_separated(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|entry| !entry.is_empty()).map(str::to_owned).collect()
 }
 
 /// `BROKER_CLIENT_<CLIENT_ID>_SECRET`, for applications and service accounts alike.

@@ -74,6 +74,13 @@ pub struct HttpSettings {
     pub(crate) idle_timeout_seconds: u64,
     /// Connections each listener serves at once; more wait in the kernel's queue.
     pub(crate) max_connections: usize,
+    /// Peers whose `X-Forwarded-For` is believed (the ingress controller's addresses); empty:
+    /// the peer address is the client's.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    /// Sign-ins started and not finished that one client address may hold at once.
+    pub(crate) pending_sign_ins_per_address: u32,
+    /// Sign-ins started and not finished, from everyone: beyond it new ones are answered 503.
+    pub(crate) max_pending_sign_ins: u32,
 }
 
 #[derive(Debug)]
@@ -118,6 +125,9 @@ pub(crate) struct ClientSettings {
     /// Keycloak's "revoke refresh token": each refresh returns a new refresh token, and a
     /// reused one ends the session. Off by default: OpenHands reuses refresh tokens.
     pub(crate) rotate_refresh_tokens: bool,
+    /// Whether `code_challenge_method=plain` is accepted (Keycloak's client attribute
+    /// `pkce.code.challenge.method` unset); off by default, so only S256 is (RFC 9700 §2.1.1).
+    pub(crate) allow_plain_pkce: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +170,9 @@ pub(crate) struct AdminSettings {
     pub(crate) access_token_lifespan_seconds: i64,
     /// How long the admin's refresh token stays usable; Keycloak's master realm gives 30 minutes.
     pub(crate) session_idle_seconds: i64,
+    /// The longest an admin session lives however often it is refreshed; Keycloak's master realm
+    /// gives 10 hours.
+    pub(crate) session_max_seconds: i64,
 }
 
 /// The Entra tenant a provider signs users in from.

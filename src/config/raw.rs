@@ -29,6 +29,7 @@ pub(super) struct RawAdmin {
     pub(super) password: Option<SecretString>,
     pub(super) access_token_lifespan_seconds: Option<i64>,
     pub(super) session_idle_seconds: Option<i64>,
+    pub(super) session_max_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +44,9 @@ pub(super) struct RawHttp {
     pub(super) header_read_timeout_seconds: Option<u64>,
     pub(super) idle_timeout_seconds: Option<u64>,
     pub(super) max_connections: Option<usize>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) pending_sign_ins_per_address: Option<u32>,
+    pub(super) max_pending_sign_ins: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +81,7 @@ pub(super) struct RawClient {
     pub(super) post_logout_redirect_uris: Vec<String>,
     pub(super) read_token: Option<bool>,
     pub(super) rotate_refresh_tokens: bool,
+    pub(super) allow_plain_pkce: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

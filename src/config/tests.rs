@@ -513,6 +513,7 @@ fn the_admin_api_is_off_without_a_password_and_takes_openhands_variable() {
     assert!(off.admin.password.is_none(), "no password: the admin API is off");
     assert_eq!(off.admin.username, "admin");
     assert_eq!((off.admin.access_token_lifespan_seconds, off.admin.session_idle_seconds), (60, 1800));
+    assert_eq!(off.admin.session_max_seconds, 36_000, "Keycloak's master realm: 10 hours");
 
     let file = minimal(&format!("{PROVIDER}[admin]\npassword = \"from-file\"\n"));
     let cases: [(&[(&str, &str)], &str); 3] = [
@@ -540,6 +541,7 @@ fn admin_mistakes_are_named_by_key() {
             format!("{PROVIDER}[admin]\npassword = \"p\"\naccess_token_lifespan_seconds = 0\n"),
             "admin.access_token_lifespan_seconds",
         ),
+        (format!("{PROVIDER}[admin]\npassword = \"p\"\nsession_max_seconds = -1\n"), "admin.session_max_seconds"),
         (format!("{PROVIDER}{account}"), "service_accounts[0].admin_roles"),
         (format!("{PROVIDER}[realm]\nname = \"master\"\n"), "realm.name"),
         (
@@ -555,4 +557,13 @@ fn admin_mistakes_are_named_by_key() {
         "[[service_accounts]]\nclient_id = \"manager\"\nclient_secret = \"x\"\nadmin_roles = [\"manage-users\"]\n";
     let settings = production(&minimal(&format!("{PROVIDER}{roles}")), &[]).expect("valid");
     assert_eq!(settings.service_accounts[0].admin_roles, [AdminRole::ManageUsers]);
+}
+
+#[test]
+fn plain_pkce_is_off_unless_a_client_allows_it() {
+    let strict = production(&minimal(PROVIDER), &[]).expect("valid");
+    let lenient = production(&minimal(&format!("allow_plain_pkce = true\n{PROVIDER}")), &[]).expect("valid");
+
+    assert!(!strict.clients[0].allow_plain_pkce, "S256 only by default");
+    assert!(lenient.clients[0].allow_plain_pkce);
 }

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::browser::redirect_to;
+use super::client_address::ClientAddress;
 use super::error::no_store;
 use super::pages::email_verified_page;
 use super::params::parse_query;
@@ -32,6 +33,7 @@ pub(crate) async fn action_token(
     Path(realm): Path<String>,
     RawQuery(query): RawQuery,
     correlation: CorrelationId,
+    client: ClientAddress,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
     let params: ActionTokenParams = parse_query(query.as_deref())
@@ -44,7 +46,7 @@ pub(crate) async fn action_token(
             &correlation,
         )
     })?;
-    match state.email_verification.redeem(&key).await {
+    match state.email_verification.redeem(&key, &client.budget_key()).await {
         Ok(Verified::Redirect(uri)) => Ok(redirect_to(&uri)),
         Ok(Verified::Done) => Ok((no_store(), email_verified_page()).into_response()),
         Err(RedeemError::Store(err)) => Err(AppError::internal(err)),

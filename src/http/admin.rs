@@ -1,5 +1,5 @@
 //! Keycloak's admin REST API as OpenHands calls it through python-keycloak's `KeycloakAdmin`:
-//! the master realm's `admin-cli` sign-in, the realm, and users (search, count, read, change,
+//! the master realm's `admin-cli` sign-in and logout, the realm, and users (search, count, read, change,
 //! delete, identities, logout). Mounted only when `admin.password` is set. `admin_openapi.json`
 //! beside this file describes it; a test holds it against the router.
 
@@ -14,12 +14,13 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::client_address::ClientAddress;
 use super::error::no_store;
 use super::params::{Bearer, parse_form, parse_query};
 use super::{AppError, AppState};
 use crate::config::AdminRole;
 use crate::directory::{SearchParams, UpdateOutcome, UserUpdate};
-use crate::oidc::admin::{AdminGrantError, AdminSignIn};
+use crate::oidc::admin::{AdminGrantError, AdminRequest, AdminSignIn};
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::sessions::Ending;
 use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens};
@@ -92,10 +93,26 @@ fn grant_error(err: AdminGrantError) -> AppError {
             error: OAuthError::invalid_grant(err.to_string()),
             basic_challenge: false,
         },
-        // python-keycloak matches this text and signs in with the password again.
-        AdminGrantError::NotActive => AppError::oauth(OAuthError::invalid_grant(err.to_string())),
-        AdminGrantError::Signing(_) => AppError::internal(err),
+        // python-keycloak matches `Token is not active` and signs in with the password again.
+        AdminGrantError::NotActive | AdminGrantError::InvalidRefreshToken => {
+            AppError::oauth(OAuthError::invalid_grant(err.to_string()))
+        }
+        AdminGrantError::Signing(_) | AdminGrantError::Store(_) => AppError::internal(err),
     }
+}
+
+/// The master realm's form for `admin-cli`, which must name that client.
+fn admin_cli_form(headers: &HeaderMap, body: &Bytes) -> Result<MasterTokenForm, AppError> {
+    let form: MasterTokenForm =
+        parse_form(headers, body).map_err(|err| AppError::oauth(OAuthError::invalid_request(err.to_string())))?;
+    if form.client_id.as_deref() != Some(ADMIN_CLIENT_ID) {
+        return Err(AppError::oauth(OAuthError::invalid_client()));
+    }
+    Ok(form)
+}
+
+fn admin_request<'a>(state: &'a AppState, client: &'a str) -> AdminRequest<'a> {
+    AdminRequest { store: &state.store, tokens: &state.tokens, client, now: state.clock.now() }
 }
 
 /// `POST /realms/master/protocol/openid-connect/token` for the public client `admin-cli`:
@@ -103,26 +120,24 @@ fn grant_error(err: AdminGrantError) -> AppError {
 pub(crate) async fn master_token(
     state: &AppState,
     admin: &AdminSignIn,
+    client: ClientAddress,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, AppError> {
-    let form: MasterTokenForm =
-        parse_form(headers, body).map_err(|err| AppError::oauth(OAuthError::invalid_request(err.to_string())))?;
-    if form.client_id.as_deref() != Some(ADMIN_CLIENT_ID) {
-        return Err(AppError::oauth(OAuthError::invalid_client()));
-    }
-    let now = state.clock.now();
+    let form = admin_cli_form(headers, body)?;
+    let client = client.budget_key();
+    let request = admin_request(state, &client);
     let issued = match form.grant_type.as_deref() {
         Some("password") => {
             let username = form.username.as_deref().unwrap_or_default();
             let password = form.password.as_deref().unwrap_or_default();
-            admin.password_grant(&state.tokens, username, password, now).await
+            admin.password_grant(request, username, password).await
         }
         Some("refresh_token") => {
             let Some(token) = form.refresh_token.as_deref() else {
                 return Err(AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")));
             };
-            admin.refresh_grant(&state.tokens, token, now).await
+            admin.refresh_grant(request, token).await
         }
         Some(_) => {
             return Err(AppError::oauth(OAuthError::new(ErrorCode::UnsupportedGrantType, "Unsupported grant_type")));
@@ -130,6 +145,24 @@ pub(crate) async fn master_token(
         None => return Err(AppError::oauth(OAuthError::invalid_request("Missing form parameter: grant_type"))),
     };
     Ok(admin_token_response(&issued.map_err(grant_error)?))
+}
+
+/// `POST /realms/master/protocol/openid-connect/logout` for `admin-cli` with a refresh token
+/// (python-keycloak's `KeycloakOpenID.logout`): ends that admin session; 204 as Keycloak.
+pub(crate) async fn master_logout(
+    state: &AppState,
+    admin: &AdminSignIn,
+    client: ClientAddress,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, AppError> {
+    let form = admin_cli_form(headers, body)?;
+    let Some(token) = form.refresh_token.as_deref() else {
+        return Err(AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")));
+    };
+    let client = client.budget_key();
+    admin.logout(admin_request(state, &client), token).await.map_err(grant_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,7 +192,10 @@ impl FromRequestParts<AppState> for AdminCaller {
         let token = token.ok_or_else(unauthorized)?;
         let now = state.clock.now();
         if let (Some(admin), Ok(claims)) = (&state.admin, state.tokens.verify_admin(&token, now)) {
-            return if admin.is_administrator(&claims) { Ok(AdminCaller::Administrator) } else { Err(unauthorized()) };
+            // An ended session's access tokens die with it (python-keycloak then refreshes,
+            // is told `Token is not active`, and signs in again).
+            let accepted = admin.is_administrator(&claims) && admin.session_is_live(&state.store, &claims, now).await?;
+            return if accepted { Ok(AdminCaller::Administrator) } else { Err(unauthorized()) };
         }
         if let Ok(claims) = state.tokens.verify_service(&token, now) {
             let account = state.service_accounts.find(&claims.azp).ok_or_else(unauthorized)?;

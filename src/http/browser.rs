@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::pages::chooser_page;
 use super::params::{ParamError, parse_form, parse_query};
+use super::client_address::ClientAddress;
 use super::realm::require_realm;
 use super::{AppError, AppState, Cookies, CorrelationId, paths};
 use crate::oidc::authorize::{self, AuthorizationParams, AuthorizeError};
@@ -29,6 +30,7 @@ pub(crate) async fn authorize(
     RawQuery(query): RawQuery,
     jar: CookieJar,
     correlation: CorrelationId,
+    client: ClientAddress,
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
     let params: AuthorizationParams = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
@@ -44,6 +46,7 @@ pub(crate) async fn authorize(
                     ("error", Some(error.as_str())),
                     ("error_description", Some(&description)),
                     ("state", client_state.as_deref()),
+                    ("iss", Some(state.tokens.issuer())),
                 ],
             )
             .ok_or_else(|| AppError::page(StatusCode::BAD_REQUEST, "The redirect URI is not valid.", &correlation))?;
@@ -55,7 +58,7 @@ pub(crate) async fn authorize(
     let now = state.clock.now();
     let started = state
         .sign_in
-        .start(&request, existing.as_deref(), session.as_deref(), now)
+        .start(&request, &client.budget_key(), existing.as_deref(), session.as_deref(), now)
         .await
         .map_err(|err| AppError::sign_in(err, &correlation))?;
     let login_url = |request_id: &str, alias: &str| {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::pages::error_page;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::grants::GrantError;
-use crate::signin::SignInError;
+use crate::signin::{PENDING_BUDGET_RETRY_AFTER_SECONDS, SignInError};
 use crate::store::{StoreError, unreachable_in};
 use crate::telemetry::Chain;
 use crate::vault::VaultError;
@@ -51,7 +51,7 @@ pub(crate) enum AppError {
     /// `401` with a `WWW-Authenticate: Bearer` challenge naming the error.
     Bearer { error: ErrorCode, description: String },
     /// An HTML page for a person in a browser.
-    Page { status: StatusCode, title: &'static str, message: String, correlation_id: String },
+    Page { status: StatusCode, title: &'static str, message: String, correlation_id: String, retry_after: Option<u64> },
     /// JSON `{"error","error_description"}` from the token APIs, with `Retry-After` when the
     /// caller should come back later.
     Api { status: StatusCode, error: ErrorCode, description: String, retry_after: Option<u64> },
@@ -102,7 +102,7 @@ impl AppError {
         message: impl Into<String>,
         correlation: &CorrelationId,
     ) -> Self {
-        AppError::Page { status, title, message: message.into(), correlation_id: correlation.0.clone() }
+        AppError::Page { status, title, message: message.into(), correlation_id: correlation.0.clone(), retry_after: None }
     }
 
     pub(crate) fn api(status: StatusCode, error: ErrorCode, description: impl Into<String>) -> Self {
@@ -137,6 +137,18 @@ impl AppError {
                 StatusCode::BAD_GATEWAY
             }
             SignInError::AlreadyLinked { .. } | SignInError::Contended => StatusCode::CONFLICT,
+            SignInError::TooManyPendingSignIns | SignInError::SignInsBusy => {
+                let status = if matches!(err, SignInError::SignInsBusy) {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::TOO_MANY_REQUESTS
+                };
+                let mut page = AppError::page(status, err.to_string(), correlation);
+                if let AppError::Page { retry_after, .. } = &mut page {
+                    *retry_after = Some(PENDING_BUDGET_RETRY_AFTER_SECONDS);
+                }
+                return page;
+            }
             SignInError::UserDisabled => StatusCode::FORBIDDEN,
             SignInError::PendingSignInNotFound
             | SignInError::AlreadyStarted
@@ -233,8 +245,9 @@ impl IntoResponse for AppError {
             AppError::Keycloak { status, message } => {
                 (status, no_store(), Json(KeycloakBody { error_message: &message })).into_response()
             }
-            AppError::Page { status, title, message, correlation_id } => {
-                (status, no_store(), error_page(title, &message, &correlation_id)).into_response()
+            AppError::Page { status, title, message, correlation_id, retry_after } => {
+                let response = (status, no_store(), error_page(title, &message, &correlation_id)).into_response();
+                with_header(response, header::RETRY_AFTER, retry_after.map(HeaderValue::from))
             }
             AppError::UnknownRealm => {
                 (StatusCode::NOT_FOUND, Json(ErrorOnlyBody { error: "Realm does not exist" })).into_response()

@@ -1,6 +1,4 @@
-//! Logout: the back-channel form OpenHands posts (client authentication and a refresh token,
-//! 204) and RP-initiated logout from a browser (`id_token_hint`, `post_logout_redirect_uri`,
-//! `state`).
+//! Logout: a client's back-channel form, the administrator's (master realm), and RP-initiated logout.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -9,14 +7,18 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
+use super::client_address::ClientAddress;
 use super::error::no_store;
 use super::pages::{logout_confirmation_page, signed_out_page};
 use super::params::{ParamError, parse_form, parse_query};
 use super::realm::require_realm;
 use super::token::client_request;
 use super::{AppError, AppState, Cookies, CorrelationId, paths};
-use crate::oidc::sessions::Ending;
+use crate::oidc::sessions::{Ending, confirms_logout, logout_confirmation_code};
 use crate::signin::with_query;
+
+/// The confirmation form's field carrying the browser's confirmation code (Keycloak's name).
+const CONFIRMATION_CODE: &str = "session_code";
 
 /// RP-initiated logout's parameters (GET query or POST form).
 #[derive(Default, Deserialize)]
@@ -25,8 +27,10 @@ pub(crate) struct LogoutParams {
     client_id: Option<String>,
     post_logout_redirect_uri: Option<String>,
     state: Option<String>,
-    /// `yes` once the user confirmed on our page.
+    /// `yes` once the user confirmed on our page; counts only in a POST with the right code.
     confirm: Option<String>,
+    /// The confirmation code our page gave this browser.
+    session_code: Option<String>,
     /// The back-channel form: present means the client ends this token's session.
     refresh_token: Option<String>,
 }
@@ -40,11 +44,17 @@ fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
 pub(crate) async fn logout_post(
     State(state): State<AppState>,
     Path(realm): Path<String>,
+    client: ClientAddress,
     headers: HeaderMap,
     jar: CookieJar,
     correlation: CorrelationId,
     body: Bytes,
 ) -> Result<Response, AppError> {
+    if realm == paths::MASTER_REALM
+        && let Some(admin) = &state.admin
+    {
+        return super::admin::master_logout(&state, admin, client, &headers, &body).await;
+    }
     require_realm(&state.realm, &realm)?;
     let params: LogoutParams = parse_form(&headers, &body)
         .map_err(|err| AppError::oauth(crate::oidc::error::OAuthError::invalid_request(err.to_string())))?;
@@ -55,7 +65,7 @@ pub(crate) async fn logout_post(
         state.grants().logout(client, token, state.clock.now()).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    browser_logout(&state, params, jar, &correlation).await
+    browser_logout(&state, params, Method::Post, jar, &correlation).await
 }
 
 pub(crate) async fn logout_get(
@@ -67,15 +77,67 @@ pub(crate) async fn logout_get(
 ) -> Result<Response, AppError> {
     require_realm(&state.realm, &realm)?;
     let params = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
-    browser_logout(&state, params, jar, &correlation).await
+    browser_logout(&state, params, Method::Get, jar, &correlation).await
+}
+
+/// How the browser came: a top-level GET carries the Lax cookie from any site, so it never
+/// confirms anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// What a browser's logout request may know about whose session it ends.
+#[derive(Debug, Clone, Copy)]
+struct LogoutFacts<'a> {
+    method: Method,
+    /// `confirm=yes`.
+    confirm: bool,
+    /// The confirmation code sent with it.
+    code: Option<&'a str>,
+    /// The session a valid `id_token_hint` names.
+    hinted_session: Option<&'a str>,
+    /// The SSO cookie's value, and its session's id when it has one.
+    cookie: Option<&'a str>,
+    own_session: Option<&'a str>,
+}
+
+/// What a browser's logout request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Ends the browser's own session and goes on to the client or the signed-out page.
+    End,
+    /// Shows the confirmation page.
+    Ask,
+    /// Shows it again, saying the confirmation did not come from it.
+    AskAgain,
+}
+
+/// Another site can send the browser here with its cookie, but cannot read the confirmation
+/// code, nor hold an ID token of the browser's own session: only those end it unasked. A hint
+/// naming another session ends nothing (whoever sends it may hold someone else's ID token).
+/// Without a cookie nothing can be ended, so a confirmation needs no code.
+fn verdict(facts: LogoutFacts<'_>) -> Verdict {
+    if facts.hinted_session.is_some() && facts.hinted_session == facts.own_session {
+        return Verdict::End;
+    }
+    if facts.method != Method::Post || !facts.confirm {
+        return Verdict::Ask;
+    }
+    match facts.cookie {
+        None => Verdict::End,
+        Some(cookie) if confirms_logout(cookie, facts.code.unwrap_or_default()) => Verdict::End,
+        Some(_) => Verdict::AskAgain,
+    }
 }
 
 /// RP-initiated logout. The redirect target must be registered for the client exactly, or
-/// the user gets a page and no redirect. Without an `id_token_hint` another site could have
-/// sent the browser here, so the user confirms first.
+/// the user gets a page and no redirect; the browser's session ends as [`verdict`] says.
 async fn browser_logout(
     state: &AppState,
     params: LogoutParams,
+    method: Method,
     jar: CookieJar,
     correlation: &CorrelationId,
 ) -> Result<Response, AppError> {
@@ -109,25 +171,37 @@ async fn browser_logout(
             Some(uri)
         }
     };
-    if hint.is_none() && params.confirm.as_deref() != Some("yes") {
-        return Ok((no_store(), confirmation_page(&state.realm.name, &params)).into_response());
-    }
 
     let now = state.clock.now();
-    let mut ended = Vec::new();
-    if let Some(claims) = &hint
-        && let Some(session) = state.sessions.find(&claims.sid).await?
-        && !session.offline
-    {
-        ended.push(session);
+    let cookie = jar.get(Cookies::SSO_SESSION).map(|cookie| cookie.value().to_owned());
+    let own = match cookie.as_deref() {
+        Some(cookie) => state.sessions.by_cookie(cookie).await?,
+        None => None,
+    };
+    let facts = LogoutFacts {
+        method,
+        confirm: params.confirm.as_deref() == Some("yes"),
+        code: params.session_code.as_deref(),
+        hinted_session: hint.as_ref().map(|claims| claims.sid.as_str()),
+        cookie: cookie.as_deref(),
+        own_session: own.as_ref().map(|session| session.id.as_str()),
+    };
+    let ask = |status: StatusCode, notice: Option<&str>| {
+        let page = confirmation_page(&state.realm.name, client_id, &params, cookie.as_deref(), notice);
+        Ok((status, no_store(), page).into_response())
+    };
+    match verdict(facts) {
+        Verdict::Ask => return ask(StatusCode::OK, None),
+        Verdict::AskAgain => {
+            let notice =
+                "This sign-out was not confirmed on this page, so nothing was ended. Sign out here if you meant to.";
+            return ask(StatusCode::BAD_REQUEST, Some(notice));
+        }
+        Verdict::End => {}
     }
-    if let Some(cookie) = jar.get(Cookies::SSO_SESSION)
-        && let Some(session) = state.sessions.by_cookie(cookie.value()).await?
-    {
-        ended.push(session);
-    }
-    for session in &ended {
-        state.sessions.end(session, Ending::BrowserLogout, client_id, now).await?;
+
+    if let Some(session) = own.filter(|session| state.sessions.is_live(session, now)) {
+        state.sessions.end(&session, Ending::BrowserLogout, client_id, now).await?;
     }
     let jar = jar.add(state.cookies.removal(Cookies::SSO_SESSION));
     Ok(match redirect {
@@ -140,15 +214,65 @@ async fn browser_logout(
     })
 }
 
-/// Asks the user to confirm, posting the same parameters back with `confirm=yes`.
-fn confirmation_page(realm: &str, params: &LogoutParams) -> axum::response::Html<String> {
+/// Asks the user to confirm, posting the request back with `confirm=yes` and, when the browser
+/// has an SSO cookie, its confirmation code. The client is named by id even when an
+/// `id_token_hint` named it, so that the redirect is still checked on the way back.
+fn confirmation_page(
+    realm: &str,
+    client_id: Option<&str>,
+    params: &LogoutParams,
+    cookie: Option<&str>,
+    notice: Option<&str>,
+) -> axum::response::Html<String> {
+    let code = cookie.map(logout_confirmation_code);
     let hidden: Vec<(&str, &str)> = [
-        ("client_id", params.client_id.as_deref()),
+        ("client_id", client_id),
         ("post_logout_redirect_uri", params.post_logout_redirect_uri.as_deref()),
         ("state", params.state.as_deref()),
+        (CONFIRMATION_CODE, code.as_deref()),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|value| (name, value)))
     .collect();
-    logout_confirmation_page(&paths::LOGOUT.replace("{realm}", realm), &hidden)
+    logout_confirmation_page(&paths::LOGOUT.replace("{realm}", realm), &hidden, notice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_browsers_own_hint_or_its_own_confirmation_ends_its_session() {
+        let cookie = "cookie-secret";
+        let code = logout_confirmation_code(cookie);
+        let own = LogoutFacts {
+            method: Method::Get,
+            confirm: false,
+            code: None,
+            hinted_session: None,
+            cookie: Some(cookie),
+            own_session: Some("s-own"),
+        };
+        let post = LogoutFacts { method: Method::Post, confirm: true, ..own };
+
+        let cases = [
+            (own, Verdict::Ask, "no hint, no confirmation"),
+            (LogoutFacts { confirm: true, code: Some(&code), ..own }, Verdict::Ask, "a GET never confirms"),
+            (LogoutFacts { hinted_session: Some("s-own"), ..own }, Verdict::End, "the browser's own hint"),
+            (LogoutFacts { hinted_session: Some("s-other"), ..own }, Verdict::Ask, "another session's hint"),
+            (LogoutFacts { code: Some(&code), ..post }, Verdict::End, "the right code"),
+            (post, Verdict::AskAgain, "a POST without a code"),
+            (LogoutFacts { code: Some("forged"), ..post }, Verdict::AskAgain, "a wrong code"),
+            (LogoutFacts { code: Some(&code), confirm: false, ..post }, Verdict::Ask, "a code without confirm=yes"),
+            (LogoutFacts { cookie: None, own_session: None, ..post }, Verdict::End, "nothing to end: no code needed"),
+            (
+                LogoutFacts { cookie: None, own_session: None, hinted_session: Some("s-other"), ..own },
+                Verdict::Ask,
+                "a hint without a browser session",
+            ),
+        ];
+        for (facts, expected, why) in cases {
+            assert_eq!(verdict(facts), expected, "{why}");
+        }
+    }
 }

@@ -4,6 +4,7 @@ mod actions;
 pub(crate) mod admin;
 pub(crate) mod broker;
 pub(crate) mod browser;
+pub(crate) mod client_address;
 mod development;
 mod error;
 pub(crate) mod internal;
@@ -18,6 +19,7 @@ mod state;
 pub(crate) mod token;
 
 pub(crate) use error::{AppError, CorrelationId, ErrorDetail};
+pub(crate) use params::refuse_non_text;
 pub(crate) use state::About;
 pub use state::{AppState, Cookies, Health, Services};
 

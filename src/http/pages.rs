@@ -78,18 +78,20 @@ pub(crate) fn signed_out_page() -> Html<String> {
     page("Signed out", "<h1>You are signed out</h1>")
 }
 
-/// Asks the user to confirm a logout, posting `hidden` back to `action` with `confirm=yes`.
-pub(crate) fn logout_confirmation_page(action: &str, hidden: &[(&str, &str)]) -> Html<String> {
+/// Asks the user to confirm a logout, posting `hidden` (the browser's confirmation code among
+/// them) back to `action` with `confirm=yes`; `notice` says why it asks again.
+pub(crate) fn logout_confirmation_page(action: &str, hidden: &[(&str, &str)], notice: Option<&str>) -> Html<String> {
     let fields: String = hidden
         .iter()
         .map(|(name, value)| {
             format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", attribute(name), attribute(value))
         })
         .collect();
+    let notice = notice.map(|text| format!("<p><strong>{}</strong></p>", escape(text))).unwrap_or_default();
     page(
         "Sign out",
         &format!(
-            "<h1>Sign out?</h1><form method=\"post\" action=\"{}\">{fields}\
+            "<h1>Sign out?</h1>{notice}<form method=\"post\" action=\"{}\">{fields}\
              <input type=\"hidden\" name=\"confirm\" value=\"yes\"><button type=\"submit\">Sign out</button></form>",
             attribute(action)
         ),

@@ -10,6 +10,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 
+use super::AppError;
+use crate::oidc::error::ErrorCode;
+
 /// Longest value accepted for any parameter; longer ones are refused, not truncated.
 pub(crate) const MAX_PARAMETER_LENGTH: usize = 2048;
 /// Longest bearer token accepted: our JWTs are well under 2 KB.
@@ -22,6 +25,8 @@ pub(crate) enum ParamError {
     Repeated(String),
     #[error("parameter `{0}` is longer than {MAX_PARAMETER_LENGTH} characters")]
     TooLong(String),
+    #[error("parameter `{0}` holds a NUL byte or bytes that are not UTF-8")]
+    NotText(String),
     #[error("the body must be application/x-www-form-urlencoded")]
     NotAForm,
     #[error("malformed parameters: {0}")]
@@ -32,18 +37,111 @@ pub(crate) enum ParamError {
 pub(crate) fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ParamError> {
     let mut seen = std::collections::HashSet::new();
     let mut present = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in url::form_urlencoded::parse(raw) {
+    for pair in pairs(raw) {
+        let (name, value) = decode_pair(pair)?;
         if value.len() > MAX_PARAMETER_LENGTH {
-            return Err(ParamError::TooLong(name.into_owned()));
+            return Err(ParamError::TooLong(name));
         }
         if !seen.insert(name.clone()) {
-            return Err(ParamError::Repeated(name.into_owned()));
+            return Err(ParamError::Repeated(name));
         }
         if !value.is_empty() {
             present.append_pair(&name, &value);
         }
     }
     Ok(serde_urlencoded::from_str(&present.finish())?)
+}
+
+/// One `name=value` pair, percent- and `+`-decoded. Unlike `form_urlencoded::parse`, bytes
+/// that are not UTF-8 are refused rather than replaced, and so is NUL: no database stores it
+/// in text (Postgres refuses it), and no protocol value holds it.
+fn decode_pair(pair: &[u8]) -> Result<(String, String), ParamError> {
+    let (name, value) = match pair.iter().position(|&byte| byte == b'=') {
+        Some(at) => (&pair[..at], &pair[at + 1..]),
+        None => (pair, &[][..]),
+    };
+    let name = decode_component(name).ok_or_else(|| ParamError::NotText(String::from_utf8_lossy(name).into_owned()))?;
+    let value = decode_component(value).ok_or_else(|| ParamError::NotText(name.clone()))?;
+    Ok((name, value))
+}
+
+fn decode_component(raw: &[u8]) -> Option<String> {
+    let plus_as_space: Vec<u8> = raw.iter().map(|&byte| if byte == b'+' { b' ' } else { byte }).collect();
+    let decoded: Vec<u8> = percent_encoding::percent_decode(&plus_as_space).collect();
+    String::from_utf8(decoded).ok().filter(|text| !text.contains('\0'))
+}
+
+/// The one rule for every listener, before any handler runs: a path, query string, form body
+/// or JSON body holding NUL or bytes that are not UTF-8 (percent-encoded or JSON-escaped ones
+/// included) is refused with `400 invalid_request` (`errorMessage` on the admin API). Handlers never see such a value, so none
+/// reaches a database (Postgres refuses NUL in text with an error that would be a 500).
+pub(crate) async fn refuse_non_text(
+    axum::extract::State(max_body_bytes): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    // Keycloak's admin API answers bad input in its own dialect (`errorMessage`), which its
+    // OpenAPI document promises; every other surface in OAuth's.
+    let admin = request.uri().path().starts_with("/admin/");
+    let refuse = |what: &str| {
+        let message = format!("the {what} holds a NUL byte or bytes that are not UTF-8");
+        let status = axum::http::StatusCode::BAD_REQUEST;
+        let error =
+            if admin { AppError::keycloak(status, message) } else { AppError::api(status, ErrorCode::InvalidRequest, message) };
+        error.into_response()
+    };
+    if decode_component(request.uri().path().as_bytes()).is_none() {
+        return refuse("path");
+    }
+    if request.uri().query().is_some_and(|query| holds_non_text(query.as_bytes())) {
+        return refuse("query string");
+    }
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let body_kind = if content_type.starts_with("application/x-www-form-urlencoded") {
+        Some("form body")
+    } else if content_type.starts_with("application/json") {
+        Some("JSON body")
+    } else {
+        None
+    };
+    let Some(body_kind) = body_kind else { return next.run(request).await };
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, max_body_bytes).await else {
+        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    };
+    let refused = match body_kind {
+        "form body" => holds_non_text(&bytes),
+        _ => std::str::from_utf8(&bytes).map_or(true, holds_escaped_nul),
+    };
+    if refused {
+        return refuse(body_kind);
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// Whether any pair of a query string or form body is not text.
+fn holds_non_text(raw: &[u8]) -> bool {
+    pairs(raw).any(|pair| decode_pair(pair).is_err())
+}
+
+fn pairs(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw.split(|&byte| byte == b'&').filter(|pair| !pair.is_empty())
+}
+
+/// Whether JSON text escapes a NUL (`\u0000`); an escaped backslash before `u0000` does not.
+fn holds_escaped_nul(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut at = 0;
+    while let Some(found) = json[at..].find("u0000") {
+        let start = at + found;
+        let backslashes = bytes[..start].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return true;
+        }
+        at = start + 1;
+    }
+    false
 }
 
 /// Reads a query string; no query is an empty one.

@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use super::{AppError, AppState, paths};
 use crate::config::RealmSettings;
+use crate::oidc::clients::ClientRegistry;
+use crate::oidc::grants::GrantType;
 use crate::oidc::tokens::TokenService;
 
 /// Unknown realms answer 404 like Keycloak's `Realm does not exist`.
@@ -52,7 +54,7 @@ pub(crate) struct Discovery {
     end_session_endpoint: String,
     revocation_endpoint: String,
     jwks_uri: String,
-    grant_types_supported: &'static [&'static str],
+    grant_types_supported: Vec<&'static str>,
     response_types_supported: &'static [&'static str],
     response_modes_supported: &'static [&'static str],
     subject_types_supported: &'static [&'static str],
@@ -60,7 +62,10 @@ pub(crate) struct Discovery {
     userinfo_signing_alg_values_supported: [&'static str; 1],
     token_endpoint_auth_methods_supported: &'static [&'static str],
     introspection_endpoint_auth_methods_supported: &'static [&'static str],
+    revocation_endpoint_auth_methods_supported: &'static [&'static str],
     code_challenge_methods_supported: &'static [&'static str],
+    /// RFC 9207: authorization responses, codes and errors alike, carry `iss`.
+    authorization_response_iss_parameter_supported: bool,
     scopes_supported: &'static [&'static str],
     claims_supported: &'static [&'static str],
     claims_parameter_supported: bool,
@@ -68,9 +73,12 @@ pub(crate) struct Discovery {
     request_uri_parameter_supported: bool,
 }
 
-const CLIENT_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
+/// How a client may prove itself: a confidential client by its secret, a public client (`none`)
+/// by its id; introspection takes only a secret (a service account's or a confidential client's).
+const CLIENT_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
+const SECRET_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
 
-pub(crate) fn discovery_document(tokens: &TokenService) -> Discovery {
+pub(crate) fn discovery_document(tokens: &TokenService, clients: &ClientRegistry) -> Discovery {
     let issuer = tokens.issuer();
     let url = |template: &str| format!("{issuer}{}", paths::realm_relative(template));
     Discovery {
@@ -82,15 +90,17 @@ pub(crate) fn discovery_document(tokens: &TokenService) -> Discovery {
         end_session_endpoint: url(paths::LOGOUT),
         revocation_endpoint: url(paths::REVOKE),
         jwks_uri: url(paths::CERTS),
-        grant_types_supported: &["authorization_code", "refresh_token"],
+        grant_types_supported: GrantType::ALL.iter().map(|grant| grant.as_str()).collect(),
         response_types_supported: &["code"],
         response_modes_supported: &["query"],
         subject_types_supported: &["public"],
         id_token_signing_alg_values_supported: [tokens.keys().algorithm().name()],
         userinfo_signing_alg_values_supported: [tokens.keys().algorithm().name()],
         token_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
-        introspection_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
-        code_challenge_methods_supported: &["plain", "S256"],
+        introspection_endpoint_auth_methods_supported: SECRET_AUTH_METHODS,
+        revocation_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
+        code_challenge_methods_supported: clients.code_challenge_methods(),
+        authorization_response_iss_parameter_supported: true,
         scopes_supported: &["openid", "profile", "email", "offline_access"],
         claims_supported: &[
             "aud",
@@ -113,7 +123,7 @@ pub(crate) fn discovery_document(tokens: &TokenService) -> Discovery {
 
 pub(crate) async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
-    Ok(Json(discovery_document(&state.tokens)).into_response())
+    Ok(Json(discovery_document(&state.tokens, &state.clients)).into_response())
 }
 
 pub(crate) async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use super::client_address::ClientAddresses;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::{Mode, RealmSettings};
@@ -138,6 +139,8 @@ pub struct Services {
     pub demo: Option<DemoClient>,
     /// Keycloak's master-realm administrator; `None` turns the admin REST API off.
     pub(crate) admin: Option<Arc<AdminSignIn>>,
+    /// Which peers' `X-Forwarded-For` is believed (`http.trusted_proxies`).
+    pub(crate) client_addresses: ClientAddresses,
 }
 
 impl AppState {

@@ -11,9 +11,9 @@ use super::params::{Bearer, form_bearer, parse_form};
 use super::realm::require_realm;
 use super::{AppError, AppState, error::no_store, paths};
 use crate::config::ClientSettings;
-use crate::oidc::clients::PresentedCredentials;
+use crate::oidc::clients::{IntrospectionRefusal, PresentedCredentials, may_introspect};
 use crate::oidc::error::{ErrorCode, OAuthError};
-use crate::oidc::grants::CodeExchange;
+use crate::oidc::grants::{CodeExchange, GrantType};
 use crate::oidc::tokens::{IssuedTokens, UserClaims};
 
 /// Every parameter the token endpoint and its siblings read.
@@ -166,23 +166,29 @@ async fn client_credentials(state: &AppState, headers: &HeaderMap, form: &TokenF
 pub(crate) async fn token(
     State(state): State<AppState>,
     Path(realm): Path<String>,
+    client: super::client_address::ClientAddress,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
     if realm == paths::MASTER_REALM
         && let Some(admin) = &state.admin
     {
-        return super::admin::master_token(&state, admin, &headers, &body).await;
+        return super::admin::master_token(&state, admin, client, &headers, &body).await;
     }
     require_realm(&state.realm, &realm)?;
     let form: TokenForm = parse_form(&headers, &body).map_err(invalid_request)?;
-    if form.grant_type.as_deref() == Some("client_credentials") {
-        return client_credentials(&state, &headers, &form).await;
-    }
-    let client = authenticate_client(&state, &headers, &form)?;
+    // The grant type is checked before the client, as Keycloak does.
+    let grant_type = match form.grant_type.as_deref() {
+        Some(name) => GrantType::from_wire(name).ok_or_else(|| {
+            AppError::oauth(OAuthError::new(ErrorCode::UnsupportedGrantType, "Unsupported grant_type"))
+        })?,
+        None => return Err(invalid_request("Missing form parameter: grant_type")),
+    };
     let now = state.clock.now();
-    let issued = match form.grant_type.as_deref() {
-        Some("authorization_code") => {
+    let issued = match grant_type {
+        GrantType::ClientCredentials => return client_credentials(&state, &headers, &form).await,
+        GrantType::AuthorizationCode => {
+            let client = authenticate_client(&state, &headers, &form)?;
             let exchange = CodeExchange {
                 code: required(&form.code, "code")?,
                 redirect_uri: form.redirect_uri.as_deref(),
@@ -190,14 +196,11 @@ pub(crate) async fn token(
             };
             state.grants().exchange_authorization_code(client, &exchange, now).await?
         }
-        Some("refresh_token") => {
+        GrantType::RefreshToken => {
+            let client = authenticate_client(&state, &headers, &form)?;
             let token = required(&form.refresh_token, "refresh_token")?;
             state.grants().refresh(client, token, now).await?
         }
-        Some(_) => {
-            return Err(AppError::oauth(OAuthError::new(ErrorCode::UnsupportedGrantType, "Unsupported grant_type")));
-        }
-        None => return Err(invalid_request("Missing form parameter: grant_type")),
     };
     Ok(token_response(&issued))
 }
@@ -237,14 +240,29 @@ pub(crate) async fn userinfo(
     Ok((no_store(), Json(Userinfo { sub: &user_id, claims: &claims })).into_response())
 }
 
-/// RFC 7662 introspection; inactive tokens answer 200 `{"active": false}`.
+/// RFC 7662 introspection, for confidential clients and service accounts; inactive tokens
+/// answer 200 `{"active": false}`.
 pub(crate) async fn introspect(
     State(state): State<AppState>,
     Path(realm): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let (form, _client) = client_request(&state, &realm, &headers, &body)?;
+    require_realm(&state.realm, &realm)?;
+    let form: TokenForm = parse_form(&headers, &body).map_err(invalid_request)?;
+    let credentials = presented_credentials(&headers, &form)?;
+    match may_introspect(&state.clients, &state.service_accounts, &credentials) {
+        Ok(()) => {}
+        Err(IntrospectionRefusal::Unauthenticated) => return Err(invalid_client(&credentials)),
+        // Keycloak's answer to a public client.
+        Err(IntrospectionRefusal::PublicClient) => {
+            return Err(AppError::OAuth {
+                status: StatusCode::FORBIDDEN,
+                error: OAuthError::invalid_request("Client not allowed."),
+                basic_challenge: false,
+            });
+        }
+    }
     let token = form.token.as_deref().unwrap_or_default();
     Ok(match state.grants().introspect(token, state.clock.now()).await? {
         Some(active) => (no_store(), Json(active)).into_response(),
@@ -252,7 +270,8 @@ pub(crate) async fn introspect(
     })
 }
 
-/// RFC 7009 revocation of refresh tokens; answers 200 whether or not the token was known.
+/// RFC 7009 revocation of access and refresh tokens; answers 200 whether or not the token was
+/// known.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     Path(realm): Path<String>,

@@ -1,10 +1,11 @@
 //! `import keycloak`: a realm export's users into the broker, ids kept, a chunk per transaction.
 //!
 //! The export is read twice. The first pass parses every file and checks it (JSON, realm,
-//! each user's id and username) and counts the users, writing nothing, so a malformed file or
-//! the wrong realm stops the import before any row changes. The second pass streams the users
-//! (one file open, one chunk in memory) and decides for each one, against what the database
-//! holds, whether to create, update, leave or skip it. Deciding is pure (`plan`); the reads
+//! each user's id and username, no id given twice) and counts the users, writing nothing, so a
+//! malformed file, the wrong realm or two users with one id stop the import before any row
+//! changes. The second pass streams the users (one file open, one chunk in memory) and decides
+//! for each one, against what the database holds, whether to create, update, leave or skip it
+//! (a user over the admin API's attribute limits is skipped). Deciding is pure (`plan`); the reads
 //! and writes of a chunk share one transaction.
 
 use std::collections::HashMap;
@@ -16,6 +17,9 @@ use super::files::{ExportError, export_files, read_users};
 use super::progress::Progress;
 use super::representation::UserRepresentation;
 use crate::config::ProviderSettings;
+use crate::directory::{
+    MAX_ATTRIBUTE_NAME_LENGTH, MAX_ATTRIBUTE_NAMES, MAX_ATTRIBUTE_VALUE_LENGTH, MAX_ATTRIBUTE_VALUES,
+};
 use crate::store::{ImportBatch, LinkRow, PortableUser, Store, StoreError, UserWrite};
 
 /// Users decided and written per transaction.
@@ -29,6 +33,11 @@ pub enum ImportError {
     Export(#[from] ExportError),
     #[error("{path}: user #{index} {problem}")]
     InvalidUser { path: PathBuf, index: u64, problem: String },
+    #[error(
+        "two users have the id `{id}`: {first} and {second}; the broker keeps Keycloak's ids, so each user needs its \
+         own: remove or correct one of them and import again (nothing was imported)"
+    )]
+    DuplicateId { id: String, first: String, second: String },
     #[error("database")]
     Store(#[from] StoreError),
     #[error("the export reader stopped unexpectedly")]
@@ -79,6 +88,24 @@ pub(crate) struct ImportTarget<'a> {
     pub dry_run: bool,
 }
 
+/// Where a user stands in an export: the file's number in the list and the user's there (from 1).
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    file: usize,
+    index: u64,
+}
+
+/// Why the first pass stopped at a user.
+enum Refusal {
+    Invalid(String),
+    /// The user's id was seen before, at `first`.
+    Duplicate {
+        id: String,
+        username: String,
+        first: Place,
+    },
+}
+
 /// Checks every file of the export at `path` and counts its users; writes nothing.
 pub async fn check_export(path: &Path, realm: &str) -> Result<(Vec<PathBuf>, u64), ImportError> {
     let path = path.to_owned();
@@ -86,19 +113,38 @@ pub async fn check_export(path: &Path, realm: &str) -> Result<(Vec<PathBuf>, u64
     tokio::task::spawn_blocking(move || {
         let files = export_files(&path, &realm)?;
         let mut users = 0_u64;
-        for file in &files {
+        // Ids by a 128-bit prefix of their SHA-256, not as strings: about 4 MiB for 100,000
+        // users instead of 10, next to an import's 21 MiB; two ids sharing a prefix cannot be
+        // met by chance.
+        let mut seen: HashMap<[u8; 16], Place> = HashMap::new();
+        for (number, file) in files.iter().enumerate() {
             let mut index = 0_u64;
-            let mut problem = None;
+            let mut refusal = None;
             let named = read_users(file, &mut |user| {
                 index += 1;
-                if let Some(message) = user_problem(&user) {
-                    problem = Some((index, message));
-                    return Err("invalid user".to_owned());
+                refusal = match user_problem(&user) {
+                    Some(message) => Some(Refusal::Invalid(message)),
+                    None => first_place(&mut seen, &user, Place { file: number, index }),
+                };
+                match refusal {
+                    Some(_) => Err("refused user".to_owned()),
+                    None => Ok(()),
                 }
-                Ok(())
             });
-            if let Some((index, problem)) = problem {
-                return Err(ImportError::InvalidUser { path: file.clone(), index, problem });
+            match refusal {
+                Some(Refusal::Invalid(problem)) => {
+                    return Err(ImportError::InvalidUser { path: file.clone(), index, problem });
+                }
+                Some(Refusal::Duplicate { id, username, first }) => {
+                    let first_file = files.get(first.file).unwrap_or(file);
+                    let first_username = username_at(first_file, first.index).unwrap_or_default();
+                    return Err(ImportError::DuplicateId {
+                        id,
+                        first: describe_place(first_file, first.index, &first_username),
+                        second: describe_place(file, index, &username),
+                    });
+                }
+                None => {}
             }
             match named? {
                 Some(found) if found == realm => {}
@@ -117,6 +163,46 @@ pub async fn check_export(path: &Path, realm: &str) -> Result<(Vec<PathBuf>, u64
     })
     .await
     .map_err(|_| ImportError::Reader)?
+}
+
+/// Records where the user's id is first seen; when it was seen before, the refusal naming that place.
+fn first_place(seen: &mut HashMap<[u8; 16], Place>, user: &UserRepresentation, place: Place) -> Option<Refusal> {
+    let id = user.id.as_deref().unwrap_or_default();
+    let digest = crate::crypto::sha256(id.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    match seen.entry(key) {
+        std::collections::hash_map::Entry::Occupied(first) => Some(Refusal::Duplicate {
+            id: id.to_owned(),
+            username: user.username.clone().unwrap_or_default(),
+            first: *first.get(),
+        }),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(place);
+            None
+        }
+    }
+}
+
+/// The username of user #`index` of `path` (read again: only an export refused for a
+/// duplicate id needs it, so the first pass keeps no usernames).
+fn username_at(path: &Path, index: u64) -> Option<String> {
+    let mut at = 0_u64;
+    let mut username = None;
+    // The reading is stopped on purpose once the user is found; the error that says so is not one.
+    let _stopped = read_users(path, &mut |user| {
+        at += 1;
+        if at < index {
+            return Ok(());
+        }
+        username = user.username;
+        Err("found".to_owned())
+    });
+    username
+}
+
+fn describe_place(path: &Path, index: u64, username: &str) -> String {
+    format!("{} user #{index} (username `{username}`)", path.display())
 }
 
 /// What makes a user unusable, said for the operator.
@@ -203,7 +289,7 @@ async fn import_chunk(
     loop {
         attempt += 1;
         let mut batch = match store {
-            Some(store) => Some(store.begin_import().await?),
+            Some(store) => Some(store.begin_import(!target.dry_run).await?),
             None => None,
         };
         let mut report = UsersReport::default();
@@ -286,6 +372,41 @@ fn desired(user: &UserRepresentation, providers: &[ProviderSettings], now: i64) 
     }
 }
 
+/// Why a user's attributes exceed what the admin API lets an administrator store, if they do:
+/// an import must not store what the API would refuse. `attributes` are grouped by name.
+fn attributes_problem(attributes: &[(String, String)]) -> Option<String> {
+    let mut names = 0_usize;
+    let mut previous: Option<&str> = None;
+    for (name, value) in attributes {
+        if previous != Some(name.as_str()) {
+            names += 1;
+            previous = Some(name);
+            if name.trim().is_empty() || name.len() > MAX_ATTRIBUTE_NAME_LENGTH || name.chars().any(char::is_control) {
+                return Some(format!(
+                    "an attribute name is empty, over {MAX_ATTRIBUTE_NAME_LENGTH} bytes or holds control characters \
+                     (the admin API's limits)"
+                ));
+            }
+        }
+        if value.len() > MAX_ATTRIBUTE_VALUE_LENGTH || value.contains('\0') {
+            return Some(format!(
+                "its attribute `{name}` has a value over {MAX_ATTRIBUTE_VALUE_LENGTH} bytes or with a NUL character \
+                 (the admin API's limit)"
+            ));
+        }
+    }
+    if names > MAX_ATTRIBUTE_NAMES {
+        return Some(format!("it has {names} attributes, over the admin API's limit of {MAX_ATTRIBUTE_NAMES}"));
+    }
+    if attributes.len() > MAX_ATTRIBUTE_VALUES {
+        return Some(format!(
+            "it has {} attribute values, over the admin API's limit of {MAX_ATTRIBUTE_VALUES} in all",
+            attributes.len()
+        ));
+    }
+    None
+}
+
 /// What the database holds of a user.
 #[derive(Debug)]
 struct Stored {
@@ -306,6 +427,10 @@ async fn import_user(
     let skip = |reason: String| Skipped { user_id: id.clone(), username: want.user.username.clone(), reason };
     if let Some(client) = &representation.service_account_client_id {
         report.skipped.push(skip(format!("the service account of client `{client}`, not a person")));
+        return Ok(());
+    }
+    if let Some(problem) = attributes_problem(&want.attributes) {
+        report.skipped.push(skip(problem));
         return Ok(());
     }
     // The upstream account first: when one person signed in before the import, that says more.
@@ -370,7 +495,11 @@ async fn import_user(
         report.unchanged += 1;
         return Ok(());
     }
-    if stored.is_some() { report.updated += 1 } else { report.created += 1 }
+    if stored.is_some() {
+        report.updated += 1
+    } else {
+        report.created += 1
+    }
     if target.dry_run {
         if let Some(email) = &want.user.email {
             claims.emails.insert(email.to_lowercase(), id.clone());
@@ -437,6 +566,60 @@ client_secret = "s"
         let missing = desired(&UserRepresentation { id: Some("u".into()), ..Default::default() }, &[], 5);
         assert!(missing.user.enabled, "Keycloak's users are enabled unless the export says otherwise");
         assert_eq!(missing.user.created_at, 5, "no timestamp: now");
+    }
+
+    #[test]
+    fn attributes_over_the_admin_apis_limits_are_named() {
+        let values = |name: &str, count: usize, value: &str| -> Vec<(String, String)> {
+            (0..count).map(|_| (name.to_owned(), value.to_owned())).collect()
+        };
+        let many_names: Vec<(String, String)> =
+            (0..=MAX_ATTRIBUTE_NAMES).map(|i| (format!("a{i:03}"), "v".to_owned())).collect();
+        let limit_names: Vec<(String, String)> =
+            (0..MAX_ATTRIBUTE_NAMES).map(|i| (format!("a{i:03}"), "v".to_owned())).collect();
+        type Attributes = Vec<(String, String)>;
+        let cases: [(Attributes, Option<&str>, &str); 9] = [
+            (Vec::new(), None, "no attributes"),
+            (limit_names, None, "as many names as allowed"),
+            (many_names, Some("attributes, over the admin API's limit of 64"), "one name too many"),
+            (values("a", MAX_ATTRIBUTE_VALUES, "v"), None, "as many values as allowed"),
+            (values("a", MAX_ATTRIBUTE_VALUES + 1, "v"), Some("257 attribute values"), "one value too many"),
+            (values("a", 1, &"x".repeat(MAX_ATTRIBUTE_VALUE_LENGTH)), None, "the longest value allowed"),
+            (values("a", 1, &"x".repeat(MAX_ATTRIBUTE_VALUE_LENGTH + 1)), Some("over 2048 bytes"), "a value too long"),
+            (values("a", 1, "x\0y"), Some("NUL"), "a NUL, which Postgres cannot store"),
+            (values(&"n".repeat(MAX_ATTRIBUTE_NAME_LENGTH + 1), 1, "v"), Some("attribute name"), "a name too long"),
+        ];
+        for (attributes, expected, case) in cases {
+            let problem = attributes_problem(&attributes);
+            match expected {
+                None => assert_eq!(problem, None, "{case}"),
+                Some(words) => assert!(problem.as_deref().is_some_and(|p| p.contains(words)), "{case}: {problem:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_id_given_twice_stops_the_check_naming_both_places() {
+        let dir = std::env::temp_dir().join(format!("ib_kc_dup_{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("allhands-realm.json"), r#"{"realm":"allhands"}"#).unwrap();
+        std::fs::write(
+            dir.join("allhands-users-0.json"),
+            r#"{"realm":"allhands","users":[{"id":"1","username":"ann"},{"id":"2","username":"bea"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("allhands-users-1.json"),
+            r#"{"realm":"allhands","users":[{"id":"3","username":"cid"},{"id":"2","username":"dan"}]}"#,
+        )
+        .unwrap();
+
+        let message = check_export(&dir, "allhands").await.map(|_| ()).unwrap_err().to_string();
+
+        assert!(message.contains("two users have the id `2`"), "{message}");
+        assert!(message.contains("allhands-users-0.json user #2 (username `bea`)"), "{message}");
+        assert!(message.contains("allhands-users-1.json user #2 (username `dan`)"), "{message}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

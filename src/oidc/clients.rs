@@ -3,6 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use super::authorize::{PKCE_PLAIN, PKCE_S256};
 use crate::config::{ClientCredential, ClientSettings, ServiceAccountSettings};
 
 /// Credentials a token request presented, from the form or the `Authorization` header.
@@ -76,6 +77,38 @@ impl ClientRegistry {
             _ => None,
         }
     }
+
+    /// The PKCE methods the authorization endpoint accepts from some client, as discovery
+    /// advertises them: `plain` only while a client is configured to allow it.
+    pub(crate) fn code_challenge_methods(&self) -> &'static [&'static str] {
+        if self.clients.iter().any(|client| client.allow_plain_pkce) { &[PKCE_S256, PKCE_PLAIN] } else { &[PKCE_S256] }
+    }
+}
+
+/// Why a caller may not introspect tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntrospectionRefusal {
+    /// No client or service account, or the wrong secret.
+    Unauthenticated,
+    /// A public client, which proves nothing by its id (Keycloak: "Client not allowed.").
+    PublicClient,
+}
+
+/// RFC 7662 §2.1: only a caller that proves itself with a secret, a confidential client or a
+/// service account, may read what a token says; anyone can name a public client.
+pub(crate) fn may_introspect(
+    clients: &ClientRegistry,
+    accounts: &ServiceAccountRegistry,
+    credentials: &PresentedCredentials,
+) -> Result<(), IntrospectionRefusal> {
+    if accounts.authenticate(credentials).is_some() {
+        return Ok(());
+    }
+    match clients.authenticate(credentials) {
+        Some(client) if client.is_public() => Err(IntrospectionRefusal::PublicClient),
+        Some(_) => Ok(()),
+        None => Err(IntrospectionRefusal::Unauthenticated),
+    }
 }
 
 impl ClientSettings {
@@ -122,5 +155,75 @@ impl ServiceAccountRegistry {
 impl ServiceAccountSettings {
     pub(crate) fn may_read(&self, alias: &str) -> bool {
         self.allowed_providers.iter().any(|allowed| allowed == alias)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::crypto::CtSecret;
+
+    fn client(client_id: &str, secret: Option<&str>, allow_plain_pkce: bool) -> ClientSettings {
+        ClientSettings {
+            client_id: client_id.to_owned(),
+            credential: match secret {
+                Some(secret) => ClientCredential::Confidential(CtSecret::new(SecretString::from(secret))),
+                None => ClientCredential::Public,
+            },
+            redirect_uris: vec!["http://app.test/cb".to_owned()],
+            post_logout_redirect_uris: Vec::new(),
+            read_token: true,
+            rotate_refresh_tokens: false,
+            allow_plain_pkce,
+        }
+    }
+
+    fn presented(client_id: Option<&str>, secret: Option<&str>) -> PresentedCredentials {
+        PresentedCredentials {
+            client_id: client_id.map(str::to_owned),
+            client_secret: secret.map(str::to_owned),
+            via_basic: false,
+        }
+    }
+
+    #[test]
+    fn only_callers_proven_by_a_secret_may_introspect() {
+        let clients = ClientRegistry::new(vec![client("app", Some("app-secret"), false), client("spa", None, false)]);
+        let accounts = ServiceAccountRegistry::new(vec![ServiceAccountSettings {
+            client_id: "runtime".to_owned(),
+            client_secret: CtSecret::new(SecretString::from("runtime-secret")),
+            allowed_providers: Vec::new(),
+            admin_roles: Vec::new(),
+        }]);
+        let cases = [
+            (Some("app"), Some("app-secret"), Ok(()), "a confidential client"),
+            (Some("runtime"), Some("runtime-secret"), Ok(()), "a service account"),
+            (Some("spa"), None, Err(IntrospectionRefusal::PublicClient), "a public client by its id"),
+            (Some("spa"), Some("guess"), Err(IntrospectionRefusal::Unauthenticated), "a public client with a secret"),
+            (Some("app"), Some("wrong"), Err(IntrospectionRefusal::Unauthenticated), "a wrong secret"),
+            (Some("app"), None, Err(IntrospectionRefusal::Unauthenticated), "a confidential client without its secret"),
+            (
+                Some("runtime"),
+                Some("wrong"),
+                Err(IntrospectionRefusal::Unauthenticated),
+                "a service account's wrong secret",
+            ),
+            (Some("nobody"), Some("x"), Err(IntrospectionRefusal::Unauthenticated), "an unknown client"),
+            (None, None, Err(IntrospectionRefusal::Unauthenticated), "no credentials"),
+        ];
+        for (client_id, secret, expected, context) in cases {
+            assert_eq!(may_introspect(&clients, &accounts, &presented(client_id, secret)), expected, "{context}");
+        }
+    }
+
+    #[test]
+    fn plain_pkce_is_advertised_only_while_a_client_allows_it() {
+        let strict = ClientRegistry::new(vec![client("app", Some("s"), false), client("spa", None, false)]);
+        let lenient = ClientRegistry::new(vec![client("app", Some("s"), false), client("legacy", None, true)]);
+
+        assert_eq!(strict.code_challenge_methods(), ["S256"]);
+        assert_eq!(lenient.code_challenge_methods(), ["S256", "plain"]);
     }
 }

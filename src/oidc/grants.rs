@@ -6,6 +6,7 @@ use crate::config::ClientSettings;
 use crate::crypto::{constant_time_eq, pkce_s256, token_hash};
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
 
+use super::authorize::PKCE_S256;
 use super::error::OAuthError;
 use super::sessions::{Ending, Sessions};
 use super::tokens::{
@@ -20,6 +21,34 @@ pub(crate) enum GrantError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Token(#[from] TokenError),
+}
+
+/// The grants the token endpoint serves, by their `grant_type`: one list for its dispatch and
+/// for discovery's `grant_types_supported`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    /// A service account's token; applications have no service account.
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub(crate) const ALL: [GrantType; 3] =
+        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+
+    /// The grant a `grant_type` names, if the token endpoint serves it.
+    pub(crate) fn from_wire(name: &str) -> Option<GrantType> {
+        GrantType::ALL.into_iter().find(|grant| grant.as_str() == name)
+    }
 }
 
 /// The user facts tokens carry, from the stored profile.
@@ -151,15 +180,26 @@ impl Grants<'_> {
     }
 
     /// Back-channel logout: ends the session of a refresh token the client itself holds.
-    pub(crate) async fn logout(&self, client: &ClientSettings, refresh_token: &str, now: i64) -> Result<(), GrantError> {
+    pub(crate) async fn logout(
+        &self,
+        client: &ClientSettings,
+        refresh_token: &str,
+        now: i64,
+    ) -> Result<(), GrantError> {
         let (_, session) = self.client_refresh_token(client, refresh_token, now).await?;
         self.sessions.end(&session, Ending::BackChannelLogout, Some(&client.client_id), now).await?;
         Ok(())
     }
 
-    /// RFC 7009: revokes a refresh token of this client; unknown or foreign tokens are ignored,
-    /// as the RFC asks, so revocation cannot probe for valid tokens.
+    /// RFC 7009: revokes an access or refresh token of this client; unknown or foreign tokens
+    /// are ignored, as the RFC asks, so revocation cannot probe for valid tokens.
     pub(crate) async fn revoke(&self, client: &ClientSettings, token: &str, now: i64) -> Result<(), GrantError> {
+        if let Ok(claims) = self.tokens.verify_access(token, now) {
+            if claims.azp == client.client_id {
+                self.store.revoke_token(&claims.jti, claims.exp).await?;
+            }
+            return Ok(());
+        }
         if let Ok(claims) = self.tokens.verify_refresh(token, now)
             && claims.azp == client.client_id
         {
@@ -204,13 +244,21 @@ impl Grants<'_> {
         }))
     }
 
-    /// A bearer access token that is valid now and whose session is still live.
-    pub(crate) async fn authenticate_bearer(&self, bearer: &str, now: i64) -> Result<Option<Arc<AccessClaims>>, StoreError> {
+    /// A bearer access token that is valid now, not revoked, and whose session is still live.
+    /// Its signature may have been checked before (`TokenService`), its revocation is asked
+    /// about on every use.
+    pub(crate) async fn authenticate_bearer(
+        &self,
+        bearer: &str,
+        now: i64,
+    ) -> Result<Option<Arc<AccessClaims>>, StoreError> {
         let Ok(claims) = self.tokens.verify_access(bearer, now) else {
             return Ok(None);
         };
-        let live = self.sessions.live(&claims.sid, now).await?.is_some();
-        Ok(live.then_some(claims))
+        if self.sessions.live(&claims.sid, now).await?.is_none() || self.store.is_token_revoked(&claims.jti).await? {
+            return Ok(None);
+        }
+        Ok(Some(claims))
     }
 
     /// A refresh token that is signed, unexpired, not revoked and whose session is live.
@@ -275,16 +323,24 @@ impl Grants<'_> {
     }
 }
 
+/// RFC 7636 §4.6, and RFC 9700 §4.8.2: a verifier for a code requested without a challenge
+/// is refused, or an attacker could swap in a code of their own (a PKCE downgrade).
 fn verify_pkce(challenge: Option<&str>, method: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
-    let Some(challenge) = challenge else {
-        return Ok(());
+    let (challenge, verifier) = match (challenge, verifier) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "PKCE code verifier specified but challenge not present in authorization",
+            ));
+        }
+        (Some(_), None) => return Err(OAuthError::invalid_grant("PKCE code verifier not specified")),
+        (Some(challenge), Some(verifier)) => (challenge, verifier),
     };
-    let verifier = verifier.ok_or_else(|| OAuthError::invalid_grant("PKCE code verifier not specified"))?;
     if !(43..=128).contains(&verifier.len()) {
         return Err(OAuthError::invalid_grant("PKCE verification failed: invalid code verifier"));
     }
     let computed = match method {
-        Some("S256") => pkce_s256(verifier),
+        Some(PKCE_S256) => pkce_s256(verifier),
         _ => verifier.to_owned(),
     };
     if constant_time_eq(&computed, challenge) {
@@ -303,6 +359,7 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWjOEjXk";
         let challenge = "VYFANLqdx_HDV6BqEhluZJ63rtrIPROSSFdB3P6G83I";
         assert!(verify_pkce(None, None, None).is_ok(), "no challenge, no check");
+        assert!(verify_pkce(None, None, Some(verifier)).is_err(), "a verifier without a challenge: a downgrade");
         assert!(verify_pkce(Some(challenge), Some("S256"), Some(verifier)).is_ok());
         let bad = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWjOEjXX";
         assert!(verify_pkce(Some(challenge), Some("S256"), Some(bad)).is_err(), "wrong verifier");

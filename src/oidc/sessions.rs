@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::audit::AuditLog;
 use crate::config::RealmSettings;
-use crate::crypto::{random_token, token_hash};
+use crate::crypto::{constant_time_eq, random_token, token_hash};
 use crate::store::{AuditEvent, SessionRow, Store, StoreError, TOUCH_GRANULARITY_SECONDS};
 
 /// Why a session ends; each cause is one audit outcome.
@@ -190,6 +190,23 @@ impl Sessions {
     }
 }
 
+/// What the logout confirmation code is bound to, so that it equals no other digest of the cookie.
+const LOGOUT_CONFIRMATION_CONTEXT: &str = "identity-broker logout confirmation";
+
+/// The code the logout confirmation form carries for the browser whose SSO cookie holds
+/// `cookie`. Derived from the cookie's secret, which only that browser holds (the cookie is
+/// HttpOnly, the page cannot be framed), so another site can neither read nor compute it; no
+/// row to store, and valid exactly as long as the cookie. The database keeps only the
+/// cookie's own digest, which is not this one.
+pub(crate) fn logout_confirmation_code(cookie: &str) -> String {
+    token_hash(&format!("{LOGOUT_CONFIRMATION_CONTEXT}\0{cookie}"))
+}
+
+/// Whether `presented` is the logout confirmation code of the browser holding `cookie`.
+pub(crate) fn confirms_logout(cookie: &str, presented: &str) -> bool {
+    constant_time_eq(&logout_confirmation_code(cookie), presented)
+}
+
 fn new_session(user_id: &str, provider: &str, cookie_hash: String, offline: bool, now: i64) -> SessionRow {
     SessionRow {
         id: Uuid::new_v4().to_string(),
@@ -200,5 +217,27 @@ fn new_session(user_id: &str, provider: &str, cookie_hash: String, offline: bool
         last_seen_at: now,
         ended_at: None,
         offline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logout_confirmation_code_confirms_only_its_own_browser() {
+        let cookie = random_token();
+        let code = logout_confirmation_code(&cookie);
+        let stored = token_hash(&cookie);
+
+        let cases = [
+            (cookie.as_str(), code.as_str(), true, "the browser's own code"),
+            (cookie.as_str(), "", false, "no code"),
+            (cookie.as_str(), stored.as_str(), false, "the cookie's stored digest is not the code"),
+            ("another-browser", code.as_str(), false, "another browser's cookie"),
+        ];
+        for (cookie, presented, expected, why) in cases {
+            assert_eq!(confirms_logout(cookie, presented), expected, "{why}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The rows every token read and every refresh grant looks up, kept in memory on Postgres:
-//! identities with their sealed tokens, SSO sessions, users, and which refresh tokens are known
-//! not to be revoked. Vault rows stay sealed here and are opened per read, as when they come
-//! from the database.
+//! identities with their sealed tokens, SSO sessions, users, and which tokens (refresh or
+//! access) are known not to be revoked. Vault rows stay sealed here and are opened per read, as
+//! when they come from the database.
 //!
 //! A cached row is never served once the database has changed it, within a notification's
 //! delivery: triggers (migrations 0006 and 0010) send `NOTIFY identity_broker_changes` for every write
@@ -34,7 +34,7 @@ use crate::clock::Clock;
 pub(crate) const CHANNEL: &str = "identity_broker_changes";
 /// How long a cached row may be served without the database being asked again.
 const MAX_AGE_SECONDS: i64 = 60;
-/// Sessions, users and unrevoked refresh tokens cached at most, of each: a few hundred bytes each.
+/// Sessions, users and unrevoked tokens cached at most, of each: a few hundred bytes each.
 const ROW_ENTRIES: usize = 20_000;
 /// What a cached identity costs beyond its ciphertexts: keys, ids, the map's own slot.
 const ENTRY_OVERHEAD: u64 = 256;
@@ -82,7 +82,7 @@ impl Weighter<IdentityKey, Entry<LinkedTokens>> for ByteSize {
 }
 
 /// What a trigger announces: an identity (its tokens or its reauthentication mark), a session,
-/// a user, or a refresh token revoked.
+/// a user, or a token revoked.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Change {
@@ -97,7 +97,7 @@ pub(crate) struct RowCache {
     identities: Cache<IdentityKey, Entry<LinkedTokens>, ByteSize>,
     sessions: Cache<String, Entry<SessionRow>>,
     users: Cache<String, Entry<UserRow>>,
-    /// Refresh tokens' `jti`s looked up in `revoked_tokens` and not found there.
+    /// Tokens' `jti`s looked up in `revoked_tokens` and not found there.
     unrevoked: Cache<String, Entry<()>>,
     /// Counts forgettings; bumped under `forgetting` so that a fill cannot slip in between.
     epoch: AtomicU64,
@@ -166,7 +166,7 @@ impl RowCache {
         self.serve(&self.users, id)
     }
 
-    /// True when the refresh token `jti` is known not to be revoked; false means "ask the
+    /// True when the token `jti` is known not to be revoked; false means "ask the
     /// database", never "revoked".
     pub(crate) fn known_unrevoked(&self, jti: &str) -> bool {
         self.serve(&self.unrevoked, jti).is_some()

@@ -315,7 +315,7 @@ impl Store {
         changes: &UserChanges,
         now: i64,
     ) -> Result<ChangeWrite, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(email) = &changes.email {
             let holder: Option<String> =
                 sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1) AND id <> $2 LIMIT 1")
@@ -357,7 +357,7 @@ impl Store {
     /// Deletes a user; their identities, sealed tokens, sessions, codes and attributes go with
     /// them (the schema's cascades). `None` when there was no such user.
     pub(crate) async fn delete_directory_user(&self, user_id: &str) -> Result<Option<DeletedUser>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let aliases: Vec<String> = sqlx::query_scalar("SELECT alias FROM federated_identities WHERE user_id = $1")
             .bind(user_id)
             .fetch_all(&mut *tx)

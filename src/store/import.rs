@@ -79,8 +79,11 @@ impl std::fmt::Debug for ImportBatch {
 }
 
 impl Store {
-    pub(crate) async fn begin_import(&self) -> Result<ImportBatch, StoreError> {
-        Ok(ImportBatch { tx: self.pool.begin().await?, backend: self.backend })
+    /// A chunk's transaction; `writes` is false for a dry run, which only reads and so need not
+    /// hold SQLite's write lock.
+    pub(crate) async fn begin_import(&self, writes: bool) -> Result<ImportBatch, StoreError> {
+        let tx = if writes { self.begin_write().await? } else { self.pool.begin().await? };
+        Ok(ImportBatch { tx, backend: self.backend })
     }
 
     /// Refreshes the planner's statistics of the tables an import fills, as after any bulk
@@ -150,9 +153,7 @@ impl Store {
              WHERE EXISTS (SELECT 1 FROM federated_identities WHERE user_id = $1 AND alias = $2)
              ON CONFLICT (user_id, alias) DO NOTHING",
         );
-        let done = bind_vault_row(query, row)
-        .execute(&self.pool)
-        .await?;
+        let done = bind_vault_row(query, row).execute(&self.pool).await?;
         self.forget_identity(&row.user_id, &row.alias);
         Ok(done.rows_affected() > 0)
     }

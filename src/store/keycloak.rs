@@ -10,7 +10,7 @@
 use futures_util::TryStreamExt as _;
 use futures_util::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::StoreError;
 
@@ -39,9 +39,22 @@ pub struct KeycloakDatabase {
 }
 
 impl KeycloakDatabase {
-    pub async fn connect(url: &SecretString) -> Result<KeycloakDatabase, StoreError> {
-        let pool = PgPoolOptions::new().max_connections(1).connect(url.expose_secret()).await?;
+    /// Connects to `url` with `password` when given (for a URL without one). Without either,
+    /// the driver looks in `PGPASSWORD` and `~/.pgpass`, as libpq does.
+    pub async fn connect(url: &SecretString, password: Option<&SecretString>) -> Result<KeycloakDatabase, StoreError> {
+        let mut options: PgConnectOptions = url.expose_secret().parse()?;
+        if let Some(password) = password {
+            options = options.password(password.expose_secret());
+        }
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
         Ok(KeycloakDatabase { pool })
+    }
+
+    /// Whether the Postgres URL `url` carries a password, as `user:password@` or as the
+    /// `password` parameter.
+    pub fn url_has_password(url: &SecretString) -> bool {
+        url::Url::parse(url.expose_secret())
+            .is_ok_and(|url| url.password().is_some() || url.query_pairs().any(|(key, _)| key == "password"))
     }
 
     /// Every identity of realm `realm` (by name) that has a stored token, in user order, read

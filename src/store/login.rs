@@ -148,6 +148,58 @@ impl Store {
         Ok(())
     }
 
+    /// Inserts a pending sign-in started from `client_key`, unless that address already holds
+    /// `budget` live ones (then false, and nothing is written): the count and the insert are
+    /// one statement.
+    pub async fn insert_auth_request_within_budget(
+        &self,
+        row: &AuthRequestRow,
+        client_key: &str,
+        budget: u32,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO auth_requests (",
+            auth_request_columns!(),
+            ", client_key) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+             WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM auth_requests WHERE client_key = $19 AND expires_at >= $15
+                                          LIMIT $20) AS live) < $20"
+        ))
+        .bind(&row.id)
+        .bind(&row.browser_hash)
+        .bind(&row.client_id)
+        .bind(&row.redirect_uri)
+        .bind(&row.scope)
+        .bind(&row.client_state)
+        .bind(&row.client_nonce)
+        .bind(&row.code_challenge)
+        .bind(&row.code_challenge_method)
+        .bind(&row.login_hint)
+        .bind(&row.alias)
+        .bind(&row.upstream_state_hash)
+        .bind(&row.upstream_nonce)
+        .bind(&row.pkce_verifier)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(&row.link_user_id)
+        .bind(&row.prompt)
+        .bind(client_key)
+        .bind(i64::from(budget))
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Live pending sign-ins, counted up to `at_most`.
+    pub async fn count_live_auth_requests(&self, now: i64, at_most: u32) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM auth_requests WHERE expires_at >= $1 LIMIT $2) AS live",
+        )
+        .bind(now)
+        .bind(i64::from(at_most))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// A live pending request, only for the browser that holds its cookie.
     pub async fn find_auth_request(
         &self,
@@ -261,8 +313,8 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes one refresh token by its `jti` until it would have expired anyway. Returns
-    /// false when it was revoked already, which is how a reused rotated token is caught.
+    /// Revokes one token, refresh or access, by its `jti` until it would have expired anyway.
+    /// Returns false when it was revoked already, which is how a reused rotated token is caught.
     pub(crate) async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
         let inserted =
             sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
@@ -276,8 +328,8 @@ impl Store {
         Ok(inserted.rows_affected() > 0)
     }
 
-    /// Whether a refresh token was revoked; a token found unrevoked is remembered as such (see
-    /// `cache`) until a revocation is announced.
+    /// Whether a token (refresh or access) was revoked; a token found unrevoked is remembered
+    /// as such (see `cache`) until a revocation is announced.
     pub(crate) async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         if self.cache.as_ref().is_some_and(|cache| cache.known_unrevoked(jti)) {
             return Ok(false);

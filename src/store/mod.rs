@@ -1,6 +1,7 @@
 //! All SQL. One set of queries serves Postgres and SQLite through sqlx's `Any` driver
 //! (portable types only: TEXT, BIGINT seconds, bytes); what differs lives in `Backend`.
 
+mod admin_sessions;
 mod attributes;
 mod audit;
 mod cache;
@@ -20,12 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::AnyPool;
+use sqlx::{Any, AnyPool, Executor as _, Transaction};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
 use crate::clock::Clock;
 
+pub use admin_sessions::AdminSessionRow;
 pub use audit::AuditEvent;
 pub use import::{ImportBatch, LinkRow, PortableUser, UserWrite};
 pub use keycloak::{KeycloakDatabase, KeycloakTokenRow};
@@ -42,6 +44,10 @@ pub use users::{IdentityRow, ProfileUpdate, UserRow};
 use users::is_unique_violation;
 pub use vault::{Lease, LinkedTokens, VaultRow};
 pub(crate) use verification::{NewVerifyEmailToken, Redemption};
+
+/// How long a SQLite connection waits for another's write lock before `database is locked`:
+/// writes hold it for milliseconds, an import's chunk of 500 users for a fraction of a second.
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -142,15 +148,34 @@ impl Store {
         if backend == Backend::Sqlite {
             create_sqlite_directory(url)?;
         }
-        let pool = AnyPoolOptions::new()
+        let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
             // No ping before each query: a round trip per read. A connection that broke while
             // idle fails its next query, and the pool drops it.
-            .test_before_acquire(false)
-            .connect(url)
-            .await?;
+            .test_before_acquire(false);
+        if backend == Backend::Sqlite {
+            // Through the Any driver the SQLite options come from the URL alone, so the wait
+            // for another writer's lock is set here rather than left to the driver's default:
+            // without one a write meeting another fails at once with `database is locked`.
+            options = options.after_connect(|connection, _| {
+                Box::pin(async move { connection.execute(SQLITE_BUSY_TIMEOUT).await.map(|_| ()) })
+            });
+        }
+        let pool = options.connect(url).await?;
         Ok(Store { pool, backend, cache: None })
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock first (`BEGIN
+    /// IMMEDIATE`), waiting for it up to the busy timeout: a deferred transaction that reads and
+    /// then writes gets `database is locked` at once, without waiting, when another writer took
+    /// the lock in between (SQLite refuses to wait there, as both could wait for ever). A
+    /// transaction whose first statement writes waits anyway; one that reads first must begin here.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// This store, keeping up to `megabytes` of identities (and the sessions token reads check)
@@ -205,8 +230,8 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Deletes sign-ins, codes, revocations and e-mail links that can no longer be used; returns
-    /// how many rows went.
+    /// Deletes sign-ins, codes, revocations, e-mail links and admin sessions that can no longer
+    /// be used; returns how many rows went.
     pub async fn delete_expired(&self, now: i64) -> Result<u64, StoreError> {
         let requests =
             sqlx::query("DELETE FROM auth_requests WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
@@ -216,7 +241,12 @@ impl Store {
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
         let links =
             sqlx::query("DELETE FROM verify_email_tokens WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
-        Ok(requests.rows_affected() + codes.rows_affected() + revoked.rows_affected() + links.rows_affected())
+        let admin_sessions = self.delete_expired_admin_sessions(now).await?;
+        Ok(requests.rows_affected()
+            + codes.rows_affected()
+            + revoked.rows_affected()
+            + links.rows_affected()
+            + admin_sessions)
     }
 
     /// Counts a table's rows; for health detail and tests.

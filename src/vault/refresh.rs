@@ -39,10 +39,12 @@ use crate::upstream::{self, Provider, TokenResponse, Upstream, UpstreamError};
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1000)];
 /// How long a lease lasts unless renewed: the longest a dead process keeps an identity from
 /// being refreshed (plus the second the column's resolution adds).
-const LEASE_SECONDS: i64 = 5;
+/// Three seconds, so that a replica restarted after a kill serves the identity within a few
+/// seconds of its readiness.
+const LEASE_SECONDS: i64 = 3;
 /// How often a running refresh renews its lease: several renewals fit in one lease, so that
 /// one slow round trip to the database does not let it lapse.
-const LEASE_RENEWAL: Duration = Duration::from_secs(1);
+const LEASE_RENEWAL: Duration = Duration::from_millis(750);
 /// How long shutdown waits for the refreshes it cancels to give their leases back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 

@@ -46,12 +46,12 @@ admin_roles = ["manage-users"]
     )
 }
 
-fn master_token_url(app: &TestApp) -> String {
+pub fn master_token_url(app: &TestApp) -> String {
     app.url(&paths::TOKEN.replace("{realm}", paths::MASTER_REALM))
 }
 
 /// The password grant exactly as python-keycloak sends it.
-async fn admin_sign_in(app: &TestApp, password: &str) -> reqwest::Response {
+pub async fn admin_sign_in(app: &TestApp, password: &str) -> reqwest::Response {
     let form = [
         ("username", "admin"),
         ("password", password),
@@ -71,11 +71,11 @@ pub async fn admin_token(app: &TestApp) -> String {
     access_token(&body).to_owned()
 }
 
-fn admin_url(app: &TestApp, template: &str) -> String {
+pub fn admin_url(app: &TestApp, template: &str) -> String {
     app.url(&template.replace("{realm}", REALM_NAME))
 }
 
-async fn audited(app: &TestApp, kind: &str) -> Vec<AuditEvent> {
+pub async fn audited(app: &TestApp, kind: &str) -> Vec<AuditEvent> {
     app.state.audit.flush().await;
     app.store.list_audit(Some(kind)).await.expect("audit events")
 }
@@ -166,7 +166,11 @@ both_backends!(repeated_failures_slow_the_administrator_down_but_never_lock_them
 
     let logins = audited(&app, "admin_login").await;
     let outcome = |o: &str| logins.iter().filter(|e| e.outcome == o).count();
-    assert_eq!(outcome("failure"), 46, "every wrong password is audited: {logins:?}");
+    // A stranger's failures are folded: the first of a minute is written at once, its repeats
+    // counted into one row when the minute ends.
+    let failures: Vec<_> = logins.iter().filter(|e| e.outcome == "failure").collect();
+    assert!(failures.len() <= 2, "the first at once, its repeats in one row when the minute ends: {failures:?}");
+    assert!(logins.iter().all(|e| e.outcome == "success" || e.detail.contains("\"client\":\"127.0.0.1\"")));
     assert_eq!(outcome("throttled"), 1, "the attempt during the wait is audited as throttled");
     assert_eq!(outcome("success"), 2);
     assert!(logins.iter().all(|e| e.client_id.as_deref() == Some("admin-cli")));

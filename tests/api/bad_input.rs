@@ -39,7 +39,13 @@ both_backends!(bad_authorization_requests_never_redirect_to_untrusted_places, |b
         let response = app.browser.get(&url).send().await.expect("request");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{context}");
         assert!(response.headers().get("location").is_none(), "{context}: must not redirect");
-        assert!(response.text().await.unwrap_or_default().contains("Reference:"), "{context}: an error page");
+        let body = response.text().await.unwrap_or_default();
+        if context == "malformed encoding" {
+            // Bytes that are not UTF-8 are refused at the edge, for every listener alike.
+            assert!(body.contains("\"invalid_request\""), "{context}: an OAuth error body: {body}");
+        } else {
+            assert!(body.contains("Reference:"), "{context}: an error page");
+        }
     }
     assert_eq!(app.count(Table::AuthRequests).await, 0, "no pending sign-in was recorded");
 });

@@ -115,10 +115,19 @@ both_backends!(logout_without_an_id_token_hint_asks_the_user_first, |backend| as
         .await
         .expect("logout");
     assert_eq!(ask.status(), StatusCode::OK);
-    assert!(ask.text().await.expect("page").contains("name=\"confirm\" value=\"yes\""));
+    let page = ask.text().await.expect("page");
+    assert!(page.contains("name=\"confirm\" value=\"yes\""));
     assert_eq!(refresh_status(&app, &text(&tokens, "refresh_token")).await, StatusCode::OK, "not yet");
 
-    let form = [("client_id", CLIENT_ID), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("confirm", "yes")];
+    // The page's own code confirms (see session.rs for the refusals without it).
+    let marker = "name=\"session_code\" value=\"";
+    let code = page.split(marker).nth(1).and_then(|rest| rest.split('"').next()).expect("a confirmation code");
+    let form = [
+        ("client_id", CLIENT_ID),
+        ("post_logout_redirect_uri", POST_LOGOUT_URI),
+        ("confirm", "yes"),
+        ("session_code", code),
+    ];
     let confirmed = app.browser.post(&logout).form(&form).send().await.expect("confirm");
     assert_eq!(confirmed.status(), StatusCode::FOUND);
     assert_eq!(location(&confirmed), POST_LOGOUT_URI);

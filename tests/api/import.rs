@@ -1,6 +1,7 @@
 //! `import keycloak` and `export keycloak` through the real binary: Keycloak's realm exports
 //! written by hand (tests/fixtures/keycloak), both layouts, idempotence, dry runs, skips, bad
-//! input, a sign-in landing on the imported id, and the tokens of a Keycloak-shaped database.
+//! input, a sign-in landing on the imported id, and the tokens of a Keycloak-shaped database
+//! (one that asks for a password, given without the command line).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -14,6 +15,7 @@ use sqlx::Connection as _;
 use crate::both_backends;
 use crate::helpers::*;
 use crate::support::fake_entra::{FakeEntra, FakeUser};
+use crate::support::private_postgres::PrivatePostgres;
 use crate::support::process::{BINARY, ConfigFile};
 
 const ALICE: &str = "5b0f4c6e-0c3e-4a43-9a55-a11ce0000001";
@@ -48,6 +50,11 @@ impl Ran {
 
 /// Runs `identity-broker <args> --config <config>` with `DATABASE_URL = database`.
 async fn run(config: &str, database: &str, args: &[&str]) -> Ran {
+    run_with_password(config, database, args, None).await
+}
+
+/// `run`, with `PGPASSWORD = password` (and without it when `None`).
+async fn run_with_password(config: &str, database: &str, args: &[&str], password: Option<&str>) -> Ran {
     let config = ConfigFile::write(config);
     let mut command = std::process::Command::new(BINARY);
     command
@@ -57,7 +64,11 @@ async fn run(config: &str, database: &str, args: &[&str]) -> Ran {
         .env("DATABASE_URL", database)
         .env("RUST_LOG", "warn")
         .env_remove("BROKER_ENCRYPTION_KEYS")
+        .env_remove("PGPASSWORD")
         .current_dir(config.dir());
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
     let output: Output =
         tokio::task::spawn_blocking(move || command.output().expect("the binary runs")).await.expect("joined");
     drop(config);
@@ -301,6 +312,122 @@ async fn bad_input_fails_clearly_and_writes_nothing() {
     }
 }
 
+/// A realm file of `users`, in a scratch directory.
+fn realm_file(users: Vec<Value>) -> PathBuf {
+    let file = scratch("allhands-realm.json");
+    std::fs::write(&file, json!({"realm": REALM_NAME, "users": users}).to_string()).expect("write");
+    file
+}
+
+both_backends!(users_sharing_an_id_refuse_the_whole_export_before_anything_is_written, |backend| async move {
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    // In one file: Alice, then a second user with Alice's id.
+    let same_file = realm_file(vec![
+        json!({"id": ALICE, "username": "alice"}),
+        json!({"id": BOB, "username": "bob"}),
+        json!({"id": ALICE, "username": "impostor"}),
+    ]);
+    // Across `different_files`: users-1.json's last user takes the id of users-0.json's first.
+    let directory = scratch("export");
+    std::fs::create_dir_all(&directory).expect("dir");
+    for name in ["allhands-realm.json", "allhands-users-0.json", "allhands-users-1.json"] {
+        std::fs::copy(fixture("different_files").join(name), directory.join(name)).expect("copy");
+    }
+    let first: Value =
+        serde_json::from_str(&std::fs::read_to_string(directory.join("allhands-users-0.json")).unwrap()).expect("json");
+    let first_id = first["users"][0]["id"].as_str().expect("id").to_owned();
+    let first_username = first["users"][0]["username"].as_str().expect("username").to_owned();
+    let path = directory.join("allhands-users-1.json");
+    let mut second: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("json");
+    let users = second["users"].as_array_mut().expect("users");
+    users.push(json!({"id": first_id, "username": "copy"}));
+    let copy_position = users.len();
+    std::fs::write(&path, second.to_string()).expect("write");
+    let cases = [
+        (
+            same_file.clone(),
+            vec![
+                format!("two users have the id `{ALICE}`"),
+                format!("{} user #1 (username `alice`)", same_file.display()),
+                format!("{} user #3 (username `impostor`)", same_file.display()),
+            ],
+            "the same file",
+        ),
+        (
+            directory.clone(),
+            vec![
+                format!("two users have the id `{first_id}`"),
+                format!("allhands-users-0.json user #1 (username `{first_username}`)"),
+                format!("allhands-users-1.json user #{copy_position} (username `copy`)"),
+            ],
+            "different files",
+        ),
+    ];
+
+    for (source, expected, case) in cases {
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let db = TestDb::new(backend).await;
+            let ran = import(&config, &db.url, &source, extra).await;
+
+            assert!(!ran.success, "{case} {extra:?}: must fail:\n{}", ran.stdout);
+            for words in &expected {
+                assert!(
+                    ran.stderr.contains(words.as_str()),
+                    "{case} {extra:?}: stderr should say `{words}`:\n{}",
+                    ran.stderr
+                );
+            }
+            let store = store_of(&db.url).await;
+            assert!(store.count_rows(Table::Users).await.is_err(), "{case}: nothing written, not even the schema");
+            store.close().await;
+        }
+    }
+});
+
+both_backends!(users_over_the_admin_apis_attribute_limits_are_skipped_and_reported, |backend| async move {
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let db = TestDb::new(backend).await;
+    let names = |count: usize| -> Value {
+        (0..count).map(|i| (format!("name{i:03}"), json!(["v"]))).collect::<serde_json::Map<String, Value>>().into()
+    };
+    let id = |n: u32| format!("9a0b0c0d-0000-4000-8000-{n:012}");
+    let users = vec![
+        json!({"id": id(1), "username": "at-every-limit", "attributes": names(64)}),
+        json!({"id": id(2), "username": "too-many-names", "attributes": names(65)}),
+        json!({"id": id(3), "username": "too-many-values", "attributes": {"a": vec!["v"; 257]}}),
+        json!({"id": id(4), "username": "too-long-a-value", "attributes": {"a": ["x".repeat(2049)]}}),
+        json!({"id": id(5), "username": "a-nul", "attributes": {"a": ["x\u{0}y"]}}),
+        json!({"id": id(6), "username": "longest-value", "attributes": {"a": ["x".repeat(2048)], "b": vec!["v"; 255]}}),
+    ];
+    let file = realm_file(users);
+
+    let dry = import(&config, &db.url, &file, &["--dry-run"]).await.ok("dry run");
+    let ran = import(&config, &db.url, &file, &[]).await.ok("import");
+
+    for (ran, created) in [(&dry, "2 would be created"), (&ran, "2 created")] {
+        assert!(ran.stdout.contains(&format!("{created}, 0")), "{}", ran.stdout);
+        assert!(ran.stdout.contains("0 unchanged, 4 skipped"), "{}", ran.stdout);
+        let expected = [
+            (id(2), "too-many-names", "65 attributes, over the admin API's limit of 64"),
+            (id(3), "too-many-values", "257 attribute values, over the admin API's limit of 256"),
+            (id(4), "too-long-a-value", "a value over 2048 bytes"),
+            (id(5), "a-nul", "NUL"),
+        ];
+        for (id, username, reason) in expected {
+            let line = ran.stdout.lines().find(|l| l.contains(&format!("skipped user {id} ({username})")));
+            assert!(line.is_some_and(|l| l.contains(reason)), "{username} skipped because {reason}:\n{}", ran.stdout);
+        }
+    }
+    let (_, exported) = export(&config, &db.url).await;
+    let kept: Vec<&str> =
+        exported["users"].as_array().expect("users").iter().filter_map(|u| u["username"].as_str()).collect();
+    assert_eq!(kept, ["at-every-limit", "longest-value"], "the others are imported");
+    assert_eq!(exported["users"][0]["attributes"].as_object().map(|a| a.len()), Some(64));
+    assert_eq!(exported["users"][1]["attributes"]["b"].as_array().map(Vec::len), Some(255));
+});
+
 #[tokio::test]
 async fn progress_is_a_plain_line_every_few_thousand_users_when_not_on_a_terminal() {
     let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
@@ -486,4 +613,120 @@ async fn tokens_from_keycloaks_database_are_sealed_served_and_never_stored_in_pl
 
 fn time_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
+
+/// Keycloak's database on a private cluster that asks for passwords, as a production one does:
+/// role `keycloak` with `password` owns database `keycloak`, whose tokens of Alice and Bob are
+/// those the realm fixture links.
+async fn password_protected_keycloak(password: &str) -> PrivatePostgres {
+    let postgres = PrivatePostgres::start();
+    let mut admin = sqlx::PgConnection::connect(&postgres.url()).await.expect("private cluster");
+    for statement in
+        [format!("CREATE ROLE keycloak LOGIN PASSWORD '{password}'"), "CREATE DATABASE keycloak OWNER keycloak".into()]
+    {
+        sqlx::raw_sql(&statement).execute(&mut admin).await.expect("role and database");
+    }
+    admin.close().await.expect("close");
+    let mut kc = sqlx::PgConnection::connect(&postgres.url_for("keycloak", "keycloak")).await.expect("keycloak db");
+    sqlx::raw_sql(KEYCLOAK_SCHEMA).execute(&mut kc).await.expect("schema");
+    let realm_id = "c4a1e7f0-6f6e-4f55-8a3c-1f0a11a4a1d5";
+    sqlx::raw_sql(&format!(
+        "INSERT INTO REALM (ID, NAME, ENABLED) VALUES ('{realm_id}', 'allhands', TRUE);
+         INSERT INTO USER_ENTITY (ID, REALM_ID, USERNAME, ENABLED) VALUES
+             ('{ALICE}', '{realm_id}', 'alice', TRUE), ('{BOB}', '{realm_id}', 'bob', TRUE);"
+    ))
+    .execute(&mut kc)
+    .await
+    .expect("users");
+    let expires_at = time_now() + 3000;
+    for (user, subject) in [(ALICE, FakeUser::alice().subject), (BOB, FakeUser::bob().subject)] {
+        sqlx::query(
+            "INSERT INTO FEDERATED_IDENTITY (IDENTITY_PROVIDER, REALM_ID, FEDERATED_USER_ID, TOKEN, USER_ID)
+             VALUES ('azure_devops', $1, $2, $3, $4)",
+        )
+        .bind(realm_id)
+        .bind(subject)
+        .bind(keycloak_token("access-token-0123456789", Some("refresh-token-0123456789"), Some(expires_at)))
+        .bind(user)
+        .execute(&mut kc)
+        .await
+        .expect("identity");
+    }
+    kc.close().await.expect("close");
+    postgres.require_passwords();
+    postgres
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_a_database_asking_for_a_password_take_it_from_pgpassword_or_a_file_not_the_url() {
+    // Arrange
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let password = "kc-db-password-7f3a9c";
+    let keycloak = password_protected_keycloak(password).await;
+    let url = keycloak.url_for("keycloak", "keycloak");
+    let url_with_password = url.replacen("keycloak@", &format!("keycloak:{password}@"), 1);
+    let password_file = scratch("keycloak-password");
+    std::fs::write(&password_file, format!("{password}\n")).expect("password file");
+    let file = password_file.to_string_lossy().into_owned();
+    let export = fixture("same_file/allhands-realm.json");
+    let tokens = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["import", "keycloak", &export.to_string_lossy(), "--tokens-from"].iter().map(|a| a.to_string()).collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let refused = [
+        (
+            tokens(&[&url]),
+            None,
+            "asks for a password and none was given: set PGPASSWORD or pass --tokens-from-password-file",
+            "no password",
+        ),
+        (tokens(&[&url]), Some("wrong-password-1b2c"), "refused the password in PGPASSWORD", "a wrong PGPASSWORD"),
+        (
+            tokens(&[&url_with_password, "--tokens-from-password-file", &file]),
+            None,
+            "gives one too",
+            "the password twice",
+        ),
+    ];
+    let accepted = [
+        (tokens(&[&url]), Some(password), "PGPASSWORD"),
+        (
+            tokens(&[&url, "--tokens-from-password-file", &file]),
+            Some("wrong-password-1b2c"),
+            "a file, before PGPASSWORD",
+        ),
+        (tokens(&[&url_with_password]), None, "the URL's own, with a warning"),
+    ];
+
+    // Act and Assert
+    for (args, environment, expected, case) in refused {
+        let db = TestDb::new(Backend::Postgres).await;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ran = run_with_password(&config, &db.url, &args, environment).await;
+        assert!(!ran.success, "{case}: must fail:\n{}", ran.stdout);
+        assert!(ran.stderr.contains(expected), "{case}: stderr should say `{expected}`:\n{}", ran.stderr);
+        assert!(!ran.stderr.contains(password) && !ran.stdout.contains(password), "{case}: the password printed");
+        assert!(!ran.stderr.contains("wrong-password") && !ran.stdout.contains("wrong-password"), "{case}: printed");
+        assert_eq!(users_in(&db.url).await, 0, "{case}: nothing imported");
+    }
+    for (args, environment, case) in accepted {
+        let db = TestDb::new(Backend::Postgres).await;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ran = run_with_password(&config, &db.url, &args, environment).await.ok(case);
+        assert!(ran.stdout.contains("tokens: 2 sealed into the vault"), "{case}:\n{}", ran.stdout);
+        assert!(!ran.stderr.contains(password) && !ran.stdout.contains(password), "{case}: the password printed");
+        let warned = ran.stderr.contains("can see in `ps`")
+            && ran.stderr.contains("PGPASSWORD")
+            && ran.stderr.contains("--tokens-from-password-file");
+        assert_eq!(
+            warned,
+            args.contains(&url_with_password.as_str()),
+            "{case}: a warning only for a URL's password:\n{}",
+            ran.stderr
+        );
+    }
+    let _ = std::fs::remove_dir_all(password_file.parent().expect("dir"));
 }

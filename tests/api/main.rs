@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod admin_hardening;
+mod anonymous_limits;
 mod audit;
 mod bad_input;
 mod browser_session;
@@ -12,6 +14,7 @@ mod development;
 mod doctor;
 mod email_verification;
 mod fuzz;
+mod hardening_misc;
 mod headless;
 mod helpers;
 mod import;
@@ -20,6 +23,7 @@ mod lifecycle;
 mod openapi;
 mod operations;
 mod outage;
+mod protocol_hardening;
 mod python;
 mod python_keycloak;
 mod refresh_faults;

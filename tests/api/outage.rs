@@ -24,6 +24,9 @@ const ANSWER_BOUND: Duration = Duration::from_secs(6);
 /// timeout, even while the database does not answer.
 const PROBE_BOUND: Duration = Duration::from_secs(1);
 
+/// How soon after the database goes away readiness says so.
+const READY_TURNS_WITHIN: Duration = Duration::from_secs(1);
+
 async fn timed(request: impl std::future::Future<Output = reqwest::Response>) -> (reqwest::Response, Duration) {
     let started = Instant::now();
     let response = request.await;
@@ -82,6 +85,19 @@ async fn a_postgres_outage_is_503_fast_and_the_broker_recovers_with_its_audit_tr
 
     // Act: Postgres goes away at once.
     postgres.stop_immediately();
+    let stopped_at = Instant::now();
+
+    // Readiness turns 503 within a second (it answered 200 to three probes before).
+    let mut turned = None;
+    while stopped_at.elapsed() < Duration::from_secs(5) {
+        if ready(&app).await.0 == StatusCode::SERVICE_UNAVAILABLE {
+            turned = Some(stopped_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let turned = turned.expect("/health/ready turns 503 while Postgres is down");
+    assert!(turned < READY_TURNS_WITHIN, "/health/ready said 200 for {turned:?} after Postgres stopped");
 
     // Token reads: 503 with Retry-After and an OAuth body, each within the bound (the first
     // ones may still come from the in-memory cache until it learns of the lost connection).

@@ -24,6 +24,9 @@ const SLACK: Duration = Duration::from_secs(2);
 /// one-second resolution); the rest is the next process's start, polling and refresh. Before,
 /// the lease held the identity for a minute and readers gave up after twenty seconds.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
+/// A replica restarted after the kill serves the identity within this of its readiness: the
+/// lease (3 s, renewed every 750 ms) has lapsed by then or soon after (it was 5.4 s with a 5 s lease).
+const SERVED_AFTER_READY: Duration = Duration::from_secs(5);
 
 fn short_deadline() -> ProviderSetup {
     ProviderSetup { refresh_timeout_seconds: Some(SHORT_DEADLINE.as_secs()), ..ProviderSetup::default() }
@@ -196,8 +199,10 @@ both_backends!(a_process_killed_mid_refresh_blocks_its_identity_for_seconds_only
     // The provider is back; the killed process's request is gone with its connection.
     app.entra.release_token_requests();
     let second = start_process(&settings_toml(&app.entra, &ProviderSetup::default()), &app.db.url, HOSTNAME).await;
+    let ready_at = Instant::now();
     let response = app.read_token_at(&second.internal, &service, &user_id, ALIAS, "").await;
     let took = killed_at.elapsed();
+    let after_ready = ready_at.elapsed();
 
     assert_eq!(response.status(), StatusCode::OK, "{}", second.log());
     let served = json(response).await["access_token"].as_str().expect("access_token").to_owned();
@@ -205,6 +210,7 @@ both_backends!(a_process_killed_mid_refresh_blocks_its_identity_for_seconds_only
     assert!(app.entra.issued_tokens().contains(&served), "one the provider issued");
     assert!(app.entra.refresh_requests() >= 2, "the second process refreshed");
     assert!(took < TAKEOVER_BOUND, "the identity was blocked for {took:?} after the kill");
+    assert!(after_ready < SERVED_AFTER_READY, "served {after_ready:?} after the restarted process was ready");
     assert_eq!(lease_of(&app, &user_id).await, None, "the second process gave its lease back");
 });
 

@@ -1,4 +1,4 @@
-//! Refresh, introspection, revocation and back-channel logout, as OpenHands uses them.
+//! Refresh, introspection, revocation and logout (back-channel, and its browser confirmation), as OpenHands uses them.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -137,4 +137,108 @@ both_backends!(revocation_and_introspection_follow_the_rfcs, |backend| async mov
     let refreshed =
         app.post_form(paths::TOKEN, &client_form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])).await;
     assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST, "a revoked refresh token is refused");
+});
+
+/// A sign-in in `app.browser`, which then holds the SSO cookie; the tokens of its session.
+async fn browser_tokens(app: &TestApp) -> Value {
+    let code = app.sign_in().await.code();
+    let response = app.exchange(&code, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("json")
+}
+
+/// The confirmation code a logout confirmation page carries.
+fn confirmation_code(page: &str) -> String {
+    let marker = "name=\"session_code\" value=\"";
+    let start = page.find(marker).unwrap_or_else(|| panic!("no confirmation code in {page}")) + marker.len();
+    page[start..].split('"').next().unwrap_or_default().to_owned()
+}
+
+const ASKS_TO_CONFIRM: &str = "name=\"confirm\" value=\"yes\"";
+
+both_backends!(a_cross_site_logout_get_leaves_the_session_alive, |backend| async move {
+    let app = spawn_app(backend).await;
+    let tokens = browser_tokens(&app).await;
+    let logout = app.url(&realm_path(paths::LOGOUT));
+
+    // What another site's link makes the browser send: a top-level GET, the Lax cookie riding along.
+    let query = [("client_id", CLIENT_ID), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("confirm", "yes")];
+    let response = app.browser.get(&logout).query(&query).send().await.expect("logout");
+
+    assert_eq!(response.status(), StatusCode::OK, "the confirmation page, not a redirect");
+    assert!(response.text().await.expect("page").contains(ASKS_TO_CONFIRM), "asked again");
+    assert_eq!(app.tokens_refresh(&tokens).await.status(), StatusCode::OK, "the session lives");
+});
+
+both_backends!(a_logout_confirmation_counts_only_with_the_pages_own_code, |backend| async move {
+    let app = spawn_app(backend).await;
+    let tokens = browser_tokens(&app).await;
+    let logout = app.url(&realm_path(paths::LOGOUT));
+    let ask = [("client_id", CLIENT_ID), ("post_logout_redirect_uri", POST_LOGOUT_URI)];
+    let page = app.browser.get(&logout).query(&ask).send().await.expect("logout").text().await.expect("page");
+    let code = confirmation_code(&page);
+    let other_browser = browser_client();
+    app.follow(&other_browser, &app.auth_url(&[])).await.code();
+    let other_page = other_browser.get(&logout).query(&ask).send().await.expect("logout").text().await.expect("page");
+    let other_code = confirmation_code(&other_page);
+
+    let refusals =
+        [(None, "no code"), (Some("forged"), "a made-up code"), (Some(other_code.as_str()), "another browser's code")];
+    for (presented, why) in refusals {
+        let mut form =
+            vec![("client_id", CLIENT_ID), ("post_logout_redirect_uri", POST_LOGOUT_URI), ("confirm", "yes")];
+        form.extend(presented.map(|code| ("session_code", code)));
+        let response = app.browser.post(&logout).form(&form).send().await.expect("confirm");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{why}");
+        let body = response.text().await.expect("page");
+        assert!(body.contains("not confirmed") && body.contains(ASKS_TO_CONFIRM), "{why}: says so, asks again: {body}");
+        assert_eq!(app.tokens_refresh(&tokens).await.status(), StatusCode::OK, "{why}: the session lives");
+    }
+
+    let form = [
+        ("client_id", CLIENT_ID),
+        ("post_logout_redirect_uri", POST_LOGOUT_URI),
+        ("confirm", "yes"),
+        ("session_code", code.as_str()),
+    ];
+    let confirmed = app.browser.post(&logout).form(&form).send().await.expect("confirm");
+
+    assert_eq!(confirmed.status(), StatusCode::FOUND);
+    assert_eq!(location(&confirmed), POST_LOGOUT_URI);
+    assert_eq!(app.tokens_refresh(&tokens).await.status(), StatusCode::BAD_REQUEST, "ended");
+});
+
+both_backends!(an_id_token_hint_of_another_users_session_asks_first_and_ends_nothing, |backend| async move {
+    let app = spawn_app(backend).await;
+    let own = browser_tokens(&app).await;
+    app.entra.set_user(FakeUser::bob());
+    let other = app.tokens().await;
+    let logout = app.url(&realm_path(paths::LOGOUT));
+    let hinted = |tokens: &Value| {
+        let hint = tokens["id_token"].as_str().unwrap_or_default().to_owned();
+        vec![
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", POST_LOGOUT_URI.to_owned()),
+            ("state", "s1".to_owned()),
+        ]
+    };
+
+    let ask = app.browser.get(&logout).query(&hinted(&other)).send().await.expect("logout");
+
+    assert_eq!(ask.status(), StatusCode::OK, "the confirmation page, not a redirect");
+    let page = ask.text().await.expect("page");
+    assert!(page.contains(ASKS_TO_CONFIRM), "{page}");
+    assert!(
+        page.contains(&format!("name=\"client_id\" value=\"{CLIENT_ID}\"")),
+        "the hint's client carried on: {page}"
+    );
+    assert_eq!(app.tokens_refresh(&own).await.status(), StatusCode::OK, "the browser's session lives");
+    assert_eq!(app.tokens_refresh(&other).await.status(), StatusCode::OK, "the hinted session lives");
+
+    let own_hint = app.browser.get(&logout).query(&hinted(&own)).send().await.expect("logout");
+
+    assert_eq!(own_hint.status(), StatusCode::FOUND, "its own session's hint: no question");
+    assert_eq!(location(&own_hint), format!("{POST_LOGOUT_URI}?state=s1"));
+    assert_eq!(app.tokens_refresh(&own).await.status(), StatusCode::BAD_REQUEST, "the browser's session ended");
+    assert_eq!(app.tokens_refresh(&other).await.status(), StatusCode::OK, "the other one still lives");
 });

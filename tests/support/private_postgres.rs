@@ -34,6 +34,21 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// `postgres://` URL of `database` for `role`, without a password.
+    pub fn url_for(&self, role: &str, database: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// From now on TCP connections must give their role's password (SCRAM-SHA-256), as on a
+    /// production server; restarts the server so that no connection sees the old rules. Roles
+    /// that are to sign in need a password set before.
+    pub fn require_passwords(&self) {
+        let rules = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        std::fs::write(self.dir.join("pg_hba.conf"), rules).expect("write pg_hba.conf");
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+        self.start_again();
+    }
+
     /// Stops the server at once, as a crash or a failover does: connections break mid-stream.
     pub fn stop_immediately(&self) {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);

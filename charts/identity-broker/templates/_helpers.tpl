@@ -105,6 +105,7 @@ management_bind = "0.0.0.0:9000"
 header_read_timeout_seconds = {{ .Values.http.headerReadTimeoutSeconds | int64 }}
 idle_timeout_seconds = {{ .Values.http.idleTimeoutSeconds | int64 }}
 max_connections = {{ .Values.http.maxConnections | int64 }}
+trusted_proxies = [{{ range $i, $cidr := .Values.http.trustedProxies }}{{ if $i }}, {{ end }}{{ $cidr | quote }}{{ end }}]
 
 [database]
 max_connections = {{ .Values.database.maxConnections | int64 }}

@@ -108,7 +108,53 @@ fn validate_http(problems: &mut Problems, dev: bool, raw: RawHttp) -> HttpSettin
             24 * 3600,
         ),
         max_connections: validate_max_connections(problems, raw.max_connections),
+        trusted_proxies: parse_trusted_proxies(problems, raw.trusted_proxies.unwrap_or_default()),
+        pending_sign_ins_per_address: count_within(
+            problems,
+            "http.pending_sign_ins_per_address",
+            raw.pending_sign_ins_per_address,
+            DEFAULT_PENDING_SIGN_INS_PER_ADDRESS,
+        ),
+        max_pending_sign_ins: count_within(
+            problems,
+            "http.max_pending_sign_ins",
+            raw.max_pending_sign_ins,
+            DEFAULT_MAX_PENDING_SIGN_INS,
+        ),
     }
+}
+
+/// An office behind one NAT address starts many sign-ins at once; a stranger repeating `/auth`
+/// stops here. Finished sign-ins free their place at once, abandoned ones when they expire.
+const DEFAULT_PENDING_SIGN_INS_PER_ADDRESS: u32 = 100;
+/// About 60 MB of pending rows at their longest parameters: far below what troubles a database.
+const DEFAULT_MAX_PENDING_SIGN_INS: u32 = 20_000;
+
+/// A count from 1 to 1,000,000, `default` when unset.
+fn count_within(problems: &mut Problems, key: &str, value: Option<u32>, default: u32) -> u32 {
+    let count = value.unwrap_or(default);
+    if !(1..=1_000_000).contains(&count) {
+        problems.add(key, format!("`{count}` is out of range: write from 1 to 1000000 (the default is {default})"));
+    }
+    count.clamp(1, 1_000_000)
+}
+
+/// CIDRs (`10.0.0.0/8`) or single addresses (`10.1.2.3`, taken as `/32` or `/128`).
+fn parse_trusted_proxies(problems: &mut Problems, entries: Vec<String>) -> Vec<ipnet::IpNet> {
+    let mut networks = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let entry = entry.trim();
+        let parsed =
+            entry.parse::<ipnet::IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(network) => networks.push(network.trunc()),
+            Err(_) => problems.add(
+                "http.trusted_proxies",
+                format!("`{entry}` is not an address or a CIDR block: write e.g. `10.0.0.0/8` or `10.1.2.3`"),
+            ),
+        }
+    }
+    networks
 }
 
 /// Time for a request's headers: ample for any client, short enough that a stranger who
@@ -336,6 +382,7 @@ fn validate_clients(problems: &mut Problems, raw: Vec<RawClient>) -> Vec<ClientS
             post_logout_redirect_uris: client.post_logout_redirect_uris,
             read_token: client.read_token.unwrap_or(true),
             rotate_refresh_tokens: client.rotate_refresh_tokens,
+            allow_plain_pkce: client.allow_plain_pkce,
         });
     }
     clients
@@ -441,6 +488,7 @@ fn validate_admin(problems: &mut Problems, raw: RawAdmin) -> AdminSettings {
         password,
         access_token_lifespan_seconds: positive("access_token_lifespan_seconds", raw.access_token_lifespan_seconds, 60),
         session_idle_seconds: positive("session_idle_seconds", raw.session_idle_seconds, 1800),
+        session_max_seconds: positive("session_max_seconds", raw.session_max_seconds, 36_000),
     }
 }
 
