@@ -24,8 +24,9 @@ const ANSWER_BOUND: Duration = Duration::from_secs(6);
 /// timeout, even while the database does not answer.
 const PROBE_BOUND: Duration = Duration::from_secs(1);
 
-/// How soon after the database goes away readiness says so.
-const READY_TURNS_WITHIN: Duration = Duration::from_secs(1);
+/// How soon after the database goes away readiness says so: the goal is a second; a check
+/// every 250 ms turns it in about 0.1 s here, where the former check every second took 0.84 s.
+const READY_TURNS_WITHIN: Duration = Duration::from_millis(500);
 
 async fn timed(request: impl std::future::Future<Output = reqwest::Response>) -> (reqwest::Response, Duration) {
     let started = Instant::now();
