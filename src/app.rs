@@ -23,10 +23,10 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::{HttpSettings, Mode, Settings};
 use crate::crypto::{Cipher, CipherError, JwsAlgorithm, JwsKeyError, VaultKey, generate_key, random_bytes};
-use crate::directory::Directory;
 use crate::demo::{DEMO_CLIENT_ID, DemoClient};
-use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
+use crate::directory::Directory;
 use crate::http::client_address::ClientAddresses;
+use crate::http::{self, About, AppState, Cookies, ErrorDetail, Health, Services, paths};
 use crate::mail::{MailError, Mailer};
 use crate::oidc::admin::AdminSignIn;
 use crate::oidc::clients::{ClientRegistry, ServiceAccountRegistry};
@@ -159,7 +159,15 @@ async fn development_provider(
     }
     let key = match store.instance_secret(development::KEY_SECRET_NAME).await? {
         Some(key) => key,
-        None => store.instance_secret_or_insert(development::KEY_SECRET_NAME, &generate_key(JwsAlgorithm::Rs256)?.private, now).await?,
+        None => {
+            store
+                .instance_secret_or_insert(
+                    development::KEY_SECRET_NAME,
+                    &generate_key(JwsAlgorithm::Rs256)?.private,
+                    now,
+                )
+                .await?
+        }
     };
     let redirect_uri = format!("{public_url}/realms/{}/broker/{}/endpoint", settings.realm.name, development::ALIAS);
     let provider = DevelopmentProvider::new(public_url, redirect_uri, &key)?;
@@ -371,7 +379,8 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let public = self.layered(http::public_router(self.state.development.is_some(), self.state.admin.is_some()), "public");
+        let public =
+            self.layered(http::public_router(self.state.development.is_some(), self.state.admin.is_some()), "public");
         let internal = self.layered(http::internal_router(), "internal");
         let management = self.layered(http::management::router(), "management");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

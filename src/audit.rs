@@ -48,7 +48,9 @@ pub struct AuditLog {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Record(event) | Command::Anonymous(event, _) => f.debug_tuple("Record").field(&event.kind).finish(),
+            Command::Record(event) | Command::Anonymous(event, _) => {
+                f.debug_tuple("Record").field(&event.kind).finish()
+            }
             Command::Flush(_) => f.write_str("Flush"),
         }
     }

@@ -140,9 +140,15 @@ pub(crate) struct IssuedFacts {
 /// The stored-token read for the user and the provider they signed in with.
 #[derive(Debug)]
 pub(crate) enum StoredRead {
-    Served { alias: String, facts: StoredFacts },
+    Served {
+        alias: String,
+        facts: StoredFacts,
+    },
     /// Refused as `/broker/{alias}/token` would refuse it; the message is the vault's.
-    Refused { alias: String, message: String },
+    Refused {
+        alias: String,
+        message: String,
+    },
 }
 
 /// The upstream tokens the vault served, described.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::store::{
-    AttributeValue, DeletedUser, DirectoryUser, IdentityRow, MAX_ATTRIBUTE_FILTERS, Store, StoreError, UserChanges,
-    UserCriteria, UserRow, ChangeWrite,
+    AttributeValue, ChangeWrite, DeletedUser, DirectoryUser, IdentityRow, MAX_ATTRIBUTE_FILTERS, Store, StoreError,
+    UserChanges, UserCriteria, UserRow,
 };
 
 /// Keycloak's page size when `max` is not given.
@@ -316,7 +316,11 @@ fn full_name(first: &Option<String>, last: &Option<String>) -> Option<String> {
 impl UserUpdate {
     /// The update merged over the stored user, or why it is refused. The username is Keycloak's
     /// read-only attribute (sign-in writes it from the provider); the same one is accepted.
-    pub(crate) fn merged(self, stored: &DirectoryUser, stored_full_name: Option<String>) -> Result<UserChanges, Invalid> {
+    pub(crate) fn merged(
+        self,
+        stored: &DirectoryUser,
+        stored_full_name: Option<String>,
+    ) -> Result<UserChanges, Invalid> {
         let user = &stored.user;
         if let Some(username) = &self.username
             && !username.eq_ignore_ascii_case(&user.username)
@@ -497,6 +501,9 @@ mod tests {
         let long = BTreeMap::from([("a".to_owned(), vec!["x".repeat(MAX_ATTRIBUTE_VALUE_LENGTH + 1)])]);
         assert!(checked_attributes(&long).is_err(), "too long a value");
         let own = BTreeMap::from([("email".to_owned(), vec!["x".to_owned()]), ("b".to_owned(), vec!["1".to_owned()])]);
-        assert_eq!(checked_attributes(&own).expect("valid"), vec![AttributeValue { name: "b".into(), value: "1".into() }]);
+        assert_eq!(
+            checked_attributes(&own).expect("valid"),
+            vec![AttributeValue { name: "b".into(), value: "1".into() }]
+        );
     }
 }

@@ -189,7 +189,8 @@ impl PendingBudget {
     }
 
     fn set_live(&self, now: i64, count: i64) {
-        *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = LiveCount { read_at: Some(now), live: count };
+        *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            LiveCount { read_at: Some(now), live: count };
     }
 
     fn count_insert(&self) {
@@ -322,9 +323,10 @@ impl SignInService {
         let prompt = |value: &str| request.prompt.as_deref().is_some_and(|p| p.split(' ').any(|p| p == value));
         // `max_age` 0 is `prompt=login` (OIDC Core §3.1.2.1); otherwise a session authenticated
         // longer ago than it must authenticate again, at the provider, for a fresh `auth_time`.
-        let too_old = session.as_ref().zip(request.max_age).is_some_and(|(session, max_age)| {
-            max_age == 0 || now - session.created_at > max_age
-        });
+        let too_old = session
+            .as_ref()
+            .zip(request.max_age)
+            .is_some_and(|(session, max_age)| max_age == 0 || now - session.created_at > max_age);
         if too_old && !prompt("login") {
             if prompt("none") {
                 return Ok(Started::ToClient(self.client_error(
@@ -715,7 +717,12 @@ fn upstream_tokens(response: &TokenResponse, now: i64) -> UpstreamTokens {
 }
 
 /// Maps Entra's claims onto the user, as Keycloak's mappers do for OpenHands' realm.
-pub(crate) fn profile_update(user_id: &str, alias: &str, trust_email: bool, identity: &VerifiedIdentity) -> ProfileUpdate {
+pub(crate) fn profile_update(
+    user_id: &str,
+    alias: &str,
+    trust_email: bool,
+    identity: &VerifiedIdentity,
+) -> ProfileUpdate {
     let upn = identity.preferred_username.clone();
     let email =
         identity.email.clone().or_else(|| upn.clone().filter(|u| looks_like_email(u))).map(|e| e.to_lowercase());
@@ -726,10 +733,8 @@ pub(crate) fn profile_update(user_id: &str, alias: &str, trust_email: bool, iden
     });
     // OpenHands' realm maps each provider's user id to `{alias}_id` and the alias to
     // `identity_provider`; the resolvers look users up by them (`q=azure_devops_id:<sub>`).
-    let mut attributes = vec![
-        ("identity_provider".to_owned(), alias.to_owned()),
-        (format!("{alias}_id"), identity.subject.clone()),
-    ];
+    let mut attributes =
+        vec![("identity_provider".to_owned(), alias.to_owned()), (format!("{alias}_id"), identity.subject.clone())];
     attributes.extend(identity.tenant_id.clone().map(|tid| ("tid".to_owned(), tid)));
     attributes.extend(identity.object_id.clone().map(|oid| ("oid".to_owned(), oid)));
     ProfileUpdate {

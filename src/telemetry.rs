@@ -204,7 +204,9 @@ impl Metrics {
     }
 
     pub fn count_token_read(&self, surface: &'static str, provider: &str, outcome: &'static str) {
-        self.token_reads.get_or_create(&TokenReadLabels { surface, provider: self.provider_label(provider), outcome }).inc();
+        self.token_reads
+            .get_or_create(&TokenReadLabels { surface, provider: self.provider_label(provider), outcome })
+            .inc();
     }
 
     pub fn observe_refresh(&self, provider: &str, outcome: &'static str, elapsed: Duration) {

@@ -72,9 +72,7 @@ pub enum RedeemError {
     AlreadyUsed,
     #[error("This link has expired. Ask for a new verification e-mail.")]
     Expired,
-    #[error(
-        "Your account's e-mail address has changed since this link was sent. Ask for a new verification e-mail."
-    )]
+    #[error("Your account's e-mail address has changed since this link was sent. Ask for a new verification e-mail.")]
     EmailChanged,
     #[error("This account is disabled.")]
     UserDisabled,

@@ -52,7 +52,10 @@ impl Signers {
     }
 
     /// Runs `work` on a signing thread, after the jobs queued before it.
-    pub(crate) async fn run<R: Send + 'static>(&self, work: impl FnOnce() -> R + Send + 'static) -> Result<R, SignersGone> {
+    pub(crate) async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, SignersGone> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = answer.send(work());

@@ -217,7 +217,11 @@ pub(crate) fn load_key(kid: &str, algorithm: JwsAlgorithm, private: &[u8]) -> Re
             if private.len() < HMAC_KEY_BYTES {
                 return Err(JwsKeyError::Malformed(algorithm));
             }
-            (Private::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA512, private))), DecodingKey::from_secret(private), None)
+            (
+                Private::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA512, private))),
+                DecodingKey::from_secret(private),
+                None,
+            )
         }
     };
     let jwk = params.map(|algorithm_params| Jwk {

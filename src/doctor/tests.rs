@@ -414,7 +414,12 @@ fn a_database_out_of_reach_skips_what_depends_on_it() {
     };
     let facts = database(unmigrated);
     assert_check(&checks::vault_keys(&facts, &["k1"], None, TIMEOUT), Status::Skip, &["not migrated"], "vault");
-    assert_check(&checks::signing_keys(&facts, None, JwsAlgorithm::Rs256, 0, TIMEOUT), Status::Skip, &["not migrated"], "keys");
+    assert_check(
+        &checks::signing_keys(&facts, None, JwsAlgorithm::Rs256, 0, TIMEOUT),
+        Status::Skip,
+        &["not migrated"],
+        "keys",
+    );
 }
 
 fn cipher(keys: &[&str]) -> Cipher {

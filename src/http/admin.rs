@@ -199,7 +199,10 @@ impl FromRequestParts<AppState> for AdminCaller {
         }
         if let Ok(claims) = state.tokens.verify_service(&token, now) {
             let account = state.service_accounts.find(&claims.azp).ok_or_else(unauthorized)?;
-            return Ok(AdminCaller::Service { client_id: account.client_id.clone(), roles: account.admin_roles.clone() });
+            return Ok(AdminCaller::Service {
+                client_id: account.client_id.clone(),
+                roles: account.admin_roles.clone(),
+            });
         }
         // A user's own token of the realm is a valid token without the roles: 403, as Keycloak.
         if state.tokens.verify_access(&token, now).is_ok() {
@@ -618,12 +621,7 @@ pub(crate) async fn send_verify_email(
     };
     let sent = state
         .email_verification
-        .send_verify_email(
-            path_user_id(&user_id)?,
-            query.client_id.as_deref(),
-            query.redirect_uri.as_deref(),
-            lifespan,
-        )
+        .send_verify_email(path_user_id(&user_id)?, query.client_id.as_deref(), query.redirect_uri.as_deref(), lifespan)
         .await;
     match sent {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
+use super::client_address::ClientAddress;
 use super::pages::chooser_page;
 use super::params::{ParamError, parse_form, parse_query};
-use super::client_address::ClientAddress;
 use super::realm::require_realm;
 use super::{AppError, AppState, Cookies, CorrelationId, paths};
 use crate::oidc::authorize::{self, AuthorizationParams, AuthorizeError};

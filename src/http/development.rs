@@ -15,7 +15,9 @@ use super::pages::development_sign_in_page;
 use super::params::{parse_form, parse_query};
 use super::{AppState, paths};
 use crate::oidc::clients::PresentedCredentials;
-use crate::upstream::development::{AuthorizeParams, DevUser, DevelopmentProvider, EntraError, SAMPLE_USERS, TokenForm};
+use crate::upstream::development::{
+    AuthorizeParams, DevUser, DevelopmentProvider, EntraError, SAMPLE_USERS, TokenForm,
+};
 
 /// The routes, for the public router when the provider runs.
 pub(crate) fn router() -> axum::Router<AppState> {
@@ -63,7 +65,11 @@ fn refused_page(err: &EntraError) -> Response {
 }
 
 /// The sign-in page: the sample users, or any e-mail address.
-async fn sign_in_page(State(state): State<AppState>, Path(tenant): Path<String>, RawQuery(query): RawQuery) -> Response {
+async fn sign_in_page(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let provider = match provider(&state, &tenant) {
         Ok(provider) => provider,
         Err(answer) => return *answer,
@@ -150,7 +156,8 @@ async fn approve(
         }
         let hidden = hidden_fields(&params);
         let hidden: Vec<(&str, &str)> = hidden.iter().map(|(name, value)| (*name, value.as_str())).collect();
-        let page = development_sign_in_page(&hidden, &SAMPLE_USERS, Some("Type an e-mail address such as dana@example.test."));
+        let page =
+            development_sign_in_page(&hidden, &SAMPLE_USERS, Some("Type an e-mail address such as dana@example.test."));
         return (StatusCode::BAD_REQUEST, no_store(), page).into_response();
     };
     tracing::warn!(email = %user.email, "DEVELOPMENT PROVIDER: signed in without any check of who this is");

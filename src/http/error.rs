@@ -102,7 +102,13 @@ impl AppError {
         message: impl Into<String>,
         correlation: &CorrelationId,
     ) -> Self {
-        AppError::Page { status, title, message: message.into(), correlation_id: correlation.0.clone(), retry_after: None }
+        AppError::Page {
+            status,
+            title,
+            message: message.into(),
+            correlation_id: correlation.0.clone(),
+            retry_after: None,
+        }
     }
 
     pub(crate) fn api(status: StatusCode, error: ErrorCode, description: impl Into<String>) -> Self {

@@ -107,7 +107,9 @@ pub(crate) fn development_sign_in_page(
 ) -> Html<String> {
     let fields: String = hidden
         .iter()
-        .map(|(name, value)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", attribute(name), attribute(value)))
+        .map(|(name, value)| {
+            format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", attribute(name), attribute(value))
+        })
         .collect();
     let banner = "<p style=\"background:#fde68a;border:2px solid #b45309;padding:.75rem;border-radius:.4rem\">\
                   <strong>Development sign-in.</strong> Anyone can sign in here as anyone: this provider runs only \
@@ -136,7 +138,9 @@ pub(crate) fn development_sign_in_page(
     );
     page(
         "Development sign-in",
-        &format!("<h1>Development sign-in</h1>{banner}{problem}<h2>Pick a user</h2>{buttons}<h2>Or type one</h2>{typed}"),
+        &format!(
+            "<h1>Development sign-in</h1>{banner}{problem}<h2>Pick a user</h2>{buttons}<h2>Or type one</h2>{typed}"
+        ),
     )
 }
 

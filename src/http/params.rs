@@ -87,8 +87,11 @@ pub(crate) async fn refuse_non_text(
     let refuse = |what: &str| {
         let message = format!("the {what} holds a NUL byte or bytes that are not UTF-8");
         let status = axum::http::StatusCode::BAD_REQUEST;
-        let error =
-            if admin { AppError::keycloak(status, message) } else { AppError::api(status, ErrorCode::InvalidRequest, message) };
+        let error = if admin {
+            AppError::keycloak(status, message)
+        } else {
+            AppError::api(status, ErrorCode::InvalidRequest, message)
+        };
         error.into_response()
     };
     if decode_component(request.uri().path().as_bytes()).is_none() {

@@ -72,11 +72,7 @@ impl From<serde_json::Error> for WriteFailure {
     }
 }
 
-async fn write_users(
-    store: &Store,
-    realm: &str,
-    mut out: BufWriter<std::fs::File>,
-) -> Result<u64, WriteFailure> {
+async fn write_users(store: &Store, realm: &str, mut out: BufWriter<std::fs::File>) -> Result<u64, WriteFailure> {
     write!(out, "{{\"realm\":{},\"users\":[", serde_json::to_string(realm)?)?;
     let mut after = String::new();
     let mut count = 0_u64;

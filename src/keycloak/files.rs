@@ -62,7 +62,10 @@ pub fn export_files(path: &Path, realm: &str) -> Result<Vec<PathBuf>, ExportErro
         let found = if realm_files.is_empty() {
             String::new()
         } else {
-            format!(" (it holds the export of {})", realm_files.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "))
+            format!(
+                " (it holds the export of {})",
+                realm_files.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            )
         };
         return Err(ExportError::NoRealmFile { dir: path.to_owned(), expected: realm.to_owned(), found });
     }
@@ -196,12 +199,17 @@ mod tests {
     #[test]
     fn a_directory_lists_the_realm_file_then_users_files_by_number() {
         let dir = temp_dir();
-        for name in ["allhands-users-10.json", "allhands-users-2.json", "allhands-realm.json", "master-realm.json", "master-users-0.json"] {
+        for name in [
+            "allhands-users-10.json",
+            "allhands-users-2.json",
+            "allhands-realm.json",
+            "master-realm.json",
+            "master-users-0.json",
+        ] {
             write(&dir, name, "{}");
         }
         let files = export_files(&dir, "allhands").unwrap();
-        let names: Vec<String> =
-            files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["allhands-realm.json", "allhands-users-2.json", "allhands-users-10.json"]);
         let other = export_files(&dir, "other").unwrap_err().to_string();
         assert!(other.contains("`allhands`") && other.contains("`master`"), "{other}");

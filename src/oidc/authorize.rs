@@ -95,8 +95,13 @@ pub(crate) fn validate(
         ("kc_idp_hint", &params.kc_idp_hint, 128),
         ("kc_action", &params.kc_action, 128),
     ];
-    if let Some((name, _, limit)) = stored.iter().find(|(_, value, limit)| value.as_ref().is_some_and(|v| v.len() > *limit)) {
-        return Err(refuse(ErrorCode::InvalidRequest, &format!("Invalid parameter: {name} is longer than {limit} characters")));
+    if let Some((name, _, limit)) =
+        stored.iter().find(|(_, value, limit)| value.as_ref().is_some_and(|v| v.len() > *limit))
+    {
+        return Err(refuse(
+            ErrorCode::InvalidRequest,
+            &format!("Invalid parameter: {name} is longer than {limit} characters"),
+        ));
     }
     match params.response_type.as_deref() {
         Some("code") => {}

@@ -154,7 +154,11 @@ fn open_key(cipher: &Cipher, row: &SigningKeyRow) -> Result<Arc<RealmKey>, KeyEr
 }
 
 /// A new `algorithm` key that signs from `now`, sealed for storage.
-pub(crate) fn generate_signing_key(cipher: &Cipher, algorithm: JwsAlgorithm, now: i64) -> Result<SigningKeyRow, KeyError> {
+pub(crate) fn generate_signing_key(
+    cipher: &Cipher,
+    algorithm: JwsAlgorithm,
+    now: i64,
+) -> Result<SigningKeyRow, KeyError> {
     let generated = generate_key(algorithm).map_err(|_| KeyError::Generation(algorithm))?;
     Ok(SigningKeyRow {
         private_key: cipher.seal(&generated.private, &signing_key_aad(&generated.kid)),
@@ -174,9 +178,10 @@ fn signing_row(rows: &[SigningKeyRow], now: i64, algorithm: JwsAlgorithm) -> Opt
     let signs = |row: &SigningKeyRow| {
         row_algorithm(row) == Some(algorithm) && row.active_from <= now && row.retired_at.is_none_or(|at| at > now)
     };
-    let (index, _) = rows.iter().enumerate().filter(|(_, row)| signs(row)).max_by(|(_, a), (_, b)| {
-        (a.active_from, a.created_at, &a.kid).cmp(&(b.active_from, b.created_at, &b.kid))
-    })?;
+    let (index, _) =
+        rows.iter().enumerate().filter(|(_, row)| signs(row)).max_by(|(_, a), (_, b)| {
+            (a.active_from, a.created_at, &a.kid).cmp(&(b.active_from, b.created_at, &b.kid))
+        })?;
     Some(index)
 }
 
@@ -275,7 +280,8 @@ pub(crate) async fn rotate(
     let verify_until = active_from + max_token_lifetime + ROTATION_GRACE_SECONDS;
     let mut retired = store.rotate_signing_keys(&keys, active_from, verify_until).await?;
     // The public keys first: they are the ones operators and clients know by kid.
-    let is_secret = |kid: &String| rows.iter().find(|row| &row.kid == kid).and_then(row_algorithm) == Some(JwsAlgorithm::Hs512);
+    let is_secret =
+        |kid: &String| rows.iter().find(|row| &row.kid == kid).and_then(row_algorithm) == Some(JwsAlgorithm::Hs512);
     retired.sort_by_key(is_secret);
     let new_kids = keys.into_iter().filter_map(|key| Some((row_algorithm(&key)?, key.kid))).collect();
     Ok(Rotation { new_kids, active_from, retired, verify_until })

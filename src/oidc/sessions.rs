@@ -86,7 +86,12 @@ impl Sessions {
 
     /// A browser's SSO session after a sign-in through `provider`, and the secret its cookie
     /// carries (only its hash is stored).
-    pub(crate) async fn start(&self, user_id: &str, provider: &str, now: i64) -> Result<(SessionRow, String), StoreError> {
+    pub(crate) async fn start(
+        &self,
+        user_id: &str,
+        provider: &str,
+        now: i64,
+    ) -> Result<(SessionRow, String), StoreError> {
         let secret = random_token();
         let session = new_session(user_id, provider, token_hash(&secret), false, now);
         self.store.insert_session(&session).await?;

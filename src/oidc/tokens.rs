@@ -455,9 +455,10 @@ impl TokenService {
 
     /// Checks a service-account token: signature, issuer, audience, type and expiry.
     pub(crate) fn verify_service(&self, token: &str, now: i64) -> Result<Arc<ServiceClaims>, TokenError> {
-        let claims = self.verify_remembered(&self.verified_services, token, &self.issuer, |claims: &ServiceClaims| {
-            claims.typ == TYP_BEARER && claims.aud == INTERNAL_AUDIENCE
-        })?;
+        let claims =
+            self.verify_remembered(&self.verified_services, token, &self.issuer, |claims: &ServiceClaims| {
+                claims.typ == TYP_BEARER && claims.aud == INTERNAL_AUDIENCE
+            })?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
         }
@@ -545,7 +546,8 @@ impl TokenService {
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[issuer]);
-        let claims = jsonwebtoken::decode::<T>(token, key.decoding(), &validation).map_err(|_| TokenError::Invalid)?.claims;
+        let claims =
+            jsonwebtoken::decode::<T>(token, key.decoding(), &validation).map_err(|_| TokenError::Invalid)?.claims;
         Ok((kid, claims))
     }
 }

@@ -57,7 +57,9 @@ pub(super) async fn write_attributes<'a>(
                 Backend::Postgres => {
                     "DELETE FROM user_attributes WHERE user_id = $1 AND name IN (SELECT json_array_elements_text($2::json))"
                 }
-                Backend::Sqlite => "DELETE FROM user_attributes WHERE user_id = $1 AND name IN (SELECT value FROM json_each($2))",
+                Backend::Sqlite => {
+                    "DELETE FROM user_attributes WHERE user_id = $1 AND name IN (SELECT value FROM json_each($2))"
+                }
             };
             sqlx::query(sql).bind(user_id).bind(serde_json::to_string(&names)?).execute(&mut *conn).await?;
         }

@@ -39,8 +39,13 @@ const ROW_ENTRIES: usize = 20_000;
 /// What a cached identity costs beyond its ciphertexts: keys, ids, the map's own slot.
 const ENTRY_OVERHEAD: u64 = 256;
 /// The triggers of migrations 0006 and 0010.
-const TRIGGERS: [&str; 5] =
-    ["vault_tokens_changed", "federated_identities_changed", "sso_sessions_changed", "users_changed", "revoked_tokens_added"];
+const TRIGGERS: [&str; 5] = [
+    "vault_tokens_changed",
+    "federated_identities_changed",
+    "sso_sessions_changed",
+    "users_changed",
+    "revoked_tokens_added",
+];
 /// The wait before connecting the listener again after it failed.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 

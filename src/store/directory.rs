@@ -298,12 +298,11 @@ impl Store {
         let Some(user) = user else {
             return Ok(None);
         };
-        let attributes = sqlx::query_as(
-            "SELECT name, value FROM user_attributes WHERE user_id = $1 ORDER BY name, position",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let attributes =
+            sqlx::query_as("SELECT name, value FROM user_attributes WHERE user_id = $1 ORDER BY name, position")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(Some(DirectoryUser { user, attributes }))
     }
 

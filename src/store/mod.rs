@@ -5,43 +5,43 @@ mod admin_sessions;
 mod attributes;
 mod audit;
 mod cache;
-mod import;
 mod directory;
+mod import;
 mod inspect;
 mod keycloak;
 mod keys;
 mod login;
 mod rekey;
 mod users;
-mod verification;
 mod vault;
+mod verification;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::{Any, AnyPool, Executor as _, Transaction};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
 use crate::clock::Clock;
 
 pub use admin_sessions::AdminSessionRow;
 pub use audit::AuditEvent;
-pub use import::{ImportBatch, LinkRow, PortableUser, UserWrite};
-pub use keycloak::{KeycloakDatabase, KeycloakTokenRow};
 use cache::RowCache;
 pub use directory::{AttributeValue, DirectoryUser};
-pub(crate) use directory::{DeletedUser, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria, ChangeWrite};
+pub(crate) use directory::{ChangeWrite, DeletedUser, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria};
+pub use import::{ImportBatch, LinkRow, PortableUser, UserWrite};
 #[cfg(test)]
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
 pub(crate) use inspect::{MigrationRecords, SealedRows};
+pub use keycloak::{KeycloakDatabase, KeycloakTokenRow};
 pub(crate) use keys::SigningKeyRow;
 pub(crate) use login::TOUCH_GRANULARITY_SECONDS;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
-pub use users::{IdentityRow, ProfileUpdate, UserRow};
 use users::is_unique_violation;
+pub use users::{IdentityRow, ProfileUpdate, UserRow};
 pub use vault::{Lease, LinkedTokens, VaultRow};
 pub(crate) use verification::{NewVerifyEmailToken, Redemption};
 

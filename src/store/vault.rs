@@ -98,7 +98,11 @@ impl Store {
 
     /// The identity's reauthentication mark and its tokens in one round trip: the hot path
     /// of every token read. `None` when the user is not linked to the provider.
-    pub(crate) async fn find_linked_tokens(&self, user_id: &str, alias: &str) -> Result<Option<LinkedTokens>, StoreError> {
+    pub(crate) async fn find_linked_tokens(
+        &self,
+        user_id: &str,
+        alias: &str,
+    ) -> Result<Option<LinkedTokens>, StoreError> {
         let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let row: Option<AnyRow> = sqlx::query(
             "SELECT u.enabled, f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,
@@ -230,11 +234,10 @@ impl Store {
 
     /// Gives back every lease `owner` still holds, at shutdown; returns how many there were.
     pub async fn release_refresh_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("UPDATE vault_tokens SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
-                .bind(owner)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query("UPDATE vault_tokens SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

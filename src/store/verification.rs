@@ -77,7 +77,10 @@ impl Store {
 
     /// Takes back a link whose message could not be sent.
     pub(crate) async fn delete_verify_email_token(&self, token_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM verify_email_tokens WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM verify_email_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -200,8 +200,8 @@ impl DevelopmentProvider {
     /// whose endpoint for it is `redirect_uri`.
     pub(crate) fn new(public_url: &str, redirect_uri: String, key: &[u8]) -> Result<Self, JwsKeyError> {
         let kid = format!("dev-{}", &token_hash(&String::from_utf8_lossy(key))[..16]);
-        let authority =
-            Url::parse(&format!("{public_url}{AUTHORITY_PATH}")).map_err(|_| JwsKeyError::Malformed(JwsAlgorithm::Rs256))?;
+        let authority = Url::parse(&format!("{public_url}{AUTHORITY_PATH}"))
+            .map_err(|_| JwsKeyError::Malformed(JwsAlgorithm::Rs256))?;
         let client_secret_value = random_token();
         Ok(DevelopmentProvider {
             authority,
@@ -273,7 +273,10 @@ impl DevelopmentProvider {
             return Err(refuse(700016, "Application not found in the directory."));
         }
         if params.redirect_uri.as_deref() != Some(self.redirect_uri.as_str()) {
-            return Err(refuse(50011, "The redirect URI does not match the redirect URIs configured for the application."));
+            return Err(refuse(
+                50011,
+                "The redirect URI does not match the redirect URIs configured for the application.",
+            ));
         }
         if params.response_type.as_deref() != Some("code") {
             return Err(refuse(900144, "The request body must contain the following parameter: 'response_type=code'."));
@@ -302,14 +305,23 @@ impl DevelopmentProvider {
         let mut codes = self.codes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         codes.retain(|_, waiting| waiting.expires_at > now);
         codes.insert(token_hash(&code), pending);
-        let mut target = Url::parse(&self.redirect_uri).map_err(|_| entra_error(400, "invalid_request", 50011, "bad redirect URI"))?;
-        target.query_pairs_mut().append_pair("code", &code).append_pair("state", params.state.as_deref().unwrap_or_default());
+        let mut target = Url::parse(&self.redirect_uri)
+            .map_err(|_| entra_error(400, "invalid_request", 50011, "bad redirect URI"))?;
+        target
+            .query_pairs_mut()
+            .append_pair("code", &code)
+            .append_pair("state", params.state.as_deref().unwrap_or_default());
         Ok(target)
     }
 
     /// The token endpoint: the broker's code exchange and refreshes, authenticated by its
     /// client secret (in the form, or by HTTP Basic as `basic`).
-    pub(crate) fn token(&self, form: TokenForm, basic: Option<(String, String)>, now: i64) -> Result<TokenAnswer, EntraError> {
+    pub(crate) fn token(
+        &self,
+        form: TokenForm,
+        basic: Option<(String, String)>,
+        now: i64,
+    ) -> Result<TokenAnswer, EntraError> {
         let (client_id, secret) = match basic {
             Some(credentials) => (Some(credentials.0), Some(credentials.1)),
             None => (form.client_id.clone(), form.client_secret.clone()),
@@ -330,21 +342,29 @@ impl DevelopmentProvider {
     fn redeem_code(&self, form: &TokenForm, now: i64) -> Result<TokenAnswer, EntraError> {
         let invalid = |text: &str| entra_error(400, "invalid_grant", 70008, text);
         let code = form.code.as_deref().ok_or_else(|| invalid("The code is missing."))?;
-        let pending = self
-            .codes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&token_hash(code))
-            .ok_or_else(|| invalid("The provided authorization code is unknown, was used already or has expired."))?;
+        let pending =
+            self.codes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&token_hash(code)).ok_or_else(
+                || invalid("The provided authorization code is unknown, was used already or has expired."),
+            )?;
         if pending.expires_at <= now {
             return Err(invalid("The provided authorization code has expired."));
         }
         if form.redirect_uri.as_deref() != Some(pending.redirect_uri.as_str()) {
-            return Err(entra_error(400, "invalid_grant", 50011, "The redirect URI does not match the one of the code."));
+            return Err(entra_error(
+                400,
+                "invalid_grant",
+                50011,
+                "The redirect URI does not match the one of the code.",
+            ));
         }
         let verifier = form.code_verifier.as_deref().unwrap_or_default();
         if !crate::crypto::constant_time_eq(&pkce_s256(verifier), &pending.code_challenge) {
-            return Err(entra_error(400, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge."));
+            return Err(entra_error(
+                400,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge.",
+            ));
         }
         let id_token = self.id_token(&pending.user, pending.nonce, now)?;
         self.answer(&pending.user, &pending.scope, Some(id_token), now)
@@ -368,7 +388,13 @@ impl DevelopmentProvider {
         self.answer(&user, &scope, None, now)
     }
 
-    fn answer(&self, user: &DevUser, scope: &str, id_token: Option<String>, now: i64) -> Result<TokenAnswer, EntraError> {
+    fn answer(
+        &self,
+        user: &DevUser,
+        scope: &str,
+        id_token: Option<String>,
+        now: i64,
+    ) -> Result<TokenAnswer, EntraError> {
         let refresh = RefreshClaims {
             typ: "refresh".to_owned(),
             iss: self.issuer(),

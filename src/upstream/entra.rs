@@ -55,7 +55,11 @@ impl std::fmt::Debug for AuthorizeRequest<'_> {
     }
 }
 
-pub(crate) fn authorize_url(metadata: &ProviderMetadata, provider: &ProviderSettings, request: &AuthorizeRequest<'_>) -> Url {
+pub(crate) fn authorize_url(
+    metadata: &ProviderMetadata,
+    provider: &ProviderSettings,
+    request: &AuthorizeRequest<'_>,
+) -> Url {
     let mut url = metadata.authorization_endpoint.clone();
     {
         let mut query = url.query_pairs_mut();
@@ -162,7 +166,11 @@ impl std::fmt::Debug for IdTokenCheck<'_> {
 }
 
 /// Verifies an ID token against a JWKS; the caller re-fetches the JWKS on `UnknownKid`.
-pub(crate) fn verify_id_token(token: &str, jwks: &JwkSet, check: &IdTokenCheck<'_>) -> Result<VerifiedIdentity, IdTokenError> {
+pub(crate) fn verify_id_token(
+    token: &str,
+    jwks: &JwkSet,
+    check: &IdTokenCheck<'_>,
+) -> Result<VerifiedIdentity, IdTokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
     if header.alg != Algorithm::RS256 {
         return Err(IdTokenError::Malformed);

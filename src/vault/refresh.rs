@@ -25,10 +25,10 @@ use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
-use crate::crypto::CipherError;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::VaultSettings;
+use crate::crypto::CipherError;
 use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
 use crate::telemetry::{Chain, Metrics};
 use crate::upstream::entra::ErrorClass;
@@ -273,7 +273,12 @@ impl TokenVault {
 
     /// Erases the user's tokens for `alias` and unlinks the provider; the user stays.
     /// Returns false when the user was not linked to it.
-    pub(crate) async fn unlink(&self, reader: &TokenReader<'_>, user_id: &str, alias: &str) -> Result<bool, VaultError> {
+    pub(crate) async fn unlink(
+        &self,
+        reader: &TokenReader<'_>,
+        user_id: &str,
+        alias: &str,
+    ) -> Result<bool, VaultError> {
         let unlinked = self.inner.store.unlink_identity(user_id, alias).await?;
         let outcome = if unlinked { "unlinked" } else { "not_linked" };
         self.inner.metrics.count_unlink(alias, outcome);
@@ -404,11 +409,10 @@ impl Inner {
             inner.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             result
         });
-        let outcome = async move {
-            task.await.unwrap_or_else(|err| Err(VaultError::internal("the refresh task failed", err)))
-        }
-        .boxed()
-        .shared();
+        let outcome =
+            async move { task.await.unwrap_or_else(|err| Err(VaultError::internal("the refresh task failed", err))) }
+                .boxed()
+                .shared();
         Flight { deadline: deadline.into(), outcome }
     }
 
@@ -546,7 +550,12 @@ impl Inner {
 
     /// Asks the upstream, with retries begun before `deadline`; the last attempt may run past
     /// it by the upstream client's own limit. Shutdown abandons the call.
-    async fn refresh_upstream(&self, row: &VaultRow, now: i64, deadline: Instant) -> Result<UpstreamTokens, VaultError> {
+    async fn refresh_upstream(
+        &self,
+        row: &VaultRow,
+        now: i64,
+        deadline: Instant,
+    ) -> Result<UpstreamTokens, VaultError> {
         let provider = self.upstream.provider(&row.alias).ok_or_else(|| VaultError::Misconfigured {
             cause: "the provider is no longer configured".to_owned(),
             config_key: format!("providers.{}", row.alias),
