@@ -17,39 +17,99 @@ macro_rules! debug_showing {
     };
 }
 
-/// Declares internal modules: private, or public under the `testing` feature.
-macro_rules! internal {
-    ($($module:ident),* $(,)?) => {
-        $(
-            #[cfg(feature = "testing")]
-            #[doc(hidden)]
-            pub mod $module;
-            #[cfg(not(feature = "testing"))]
-            mod $module;
-        )*
-    };
-}
-
 pub mod commands;
 pub mod config;
 
-internal!(
-    app,
-    audit,
-    clock,
-    crypto,
-    demo,
-    directory,
-    doctor,
-    http,
-    keycloak,
-    mail,
-    oidc,
-    serve,
-    signin,
-    store,
-    telemetry,
-    upstream,
-    vault,
-    verification,
-);
+// The internal modules: private, so that the compiler reports what nothing uses; public under
+// the `testing` feature for the tests and benchmarks. Plain `mod` lines (two `cfg`'d ones each,
+// rather than a macro or a proc-macro crate), so that rustfmt formats every file.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod app;
+#[cfg(not(feature = "testing"))]
+mod app;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod audit;
+#[cfg(not(feature = "testing"))]
+mod audit;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod clock;
+#[cfg(not(feature = "testing"))]
+mod clock;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod crypto;
+#[cfg(not(feature = "testing"))]
+mod crypto;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod demo;
+#[cfg(not(feature = "testing"))]
+mod demo;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod directory;
+#[cfg(not(feature = "testing"))]
+mod directory;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod doctor;
+#[cfg(not(feature = "testing"))]
+mod doctor;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod http;
+#[cfg(not(feature = "testing"))]
+mod http;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod keycloak;
+#[cfg(not(feature = "testing"))]
+mod keycloak;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod mail;
+#[cfg(not(feature = "testing"))]
+mod mail;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod oidc;
+#[cfg(not(feature = "testing"))]
+mod oidc;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod serve;
+#[cfg(not(feature = "testing"))]
+mod serve;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod signin;
+#[cfg(not(feature = "testing"))]
+mod signin;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod store;
+#[cfg(not(feature = "testing"))]
+mod store;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod telemetry;
+#[cfg(not(feature = "testing"))]
+mod telemetry;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod upstream;
+#[cfg(not(feature = "testing"))]
+mod upstream;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod vault;
+#[cfg(not(feature = "testing"))]
+mod vault;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod verification;
+#[cfg(not(feature = "testing"))]
+mod verification;
