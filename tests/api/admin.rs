@@ -81,7 +81,7 @@ pub async fn audited(app: &TestApp, kind: &str) -> Vec<AuditEvent> {
 }
 
 both_backends!(python_keycloak_admin_as_openhands_uses_it, |backend| async move {
-    let app = spawn_app_with_extra(backend, &admin_toml(6)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(6)).spawn().await;
     let tokens = app.tokens().await;
     let user_id = user_id_of(&tokens);
     let identity = app.store.find_identity(&user_id, "azure_devops").await.unwrap().expect("linked");
@@ -138,7 +138,7 @@ both_backends!(python_keycloak_admin_as_openhands_uses_it, |backend| async move 
 });
 
 both_backends!(repeated_failures_slow_the_administrator_down_but_never_lock_them_out, |backend| async move {
-    let app = spawn_app_with_extra(backend, &admin_toml(60)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(60)).spawn().await;
 
     // Six wrong passwords, each after any wait has ended, so that each is checked.
     for attempt in 1..=6 {
@@ -180,7 +180,7 @@ both_backends!(repeated_failures_slow_the_administrator_down_but_never_lock_them
 });
 
 both_backends!(admin_tokens_reach_only_the_admin_api_and_other_tokens_do_not, |backend| async move {
-    let app = spawn_app_with_extra(backend, &admin_toml(60)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(60)).spawn().await;
     let admin = admin_token(&app).await;
     let user = app.tokens().await;
     let users = admin_url(&app, paths::ADMIN_USERS);
@@ -235,7 +235,7 @@ async fn without_an_admin_password_the_admin_api_is_not_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_openapi_document_describes_exactly_the_admin_routes() {
-    let app = spawn_app_with_extra(Backend::Sqlite, &admin_toml(60)).await;
+    let app = TestApp::builder(Backend::Sqlite).extra(&admin_toml(60)).spawn().await;
     let admin = admin_token(&app).await;
     let document: Value = serde_json::from_str(ADMIN_DOCUMENT).expect("the document is JSON");
     let documented = document["paths"].as_object().expect("the document has paths");
@@ -267,7 +267,7 @@ async fn the_admin_openapi_document_describes_exactly_the_admin_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_in_the_admin_api() {
-    let app = spawn_app_with_extra(Backend::Postgres, &admin_toml(3600)).await;
+    let app = TestApp::builder(Backend::Postgres).extra(&admin_toml(3600)).spawn().await;
     // A signed-in user with an identity, whose id the stateful phase finds in the listings.
     let _ = app.tokens().await;
     app.store.seed_users(1, 20, SEED_PREFIX, app.state.clock.now()).await.unwrap();

@@ -54,7 +54,7 @@ async fn assert_not_active(response: reqwest::Response, why: &str) {
 }
 
 both_backends!(a_strangers_flood_never_keeps_the_administrator_out, |backend| async move {
-    let app = spawn_app_with_extra(backend, &admin_toml(60)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(60)).spawn().await;
     let stranger = stranger();
     for _ in 0..5 {
         wrong_password_from(&app, &stranger).await;
@@ -82,7 +82,7 @@ both_backends!(a_strangers_flood_never_keeps_the_administrator_out, |backend| as
 });
 
 both_backends!(a_throttled_flood_writes_a_bounded_number_of_audit_rows, |backend| async move {
-    let app = spawn_app_with_extra(backend, &admin_toml(60)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(60)).spawn().await;
     let stranger = stranger();
 
     for _ in 0..10 {
@@ -109,7 +109,7 @@ fn replica_settings(entra: &crate::support::fake_entra::FakeEntra, password: &st
 }
 
 both_backends!(a_password_change_ends_every_admin_session_at_its_next_use, |backend| async move {
-    let mut app = spawn_app_from(backend, |entra| replica_settings(entra, ADMIN_PASSWORD)).await;
+    let mut app = TestApp::builder(backend).settings(|entra| replica_settings(entra, ADMIN_PASSWORD)).spawn().await;
     let before = signed_in(&app).await;
     app.restart().await;
     let kept = refresh_at(&app.public, &text(&before, "refresh_token")).await;
@@ -145,7 +145,7 @@ both_backends!(a_password_change_ends_every_admin_session_at_its_next_use, |back
 
 both_backends!(an_admin_session_ends_at_its_maximum_lifetime, |backend| async move {
     let settings = admin_toml(60).replacen("[admin]\n", "[admin]\nsession_max_seconds = 100\n", 1);
-    let app = spawn_app_with_extra(backend, &settings).await;
+    let app = TestApp::builder(backend).extra(&settings).spawn().await;
     let signed = signed_in(&app).await;
     assert!(signed["refresh_expires_in"].as_i64().unwrap_or_default() <= 100, "capped by the maximum: {signed}");
 
@@ -165,7 +165,7 @@ both_backends!(an_admin_session_ends_at_its_maximum_lifetime, |backend| async mo
 });
 
 both_backends!(admin_logout_ends_the_session_as_python_keycloak_sends_it, |backend| async move {
-    let app = spawn_app_with_extra(backend, &admin_toml(60)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(60)).spawn().await;
     let signed = signed_in(&app).await;
     let (access, refresh) = (text(&signed, "access_token"), text(&signed, "refresh_token"));
     let logout = app.url(&paths::LOGOUT.replace("{realm}", paths::MASTER_REALM));

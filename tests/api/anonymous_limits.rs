@@ -144,7 +144,7 @@ both_backends!(ten_thousand_sign_ins_from_one_address_store_at_most_its_budget, 
 
 both_backends!(the_ceiling_answers_503_to_new_sign_ins_but_never_to_a_session, |backend| async move {
     // Arrange: a ceiling of 30 pending sign-ins, a user signed in in a browser of their own.
-    let app = spawn_app_with_http(backend, "max_pending_sign_ins = 30").await;
+    let app = TestApp::builder(backend).http("max_pending_sign_ins = 30").spawn().await;
     let user = browser_from("127.0.0.4");
     let code = app.follow(&user, &app.auth_url(&[])).await.code();
     assert_eq!(app.exchange(&code, &[]).await.status(), StatusCode::OK);
@@ -169,8 +169,10 @@ both_backends!(the_ceiling_answers_503_to_new_sign_ins_but_never_to_a_session, |
 
 both_backends!(behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget, |backend| async move {
     // Arrange: 127.0.0.5 is the ingress; its clients come in X-Forwarded-For.
-    let app =
-        spawn_app_with_http(backend, "trusted_proxies = [\"127.0.0.5/32\"]\npending_sign_ins_per_address = 3").await;
+    let app = TestApp::builder(backend)
+        .http("trusted_proxies = [\"127.0.0.5/32\"]\npending_sign_ins_per_address = 3")
+        .spawn()
+        .await;
     let ingress = browser_from("127.0.0.5");
     let url = app.auth_url(&[]);
     let from = |client: &str| ingress.get(&url).header("x-forwarded-for", format!("6.6.6.6, {client}"));
@@ -217,7 +219,7 @@ struct BadByte {
 
 both_backends!(nul_and_non_utf8_are_400_invalid_request_on_every_listener, |backend| async move {
     // Arrange
-    let app = spawn_app_with_extra(backend, &admin_toml(60)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(60)).spawn().await;
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     let user_id = user_id_of(&app.tokens().await);
     let admin = admin_token(&app).await;

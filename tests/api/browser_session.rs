@@ -135,7 +135,8 @@ both_backends!(logout_without_an_id_token_hint_asks_the_user_first, |backend| as
 });
 
 both_backends!(linking_a_provider_keeps_the_signed_in_user, |backend| async move {
-    let app = spawn_app_with(backend, ProviderSetup { second_provider: true, ..Default::default() }).await;
+    let app =
+        TestApp::builder(backend).provider(ProviderSetup { second_provider: true, ..Default::default() }).spawn().await;
     let tokens = exchange_ok(&app, &app.sign_in().await.code()).await;
     let user_id = text(&jwt_claims(&text(&tokens, "access_token")), "sub");
     let link = [("kc_action", "idp_link:azure_devops_eu")];

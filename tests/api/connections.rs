@@ -38,7 +38,7 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<(Insta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
-    let app = spawn_app_with_http(Backend::Sqlite, TIMEOUTS).await;
+    let app = TestApp::builder(Backend::Sqlite).http(TIMEOUTS).spawn().await;
     for listener in [&app.public, &app.internal, &app.management] {
         let opened = Instant::now();
         let mut stream = TcpStream::connect(address(listener)).await.expect("connect");
@@ -53,7 +53,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_trickles_its_headers_is_closed_after_the_header_timeout() {
-    let app = spawn_app_with_http(Backend::Sqlite, TIMEOUTS).await;
+    let app = TestApp::builder(Backend::Sqlite).http(TIMEOUTS).spawn().await;
     let stream = TcpStream::connect(address(&app.public)).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     let started = Instant::now();
@@ -80,7 +80,7 @@ async fn a_connection_that_trickles_its_headers_is_closed_after_the_header_timeo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout() {
-    let app = spawn_app_with_http(Backend::Sqlite, TIMEOUTS).await;
+    let app = TestApp::builder(Backend::Sqlite).http(TIMEOUTS).spawn().await;
     let mut stream = TcpStream::connect(address(&app.public)).await.expect("connect");
     stream.write_all(b"GET /realms/allhands HTTP/1.1\r\nHost: broker\r\n\r\n").await.expect("request");
 
@@ -97,11 +97,10 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_bound_a_listener_waits_while_health_still_answers() {
-    let app = spawn_app_with_http(
-        Backend::Sqlite,
-        "header_read_timeout_seconds = 60\nidle_timeout_seconds = 60\nmax_connections = 3",
-    )
-    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .http("header_read_timeout_seconds = 60\nidle_timeout_seconds = 60\nmax_connections = 3")
+        .spawn()
+        .await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(TcpStream::connect(address(&app.public)).await.expect("connect"));

@@ -45,7 +45,7 @@ async fn sign_in_as(app: &TestApp, browser: &reqwest::Client, email: &str) -> St
 }
 
 both_backends!(start_dev_signs_in_through_the_development_provider_and_refreshes_on_read, |backend| async move {
-    let app = spawn_development_app(backend, "127.0.0.1:0").await;
+    let app = TestApp::builder(backend).development("127.0.0.1:0").spawn().await;
     let browser = browser_client();
 
     let code = sign_in_as(&app, &browser, "Carol@Example.test").await;
@@ -84,7 +84,7 @@ both_backends!(start_dev_signs_in_through_the_development_provider_and_refreshes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_development_provider_refuses_what_entra_would() {
-    let app = spawn_development_app(Backend::Sqlite, "127.0.0.1:0").await;
+    let app = TestApp::builder(Backend::Sqlite).development("127.0.0.1:0").spawn().await;
     let browser = browser_client();
     let authorize = app.until_upstream(&browser, &[]).await;
     let authorize = Url::parse(&app.url("/")).unwrap().join(&authorize).unwrap();
@@ -142,7 +142,7 @@ async fn the_development_provider_stays_off_with_a_real_provider_or_off_loopback
     let answer = configured.api.get(configured.url(&discovery)).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::NOT_FOUND, "a configured provider turns it off");
 
-    let exposed = spawn_development_app(Backend::Sqlite, "0.0.0.0:0").await;
+    let exposed = TestApp::builder(Backend::Sqlite).development("0.0.0.0:0").spawn().await;
     let local = exposed.public.replace("0.0.0.0", "127.0.0.1");
     let answer = exposed.api.get(format!("{local}{discovery}")).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::NOT_FOUND, "a listener beyond loopback turns it off");

@@ -92,7 +92,7 @@ async fn spawn_mailing_app(backend: Backend, sink: &SmtpSink) -> TestApp {
 /// A broker whose `[smtp]` names this host's `port`, with the user `USER` (address `EMAIL`).
 async fn spawn_app_mailing_to(backend: Backend, port: u16, security: &str) -> TestApp {
     let table = smtp_table(port, security);
-    let app = spawn_app_edited(backend, |text| text + &table).await;
+    let app = TestApp::builder(backend).edited(|text| text + &table).spawn().await;
     save_user(&app, USER, Some(EMAIL)).await;
     app
 }
@@ -142,13 +142,15 @@ both_backends!(the_link_verifies_the_address_once_and_goes_to_the_redirect_uri, 
     let sink = SmtpSink::start().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
     let table = smtp_table(sink.port, "none");
-    let app = spawn_app_edited(backend, |text| {
-        let bind = "\nbind = \"127.0.0.1:0\"";
-        assert!(text.contains(bind));
-        text.replacen(bind, &format!("\nhostname = \"http://localhost:{port}\"\nbind = \"127.0.0.1:{port}\""), 1)
-            + &table
-    })
-    .await;
+    let app = TestApp::builder(backend)
+        .edited(|text| {
+            let bind = "\nbind = \"127.0.0.1:0\"";
+            assert!(text.contains(bind));
+            text.replacen(bind, &format!("\nhostname = \"http://localhost:{port}\"\nbind = \"127.0.0.1:{port}\""), 1)
+                + &table
+        })
+        .spawn()
+        .await;
     save_user(&app, USER, Some(EMAIL)).await;
 
     // Act
@@ -374,7 +376,7 @@ both_backends!(the_admin_api_sends_the_link_as_python_keycloak_asks_for_it, |bac
     // Arrange: the administrator, a view-users account, a mailing broker and a user.
     let sink = SmtpSink::start().await;
     let table = smtp_table(sink.port, "none") + &crate::admin::admin_toml(300);
-    let app = spawn_app_edited(backend, |text| text + &table).await;
+    let app = TestApp::builder(backend).edited(|text| text + &table).spawn().await;
     save_user(&app, USER, Some(EMAIL)).await;
     let admin = crate::admin::admin_token(&app).await;
     let path = paths::ADMIN_USER_SEND_VERIFY_EMAIL.replace("{realm}", REALM_NAME).replace("{user_id}", USER);

@@ -22,7 +22,7 @@ fn seeded_id(i: i64) -> String {
 // when another writer got in between; writes now take the lock first and wait for it.
 both_backends!(concurrent_deletes_and_updates_of_a_user_answer_one_204_then_404_never_500, |backend| async move {
     // Arrange: the raced users, and a bystander every race also updates.
-    let app = spawn_app_with_extra(backend, &admin_toml(600)).await;
+    let app = TestApp::builder(backend).extra(&admin_toml(600)).spawn().await;
     let token = admin_token(&app).await;
     app.store.seed_users(0, USERS, "race", app.state.clock.now()).await.expect("seed");
     let user_url = |id: &str| app.url(&paths::ADMIN_USER.replace("{realm}", REALM_NAME).replace("{user_id}", id));

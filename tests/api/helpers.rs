@@ -155,30 +155,82 @@ client_auth_method = "{method}"
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, ProviderSetup::default()).await
+    TestApp::builder(backend).spawn().await
 }
 
-pub async fn spawn_app_with(backend: Backend, setup: ProviderSetup) -> TestApp {
-    spawn_app_from(backend, |entra| settings_toml(entra, &setup)).await
+/// What [`TestApp::builder`] starts; each call changes one thing.
+pub struct AppBuilder<'a> {
+    database: Database,
+    settings: SettingsText<'a>,
+    edits: Vec<Box<dyn FnOnce(String) -> String + 'a>>,
 }
 
-/// As [`spawn_app`], with the settings text changed by `edit` first (a table added, a key set).
-pub async fn spawn_app_edited(backend: Backend, edit: impl FnOnce(String) -> String) -> TestApp {
-    spawn_app_from(backend, |entra| edit(settings_toml(entra, &ProviderSetup::default()))).await
+enum Database {
+    Fresh(Backend),
+    /// A database the test runs itself (a private Postgres it may stop).
+    External(String),
 }
 
-/// The application of [`spawn_app`] with `extra` TOML appended to its settings (the admin
-/// API's `[admin]`, more service accounts, …).
-pub async fn spawn_app_with_extra(backend: Backend, extra: &str) -> TestApp {
-    let setup = ProviderSetup::default();
-    spawn_app_from(backend, |entra| settings_toml(entra, &setup) + extra).await
+enum SettingsText<'a> {
+    Standard(ProviderSetup),
+    Written(Box<dyn FnOnce(&FakeEntra) -> String + 'a>),
 }
 
-/// The application as `start-dev` runs it with no provider configured, its public listener
-/// on `bind`: the built-in development provider signs users in (when `bind` is loopback).
-pub async fn spawn_development_app(backend: Backend, bind: &str) -> TestApp {
-    let text = format!(
-        r#"
+impl TestApp {
+    /// The one way to start a test's application: the standard settings ([`settings_toml`]) on
+    /// a fresh database of `backend`, changed by the builder's calls, started by
+    /// [`AppBuilder::spawn`].
+    pub fn builder<'a>(backend: Backend) -> AppBuilder<'a> {
+        AppBuilder {
+            database: Database::Fresh(backend),
+            settings: SettingsText::Standard(ProviderSetup::default()),
+            edits: Vec::new(),
+        }
+    }
+}
+
+impl<'a> AppBuilder<'a> {
+    /// On a database the test runs itself, rather than a fresh one.
+    pub fn on(mut self, database_url: &str) -> Self {
+        self.database = Database::External(database_url.to_owned());
+        self
+    }
+
+    /// The standard settings with another provider setup.
+    pub fn provider(mut self, setup: ProviderSetup) -> Self {
+        self.settings = SettingsText::Standard(setup);
+        self
+    }
+
+    /// Settings written whole from the fake Entra it may point at, instead of the standard ones.
+    pub fn settings(mut self, write: impl FnOnce(&FakeEntra) -> String + 'a) -> Self {
+        self.settings = SettingsText::Written(Box::new(write));
+        self
+    }
+
+    /// `lines` added to the `[http]` table (timeouts, limits, hostname).
+    pub fn http(self, lines: &str) -> Self {
+        let lines = lines.to_owned();
+        self.edited(move |text| text.replacen("[http]\n", &format!("[http]\n{lines}\n"), 1))
+    }
+
+    /// `toml` appended to the settings (the admin API's `[admin]`, more service accounts, …).
+    pub fn extra(self, toml: &str) -> Self {
+        let toml = toml.to_owned();
+        self.edited(move |text| text + &toml)
+    }
+
+    /// The settings text changed by `edit` (a table added, a key set).
+    pub fn edited(mut self, edit: impl FnOnce(String) -> String + 'a) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    /// As `start-dev` runs with no provider configured, its public listener on `bind`: the
+    /// built-in development provider signs users in (when `bind` is loopback).
+    pub fn development(self, bind: &str) -> Self {
+        let text = format!(
+            r#"
 [http]
 bind = "{bind}"
 internal_bind = "127.0.0.1:0"
@@ -193,50 +245,38 @@ client_secret = "{CLIENT_SECRET}"
 redirect_uris = ["{REDIRECT_URI}"]
 post_logout_redirect_uris = ["{POST_LOGOUT_URI}"]
 "#
-    );
-    spawn_app_from(backend, |_| text).await
-}
+        );
+        self.settings(move |_| text)
+    }
 
-/// The application with `lines` added to its `[http]` table (timeouts, limits, hostname).
-pub async fn spawn_app_with_http(backend: Backend, lines: &str) -> TestApp {
-    let lines = lines.to_owned();
-    spawn_app_from(backend, move |entra| {
-        settings_toml(entra, &ProviderSetup::default()).replacen("[http]\n", &format!("[http]\n{lines}\n"), 1)
-    })
-    .await
-}
-
-/// The application on a database the test runs itself (a private Postgres it may stop).
-pub async fn spawn_app_on(database_url: &str) -> TestApp {
-    let db = TestDb::external(database_url.to_owned());
-    spawn_app_in(db, |entra| settings_toml(entra, &ProviderSetup::default())).await
-}
-
-/// Starts the application on a fresh database with the settings `settings` writes, given
-/// the fake Entra it may point at.
-pub async fn spawn_app_from(backend: Backend, settings: impl FnOnce(&FakeEntra) -> String) -> TestApp {
-    spawn_app_in(TestDb::new(backend).await, settings).await
-}
-
-async fn spawn_app_in(db: TestDb, settings: impl FnOnce(&FakeEntra) -> String) -> TestApp {
-    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
-    let text = settings(&entra);
-    let (running, shutdown, server) = start_application(&text, &db.url).await;
-    let Running { public, internal, management, state } = running;
-    let store = state.store.clone();
-    TestApp {
-        public,
-        internal,
-        state,
-        management,
-        entra,
-        store,
-        browser: browser_client(),
-        api: api_client(),
-        db,
-        settings_text: text,
-        shutdown: Some(shutdown),
-        server: Some(server),
+    pub async fn spawn(self) -> TestApp {
+        let db = match self.database {
+            Database::Fresh(backend) => TestDb::new(backend).await,
+            Database::External(url) => TestDb::external(url),
+        };
+        let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+        let written = match self.settings {
+            SettingsText::Standard(setup) => settings_toml(&entra, &setup),
+            SettingsText::Written(write) => write(&entra),
+        };
+        let text = self.edits.into_iter().fold(written, |text, edit| edit(text));
+        let (running, shutdown, server) = start_application(&text, &db.url).await;
+        let Running { public, internal, management, state } = running;
+        let store = state.store.clone();
+        TestApp {
+            public,
+            internal,
+            state,
+            management,
+            entra,
+            store,
+            browser: browser_client(),
+            api: api_client(),
+            db,
+            settings_text: text,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
     }
 }
 

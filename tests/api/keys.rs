@@ -254,7 +254,10 @@ both_backends!(each_signature_algorithm_publishes_its_key_type_and_rotates, |bac
     let cases = [("RS256", "RSA", None), ("ES256", "EC", Some("P-256")), ("EdDSA", "OKP", Some("Ed25519"))];
     for (algorithm, kty, crv) in cases {
         let realm = format!("\n[realm]\nsignature_algorithm = \"{algorithm}\"\n");
-        let app = spawn_app_from(backend, |entra| settings_toml(entra, &ProviderSetup::default()) + &realm).await;
+        let app = TestApp::builder(backend)
+            .settings(|entra| settings_toml(entra, &ProviderSetup::default()) + &realm)
+            .spawn()
+            .await;
         let signed_in = app.tokens().await;
 
         let certs: Value =

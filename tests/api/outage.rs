@@ -70,7 +70,7 @@ fn probe_event(n: usize) -> AuditEvent {
 async fn a_postgres_outage_is_503_fast_and_the_broker_recovers_with_its_audit_trail_whole() {
     // Arrange: a broker on a Postgres of this test's own, a signed-in user, a service.
     let postgres = PrivatePostgres::start();
-    let app = spawn_app_on(&postgres.url()).await;
+    let app = TestApp::builder(Backend::Postgres).on(&postgres.url()).spawn().await;
     let tokens = app.tokens().await;
     let user_id = user_id_of(&tokens);
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;

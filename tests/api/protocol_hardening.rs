@@ -94,7 +94,7 @@ both_backends!(a_verifier_for_a_code_requested_without_a_challenge_is_refused, |
 });
 
 both_backends!(plain_pkce_is_refused_unless_the_client_allows_it, |backend| async move {
-    let app = spawn_app_with_extra(backend, &(public_client() + &plain_client())).await;
+    let app = TestApp::builder(backend).extra(&(public_client() + &plain_client())).spawn().await;
     let cases = [
         (CLIENT_ID, Some("plain"), "plain, for a client not configured for it"),
         (CLIENT_ID, None, "no method means plain"),
@@ -126,7 +126,7 @@ both_backends!(plain_pkce_is_refused_unless_the_client_allows_it, |backend| asyn
 });
 
 both_backends!(discovery_advertises_what_is_served_and_nothing_else, |backend| async move {
-    let app = spawn_app_with_extra(backend, &public_client()).await;
+    let app = TestApp::builder(backend).extra(&public_client()).spawn().await;
     let discovery = |app: &TestApp| {
         let url = app.url(&realm_path(paths::DISCOVERY));
         let request = app.api.get(url);
@@ -212,12 +212,12 @@ both_backends!(discovery_advertises_what_is_served_and_nothing_else, |backend| a
     assert_eq!(refused.get("iss").map(String::as_str), Some(issuer), "{refused:?}");
 
     // A client configured for plain PKCE puts it in the document.
-    let lenient = spawn_app_with_extra(backend, &plain_client()).await;
+    let lenient = TestApp::builder(backend).extra(&plain_client()).spawn().await;
     assert_eq!(discovery(&lenient).await["code_challenge_methods_supported"], serde_json::json!(["S256", "plain"]));
 });
 
 both_backends!(a_revoked_access_token_is_inactive_at_once, |backend| async move {
-    let app = spawn_app_with_extra(backend, &public_client()).await;
+    let app = TestApp::builder(backend).extra(&public_client()).spawn().await;
     let tokens = app.tokens().await;
     let access = access_token(&tokens);
     // Found good once, so that the check and its revocation state are remembered.
@@ -293,7 +293,7 @@ async fn an_access_token_revoked_at_one_process_is_refused_at_another() {
 }
 
 both_backends!(introspection_needs_a_confidential_client_or_a_service_account, |backend| async move {
-    let app = spawn_app_with_extra(backend, &public_client()).await;
+    let app = TestApp::builder(backend).extra(&public_client()).spawn().await;
     let access = access_token(&app.tokens().await).to_owned();
     let url = app.url(&realm_path(paths::INTROSPECT));
     // (form credentials, Basic credentials, expected status, expected error, why)

@@ -23,10 +23,13 @@ async fn python_keycloak_signs_in(app: &TestApp, algorithm: &str) {
 
 /// The test application with `[realm] signature_algorithm = algorithm`.
 async fn spawn_app_signing_with(backend: Backend, algorithm: &str) -> TestApp {
-    spawn_app_from(backend, |entra| {
-        settings_toml(entra, &ProviderSetup::default()) + &format!("\n[realm]\nsignature_algorithm = \"{algorithm}\"\n")
-    })
-    .await
+    TestApp::builder(backend)
+        .settings(|entra| {
+            settings_toml(entra, &ProviderSetup::default())
+                + &format!("\n[realm]\nsignature_algorithm = \"{algorithm}\"\n")
+        })
+        .spawn()
+        .await
 }
 
 both_backends!(python_keycloak_signs_in_unchanged, |backend| async move {

@@ -84,7 +84,7 @@ async fn assert_retry_later(response: reqwest::Response, surface: &str) {
 }
 
 both_backends!(a_hanging_provider_gets_the_still_valid_stored_token_within_the_deadline, |backend| async move {
-    let app = spawn_app_with(backend, short_deadline()).await;
+    let app = TestApp::builder(backend).provider(short_deadline()).spawn().await;
     // Inside the 300-second refresh window, but still valid for two minutes.
     let (user_id, tokens) = signed_in_with_lifetime(&app, 120).await;
     let stored = first_access_token(&app);
@@ -129,7 +129,7 @@ both_backends!(a_hanging_provider_and_an_expired_token_get_503_within_the_defaul
 });
 
 both_backends!(a_late_answer_is_stored_and_served_without_another_refresh, |backend| async move {
-    let app = spawn_app_with(backend, short_deadline()).await;
+    let app = TestApp::builder(backend).provider(short_deadline()).spawn().await;
     let (user_id, _) = signed_in_with_lifetime(&app, 0).await;
     let before = app.store.find_vault_row(&user_id, ALIAS).await.expect("row").expect("stored");
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
@@ -175,7 +175,7 @@ async fn process_refreshing_against_a_hanging_provider(
     backend: Backend,
     setup: ProviderSetup,
 ) -> (TestApp, BrokerProcess, String, String, tokio::task::JoinHandle<Option<reqwest::Response>>) {
-    let app = spawn_app_with(backend, setup.clone()).await;
+    let app = TestApp::builder(backend).provider(setup.clone()).spawn().await;
     let (user_id, _) = signed_in_with_lifetime(&app, 0).await;
     let process = start_process(&settings_toml(&app.entra, &setup), &app.db.url, HOSTNAME).await;
     let service = app.service_token_at(&process.internal, SERVICE_ID, SERVICE_SECRET).await;

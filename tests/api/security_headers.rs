@@ -57,7 +57,7 @@ async fn every_response_carries_keycloaks_security_headers_and_no_hsts_over_http
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_hostname_adds_strict_transport_security() {
-    let app = spawn_app_with_http(Backend::Sqlite, "hostname = \"https://auth.example.test\"").await;
+    let app = TestApp::builder(Backend::Sqlite).http("hostname = \"https://auth.example.test\"").spawn().await;
 
     for (what, _, response) in responses(&app).await {
         assert_security_headers(what, response.headers());

@@ -116,7 +116,7 @@ both_backends!(multi_tenant_sign_in_accepts_allowed_tenants_and_refuses_others, 
         allowed_tenants: vec![HOME_TENANT.into()],
         ..ProviderSetup::default()
     };
-    let app = spawn_app_with(backend, setup).await;
+    let app = TestApp::builder(backend).provider(setup).spawn().await;
 
     let mut outsider = FakeUser::bob();
     outsider.tenant_id = OTHER_TENANT.into();
@@ -226,7 +226,10 @@ both_backends!(the_apps_own_pkce_is_honoured, |backend| async move {
 });
 
 both_backends!(several_providers_and_no_hint_show_a_chooser, |backend| async move {
-    let app = spawn_app_with(backend, ProviderSetup { second_provider: true, ..ProviderSetup::default() }).await;
+    let app = TestApp::builder(backend)
+        .provider(ProviderSetup { second_provider: true, ..ProviderSetup::default() })
+        .spawn()
+        .await;
     let without_hint = app.auth_url(&[]).replace("&kc_idp_hint=azure_devops", "");
 
     let page = app.browser.get(&without_hint).send().await.expect("auth");
@@ -243,11 +246,10 @@ both_backends!(several_providers_and_no_hint_show_a_chooser, |backend| async mov
 });
 
 both_backends!(client_secret_basic_towards_the_provider_works, |backend| async move {
-    let app = spawn_app_with(
-        backend,
-        ProviderSetup { client_auth_method: "client_secret_basic", ..ProviderSetup::default() },
-    )
-    .await;
+    let app = TestApp::builder(backend)
+        .provider(ProviderSetup { client_auth_method: "client_secret_basic", ..ProviderSetup::default() })
+        .spawn()
+        .await;
 
     let tokens = app.tokens().await;
 

@@ -283,7 +283,7 @@ async fn start_page_in_production_has_no_demonstration() {
 async fn start_dev_signs_in_through_the_development_provider_in_a_real_browser() {
     let chromium = chromium().await;
     let node = node_env().await;
-    let app = spawn_development_app(Backend::Sqlite, "127.0.0.1:0").await;
+    let app = TestApp::builder(Backend::Sqlite).development("127.0.0.1:0").spawn().await;
     let home = target_dir().join("start-page-dev-home.png");
     let screenshot = target_dir().join("start-page-dev.png");
 

@@ -60,7 +60,8 @@ fn time_now() -> i64 {
 }
 
 both_backends!(the_broker_endpoint_refuses_like_keycloak, |backend| async move {
-    let app = spawn_app_with(backend, ProviderSetup { second_provider: true, ..Default::default() }).await;
+    let app =
+        TestApp::builder(backend).provider(ProviderSetup { second_provider: true, ..Default::default() }).spawn().await;
     let (user_id, tokens) = signed_in(&app).await;
     let claims = jwt_claims(access_token(&tokens));
     let mut tampered = access_token(&tokens).to_owned();
@@ -527,7 +528,10 @@ both_backends!(users_are_found_by_subject_or_email_and_unlinking_keeps_the_user,
 });
 
 both_backends!(keep_alive_refreshes_exactly_the_stale_identities, |backend| async move {
-    let app = spawn_app_with(backend, ProviderSetup { keepalive_batch_size: 1, ..Default::default() }).await;
+    let app = TestApp::builder(backend)
+        .provider(ProviderSetup { keepalive_batch_size: 1, ..Default::default() })
+        .spawn()
+        .await;
     let day = 24 * 3600;
     app.entra.set_user(FakeUser::alice());
     let (alice, _) = signed_in(&app).await;
