@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::store::{
-    AttributeValue, ChangeWrite, DeletedUser, DirectoryUser, IdentityRow, MAX_ATTRIBUTE_FILTERS, Store, StoreError,
-    UserChanges, UserCriteria, UserRow,
+    AttributeValue, ChangeWrite, DirectoryUser, MAX_ATTRIBUTE_FILTERS, Store, StoreError, UserChanges, UserCriteria,
+    UserRow,
 };
 
 /// Keycloak's page size when `max` is not given.
@@ -248,14 +248,6 @@ pub(crate) struct UserUpdate {
     pub(crate) attributes: Option<BTreeMap<String, Vec<String>>>,
 }
 
-/// What a change to a user came to.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum UpdateOutcome {
-    Updated,
-    NotFound,
-    EmailTaken,
-}
-
 /// A plausible e-mail address: one `@` between a local part and a domain, no spaces.
 fn is_email(text: &str) -> bool {
     let Some((local, domain)) = text.split_once('@') else {
@@ -316,11 +308,7 @@ fn full_name(first: &Option<String>, last: &Option<String>) -> Option<String> {
 impl UserUpdate {
     /// The update merged over the stored user, or why it is refused. The username is Keycloak's
     /// read-only attribute (sign-in writes it from the provider); the same one is accepted.
-    pub(crate) fn merged(
-        self,
-        stored: &DirectoryUser,
-        stored_full_name: Option<String>,
-    ) -> Result<UserChanges, Invalid> {
+    pub(crate) fn merged(self, stored: &DirectoryUser) -> Result<UserChanges, Invalid> {
         let user = &stored.user;
         if let Some(username) = &self.username
             && !username.eq_ignore_ascii_case(&user.username)
@@ -338,7 +326,7 @@ impl UserUpdate {
         let names_changed = self.first_name.is_some() || self.last_name.is_some();
         let first_name = self.first_name.or_else(|| user.first_name.clone());
         let last_name = self.last_name.or_else(|| user.last_name.clone());
-        let full_name = if names_changed { full_name(&first_name, &last_name) } else { stored_full_name };
+        let full_name = if names_changed { full_name(&first_name, &last_name) } else { user.full_name.clone() };
         let attributes = self.attributes.as_ref().map(checked_attributes).transpose()?;
         Ok(UserChanges {
             email,
@@ -365,55 +353,21 @@ impl Directory {
         }
     }
 
-    /// Users whose e-mail address matches, ignoring case; at most `limit`.
-    pub(crate) async fn find_by_email(&self, email: &str, limit: i64) -> Result<Vec<UserRow>, StoreError> {
-        self.store.find_users_by_email(email, limit).await
-    }
-
-    /// Every provider linked to a user.
-    pub(crate) async fn identities(&self, user_id: &str) -> Result<Vec<IdentityRow>, StoreError> {
-        self.store.list_identities(user_id).await
-    }
-
-    /// A page of the users a search finds, ordered by username.
-    pub(crate) async fn search(&self, search: &UserSearch) -> Result<Vec<DirectoryUser>, StoreError> {
-        self.store.search_users(&search.criteria, search.first, search.max).await
-    }
-
-    pub(crate) async fn count(&self, criteria: &UserCriteria) -> Result<i64, StoreError> {
-        self.store.count_users(criteria).await
-    }
-
-    /// One user with their attributes.
-    pub(crate) async fn user(&self, user_id: &str) -> Result<Option<DirectoryUser>, StoreError> {
-        self.store.find_directory_user(user_id).await
-    }
-
     /// Applies an administrator's partial update.
     pub(crate) async fn update(
         &self,
         user_id: &str,
         update: UserUpdate,
         now: i64,
-    ) -> Result<Result<UpdateOutcome, Invalid>, StoreError> {
+    ) -> Result<Result<ChangeWrite, Invalid>, StoreError> {
         let Some(stored) = self.store.find_directory_user(user_id).await? else {
-            return Ok(Ok(UpdateOutcome::NotFound));
+            return Ok(Ok(ChangeWrite::NotFound));
         };
-        let stored_full_name = self.store.find_user(user_id).await?.and_then(|u| u.full_name);
-        let changes = match update.merged(&stored, stored_full_name) {
+        let changes = match update.merged(&stored) {
             Ok(changes) => changes,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(Ok(match self.store.update_directory_user(user_id, &changes, now).await? {
-            ChangeWrite::Done => UpdateOutcome::Updated,
-            ChangeWrite::NotFound => UpdateOutcome::NotFound,
-            ChangeWrite::EmailTaken => UpdateOutcome::EmailTaken,
-        }))
-    }
-
-    /// Deletes a user with everything of theirs; `None` when there was none.
-    pub(crate) async fn delete(&self, user_id: &str) -> Result<Option<DeletedUser>, StoreError> {
-        self.store.delete_directory_user(user_id).await
+        Ok(Ok(self.store.update_directory_user(user_id, &changes, now).await?))
     }
 }
 

@@ -19,11 +19,12 @@ use super::error::no_store;
 use super::params::{Bearer, parse_form, parse_query};
 use super::{AppError, AppState};
 use crate::config::AdminRole;
-use crate::directory::{SearchParams, UpdateOutcome, UserUpdate};
+use crate::directory::{SearchParams, UserUpdate};
 use crate::oidc::admin::{AdminGrantError, AdminRequest, AdminSignIn};
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::sessions::Ending;
 use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens};
+use crate::store::ChangeWrite;
 use crate::store::{AuditEvent, DirectoryUser, IdentityRow};
 use crate::telemetry::Chain;
 use crate::vault::{TokenReader, VaultError};
@@ -457,7 +458,7 @@ pub(crate) async fn list_users(
     caller.require_view()?;
     require_realm(&state, &realm)?;
     let search = search_params(raw.as_deref())?.read().map_err(|err| bad_request(err.0))?;
-    let users = state.directory.search(&search).await?;
+    let users = state.store.search_users(&search.criteria, search.first, search.max).await?;
     let body: Vec<UserRepresentation<'_>> =
         users.iter().map(|user| representation(user, search.brief, None, &caller)).collect();
     Ok((no_store(), Json(body)).into_response())
@@ -473,7 +474,7 @@ pub(crate) async fn count_users(
     caller.require_view()?;
     require_realm(&state, &realm)?;
     let criteria = search_params(raw.as_deref())?.criteria().map_err(|err| bad_request(err.0))?;
-    Ok((no_store(), Json(state.directory.count(&criteria).await?)).into_response())
+    Ok((no_store(), Json(state.store.count_users(&criteria).await?)).into_response())
 }
 
 /// `GET /admin/realms/{realm}/users/{id}`: the full representation with linked identities.
@@ -485,8 +486,8 @@ pub(crate) async fn get_user(
 ) -> Result<Response, AppError> {
     caller.require_view()?;
     require_realm(&state, &realm)?;
-    let found = state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let identities = state.directory.identities(&user_id).await?;
+    let found = state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let identities = state.store.list_identities(&user_id).await?;
     Ok((no_store(), Json(representation(&found, false, Some(&identities), &caller))).into_response())
 }
 
@@ -516,12 +517,12 @@ pub(crate) async fn update_user(
     let outcome = state.directory.update(path_user_id(&user_id)?, update, state.clock.now()).await?;
     let detail = json!({ "fields": changed, "enabled": enabled });
     match outcome {
-        Ok(UpdateOutcome::Updated) => {
+        Ok(ChangeWrite::Done) => {
             audit(&state, &caller, "admin_user_update", "success", Some(&user_id), None, detail).await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Ok(UpdateOutcome::NotFound) => Err(user_not_found()),
-        Ok(UpdateOutcome::EmailTaken) => {
+        Ok(ChangeWrite::NotFound) => Err(user_not_found()),
+        Ok(ChangeWrite::EmailTaken) => {
             audit(&state, &caller, "admin_user_update", "conflict", Some(&user_id), None, detail).await;
             Err(AppError::keycloak(StatusCode::CONFLICT, "User exists with same email"))
         }
@@ -538,7 +539,7 @@ pub(crate) async fn delete_user(
 ) -> Result<Response, AppError> {
     require_realm(&state, &realm)?;
     caller.require_manage(&state, "delete", &user_id).await?;
-    let deleted = state.directory.delete(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let deleted = state.store.delete_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
     let detail = json!({ "identities": deleted.aliases, "sessions": deleted.session_ids.len() });
     audit(&state, &caller, "admin_user_delete", "success", Some(&user_id), None, detail).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -552,8 +553,8 @@ pub(crate) async fn list_identities(
 ) -> Result<Response, AppError> {
     caller.require_view()?;
     require_realm(&state, &realm)?;
-    state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let identities = state.directory.identities(&user_id).await?;
+    state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let identities = state.store.list_identities(&user_id).await?;
     let body: Vec<FederatedIdentity<'_>> = identities.iter().map(federated_identity).collect();
     Ok((no_store(), Json(body)).into_response())
 }
@@ -567,7 +568,7 @@ pub(crate) async fn unlink_identity(
 ) -> Result<Response, AppError> {
     require_realm(&state, &realm)?;
     caller.require_manage(&state, "unlink", &user_id).await?;
-    state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
     if alias.contains('\0') {
         return Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Link not found" });
     }
@@ -589,7 +590,7 @@ pub(crate) async fn logout_user(
 ) -> Result<Response, AppError> {
     require_realm(&state, &realm)?;
     caller.require_manage(&state, "logout", &user_id).await?;
-    state.directory.user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
     let now = state.clock.now();
     let ended = state.sessions.end_all_of(&user_id, Ending::AdminLogout, Some(caller.client_id()), now).await?;
     audit(&state, &caller, "admin_user_logout", "success", Some(&user_id), None, json!({ "sessions": ended })).await;

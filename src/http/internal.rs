@@ -198,12 +198,12 @@ pub(crate) async fn find_users(
             caller.require_provider(&alias)?;
             state.directory.find_by_identity(&alias, &subject).await?.into_iter().collect()
         }
-        (None, None, Some(email)) => state.directory.find_by_email(&email, MAX_USERS).await?,
+        (None, None, Some(email)) => state.store.find_users_by_email(&email, MAX_USERS).await?,
         _ => return Err(bad_request("give either `provider` and `subject`, or `email`")),
     };
     let mut found = Vec::with_capacity(users.len());
     for user in users {
-        let identities = state.directory.identities(&user.id).await?;
+        let identities = state.store.list_identities(&user.id).await?;
         found.push(found_user(user, identities, &caller));
     }
     Ok((no_store(), Json(FoundUsers { users: found })).into_response())

@@ -20,7 +20,7 @@ use crate::config::ProviderSettings;
 use crate::directory::{
     MAX_ATTRIBUTE_NAME_LENGTH, MAX_ATTRIBUTE_NAMES, MAX_ATTRIBUTE_VALUE_LENGTH, MAX_ATTRIBUTE_VALUES,
 };
-use crate::store::{ImportBatch, LinkRow, PortableUser, Store, StoreError, UserWrite};
+use crate::store::{ImportBatch, LinkRow, Store, StoreError, UserRow, UserWrite};
 
 /// Users decided and written per transaction.
 const CHUNK: usize = 500;
@@ -316,7 +316,7 @@ async fn import_chunk(
 /// A user as the broker will keep it, from its representation.
 #[derive(Debug)]
 struct Desired {
-    user: PortableUser,
+    user: UserRow,
     /// False when the export gave no `createdTimestamp`: a stored user keeps its own.
     created_given: bool,
     /// `(name, value)`, by name, each name's values in the export's order.
@@ -354,7 +354,7 @@ fn desired(user: &UserRepresentation, providers: &[ProviderSettings], now: i64) 
         }
     }
     Desired {
-        user: PortableUser {
+        user: UserRow {
             id,
             username: user.username.clone().unwrap_or_default(),
             email: user.email.clone().filter(|s| !s.is_empty()),
@@ -410,7 +410,7 @@ fn attributes_problem(attributes: &[(String, String)]) -> Option<String> {
 /// What the database holds of a user.
 #[derive(Debug)]
 struct Stored {
-    user: PortableUser,
+    user: UserRow,
     attributes: Vec<(String, String)>,
     links: Vec<LinkRow>,
 }

@@ -393,6 +393,7 @@ mod tests {
             last_name: None,
             full_name: None,
             enabled: true,
+            created_at: 1_700_000_000,
         }
     }
 

@@ -11,25 +11,10 @@
 //!   `users_username` in order. Substring conditions (`%x%`) scan, bounded by the page.
 
 use super::attributes::{Replace, write_attributes};
-use super::{Store, StoreError, StoredFlag};
+use super::{Store, StoreError, UserRow};
 
 /// The most attribute conditions one search may carry (`q` pairs beyond the user's fields).
 pub(crate) const MAX_ATTRIBUTE_FILTERS: usize = 4;
-
-/// A user as the admin API shows one, without attributes or identities.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DirectoryUserRow {
-    pub id: String,
-    pub(crate) username: String,
-    pub(crate) email: Option<String>,
-    #[sqlx(try_from = "StoredFlag")]
-    pub(crate) email_verified: bool,
-    pub(crate) first_name: Option<String>,
-    pub(crate) last_name: Option<String>,
-    #[sqlx(try_from = "StoredFlag")]
-    pub(crate) enabled: bool,
-    pub(crate) created_at: i64,
-}
 
 /// One value of a user's attribute; a name's values come in their stored order.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -41,7 +26,7 @@ pub struct AttributeValue {
 /// A user with attributes, as a search page or a read returns it.
 #[derive(Debug, Clone)]
 pub struct DirectoryUser {
-    pub user: DirectoryUserRow,
+    pub user: UserRow,
     pub attributes: Vec<AttributeValue>,
 }
 
@@ -118,7 +103,7 @@ pub(crate) struct DeletedUser {
 
 macro_rules! directory_columns {
     () => {
-        "u.id, u.username, u.email, u.email_verified, u.first_name, u.last_name, u.enabled, u.created_at"
+        "u.id, u.username, u.email, u.email_verified, u.first_name, u.last_name, u.full_name, u.enabled, u.created_at"
     };
 }
 
@@ -127,7 +112,8 @@ macro_rules! directory_columns {
 macro_rules! page_with_attributes {
     ($where:expr, $limit:literal, $offset:literal) => {
         concat!(
-            "SELECT p.id, p.username, p.email, p.email_verified, p.first_name, p.last_name, p.enabled, p.created_at,
+            "SELECT p.id, p.username, p.email, p.email_verified, p.first_name, p.last_name, p.full_name, p.enabled,
+                    p.created_at,
                     a.name AS attribute_name, a.value AS attribute_value
              FROM (SELECT ",
             directory_columns!(),
@@ -181,7 +167,7 @@ macro_rules! general_where {
 #[derive(sqlx::FromRow)]
 struct PageRow {
     #[sqlx(flatten)]
-    user: DirectoryUserRow,
+    user: UserRow,
     attribute_name: Option<String>,
     attribute_value: Option<String>,
 }
@@ -290,7 +276,7 @@ impl Store {
 
     /// One user with their attributes.
     pub(crate) async fn find_directory_user(&self, user_id: &str) -> Result<Option<DirectoryUser>, StoreError> {
-        let user: Option<DirectoryUserRow> =
+        let user: Option<UserRow> =
             sqlx::query_as(concat!("SELECT ", directory_columns!(), " FROM users u WHERE u.id = $1"))
                 .bind(user_id)
                 .fetch_optional(&self.pool)

@@ -5,23 +5,7 @@ use sqlx::{Any, Transaction};
 
 use super::attributes::{Replace, write_attributes};
 use super::vault::bind_vault_row;
-use super::{Backend, Store, StoreError, StoredFlag, VaultRow, is_unique_violation};
-
-/// A user's own fields as Keycloak's representation carries them (`created_at` in seconds).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct PortableUser {
-    pub id: String,
-    pub username: String,
-    pub email: Option<String>,
-    #[sqlx(try_from = "StoredFlag")]
-    pub email_verified: bool,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub full_name: Option<String>,
-    #[sqlx(try_from = "StoredFlag")]
-    pub enabled: bool,
-    pub created_at: i64,
-}
+use super::{Backend, Store, StoreError, UserRow, VaultRow, is_unique_violation};
 
 /// One value of an attribute; a name's values are kept in `position` order.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -47,18 +31,12 @@ pub struct LinkState {
     pub has_tokens: bool,
 }
 
-macro_rules! portable_user_columns {
-    () => {
-        "id, username, email, email_verified, first_name, last_name, full_name, enabled, created_at"
-    };
-}
-
 /// What one import transaction writes for a user: its fields, and its attributes when they
 /// change (all of a user's attributes are replaced at once, as Keycloak's representation
 /// is the whole list).
 #[derive(Debug)]
 pub struct UserWrite<'a> {
-    pub user: &'a PortableUser,
+    pub user: &'a UserRow,
     /// Whether the user is already stored (so has attributes to replace).
     pub existing: bool,
     /// `(name, value)` grouped by name, each name's values in order.
@@ -97,8 +75,8 @@ impl Store {
     }
 
     /// Up to `limit` users after `after_id`, by id: the pages of an export.
-    pub(crate) async fn users_after(&self, after_id: &str, limit: i64) -> Result<Vec<PortableUser>, StoreError> {
-        let sql = concat!("SELECT ", portable_user_columns!(), " FROM users WHERE id > $1 ORDER BY id LIMIT $2");
+    pub(crate) async fn users_after(&self, after_id: &str, limit: i64) -> Result<Vec<UserRow>, StoreError> {
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id > $1 ORDER BY id LIMIT $2");
         Ok(sqlx::query_as(sql).bind(after_id).bind(limit).fetch_all(&self.pool).await?)
     }
 
@@ -160,8 +138,8 @@ impl Store {
 }
 
 impl ImportBatch {
-    pub(crate) async fn find_user(&mut self, id: &str) -> Result<Option<PortableUser>, StoreError> {
-        let sql = concat!("SELECT ", portable_user_columns!(), " FROM users WHERE id = $1");
+    pub(crate) async fn find_user(&mut self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
         Ok(sqlx::query_as(sql).bind(id).fetch_optional(&mut *self.tx).await?)
     }
 

@@ -1,6 +1,13 @@
 //! All SQL. One set of queries serves Postgres and SQLite through sqlx's `Any` driver
 //! (portable types only: TEXT, BIGINT seconds, bytes); what differs lives in `Backend`.
 
+/// A user's columns, in `UserRow`'s order: one list for every query that reads users.
+macro_rules! user_columns {
+    () => {
+        "id, username, email, email_verified, first_name, last_name, full_name, enabled, created_at"
+    };
+}
+
 mod admin_sessions;
 mod attributes;
 mod audit;
@@ -31,8 +38,8 @@ pub use admin_sessions::AdminSessionRow;
 pub use audit::AuditEvent;
 use cache::RowCache;
 pub use directory::{AttributeValue, DirectoryUser};
-pub(crate) use directory::{ChangeWrite, DeletedUser, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria};
-pub use import::{ImportBatch, LinkRow, PortableUser, UserWrite};
+pub(crate) use directory::{ChangeWrite, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria};
+pub use import::{ImportBatch, LinkRow, UserWrite};
 #[cfg(test)]
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
 pub(crate) use inspect::{MigrationRecords, SealedRows};

@@ -3,7 +3,8 @@
 use super::attributes::{Replace, write_attributes};
 use super::{Store, StoreError, StoredFlag, VaultRow};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A user's own fields: what tokens, the admin API, the import and the export read.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserRow {
     pub(crate) id: String,
     pub(crate) username: String,
@@ -16,6 +17,8 @@ pub struct UserRow {
     /// A disabled user cannot sign in, and their tokens, sessions and stored tokens are refused.
     #[sqlx(try_from = "StoredFlag")]
     pub(crate) enabled: bool,
+    /// Seconds since the epoch.
+    pub(crate) created_at: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -52,11 +55,6 @@ pub struct ProfileUpdate {
 macro_rules! identity_columns {
     () => {
         "user_id, alias, subject, username, needs_reauth"
-    };
-}
-macro_rules! user_columns {
-    () => {
-        "id, username, email, email_verified, first_name, last_name, full_name, enabled"
     };
 }
 
