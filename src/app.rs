@@ -39,6 +39,7 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::{Chain, HttpLabels, Metrics};
 use crate::upstream::Upstream;
 use crate::upstream::development::{self, DevelopmentProvider};
+use crate::urls::Urls;
 use crate::vault::{RefreshPolicy, TokenVault};
 use crate::verification::EmailVerification;
 
@@ -73,7 +74,6 @@ pub struct Application {
     pub public_addr: SocketAddr,
     pub internal_addr: SocketAddr,
     pub management_addr: SocketAddr,
-    pub(crate) public_url: String,
     max_body_bytes: usize,
     request_timeout: Duration,
     audit_retention_days: i64,
@@ -143,7 +143,7 @@ pub(crate) async fn development_vault_cipher(store: &Store, now: i64) -> Result<
 async fn development_provider(
     settings: &Settings,
     store: &Store,
-    public_url: &str,
+    urls: &Urls,
     now: i64,
 ) -> Result<Option<Arc<DevelopmentProvider>>, BuildError> {
     if !settings.development_provider {
@@ -169,11 +169,11 @@ async fn development_provider(
                 .await?
         }
     };
-    let redirect_uri = format!("{public_url}/realms/{}/broker/{}/endpoint", settings.realm.name, development::ALIAS);
-    let provider = DevelopmentProvider::new(public_url, redirect_uri, &key)?;
+    let authority = urls.public(development::AUTHORITY_PATH);
+    let provider = DevelopmentProvider::new(&authority, urls.broker_endpoint(development::ALIAS), &key)?;
     tracing::warn!(
         alias = development::ALIAS,
-        authority = %format!("{public_url}{}", development::AUTHORITY_PATH),
+        authority = %authority,
         "DEVELOPMENT PROVIDER ON: anyone can sign in as anyone; configure a real provider (AZURE_DEVOPS_*) to turn it off"
     );
     Ok(Some(Arc::new(provider)))
@@ -181,7 +181,7 @@ async fn development_provider(
 
 /// The start page's demonstration client, in development only, unless a configured client or
 /// service account already uses its id.
-fn demo_client(settings: &Settings, public_url: &str, realm_url: &str) -> Option<DemoClient> {
+fn demo_client(settings: &Settings, urls: &Urls) -> Option<DemoClient> {
     if settings.mode != Mode::Development {
         return None;
     }
@@ -194,20 +194,17 @@ fn demo_client(settings: &Settings, public_url: &str, realm_url: &str) -> Option
         );
         return None;
     }
-    Some(DemoClient::new(
-        format!("{public_url}{}", paths::DEMO_CALLBACK),
-        format!("{realm_url}{}", paths::realm_relative(paths::AUTH)),
-    ))
+    Some(DemoClient::new(urls.public(paths::DEMO_CALLBACK), urls.endpoint(paths::AUTH)))
 }
 
 /// The SMTP client of `[smtp]`, introducing itself by the public hostname's host; none without
 /// the table, and a start-up line says what that means.
-fn mailer(settings: &Settings, public_url: &str) -> Result<Option<Mailer>, BuildError> {
+fn mailer(settings: &Settings, urls: &Urls) -> Result<Option<Mailer>, BuildError> {
     let Some(smtp) = &settings.smtp else {
         tracing::info!("no [smtp] configured: send-verify-email requests are refused until it is");
         return Ok(None);
     };
-    let host = url::Url::parse(public_url).ok().and_then(|url| url.host_str().map(str::to_owned));
+    let host = url::Url::parse(urls.public_url()).ok().and_then(|url| url.host_str().map(str::to_owned));
     Ok(Some(Mailer::new(smtp, host.as_deref().unwrap_or("localhost"))?))
 }
 
@@ -222,9 +219,8 @@ fn services(
     development: Option<Arc<DevelopmentProvider>>,
 ) -> Result<Services, BuildError> {
     let realm = settings.realm.clone();
-    let public_url = about.public_url.as_str();
-    let realm_url = format!("{public_url}/realms/{}", realm.name);
-    let demo = demo_client(settings, public_url, &realm_url);
+    let urls = &about.urls;
+    let demo = demo_client(settings, urls);
     let clients = ClientRegistry::new(
         settings.clients.iter().cloned().chain(demo.as_ref().map(DemoClient::registration)).collect(),
     );
@@ -241,15 +237,15 @@ fn services(
         );
     }
     let tokens = TokenService::new(
-        realm_url.clone(),
+        urls,
         Arc::new(keys),
         realm.access_token_lifespan_seconds,
         realm.sso_session_idle_seconds,
         realm.offline_session_idle_seconds,
     );
     let cookies = Cookies {
-        secure: public_url.starts_with("https://"),
-        path: format!("/realms/{}/", realm.name),
+        secure: urls.is_https(),
+        path: urls.cookie_path(),
         login_max_age: realm.login_timeout_seconds,
         session_max_age: realm.sso_session_max_seconds,
     };
@@ -266,10 +262,10 @@ fn services(
         store.clone(),
         audit.clone(),
         clients.clone(),
-        mailer(settings, public_url)?,
+        mailer(settings, urls)?,
         clock.clone(),
         realm.name.clone(),
-        format!("{realm_url}{}", paths::realm_relative(paths::ACTION_TOKEN)),
+        urls.action_token(),
     );
     let sign_in = SignInService {
         store: store.clone(),
@@ -279,7 +275,7 @@ fn services(
         upstream,
         realm: realm.clone(),
         metrics: metrics.clone(),
-        realm_url,
+        urls: urls.clone(),
         budget: Arc::new(PendingBudget::new(
             settings.http.pending_sign_ins_per_address,
             settings.http.max_pending_sign_ins,
@@ -319,13 +315,11 @@ impl Application {
         let keys = KeySet::load_or_create(&store, &cipher, settings.realm.signature_algorithm, now).await?;
         let listeners = Listeners::bind(&settings.http).await?;
         let public_addr = local_addr(&listeners.public, "http.bind")?;
-        let public_url = match &settings.http.hostname {
-            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
-            None => format!("http://{public_addr}"),
-        };
+        let urls = Urls::for_listener(settings.http.hostname.as_ref(), public_addr, &settings.realm.name);
         let management_addr = local_addr(&listeners.management, "http.management_bind")?;
-        let about = About { mode: settings.mode, public_url: public_url.clone(), management_addr };
-        let development = development_provider(&settings, &store, &public_url, now).await?;
+        let development = development_provider(&settings, &store, &urls, now).await?;
+        let security_headers = SecurityHeaders { hsts: urls.is_https() };
+        let about = About { mode: settings.mode, urls, management_addr };
         let state = AppState::new(services(&settings, store, cipher, keys, about, clock, development)?);
         Ok(Application {
             state,
@@ -337,9 +331,13 @@ impl Application {
             request_timeout: Duration::from_secs(settings.http.request_timeout_seconds),
             audit_retention_days: settings.audit_retention_days,
             limits: ConnectionLimits::from_settings(&settings.http),
-            security_headers: SecurityHeaders { hsts: public_url.starts_with("https://") },
-            public_url,
+            security_headers,
         })
+    }
+
+    /// The running broker's addresses.
+    pub(crate) fn urls(&self) -> &Urls {
+        &self.state.about.urls
     }
 
     /// Whether the built-in development provider signs users in.

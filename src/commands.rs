@@ -8,12 +8,14 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::crypto::{Cipher, CipherError};
 use crate::doctor::{self, Report};
+use crate::http::paths;
 use crate::keycloak::export::{ExportFileError, export_users};
 use crate::keycloak::import::{ImportError, ImportTarget, Skipped, UsersReport, check_export, import_users};
 pub use crate::keycloak::tokens::TokensSource;
 use crate::keycloak::tokens::{TokensError, TokensReport, connect_keycloak, import_tokens};
 use crate::oidc::keys::{self, KeyError};
 use crate::store::{KeycloakDatabase, Store, StoreError};
+use crate::urls::management_url;
 use crate::vault::rekey::{RekeyCounts, rekey};
 
 /// Why a command failed; `main` prints it with its causes.
@@ -186,26 +188,26 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CommandError> {
     let started = Instant::now();
-    let realm = settings.realm.name.clone();
     let providers: Vec<String> = settings.providers.iter().map(|p| p.alias.clone()).collect();
     let app = Application::build(settings).await?;
     tracing::info!(
         public = %app.public_addr,
         internal = %app.internal_addr,
         management = %app.management_addr,
-        issuer = %format!("{}/realms/{realm}", app.public_url),
+        issuer = %app.urls().issuer(),
         providers = ?providers,
         startup_ms = started.elapsed().as_millis() as u64,
         "identity-broker is ready"
     );
     println!("identity-broker listening:");
-    println!("  public      {}  (start page: {}/)", app.public_addr, app.public_url);
-    println!("              discovery: {}/realms/{realm}/.well-known/openid-configuration", app.public_url);
+    let start_page = app.urls().public(paths::START);
+    println!("  public      {}  (start page: {start_page})", app.public_addr);
+    println!("              discovery: {}", app.urls().discovery());
     println!("  internal    {}", app.internal_addr);
-    println!("  management  {}  (health: http://{}/health)", app.management_addr, app.management_addr);
+    println!("  management  {}  (health: {})", app.management_addr, management_url(app.management_addr, paths::HEALTH));
     if app.runs_development_provider() {
         println!("  DEVELOPMENT SIGN-IN: no identity provider is configured, so the built-in development");
-        println!("  provider `dev` signs anyone in as anyone (open {}/ and try a sign-in).", app.public_url);
+        println!("  provider `dev` signs anyone in as anyone (open {start_page} and try a sign-in).");
         println!(
             "  For Azure DevOps set AZURE_DEVOPS_ENABLED=true, AZURE_DEVOPS_TENANT_ID, AZURE_DEVOPS_CLIENT_ID and AZURE_DEVOPS_CLIENT_SECRET."
         );

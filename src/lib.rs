@@ -105,6 +105,11 @@ pub mod upstream;
 mod upstream;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
+pub mod urls;
+#[cfg(not(feature = "testing"))]
+mod urls;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod vault;
 #[cfg(not(feature = "testing"))]
 mod vault;

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use url::Url;
-use uuid::Uuid;
 
 use crate::audit::AuditLog;
 use crate::config::RealmSettings;
-use crate::crypto::{Cipher, pkce_s256, random_token, token_hash};
+use crate::crypto::{Cipher, new_id, pkce_s256, random_token, token_hash};
 use crate::oidc::authorize::AuthorizationRequest;
 use crate::oidc::error::ErrorCode;
 use crate::oidc::sessions::Sessions;
@@ -19,6 +18,7 @@ use crate::store::{
 use crate::telemetry::{Chain, Metrics};
 use crate::upstream::entra::{AuthorizeRequest, ErrorClass, VerifiedIdentity};
 use crate::upstream::{Provider, TokenResponse, Upstream, UpstreamError};
+use crate::urls::Urls;
 use crate::vault::{UpstreamTokens, seal_tokens};
 
 /// Why a sign-in stopped on a page of ours. `Display` is what the user reads; what the
@@ -138,8 +138,8 @@ pub(crate) struct SignInService {
     pub(crate) upstream: Upstream,
     pub(crate) realm: RealmSettings,
     pub(crate) metrics: Arc<Metrics>,
-    /// `{hostname}/realms/{realm}`.
-    pub(crate) realm_url: String,
+    /// The issuer, for `iss` in the client's answers, and the redirect URI sent upstream.
+    pub(crate) urls: Urls,
     pub(crate) budget: Arc<PendingBudget>,
 }
 
@@ -239,10 +239,6 @@ pub(crate) fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<U
 }
 
 impl SignInService {
-    pub(crate) fn upstream_redirect_uri(&self, alias: &str) -> String {
-        format!("{}/broker/{alias}/endpoint", self.realm_url)
-    }
-
     /// The client's redirect URI carrying an OAuth error and the client's state.
     fn client_error(&self, request: &AuthRequestRow, error: ErrorCode, description: &str) -> Result<Url, SignInError> {
         with_query(
@@ -251,7 +247,7 @@ impl SignInService {
                 ("error", Some(error.as_str())),
                 ("error_description", Some(description)),
                 ("state", request.client_state.as_deref()),
-                ("iss", Some(&self.realm_url)),
+                ("iss", Some(self.urls.issuer())),
             ],
         )
         .ok_or(SignInError::InvalidRedirectUri)
@@ -398,7 +394,7 @@ impl SignInService {
         if !self.store.begin_upstream_login(request_id, &login).await? {
             return Err(SignInError::AlreadyStarted);
         }
-        let redirect_uri = self.upstream_redirect_uri(alias);
+        let redirect_uri = self.urls.broker_endpoint(alias);
         Ok(crate::upstream::entra::authorize_url(
             &metadata,
             &provider.settings,
@@ -466,7 +462,7 @@ impl SignInService {
         let metadata = self.upstream.metadata(provider).await.map_err(|err| self.upstream_failure(alias, &err))?;
         let response = self
             .upstream
-            .exchange_code(provider, &metadata, code, verifier, &self.upstream_redirect_uri(alias))
+            .exchange_code(provider, &metadata, code, verifier, &self.urls.broker_endpoint(alias))
             .await
             .map_err(|err| self.upstream_failure(alias, &err))?;
         let Some(id_token) = response.id_token.as_ref() else {
@@ -548,7 +544,7 @@ impl SignInService {
                 tracing::info!(alias = %settings.alias, user_id = %user.id, "refused the sign-in of a disabled user");
                 return Err(SignInError::UserDisabled);
             }
-            let user_id = existing.map(|i| i.user_id).unwrap_or_else(|| Uuid::new_v4().to_string());
+            let user_id = existing.map(|i| i.user_id).unwrap_or_else(new_id);
             let profile = profile_update(&user_id, &settings.alias, settings.trust_email, identity);
             let row = settings.store_token.then(|| seal_tokens(&self.cipher, &user_id, &settings.alias, &tokens, now));
             match self.store.save_sign_in(&profile, row.as_ref(), now).await {
@@ -607,7 +603,7 @@ impl SignInService {
             &[
                 ("state", request.client_state.as_deref()),
                 ("session_state", Some(&session.id)),
-                ("iss", Some(&self.realm_url)),
+                ("iss", Some(self.urls.issuer())),
                 ("code", Some(&code)),
                 ("kc_action_status", request.link_user_id.as_ref().map(|_| "success")),
             ],
@@ -633,7 +629,7 @@ impl SignInService {
                     &[
                         ("state", request.client_state.as_deref()),
                         ("kc_action_status", Some("cancelled")),
-                        ("iss", Some(&self.realm_url)),
+                        ("iss", Some(self.urls.issuer())),
                     ],
                 )
                 .ok_or(SignInError::InvalidRedirectUri)
@@ -662,7 +658,7 @@ impl SignInService {
                 } else {
                     format!("providers.{alias}.{config_key}")
                 };
-                let redirect_uri = self.upstream_redirect_uri(alias);
+                let redirect_uri = self.urls.broker_endpoint(alias);
                 let action = if body.aadsts() == Some(50011) {
                     format!("register exactly `{redirect_uri}` as a Web redirect URI of the app registration")
                 } else {

@@ -32,6 +32,12 @@ pub(crate) fn random_token() -> String {
     BASE64URL.encode(random_bytes::<32>())
 }
 
+/// A new id for a row others may name (users, sessions, replicas' leases): a random UUID, in
+/// the form Keycloak gives its ids, so that ids read alike whichever side made them.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// What is stored in place of a bearer value (codes, cookies): lookups by hash leak nothing.
 pub(crate) fn token_hash(value: &str) -> String {
     BASE64URL.encode(sha256(value.as_bytes()))

@@ -14,6 +14,7 @@ use crate::oidc::keys::signing_key_at;
 use crate::store::{MigrationRecords, SealedRows, SigningKeyRow};
 use crate::upstream::UpstreamError;
 use crate::upstream::entra::{self, EntraErrorBody, ErrorClass, ProviderMetadata};
+use crate::urls::Urls;
 
 /// The resource the client-credentials request asks a token for: Azure DevOps.
 pub(crate) const AZURE_DEVOPS_SCOPE: &str = "https://app.vssps.visualstudio.com/.default";
@@ -100,17 +101,12 @@ pub(crate) fn provider_enabled(provider: &ProviderSettings) -> Check {
 pub(crate) fn redirect_uri(provider: &ProviderSettings, hostname: Option<&Url>, realm: &str) -> Check {
     let names = ProviderNames::new(&provider.alias);
     match hostname {
-        Some(hostname) => {
-            let path =
-                crate::http::paths::BROKER_ENDPOINT.replace("{realm}", realm).replace("{alias}", &provider.alias);
-            let uri = format!("{}{path}", hostname.as_str().trim_end_matches('/'));
-            row(
-                names.check("redirect_uri"),
-                Status::Ok,
-                uri,
-                "register exactly this URI in the Entra app registration: Authentication, platform Web, Redirect URIs",
-            )
-        }
+        Some(hostname) => row(
+            names.check("redirect_uri"),
+            Status::Ok,
+            Urls::new(hostname.as_str(), realm).broker_endpoint(&provider.alias),
+            "register exactly this URI in the Entra app registration: Authentication, platform Web, Redirect URIs",
+        ),
         None => row(
             names.check("redirect_uri"),
             Status::Fail,

@@ -11,7 +11,7 @@ use super::client_address::ClientAddress;
 use super::pages::chooser_page;
 use super::params::{ParamError, parse_form, parse_query};
 use super::realm::require_realm;
-use super::{AppError, AppState, Cookies, CorrelationId, paths};
+use super::{AppError, AppState, Cookies, CorrelationId};
 use crate::oidc::authorize::{self, AuthorizationParams, AuthorizeError};
 use crate::signin::{CallbackParams, Completed, Started, with_query};
 
@@ -46,7 +46,7 @@ pub(crate) async fn authorize(
                     ("error", Some(error.as_str())),
                     ("error_description", Some(&description)),
                     ("state", client_state.as_deref()),
-                    ("iss", Some(state.tokens.issuer())),
+                    ("iss", Some(state.about.urls.issuer())),
                 ],
             )
             .ok_or_else(|| AppError::page(StatusCode::BAD_REQUEST, "The redirect URI is not valid.", &correlation))?;
@@ -61,12 +61,7 @@ pub(crate) async fn authorize(
         .start(&request, &client.budget_key(), existing.as_deref(), session.as_deref(), now)
         .await
         .map_err(|err| AppError::sign_in(err, &correlation))?;
-    let login_url = |request_id: &str, alias: &str| {
-        let query: String =
-            url::form_urlencoded::Serializer::new(String::new()).append_pair("request", request_id).finish();
-        let path = paths::BROKER_LOGIN.replace("{realm}", &state.realm.name).replace("{alias}", alias);
-        format!("{path}?{query}")
-    };
+    let login_url = |request_id: &str, alias: &str| state.about.urls.broker_login(alias, request_id);
     let cookie = |secret: String| state.cookies.build(Cookies::PENDING_SIGN_IN, secret, state.cookies.login_max_age);
     Ok(match started {
         Started::ToClient(url) => redirect_to(url.as_str()),

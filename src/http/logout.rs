@@ -16,6 +16,7 @@ use super::token::client_request;
 use super::{AppError, AppState, Cookies, CorrelationId, paths};
 use crate::oidc::sessions::{Ending, confirms_logout, logout_confirmation_code};
 use crate::signin::with_query;
+use crate::urls::Urls;
 
 /// The confirmation form's field carrying the browser's confirmation code (Keycloak's name).
 const CONFIRMATION_CODE: &str = "session_code";
@@ -187,7 +188,7 @@ async fn browser_logout(
         own_session: own.as_ref().map(|session| session.id.as_str()),
     };
     let ask = |status: StatusCode, notice: Option<&str>| {
-        let page = confirmation_page(&state.realm.name, client_id, &params, cookie.as_deref(), notice);
+        let page = confirmation_page(&state.about.urls, client_id, &params, cookie.as_deref(), notice);
         Ok((status, no_store(), page).into_response())
     };
     match verdict(facts) {
@@ -218,7 +219,7 @@ async fn browser_logout(
 /// has an SSO cookie, its confirmation code. The client is named by id even when an
 /// `id_token_hint` named it, so that the redirect is still checked on the way back.
 fn confirmation_page(
-    realm: &str,
+    urls: &Urls,
     client_id: Option<&str>,
     params: &LogoutParams,
     cookie: Option<&str>,
@@ -234,7 +235,7 @@ fn confirmation_page(
     .into_iter()
     .filter_map(|(name, value)| value.map(|value| (name, value)))
     .collect();
-    logout_confirmation_page(&paths::LOGOUT.replace("{realm}", realm), &hidden, notice)
+    logout_confirmation_page(&urls.path(paths::LOGOUT), &hidden, notice)
 }
 
 #[cfg(test)]

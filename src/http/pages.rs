@@ -8,6 +8,7 @@ use axum::response::Html;
 
 use super::paths;
 use crate::demo::{DemoOutcome, StoredRead};
+use crate::urls::Urls;
 
 /// Escapes text for an element's content, where only `&`, `<` and `>` matter; slashes and
 /// quotes stay as they are, so that a URL reads the same in the page's source (`curl /`) as on
@@ -256,7 +257,7 @@ pub(crate) fn start_page(view: &StartView<'_>) -> Html<String> {
 }
 
 /// The demonstration's result: claims, the broker's tokens and the stored-token read, described.
-pub(crate) fn demo_result_page(outcome: &DemoOutcome, realm: &str, again: &str) -> Html<String> {
+pub(crate) fn demo_result_page(outcome: &DemoOutcome, urls: &Urls, again: &str) -> Html<String> {
     let claims = &outcome.claims;
     let optional =
         |value: &Option<String>| value.as_deref().map_or_else(|| "<small>not set</small>".to_owned(), escape);
@@ -284,7 +285,7 @@ pub(crate) fn demo_result_page(outcome: &DemoOutcome, realm: &str, again: &str) 
         StoredRead::Served { alias, facts } => (alias, Ok(facts)),
         StoredRead::Refused { alias, message } => (alias, Err(message)),
     };
-    let path = paths::BROKER_TOKEN.replace("{realm}", realm).replace("{alias}", alias);
+    let path = urls.provider_path(paths::BROKER_TOKEN, alias);
     let _ = write!(
         body,
         "<h2>Stored token read</h2><p>What {} serves this client for provider {}, read through the vault:</p>",

@@ -1,23 +1,14 @@
-//! Every route path, shared by the routers and the discovery document.
+//! Every route path, shared by the routers, the discovery document and the metrics labels.
 
 pub const START: &str = "/";
 pub const DEMO_START: &str = "/demo/start";
 pub const DEMO_CALLBACK: &str = "/demo/callback";
 
-pub const REALM: &str = "/realms/{realm}";
-pub const DISCOVERY: &str = "/realms/{realm}/.well-known/openid-configuration";
-pub const CERTS: &str = "/realms/{realm}/protocol/openid-connect/certs";
-pub const AUTH: &str = "/realms/{realm}/protocol/openid-connect/auth";
-pub const TOKEN: &str = "/realms/{realm}/protocol/openid-connect/token";
-pub const USERINFO: &str = "/realms/{realm}/protocol/openid-connect/userinfo";
-pub const INTROSPECT: &str = "/realms/{realm}/protocol/openid-connect/token/introspect";
-pub const REVOKE: &str = "/realms/{realm}/protocol/openid-connect/revoke";
-pub const LOGOUT: &str = "/realms/{realm}/protocol/openid-connect/logout";
-pub const BROKER_LOGIN: &str = "/realms/{realm}/broker/{alias}/login";
-pub const BROKER_ENDPOINT: &str = "/realms/{realm}/broker/{alias}/endpoint";
-pub const BROKER_TOKEN: &str = "/realms/{realm}/broker/{alias}/token";
-/// Keycloak's address for the links it sends by e-mail (`?key=…`).
-pub const ACTION_TOKEN: &str = "/realms/{realm}/login-actions/action-token";
+// The realm's routes are written once in `crate::urls`, beside `Urls`, which fills them in below `http`.
+pub use crate::urls::{
+    ACTION_TOKEN, AUTH, BROKER_ENDPOINT, BROKER_LOGIN, BROKER_TOKEN, CERTS, DISCOVERY, INTROSPECT, LOGOUT,
+    MASTER_REALM, REALM, REVOKE, TOKEN, USERINFO,
+};
 
 /// Keycloak's admin REST API (python-keycloak's `KeycloakAdmin`), on the public listener.
 pub const ADMIN_REALM: &str = "/admin/realms/{realm}";
@@ -28,8 +19,6 @@ pub const ADMIN_USER_IDENTITIES: &str = "/admin/realms/{realm}/users/{user_id}/f
 pub const ADMIN_USER_IDENTITY: &str = "/admin/realms/{realm}/users/{user_id}/federated-identity/{alias}";
 pub const ADMIN_USER_LOGOUT: &str = "/admin/realms/{realm}/users/{user_id}/logout";
 pub const ADMIN_USER_SEND_VERIFY_EMAIL: &str = "/admin/realms/{realm}/users/{user_id}/send-verify-email";
-/// The realm of Keycloak's administrator, whose token endpoint signs `admin-cli` in.
-pub const MASTER_REALM: &str = "master";
 
 pub const INTERNAL_USER_TOKEN: &str = "/internal/v1/users/{user_id}/tokens/{alias}";
 pub const INTERNAL_USERS: &str = "/internal/v1/users";
@@ -90,9 +79,4 @@ pub const ALL: &[&str] = &[
 /// The constant for a matched route template, so that metrics label it without allocating.
 pub(crate) fn route_label(template: &str) -> &'static str {
     ALL.iter().copied().find(|route| *route == template).unwrap_or("unmatched")
-}
-
-/// A route template with the realm name filled in, relative to the realm URL's root.
-pub(crate) fn realm_relative(template: &str) -> &str {
-    template.trim_start_matches(REALM)
 }

@@ -10,6 +10,7 @@ use crate::config::RealmSettings;
 use crate::oidc::clients::ClientRegistry;
 use crate::oidc::grants::GrantType;
 use crate::oidc::tokens::TokenService;
+use crate::urls::Urls;
 
 /// Unknown realms answer 404 like Keycloak's `Realm does not exist`.
 pub(crate) fn require_realm(realm: &RealmSettings, name: &str) -> Result<(), AppError> {
@@ -31,13 +32,13 @@ struct RealmInfo<'a> {
 
 pub(crate) async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
-    let issuer = state.tokens.issuer();
+    let urls = &state.about.urls;
     let keys = state.tokens.keys().current();
     Ok(Json(RealmInfo {
         realm: &state.realm.name,
         public_key: keys.active_public_key_base64(),
-        token_service: format!("{issuer}/protocol/openid-connect"),
-        account_service: format!("{issuer}/account"),
+        token_service: urls.token_service(),
+        account_service: urls.account_service(),
         tokens_not_before: 0,
     })
     .into_response())
@@ -78,18 +79,16 @@ pub(crate) struct Discovery {
 const CLIENT_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
 const SECRET_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
 
-pub(crate) fn discovery_document(tokens: &TokenService, clients: &ClientRegistry) -> Discovery {
-    let issuer = tokens.issuer();
-    let url = |template: &str| format!("{issuer}{}", paths::realm_relative(template));
+pub(crate) fn discovery_document(urls: &Urls, tokens: &TokenService, clients: &ClientRegistry) -> Discovery {
     Discovery {
-        issuer: issuer.to_owned(),
-        authorization_endpoint: url(paths::AUTH),
-        token_endpoint: url(paths::TOKEN),
-        introspection_endpoint: url(paths::INTROSPECT),
-        userinfo_endpoint: url(paths::USERINFO),
-        end_session_endpoint: url(paths::LOGOUT),
-        revocation_endpoint: url(paths::REVOKE),
-        jwks_uri: url(paths::CERTS),
+        issuer: urls.issuer().to_owned(),
+        authorization_endpoint: urls.endpoint(paths::AUTH),
+        token_endpoint: urls.endpoint(paths::TOKEN),
+        introspection_endpoint: urls.endpoint(paths::INTROSPECT),
+        userinfo_endpoint: urls.endpoint(paths::USERINFO),
+        end_session_endpoint: urls.endpoint(paths::LOGOUT),
+        revocation_endpoint: urls.endpoint(paths::REVOKE),
+        jwks_uri: urls.endpoint(paths::CERTS),
         grant_types_supported: GrantType::ALL.iter().map(|grant| grant.as_str()).collect(),
         response_types_supported: &["code"],
         response_modes_supported: &["query"],
@@ -123,7 +122,7 @@ pub(crate) fn discovery_document(tokens: &TokenService, clients: &ClientRegistry
 
 pub(crate) async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
     require_realm(&state.realm, &name)?;
-    Ok(Json(discovery_document(&state.tokens, &state.clients)).into_response())
+    Ok(Json(discovery_document(&state.about.urls, &state.tokens, &state.clients)).into_response())
 }
 
 pub(crate) async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {

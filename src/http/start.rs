@@ -13,10 +13,11 @@ use super::params::parse_query;
 use super::{AppError, AppState, Cookies, CorrelationId, paths};
 use crate::config::Mode;
 use crate::demo::{self, DemoAnswer};
+use crate::urls::management_url;
 
 pub(crate) async fn start_page(State(state): State<AppState>) -> Response {
     let database_up = state.health.database.load(std::sync::atomic::Ordering::SeqCst);
-    let issuer = state.tokens.issuer();
+    let urls = &state.about.urls;
     let providers: Vec<ProviderView<'_>> = state
         .sign_in
         .upstream
@@ -24,7 +25,7 @@ pub(crate) async fn start_page(State(state): State<AppState>) -> Response {
         .map(|provider| ProviderView {
             display_name: &provider.display_name,
             alias: &provider.alias,
-            redirect_uri: state.sign_in.upstream_redirect_uri(&provider.alias),
+            redirect_uri: urls.broker_endpoint(&provider.alias),
         })
         .collect();
     let view = StartView {
@@ -32,9 +33,9 @@ pub(crate) async fn start_page(State(state): State<AppState>) -> Response {
         development: state.about.mode == Mode::Development,
         database: state.store.kind(),
         database_up,
-        issuer,
-        discovery_url: format!("{issuer}{}", paths::realm_relative(paths::DISCOVERY)),
-        health_url: format!("http://{}{}", state.about.management_addr, paths::HEALTH),
+        issuer: urls.issuer(),
+        discovery_url: urls.discovery(),
+        health_url: management_url(state.about.management_addr, paths::HEALTH),
         // Without a provider nobody can sign in, and the page says so instead.
         demo_start: state.demo.as_ref().filter(|_| !providers.is_empty()).map(|_| demo_start_url(&state)),
         providers,
@@ -45,7 +46,7 @@ pub(crate) async fn start_page(State(state): State<AppState>) -> Response {
 /// Absolute, so that the cookie is set on the host the callback (a registered redirect URI on
 /// the public URL) comes back to, whichever address the start page was opened at.
 fn demo_start_url(state: &AppState) -> String {
-    format!("{}{}", state.about.public_url, paths::DEMO_START)
+    state.about.urls.public(paths::DEMO_START)
 }
 
 pub(crate) async fn demo_start(
@@ -88,7 +89,7 @@ pub(crate) async fn demo_callback(
     };
     match result {
         Ok(outcome) => {
-            let page = pages::demo_result_page(&outcome, &state.realm.name, &demo_start_url(&state));
+            let page = pages::demo_result_page(&outcome, &state.about.urls, &demo_start_url(&state));
             Ok((jar, no_store(), page).into_response())
         }
         Err(err) if err.is_internal() => Ok((jar, AppError::internal(err)).into_response()),

@@ -20,6 +20,7 @@ use crate::signin::SignInService;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::upstream::development::DevelopmentProvider;
+use crate::urls::Urls;
 use crate::vault::TokenVault;
 use crate::verification::EmailVerification;
 
@@ -84,12 +85,12 @@ fn time_seconds(seconds: i64) -> time::Duration {
     time::Duration::seconds(seconds)
 }
 
-/// What the start page tells about the running service, fixed at start.
+/// What the running service is and where it is reached, fixed at start.
 #[derive(Debug, Clone)]
 pub(crate) struct About {
     pub(crate) mode: Mode,
-    /// The public base URL: `http.hostname`, or in development the public listener's address.
-    pub(crate) public_url: String,
+    /// The public addresses: under `http.hostname`, or in development the public listener's.
+    pub(crate) urls: Urls,
     pub(crate) management_addr: SocketAddr,
 }
 

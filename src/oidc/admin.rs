@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use quick_cache::sync::Cache;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::audit::AuditLog;
 use crate::config::AdminSettings;
-use crate::crypto::{CtSecret, constant_time_eq, sha256};
+use crate::crypto::{CtSecret, constant_time_eq, new_id, sha256};
 use crate::store::{AdminSessionRow, AuditEvent, Store, StoreError};
 
 use super::tokens::{ADMIN_CLIENT_ID, AdminClaims, AdminLifespans, AdminTokens, TokenError, TokenService};
@@ -352,7 +351,7 @@ impl AdminSignIn {
         self.guard().succeeded(&caller, now);
         let lifespans = self.lifespans(now, now);
         let session = AdminSessionRow {
-            id: Uuid::new_v4().to_string(),
+            id: new_id(),
             username: self.username.clone(),
             credentials_fingerprint: self.fingerprint.clone(),
             created_at: now,

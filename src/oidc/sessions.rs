@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::audit::AuditLog;
 use crate::config::RealmSettings;
-use crate::crypto::{constant_time_eq, random_token, token_hash};
+use crate::crypto::{constant_time_eq, new_id, random_token, token_hash};
 use crate::store::{AuditEvent, SessionRow, Store, StoreError, TOUCH_GRANULARITY_SECONDS};
 
 /// Why a session ends; each cause is one audit outcome.
@@ -214,7 +213,7 @@ pub(crate) fn confirms_logout(cookie: &str, presented: &str) -> bool {
 
 fn new_session(user_id: &str, provider: &str, cookie_hash: String, offline: bool, now: i64) -> SessionRow {
     SessionRow {
-        id: Uuid::new_v4().to_string(),
+        id: new_id(),
         cookie_hash,
         user_id: user_id.to_owned(),
         identity_provider: provider.to_owned(),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{Generation, KeySet};
 use crate::crypto::{JwsAlgorithm, Signers, random_token};
+use crate::urls::Urls;
 
 pub(crate) const TYP_BEARER: &str = "Bearer";
 pub(crate) const TYP_REFRESH: &str = "Refresh";
@@ -248,19 +249,15 @@ enum SignedBy {
 
 impl TokenService {
     pub(crate) fn new(
-        issuer: String,
+        urls: &Urls,
         keys: Arc<KeySet>,
         access_lifespan: i64,
         refresh_lifespan: i64,
         offline_lifespan: i64,
     ) -> Self {
-        let master_issuer = match issuer.rsplit_once("/realms/") {
-            Some((base, _)) => format!("{base}/realms/master"),
-            None => format!("{issuer}/realms/master"),
-        };
         TokenService {
-            issuer,
-            master_issuer,
+            issuer: urls.issuer().to_owned(),
+            master_issuer: urls.master_issuer(),
             keys,
             access_lifespan,
             refresh_lifespan,
@@ -270,10 +267,6 @@ impl TokenService {
             signers: Signers::start(),
             verified_admin: Arc::new(Cache::new(VERIFIED_TOKENS)),
         }
-    }
-
-    pub(crate) fn issuer(&self) -> &str {
-        &self.issuer
     }
 
     pub fn keys(&self) -> &KeySet {

@@ -18,7 +18,9 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::config::{DEFAULT_DEVOPS_URL, DEFAULT_SCOPES, ProviderSettings, Tenant, UpstreamClientAuth};
-use crate::crypto::{CtSecret, JwsAlgorithm, JwsKey, JwsKeyError, load_key, pkce_s256, random_token, token_hash};
+use crate::crypto::{
+    CtSecret, JwsAlgorithm, JwsKey, JwsKeyError, load_key, new_id, pkce_s256, random_token, token_hash,
+};
 
 /// The provider's alias: its broker endpoint is `/realms/{realm}/broker/dev/endpoint`.
 pub(crate) const ALIAS: &str = "dev";
@@ -87,8 +89,8 @@ fn entra_error(status: u16, error: &'static str, code: u32, text: &str) -> Entra
         error,
         error_description: format!("AADSTS{code}: {text} (development provider)"),
         error_codes: [code],
-        trace_id: Uuid::new_v4().to_string(),
-        correlation_id: Uuid::new_v4().to_string(),
+        trace_id: new_id(),
+        correlation_id: new_id(),
     }
 }
 
@@ -196,12 +198,11 @@ impl std::fmt::Debug for DevelopmentProvider {
 }
 
 impl DevelopmentProvider {
-    /// The provider served under `public_url`, signing with the PKCS#8 key `key`, for a broker
-    /// whose endpoint for it is `redirect_uri`.
-    pub(crate) fn new(public_url: &str, redirect_uri: String, key: &[u8]) -> Result<Self, JwsKeyError> {
+    /// The provider served at `authority` (the public URL's [`AUTHORITY_PATH`]), signing with
+    /// the PKCS#8 key `key`, for a broker whose endpoint for it is `redirect_uri`.
+    pub(crate) fn new(authority: &str, redirect_uri: String, key: &[u8]) -> Result<Self, JwsKeyError> {
         let kid = format!("dev-{}", &token_hash(&String::from_utf8_lossy(key))[..16]);
-        let authority = Url::parse(&format!("{public_url}{AUTHORITY_PATH}"))
-            .map_err(|_| JwsKeyError::Malformed(JwsAlgorithm::Rs256))?;
+        let authority = Url::parse(authority).map_err(|_| JwsKeyError::Malformed(JwsAlgorithm::Rs256))?;
         let client_secret_value = random_token();
         Ok(DevelopmentProvider {
             authority,

@@ -28,7 +28,7 @@ use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::VaultSettings;
-use crate::crypto::CipherError;
+use crate::crypto::{CipherError, new_id};
 use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
 use crate::telemetry::{Chain, Metrics};
 use crate::upstream::entra::ErrorClass;
@@ -220,7 +220,7 @@ impl TokenVault {
         clock: Clock,
         policy: RefreshPolicy,
     ) -> Self {
-        let owner = uuid::Uuid::new_v4().to_string();
+        let owner = new_id();
         let flights = Mutex::new(HashMap::new());
         let (closing, _) = watch::channel(false);
         let inner = Inner { store, audit, cipher, upstream, metrics, clock, policy, owner, flights, closing };
