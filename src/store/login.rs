@@ -115,16 +115,12 @@ macro_rules! session_columns {
     };
 }
 
-/// How stale a session's `last_seen_at` may be before a use writes it again.
-pub(crate) const TOUCH_GRANULARITY_SECONDS: i64 = 30;
-
-impl Store {
-    pub async fn insert_auth_request(&self, row: &AuthRequestRow) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO auth_requests (",
-            auth_request_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-        ))
+/// Binds a pending sign-in's columns in `auth_request_columns!` order, as `$1` to `$18`.
+fn bind_auth_request<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    row: &'q AuthRequestRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
         .bind(&row.id)
         .bind(&row.browser_hash)
         .bind(&row.client_id)
@@ -143,8 +139,19 @@ impl Store {
         .bind(row.expires_at)
         .bind(&row.link_user_id)
         .bind(&row.prompt)
-        .execute(&self.pool)
-        .await?;
+}
+
+/// How stale a session's `last_seen_at` may be before a use writes it again.
+pub(crate) const TOUCH_GRANULARITY_SECONDS: i64 = 30;
+
+impl Store {
+    pub async fn insert_auth_request(&self, row: &AuthRequestRow) -> Result<(), StoreError> {
+        let query = sqlx::query(concat!(
+            "INSERT INTO auth_requests (",
+            auth_request_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        ));
+        bind_auth_request(query, row).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -157,35 +164,15 @@ impl Store {
         client_key: &str,
         budget: u32,
     ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "INSERT INTO auth_requests (",
             auth_request_columns!(),
             ", client_key) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
              WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM auth_requests WHERE client_key = $19 AND expires_at >= $15
                                           LIMIT $20) AS live) < $20"
-        ))
-        .bind(&row.id)
-        .bind(&row.browser_hash)
-        .bind(&row.client_id)
-        .bind(&row.redirect_uri)
-        .bind(&row.scope)
-        .bind(&row.client_state)
-        .bind(&row.client_nonce)
-        .bind(&row.code_challenge)
-        .bind(&row.code_challenge_method)
-        .bind(&row.login_hint)
-        .bind(&row.alias)
-        .bind(&row.upstream_state_hash)
-        .bind(&row.upstream_nonce)
-        .bind(&row.pkce_verifier)
-        .bind(row.created_at)
-        .bind(row.expires_at)
-        .bind(&row.link_user_id)
-        .bind(&row.prompt)
-        .bind(client_key)
-        .bind(i64::from(budget))
-        .execute(&self.pool)
-        .await?;
+        ));
+        let inserted =
+            bind_auth_request(query, row).bind(client_key).bind(i64::from(budget)).execute(&self.pool).await?;
         Ok(inserted.rows_affected() == 1)
     }
 
