@@ -79,7 +79,11 @@ impl AuditLog {
     }
 
     pub async fn record(&self, event: AuditEvent) {
-        if self.queue.send(Command::Record(event)).await.is_err() {
+        self.send(Command::Record(event)).await;
+    }
+
+    async fn send(&self, command: Command) {
+        if self.queue.send(command).await.is_err() {
             tracing::warn!("the audit writer has stopped; an event was lost");
         }
     }
@@ -89,9 +93,7 @@ impl AuditLog {
     /// its repeats in that window are counted into one more row (`"repeated": n`), so that a
     /// stranger's flood costs two rows a minute, not one per request.
     pub(crate) async fn record_anonymous_failure(&self, event: AuditEvent, client: &str) {
-        if self.queue.send(Command::Anonymous(event, client.to_owned())).await.is_err() {
-            tracing::warn!("the audit writer has stopped; an event was lost");
-        }
+        self.send(Command::Anonymous(event, client.to_owned())).await;
     }
 
     /// Returns once every event recorded before the call is in the database (while the

@@ -155,6 +155,9 @@ pub(crate) struct PendingBudget {
     /// One address's count and insert run one at a time in this replica, so that requests sent
     /// together cannot all pass the count before any is stored.
     address_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Whether new sign-ins are being refused at the ceiling: the log says so when it starts
+    /// and when it ends, not once per refused request (a flood would flood the log too).
+    at_ceiling: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -173,6 +176,7 @@ impl PendingBudget {
             ceiling,
             live: std::sync::Mutex::new(LiveCount::default()),
             address_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            at_ceiling: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -208,12 +212,19 @@ impl PendingBudget {
                 live
             }
         };
-        if live >= i64::from(self.ceiling) {
-            tracing::warn!(
-                ceiling = self.ceiling,
-                "new sign-ins are refused (503): {} sign-ins are pending (http.max_pending_sign_ins)",
-                self.ceiling
-            );
+        let full = live >= i64::from(self.ceiling);
+        if full != self.at_ceiling.swap(full, std::sync::atomic::Ordering::Relaxed) {
+            if full {
+                tracing::warn!(
+                    ceiling = self.ceiling,
+                    "new sign-ins are refused (503): {} sign-ins are pending (http.max_pending_sign_ins)",
+                    self.ceiling
+                );
+            } else {
+                tracing::info!("pending sign-ins are below http.max_pending_sign_ins again: new sign-ins are taken");
+            }
+        }
+        if full {
             return Err(SignInError::SignInsBusy);
         }
         let _one_at_a_time = self.address_lock(client_key).lock().await;
