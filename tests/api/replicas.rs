@@ -16,7 +16,24 @@ pub(crate) const HOSTNAME: &str = "http://broker.test";
 /// shared database and the public `hostname` (the issuer of its tokens), and waits until it is
 /// ready.
 pub(crate) async fn start_process(config: &str, database_url: &str, hostname: &str) -> BrokerProcess {
-    let ports = Ports::free();
+    // A port found free may be taken by another test before the process binds it: try others.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match start_process_on(Ports::free(), config, database_url, hostname).await {
+            Ok(process) => return process,
+            Err(why) if attempts < 5 && why.contains("Address already in use") => continue,
+            Err(why) => panic!("{why}"),
+        }
+    }
+}
+
+async fn start_process_on(
+    ports: Ports,
+    config: &str,
+    database_url: &str,
+    hostname: &str,
+) -> Result<BrokerProcess, String> {
     let config = config
         .replace("internal_bind = \"127.0.0.1:0\"", &format!("internal_bind = \"127.0.0.1:{}\"", ports.internal))
         .replace("management_bind = \"127.0.0.1:0\"", &format!("management_bind = \"127.0.0.1:{}\"", ports.management))
@@ -24,7 +41,7 @@ pub(crate) async fn start_process(config: &str, database_url: &str, hostname: &s
             "bind = \"127.0.0.1:0\"",
             &format!("bind = \"127.0.0.1:{}\"\nhostname = \"{hostname}\"", ports.public),
         );
-    BrokerProcess::start(&config, ports, &[("DATABASE_URL", database_url)], Stderr::LogFile).await
+    BrokerProcess::try_start(&config, ports, &[("DATABASE_URL", database_url)], Stderr::LogFile).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

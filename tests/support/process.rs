@@ -94,6 +94,16 @@ impl BrokerProcess {
     /// Starts the binary with `config`, whose listeners must bind `ports`, and `env` on top of
     /// this process's environment, and waits until it is ready.
     pub async fn start(config: &str, ports: Ports, env: &[(&str, &str)], stderr: Stderr) -> BrokerProcess {
+        Self::try_start(config, ports, env, stderr).await.unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// As [`BrokerProcess::start`], saying why when the process does not become ready.
+    pub async fn try_start(
+        config: &str,
+        ports: Ports,
+        env: &[(&str, &str)],
+        stderr: Stderr,
+    ) -> Result<BrokerProcess, String> {
         let config = ConfigFile::write(config);
         let log_path = config.dir().join("broker.log");
         let stderr = match stderr {
@@ -132,12 +142,12 @@ impl BrokerProcess {
             if exited.is_some() || started.elapsed() >= READY_DEADLINE {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let how = exited.map_or(format!("within {READY_DEADLINE:?}"), |status| format!("({status})"));
-                panic!("the broker process did not become ready {how}:\n{log}");
+                return Err(format!("the broker process did not become ready {how}:\n{log}"));
             }
             tokio::time::sleep(READY_POLL).await;
         }
         process.ready_after = started.elapsed();
-        process
+        Ok(process)
     }
 
     pub fn pid(&self) -> u32 {
