@@ -69,7 +69,8 @@ pub enum BuildError {
 /// A built application: listeners bound, ready to serve.
 #[derive(Debug)]
 pub struct Application {
-    state: AppState,
+    /// What the routers share (as `AppState`) and what the background tasks use.
+    services: Arc<Services>,
     listeners: Listeners,
     pub public_addr: SocketAddr,
     pub internal_addr: SocketAddr,
@@ -236,19 +237,19 @@ fn services(
             "the admin REST API is off: set admin.password (env BROKER_ADMIN_PASSWORD or KEYCLOAK_ADMIN_PASSWORD) to turn it on"
         );
     }
-    let tokens = TokenService::new(
+    let tokens = Arc::new(TokenService::new(
         urls,
         Arc::new(keys),
         realm.access_token_lifespan_seconds,
         realm.sso_session_idle_seconds,
         realm.offline_session_idle_seconds,
-    );
-    let cookies = Cookies {
+    ));
+    let cookies = Arc::new(Cookies {
         secure: urls.is_https(),
         path: urls.cookie_path(),
         login_max_age: realm.login_timeout_seconds,
         session_max_age: realm.sso_session_max_seconds,
-    };
+    });
     let vault = TokenVault::new(
         store.clone(),
         audit.clone(),
@@ -258,7 +259,7 @@ fn services(
         clock.clone(),
         RefreshPolicy::from_settings(&settings.vault),
     );
-    let email_verification = EmailVerification::new(
+    let email_verification = Arc::new(EmailVerification::new(
         store.clone(),
         audit.clone(),
         clients.clone(),
@@ -266,8 +267,8 @@ fn services(
         clock.clone(),
         realm.name.clone(),
         urls.action_token(),
-    );
-    let sign_in = SignInService {
+    ));
+    let sign_in = Arc::new(SignInService {
         store: store.clone(),
         sessions: sessions.clone(),
         audit: audit.clone(),
@@ -280,7 +281,7 @@ fn services(
             settings.http.pending_sign_ins_per_address,
             settings.http.max_pending_sign_ins,
         )),
-    };
+    });
     Ok(Services {
         directory: Directory::new(store.clone()),
         store,
@@ -292,14 +293,14 @@ fn services(
         service_accounts: ServiceAccountRegistry::new(settings.service_accounts.clone()),
         vault,
         email_verification,
-        realm,
+        realm: Arc::new(realm),
         cookies,
         metrics,
         // The database answered a moment ago (the keys were read from it).
         health: Arc::new(Health { database: AtomicBool::new(true), ..Health::default() }),
         clock,
-        about,
-        demo,
+        about: Arc::new(about),
+        demo: demo.map(Arc::new),
         development,
         admin,
         client_addresses: ClientAddresses::new(settings.http.trusted_proxies.clone()),
@@ -320,9 +321,9 @@ impl Application {
         let development = development_provider(&settings, &store, &urls, now).await?;
         let security_headers = SecurityHeaders { hsts: urls.is_https() };
         let about = About { mode: settings.mode, urls, management_addr };
-        let state = AppState::new(services(&settings, store, cipher, keys, about, clock, development)?);
+        let services = Arc::new(services(&settings, store, cipher, keys, about, clock, development)?);
         Ok(Application {
-            state,
+            services,
             public_addr,
             internal_addr: local_addr(&listeners.internal, "http.internal_bind")?,
             management_addr,
@@ -337,25 +338,25 @@ impl Application {
 
     /// The running broker's addresses.
     pub(crate) fn urls(&self) -> &Urls {
-        &self.state.about.urls
+        &self.services.about.urls
     }
 
     /// Whether the built-in development provider signs users in.
     pub(crate) fn runs_development_provider(&self) -> bool {
-        self.state.development.is_some()
+        self.services.development.is_some()
     }
 
     /// The running state, for tests that drive the parts directly.
     #[cfg(feature = "testing")]
-    pub fn state(&self) -> &AppState {
-        &self.state
+    pub fn state(&self) -> AppState {
+        AppState::new(self.services.clone())
     }
 
     fn layered(&self, router: Router<AppState>, listener: &'static str) -> Router {
         let request_id = HeaderName::from_static("x-request-id");
         let router = router
             .layer(middleware::from_fn_with_state(self.max_body_bytes, http::refuse_non_text))
-            .layer(middleware::from_fn_with_state((self.state.metrics.clone(), listener), observe))
+            .layer(middleware::from_fn_with_state((self.services.metrics.clone(), listener), observe))
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -367,7 +368,7 @@ impl Application {
                     .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, self.request_timeout))
                     .layer(DefaultBodyLimit::max(self.max_body_bytes)),
             )
-            .with_state(self.state.clone())
+            .with_state(AppState::new(self.services.clone()))
             .layer(middleware::map_response(close_after_unread_body));
         self.security_headers.apply(router)
     }
@@ -377,23 +378,23 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let public =
-            self.layered(http::public_router(self.state.development.is_some(), self.state.admin.is_some()), "public");
+        let public = self
+            .layered(http::public_router(self.services.development.is_some(), self.services.admin.is_some()), "public");
         let internal = self.layered(http::internal_router(), "internal");
         let management = self.layered(http::management::router(), "management");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        self.state.health.started.store(true, Ordering::SeqCst);
-        let store = self.state.store.clone();
+        self.services.health.started.store(true, Ordering::SeqCst);
+        let store = self.services.store.clone();
         let audit_retention = self.audit_retention_days * 24 * 3600;
         let housekeeping = tokio::spawn(housekeeping(
             store.clone(),
-            self.state.clock.clone(),
+            self.services.clock.clone(),
             audit_retention,
-            self.state.tokens.clone(),
-            self.state.sign_in.cipher.clone(),
+            self.services.tokens.clone(),
+            self.services.sign_in.cipher.clone(),
         ));
-        let keep_alive = tokio::spawn(self.state.vault.clone().run_keep_alive());
-        let database_check = tokio::spawn(check_database(store.clone(), self.state.health.clone()));
+        let keep_alive = tokio::spawn(self.services.vault.clone().run_keep_alive());
+        let database_check = tokio::spawn(check_database(store.clone(), self.services.health.clone()));
         let Listeners { public: public_listener, internal: internal_listener, management: management_listener } =
             self.listeners;
         let limits = self.limits;
@@ -417,9 +418,9 @@ impl Application {
         };
         housekeeping.abort();
         keep_alive.abort();
-        self.state.vault.shutdown().await;
+        self.services.vault.shutdown().await;
         database_check.abort();
-        if tokio::time::timeout(AUDIT_FLUSH_AT_EXIT, self.state.audit.flush()).await.is_err() {
+        if tokio::time::timeout(AUDIT_FLUSH_AT_EXIT, self.services.audit.flush()).await.is_err() {
             tracing::error!("the database did not take the last audit events within 5 s; they are lost");
         }
         store.close().await;
@@ -492,7 +493,7 @@ async fn housekeeping(
     store: Store,
     clock: Clock,
     audit_retention_seconds: i64,
-    tokens: TokenService,
+    tokens: Arc<TokenService>,
     cipher: Arc<Cipher>,
 ) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));

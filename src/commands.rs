@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::app::{Application, BuildError};
+use crate::audit::Event;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::crypto::{Cipher, CipherError};
@@ -331,22 +332,14 @@ async fn audit_import(
 ) {
     let (Some(store), false) = (store, target.dry_run) else { return };
     let audit = crate::audit::AuditLog::start(store.clone(), std::sync::Arc::new(crate::telemetry::Metrics::new()));
-    let detail = serde_json::json!({
-        "created": users.created,
-        "updated": users.updated,
-        "unchanged": users.unchanged,
-        "skipped": users.skipped.len(),
-        "tokens_sealed": tokens.map(|t| t.sealed),
-    });
-    audit
-        .record(crate::store::AuditEvent {
-            at: target.now,
-            kind: "keycloak_import".into(),
-            outcome: "success".into(),
-            detail: detail.to_string(),
-            ..crate::store::AuditEvent::default()
-        })
-        .await;
+    let event = Event::KeycloakImport {
+        created: users.created,
+        updated: users.updated,
+        unchanged: users.unchanged,
+        skipped: users.skipped.len(),
+        tokens_sealed: tokens.map(|t| t.sealed),
+    };
+    audit.event(target.now, event).await;
     audit.flush().await;
 }
 

@@ -14,15 +14,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::broker_token::read_for_bearer;
 use crate::config::{ClientCredential, ClientSettings};
 use crate::crypto::{CtSecret, constant_time_eq, pkce_s256, random_token};
 use crate::oidc::clients::{ClientRegistry, PresentedCredentials};
 use crate::oidc::error::OAuthError;
 use crate::oidc::grants::{CodeExchange, GrantError, Grants};
-use crate::oidc::tokens::{IssuedTokens, READ_TOKEN_ROLE, UserClaims};
+use crate::oidc::tokens::{IssuedTokens, UserClaims};
 use crate::store::StoreError;
 use crate::telemetry::Chain;
-use crate::vault::{ServedTokens, TokenReader, TokenVault};
+use crate::vault::{ServedTokens, TokenVault};
 
 /// The demonstration client's id; a configured client or service account of that id turns the
 /// demonstration off rather than being shadowed.
@@ -248,7 +249,7 @@ impl DemoClient {
     pub(crate) async fn redeem(
         &self,
         clients: &ClientRegistry,
-        grants: Grants<'_>,
+        grants: &Grants,
         vault: &TokenVault,
         redemption: &Redemption,
         now: i64,
@@ -291,23 +292,17 @@ pub(crate) fn check_answer(cookie: Option<&str>, answer: DemoAnswer) -> Result<R
     Ok(Redemption { code, verifier: verifier.to_owned() })
 }
 
-/// The stored-token read exactly as `/broker/{alias}/token` does it: the bearer checked, its
-/// `read-token` role, then the vault (refreshing first when due, audited as a broker read).
+/// The stored-token read exactly as `/broker/{alias}/token` makes it, for the provider the
+/// user signed in with.
 async fn read_stored(
-    grants: Grants<'_>,
+    grants: &Grants,
     vault: &TokenVault,
     access_token: &str,
     now: i64,
 ) -> Result<StoredRead, DemoError> {
-    let claims = grants.authenticate_bearer(access_token, now).await?.ok_or(DemoError::TokenRejected)?;
-    let alias = claims.user.identity_provider.clone();
-    if !claims.has_broker_role(READ_TOKEN_ROLE) {
-        let message =
-            format!("Client [{DEMO_CLIENT_ID}] not authorized to retrieve tokens from identity provider [{alias}].");
-        return Ok(StoredRead::Refused { alias, message });
-    }
-    let reader = TokenReader { surface: "broker", client_id: DEMO_CLIENT_ID };
-    Ok(match vault.read(&reader, &claims.sub, &alias, 0).await {
+    let read = read_for_bearer(grants, vault, access_token, None, now).await?.ok_or(DemoError::TokenRejected)?;
+    let alias = read.alias;
+    Ok(match read.result {
         Ok(served) => StoredRead::Served { facts: StoredFacts::of(&served, now), alias },
         Err(err) => {
             tracing::warn!(alias = %alias, error = %Chain(&err), "the demonstration's stored-token read was refused");

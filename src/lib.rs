@@ -35,6 +35,11 @@ pub mod audit;
 mod audit;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
+pub mod broker_token;
+#[cfg(not(feature = "testing"))]
+mod broker_token;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod clock;
 #[cfg(not(feature = "testing"))]
 mod clock;

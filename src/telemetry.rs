@@ -1,6 +1,7 @@
 //! Logging (JSON in production, readable in development) and the Prometheus metrics registry.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -56,20 +57,20 @@ struct RouteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignInLabels {
-    provider: String,
+    provider: Arc<str>,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenReadLabels {
     surface: &'static str,
-    provider: String,
+    provider: Arc<str>,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderOutcomeLabels {
-    provider: String,
+    provider: Arc<str>,
     outcome: &'static str,
 }
 
@@ -91,7 +92,10 @@ pub(crate) const UNKNOWN_LABEL: &str = "unknown";
 pub struct Metrics {
     registry: Registry,
     /// The configured provider aliases: the only provider labels.
-    providers: Vec<String>,
+    /// The configured aliases and `unknown`, the only provider labels: a count shares one of
+    /// them rather than copying it.
+    providers: Vec<Arc<str>>,
+    unknown: Arc<str>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     sign_ins: Family<SignInLabels, Counter>,
@@ -119,7 +123,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Metrics whose provider labels are `providers`; any other alias is counted as `unknown`.
     pub fn for_providers<'a>(providers: impl IntoIterator<Item = &'a str>) -> Metrics {
-        Metrics { providers: providers.into_iter().map(str::to_owned).collect(), ..Metrics::new() }
+        Metrics { providers: providers.into_iter().map(Arc::from).collect(), ..Metrics::new() }
     }
 
     /// Metrics that know no provider (for commands that count nothing by provider).
@@ -170,6 +174,7 @@ impl Metrics {
         Metrics {
             registry,
             providers: Vec::new(),
+            unknown: Arc::from(UNKNOWN_LABEL),
             http_requests,
             http_duration,
             sign_ins,
@@ -191,8 +196,8 @@ impl Metrics {
     }
 
     /// A provider alias as a label: itself when configured, otherwise `unknown`.
-    fn provider_label(&self, alias: &str) -> String {
-        if self.providers.iter().any(|known| known == alias) { alias.to_owned() } else { UNKNOWN_LABEL.to_owned() }
+    fn provider_label(&self, alias: &str) -> Arc<str> {
+        self.providers.iter().find(|known| known.as_ref() == alias).unwrap_or(&self.unknown).clone()
     }
 
     pub fn count_sign_in(&self, provider: &str, outcome: &'static str) {

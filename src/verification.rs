@@ -4,14 +4,13 @@
 //! [`EmailVerification::redeem`].
 
 use lettre::message::Mailbox;
-use serde_json::json;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
 use crate::crypto::{random_token, token_hash};
 use crate::mail::{MailError, Mailer, OutgoingMessage};
 use crate::oidc::clients::ClientRegistry;
-use crate::store::{AuditEvent, NewVerifyEmailToken, Redemption, Store, StoreError};
+use crate::store::{NewVerifyEmailToken, Redemption, Store, StoreError};
 use crate::telemetry::Chain;
 
 /// Keycloak's "user-initiated action lifespan" for links an administrator sends: 12 hours.
@@ -157,22 +156,16 @@ impl EmailVerification {
             .await?;
         let message = self.message(checked.to, &key, checked.lifespan);
         let sent = mailer.send(message).await;
-        let audit = |outcome: &str, detail: serde_json::Value| AuditEvent {
-            at: now,
-            kind: "send_verify_email".to_owned(),
-            outcome: outcome.to_owned(),
-            user_id: Some(user_id.to_owned()),
-            client_id: checked.client_id.clone(),
-            alias: None,
-            detail: detail.to_string(),
-        };
+        let client_id = checked.client_id.as_deref();
+        let event = |error| Event::SendVerifyEmail { client_id, user_id, expires_at, error };
         if let Err(err) = sent {
             // The message never left: the link must not outlive it.
             self.store.delete_verify_email_token(&hash).await?;
-            self.audit.record(audit("failure", json!({ "error": Chain(&err).to_string() }))).await;
+            let error = Chain(&err).to_string();
+            self.audit.event(now, event(Some(error))).await;
             return Err(VerifyEmailError::Send(err));
         }
-        self.audit.record(audit("success", json!({ "expires_at": expires_at }))).await;
+        self.audit.event(now, event(None)).await;
         Ok(())
     }
 
@@ -250,23 +243,15 @@ impl EmailVerification {
             Redemption::EmailChanged => (Err(RedeemError::EmailChanged), None, None),
             Redemption::UserDisabled => (Err(RedeemError::UserDisabled), None, None),
         };
-        let (outcome, detail) = match &result {
-            Ok(_) => ("success", json!({})),
-            Err(err) => ("refused", json!({ "reason": refusal(err) })),
-        };
-        let event = AuditEvent {
-            at: now,
-            kind: "verify_email".to_owned(),
-            outcome: outcome.to_owned(),
-            user_id,
-            client_id,
-            alias: None,
-            detail: detail.to_string(),
+        let event = Event::VerifyEmail {
+            client_id: client_id.as_deref(),
+            user_id: user_id.as_deref(),
+            refused: result.as_ref().err().map(refusal),
         };
         if result.is_ok() {
-            self.audit.record(event).await;
+            self.audit.event(now, event).await;
         } else {
-            self.audit.record_anonymous_failure(event, client).await;
+            self.audit.anonymous_failure(now, event, client).await;
         }
         result
     }

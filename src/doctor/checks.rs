@@ -12,8 +12,8 @@ use crate::config::{ClientSettings, ConfigError, ProviderSettings, ServiceAccoun
 use crate::crypto::{Cipher, CipherError, JwsAlgorithm, signing_key_aad};
 use crate::oidc::keys::signing_key_at;
 use crate::store::{MigrationRecords, SealedRows, SigningKeyRow};
-use crate::upstream::UpstreamError;
 use crate::upstream::entra::{self, EntraErrorBody, ErrorClass, ProviderMetadata};
+use crate::upstream::{UpstreamError, refusal};
 use crate::urls::Urls;
 
 /// The resource the client-credentials request asks a token for: Azure DevOps.
@@ -369,7 +369,7 @@ fn token_refusal(
             };
             let fix = match entra::classify(400, body) {
                 ErrorClass::Operator { cause, config_key } => {
-                    format!("{cause}: check providers.{}.{config_key}", provider.alias)
+                    format!("{cause}: check {}", refusal::config_key(&provider.alias, config_key))
                 }
                 _ => match code {
                     Some(code) => format!("see https://login.microsoftonline.com/error?code={code}"),

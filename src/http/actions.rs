@@ -1,6 +1,8 @@
 //! Keycloak's login actions: the links the broker sends by e-mail, opened in a browser.
 
-use axum::extract::{Path, RawQuery, State};
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -9,12 +11,24 @@ use super::browser::redirect_to;
 use super::client_address::ClientAddress;
 use super::error::no_store;
 use super::pages::email_verified_page;
-use super::params::parse_query;
-use super::realm::require_realm;
-use super::{AppError, AppState, CorrelationId};
-use crate::verification::{RedeemError, Verified};
+use super::params::{Dialect, ParamError, Query};
+use super::realm::OwnRealm;
+use super::{AppError, CorrelationId};
+use crate::verification::{EmailVerification, RedeemError, Verified};
 
 const FAILED: &str = "E-mail not verified";
+
+/// A page saying the address was not verified, and why.
+#[derive(Debug)]
+pub(crate) struct FailedPage;
+
+impl Dialect for FailedPage {
+    type Rejection = AppError;
+
+    fn refuse(error: ParamError, correlation: &CorrelationId) -> AppError {
+        AppError::titled_page(StatusCode::BAD_REQUEST, FAILED, error.to_string(), correlation)
+    }
+}
 
 #[derive(Deserialize)]
 pub(crate) struct ActionTokenParams {
@@ -29,15 +43,12 @@ debug_showing!(ActionTokenParams {});
 /// checked when the link was sent, so never an open redirect). A used, expired or unknown link
 /// gets a page saying so, and changes nothing.
 pub(crate) async fn action_token(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
-    RawQuery(query): RawQuery,
+    _: OwnRealm,
+    State(verification): State<Arc<EmailVerification>>,
+    Query(params, _): Query<ActionTokenParams, FailedPage>,
     correlation: CorrelationId,
     client: ClientAddress,
 ) -> Result<Response, AppError> {
-    require_realm(&state.realm, &realm)?;
-    let params: ActionTokenParams = parse_query(query.as_deref())
-        .map_err(|err| AppError::titled_page(StatusCode::BAD_REQUEST, FAILED, err.to_string(), &correlation))?;
     let key = params.key.ok_or_else(|| {
         AppError::titled_page(
             StatusCode::BAD_REQUEST,
@@ -46,7 +57,7 @@ pub(crate) async fn action_token(
             &correlation,
         )
     })?;
-    match state.email_verification.redeem(&key, &client.budget_key()).await {
+    match verification.redeem(&key, &client.budget_key()).await {
         Ok(Verified::Redirect(uri)) => Ok(redirect_to(&uri)),
         Ok(Verified::Done) => Ok((no_store(), email_verified_page()).into_response()),
         Err(RedeemError::Store(err)) => Err(AppError::internal(err)),

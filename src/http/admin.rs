@@ -4,31 +4,33 @@
 //! beside this file describes it; a test holds it against the router.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::client_address::ClientAddress;
 use super::error::no_store;
-use super::params::{Bearer, parse_form, parse_query};
+use super::params::{Bearer, Keycloak, Query};
+use super::token::TokenForm;
 use super::{AppError, AppState};
-use crate::config::AdminRole;
-use crate::directory::{SearchParams, UserUpdate};
+use crate::audit::{AuditLog, Event};
+use crate::clock::Clock;
+use crate::config::{AdminRole, RealmSettings, ServiceAccountSettings};
+use crate::directory::{Directory, SearchParams, UserUpdate};
 use crate::oidc::admin::{AdminGrantError, AdminRequest, AdminSignIn};
+use crate::oidc::clients::ServiceAccountRegistry;
 use crate::oidc::error::{ErrorCode, OAuthError};
-use crate::oidc::sessions::Ending;
-use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens};
-use crate::store::ChangeWrite;
-use crate::store::{AuditEvent, DirectoryUser, IdentityRow};
+use crate::oidc::sessions::{Ending, Sessions};
+use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens, TokenService};
+use crate::store::{ChangeWrite, DirectoryUser, IdentityRow, Store};
 use crate::telemetry::Chain;
-use crate::vault::{TokenReader, VaultError};
-use crate::verification::VerifyEmailError;
+use crate::vault::{TokenReader, TokenVault, VaultError};
+use crate::verification::{EmailVerification, VerifyEmailError};
 
 /// The admin API's routes, for the public listener.
 pub(crate) fn router() -> axum::Router<AppState> {
@@ -45,19 +47,36 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route(paths::ADMIN_USER_SEND_VERIFY_EMAIL, put(send_verify_email))
 }
 
-// ---------------------------------------------------------------------------------------------
-// The master realm's token endpoint for `admin-cli`.
-
-#[derive(Default, Deserialize)]
-pub(crate) struct MasterTokenForm {
-    grant_type: Option<String>,
-    client_id: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    refresh_token: Option<String>,
+/// What the admin API's endpoints use.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminApi {
+    realm: Arc<RealmSettings>,
+    store: Store,
+    directory: Directory,
+    sessions: Sessions,
+    vault: TokenVault,
+    email_verification: Arc<EmailVerification>,
+    audit: AuditLog,
+    clock: Clock,
 }
 
-debug_showing!(MasterTokenForm { grant_type, client_id });
+impl FromRef<AppState> for AdminApi {
+    fn from_ref(state: &AppState) -> Self {
+        AdminApi {
+            realm: FromRef::from_ref(state),
+            store: FromRef::from_ref(state),
+            directory: FromRef::from_ref(state),
+            sessions: FromRef::from_ref(state),
+            vault: FromRef::from_ref(state),
+            email_verification: FromRef::from_ref(state),
+            audit: FromRef::from_ref(state),
+            clock: FromRef::from_ref(state),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The master realm's token endpoint for `admin-cli`.
 
 /// The master realm's token answer, as Keycloak shapes it.
 #[derive(Debug, Serialize)]
@@ -102,32 +121,19 @@ fn grant_error(err: AdminGrantError) -> AppError {
     }
 }
 
-/// The master realm's form for `admin-cli`, which must name that client.
-fn admin_cli_form(headers: &HeaderMap, body: &Bytes) -> Result<MasterTokenForm, AppError> {
-    let form: MasterTokenForm =
-        parse_form(headers, body).map_err(|err| AppError::oauth(OAuthError::invalid_request(err.to_string())))?;
-    if form.client_id.as_deref() != Some(ADMIN_CLIENT_ID) {
-        return Err(AppError::oauth(OAuthError::invalid_client()));
-    }
-    Ok(form)
-}
-
-fn admin_request<'a>(state: &'a AppState, client: &'a str) -> AdminRequest<'a> {
-    AdminRequest { store: &state.store, tokens: &state.tokens, client, now: state.clock.now() }
+/// The master realm's forms name `admin-cli`, and only that client.
+fn require_admin_cli(client_id: Option<&str>) -> Result<(), AppError> {
+    if client_id == Some(ADMIN_CLIENT_ID) { Ok(()) } else { Err(AppError::oauth(OAuthError::invalid_client())) }
 }
 
 /// `POST /realms/master/protocol/openid-connect/token` for the public client `admin-cli`:
 /// `grant_type=password` and `refresh_token`.
 pub(crate) async fn master_token(
-    state: &AppState,
     admin: &AdminSignIn,
-    client: ClientAddress,
-    headers: &HeaderMap,
-    body: &Bytes,
+    request: AdminRequest<'_>,
+    form: &TokenForm,
 ) -> Result<Response, AppError> {
-    let form = admin_cli_form(headers, body)?;
-    let client = client.budget_key();
-    let request = admin_request(state, &client);
+    require_admin_cli(form.client_id.as_deref())?;
     let issued = match form.grant_type.as_deref() {
         Some("password") => {
             let username = form.username.as_deref().unwrap_or_default();
@@ -151,18 +157,16 @@ pub(crate) async fn master_token(
 /// `POST /realms/master/protocol/openid-connect/logout` for `admin-cli` with a refresh token
 /// (python-keycloak's `KeycloakOpenID.logout`): ends that admin session; 204 as Keycloak.
 pub(crate) async fn master_logout(
-    state: &AppState,
     admin: &AdminSignIn,
-    client: ClientAddress,
-    headers: &HeaderMap,
-    body: &Bytes,
+    request: AdminRequest<'_>,
+    client_id: Option<&str>,
+    refresh_token: Option<&str>,
 ) -> Result<Response, AppError> {
-    let form = admin_cli_form(headers, body)?;
-    let Some(token) = form.refresh_token.as_deref() else {
+    require_admin_cli(client_id)?;
+    let Some(token) = refresh_token else {
         return Err(AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")));
     };
-    let client = client.budget_key();
-    admin.logout(admin_request(state, &client), token).await.map_err(grant_error)?;
+    admin.logout(request, token).await.map_err(grant_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -174,7 +178,7 @@ pub(crate) async fn master_logout(
 #[derive(Debug)]
 pub(crate) enum AdminCaller {
     Administrator,
-    Service { client_id: String, roles: Vec<AdminRole> },
+    Service(Arc<ServiceAccountSettings>),
 }
 
 fn unauthorized() -> AppError {
@@ -185,28 +189,36 @@ fn forbidden() -> AppError {
     AppError::Admin { status: StatusCode::FORBIDDEN, error: "HTTP 403 Forbidden" }
 }
 
-impl FromRequestParts<AppState> for AdminCaller {
+impl<S: Send + Sync> FromRequestParts<S> for AdminCaller
+where
+    Option<Arc<AdminSignIn>>: FromRef<S>,
+    Arc<TokenService>: FromRef<S>,
+    ServiceAccountRegistry: FromRef<S>,
+    Store: FromRef<S>,
+    Clock: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let Ok(Bearer(token)) = Bearer::from_request_parts(parts, state).await;
         let token = token.ok_or_else(unauthorized)?;
-        let now = state.clock.now();
-        if let (Some(admin), Ok(claims)) = (&state.admin, state.tokens.verify_admin(&token, now)) {
+        let now = Clock::from_ref(state).now();
+        let tokens = Arc::<TokenService>::from_ref(state);
+        if let (Some(admin), Ok(claims)) =
+            (Option::<Arc<AdminSignIn>>::from_ref(state), tokens.verify_admin(&token, now))
+        {
             // An ended session's access tokens die with it (python-keycloak then refreshes,
             // is told `Token is not active`, and signs in again).
-            let accepted = admin.is_administrator(&claims) && admin.session_is_live(&state.store, &claims, now).await?;
+            let accepted =
+                admin.is_administrator(&claims) && admin.session_is_live(&Store::from_ref(state), &claims, now).await?;
             return if accepted { Ok(AdminCaller::Administrator) } else { Err(unauthorized()) };
         }
-        if let Ok(claims) = state.tokens.verify_service(&token, now) {
-            let account = state.service_accounts.find(&claims.azp).ok_or_else(unauthorized)?;
-            return Ok(AdminCaller::Service {
-                client_id: account.client_id.clone(),
-                roles: account.admin_roles.clone(),
-            });
+        if let Ok(claims) = tokens.verify_service(&token, now) {
+            let accounts = ServiceAccountRegistry::from_ref(state);
+            return accounts.find(&claims.azp).cloned().map(AdminCaller::Service).ok_or_else(unauthorized);
         }
         // A user's own token of the realm is a valid token without the roles: 403, as Keycloak.
-        if state.tokens.verify_access(&token, now).is_ok() {
+        if tokens.verify_access(&token, now).is_ok() {
             return Err(forbidden());
         }
         Err(unauthorized())
@@ -217,7 +229,7 @@ impl AdminCaller {
     fn client_id(&self) -> &str {
         match self {
             AdminCaller::Administrator => ADMIN_CLIENT_ID,
-            AdminCaller::Service { client_id, .. } => client_id,
+            AdminCaller::Service(account) => &account.client_id,
         }
     }
 
@@ -225,7 +237,8 @@ impl AdminCaller {
         match self {
             AdminCaller::Administrator => true,
             // `manage-users` implies reading, as in Keycloak.
-            AdminCaller::Service { roles, .. } => {
+            AdminCaller::Service(account) => {
+                let roles = &account.admin_roles;
                 roles.contains(&AdminRole::ManageUsers) || (role == AdminRole::ViewUsers && roles.contains(&role))
             }
         }
@@ -236,44 +249,27 @@ impl AdminCaller {
     }
 
     /// Refuses a caller without `manage-users`, and records the refusal.
-    async fn require_manage(&self, state: &AppState, what: &str, user_id: &str) -> Result<(), AppError> {
+    async fn require_manage(&self, api: &AdminApi, what: &str, user_id: &str) -> Result<(), AppError> {
         if self.may(AdminRole::ManageUsers) {
             return Ok(());
         }
-        audit(state, self, "admin_write", "forbidden", Some(user_id), None, json!({ "operation": what })).await;
+        api.audit(Event::AdminWriteForbidden { client_id: self.client_id(), user_id, operation: what }).await;
         Err(forbidden())
     }
 }
 
-async fn audit(
-    state: &AppState,
-    caller: &AdminCaller,
-    kind: &str,
-    outcome: &str,
-    user_id: Option<&str>,
-    alias: Option<&str>,
-    detail: serde_json::Value,
-) {
-    state
-        .audit
-        .record(AuditEvent {
-            at: state.clock.now(),
-            kind: kind.to_owned(),
-            outcome: outcome.to_owned(),
-            user_id: user_id.map(str::to_owned),
-            client_id: Some(caller.client_id().to_owned()),
-            alias: alias.map(str::to_owned),
-            detail: detail.to_string(),
-        })
-        .await;
-}
+impl AdminApi {
+    async fn audit(&self, event: Event<'_>) {
+        self.audit.event(self.clock.now(), event).await;
+    }
 
-/// The realm of an admin path: the configured one only (Keycloak's `Realm not found.`).
-fn require_realm(state: &AppState, realm: &str) -> Result<(), AppError> {
-    if state.realm.name == realm {
-        Ok(())
-    } else {
-        Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Realm not found." })
+    /// The realm of an admin path: the configured one only (Keycloak's `Realm not found.`).
+    fn require_realm(&self, realm: &str) -> Result<(), AppError> {
+        if self.realm.name == realm {
+            Ok(())
+        } else {
+            Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Realm not found." })
+        }
     }
 }
 
@@ -408,13 +404,13 @@ fn representation<'a>(
 
 /// `GET /admin/realms/{realm}`
 pub(crate) async fn realm(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path(realm): Path<String>,
 ) -> Result<Response, AppError> {
     caller.require_view()?;
-    require_realm(&state, &realm)?;
-    let settings = &state.realm;
+    api.require_realm(&realm)?;
+    let settings = &api.realm;
     Ok(Json(RealmRepresentation {
         id: &settings.name,
         realm: &settings.name,
@@ -433,16 +429,6 @@ pub(crate) async fn realm(
     .into_response())
 }
 
-/// Search parameters; a NUL character, which no stored text holds and Postgres refuses to
-/// compare, is refused here.
-fn search_params(raw: Option<&str>) -> Result<SearchParams, AppError> {
-    let raw = raw.unwrap_or_default();
-    if url::form_urlencoded::parse(raw.as_bytes()).any(|(name, value)| name.contains('\0') || value.contains('\0')) {
-        return Err(bad_request("parameters must not contain NUL characters"));
-    }
-    parse_query(Some(raw)).map_err(|err| bad_request(err.to_string()))
-}
-
 /// A user id from the path; one holding a NUL character names no user.
 fn path_user_id(id: &str) -> Result<&str, AppError> {
     if id.contains('\0') { Err(user_not_found()) } else { Ok(id) }
@@ -450,15 +436,18 @@ fn path_user_id(id: &str) -> Result<&str, AppError> {
 
 /// `GET /admin/realms/{realm}/users`: a page of users, ordered by username.
 pub(crate) async fn list_users(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path(realm): Path<String>,
-    RawQuery(raw): RawQuery,
+    search: Result<Query<SearchParams, Keycloak>, AppError>,
 ) -> Result<Response, AppError> {
     caller.require_view()?;
-    require_realm(&state, &realm)?;
-    let search = search_params(raw.as_deref())?.read().map_err(|err| bad_request(err.0))?;
-    let users = state.store.search_users(&search.criteria, search.first, search.max).await?;
+    api.require_realm(&realm)?;
+    // Read once the caller and the realm are accepted, as every query of this API: a caller
+    // without the right learns nothing about its parameters.
+    let Query(search, _) = search?;
+    let search = search.read().map_err(|err| bad_request(err.0))?;
+    let users = api.store.search_users(&search.criteria, search.first, search.max).await?;
     let body: Vec<UserRepresentation<'_>> =
         users.iter().map(|user| representation(user, search.brief, None, &caller)).collect();
     Ok((no_store(), Json(body)).into_response())
@@ -466,40 +455,41 @@ pub(crate) async fn list_users(
 
 /// `GET /admin/realms/{realm}/users/count`: a bare integer.
 pub(crate) async fn count_users(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path(realm): Path<String>,
-    RawQuery(raw): RawQuery,
+    search: Result<Query<SearchParams, Keycloak>, AppError>,
 ) -> Result<Response, AppError> {
     caller.require_view()?;
-    require_realm(&state, &realm)?;
-    let criteria = search_params(raw.as_deref())?.criteria().map_err(|err| bad_request(err.0))?;
-    Ok((no_store(), Json(state.store.count_users(&criteria).await?)).into_response())
+    api.require_realm(&realm)?;
+    let Query(search, _) = search?;
+    let criteria = search.criteria().map_err(|err| bad_request(err.0))?;
+    Ok((no_store(), Json(api.store.count_users(&criteria).await?)).into_response())
 }
 
 /// `GET /admin/realms/{realm}/users/{id}`: the full representation with linked identities.
 /// `userProfileMetadata` and any other parameter are ignored.
 pub(crate) async fn get_user(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path((realm, user_id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
     caller.require_view()?;
-    require_realm(&state, &realm)?;
-    let found = state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let identities = state.store.list_identities(&user_id).await?;
+    api.require_realm(&realm)?;
+    let found = api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let identities = api.store.list_identities(&user_id).await?;
     Ok((no_store(), Json(representation(&found, false, Some(&identities), &caller))).into_response())
 }
 
 /// `PUT /admin/realms/{realm}/users/{id}`: a partial update, 204.
 pub(crate) async fn update_user(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path((realm, user_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_realm(&state, &realm)?;
-    caller.require_manage(&state, "update", &user_id).await?;
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "update", &user_id).await?;
     let update: UserUpdate =
         serde_json::from_slice(&body).map_err(|err| bad_request(format!("unrecognized user representation: {err}")))?;
     let changed: Vec<&str> = [
@@ -514,16 +504,22 @@ pub(crate) async fn update_user(
     .filter_map(|(name, given)| given.then_some(name))
     .collect();
     let enabled = update.enabled;
-    let outcome = state.directory.update(path_user_id(&user_id)?, update, state.clock.now()).await?;
-    let detail = json!({ "fields": changed, "enabled": enabled });
+    let outcome = api.directory.update(path_user_id(&user_id)?, update, api.clock.now()).await?;
+    let event = |conflict| Event::AdminUserUpdate {
+        conflict,
+        client_id: caller.client_id(),
+        user_id: &user_id,
+        fields: &changed,
+        enabled,
+    };
     match outcome {
         Ok(ChangeWrite::Done) => {
-            audit(&state, &caller, "admin_user_update", "success", Some(&user_id), None, detail).await;
+            api.audit(event(false)).await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Ok(ChangeWrite::NotFound) => Err(user_not_found()),
         Ok(ChangeWrite::EmailTaken) => {
-            audit(&state, &caller, "admin_user_update", "conflict", Some(&user_id), None, detail).await;
+            api.audit(event(true)).await;
             Err(AppError::keycloak(StatusCode::CONFLICT, "User exists with same email"))
         }
         Err(invalid) => Err(bad_request(invalid.0)),
@@ -533,28 +529,33 @@ pub(crate) async fn update_user(
 /// `DELETE /admin/realms/{realm}/users/{id}`: the user, their identities, sealed tokens and
 /// sessions are erased.
 pub(crate) async fn delete_user(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path((realm, user_id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    require_realm(&state, &realm)?;
-    caller.require_manage(&state, "delete", &user_id).await?;
-    let deleted = state.store.delete_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let detail = json!({ "identities": deleted.aliases, "sessions": deleted.session_ids.len() });
-    audit(&state, &caller, "admin_user_delete", "success", Some(&user_id), None, detail).await;
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "delete", &user_id).await?;
+    let deleted = api.store.delete_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let event = Event::AdminUserDelete {
+        client_id: caller.client_id(),
+        user_id: &user_id,
+        identities: &deleted.aliases,
+        sessions: deleted.session_ids.len(),
+    };
+    api.audit(event).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /admin/realms/{realm}/users/{id}/federated-identity`
 pub(crate) async fn list_identities(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path((realm, user_id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
     caller.require_view()?;
-    require_realm(&state, &realm)?;
-    state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let identities = state.store.list_identities(&user_id).await?;
+    api.require_realm(&realm)?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let identities = api.store.list_identities(&user_id).await?;
     let body: Vec<FederatedIdentity<'_>> = identities.iter().map(federated_identity).collect();
     Ok((no_store(), Json(body)).into_response())
 }
@@ -562,18 +563,18 @@ pub(crate) async fn list_identities(
 /// `DELETE /admin/realms/{realm}/users/{id}/federated-identity/{alias}`: unlinks through the
 /// vault, as the internal API's unlink does (identity and sealed tokens erased, audited).
 pub(crate) async fn unlink_identity(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path((realm, user_id, alias)): Path<(String, String, String)>,
 ) -> Result<Response, AppError> {
-    require_realm(&state, &realm)?;
-    caller.require_manage(&state, "unlink", &user_id).await?;
-    state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "unlink", &user_id).await?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
     if alias.contains('\0') {
         return Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Link not found" });
     }
     let reader = TokenReader { surface: "admin", client_id: caller.client_id() };
-    match state.vault.unlink(&reader, &user_id, &alias).await {
+    match api.vault.unlink(&reader, &user_id, &alias).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(false) => Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Link not found" }),
         Err(err @ VaultError::Internal { .. }) => Err(AppError::internal(err)),
@@ -584,16 +585,16 @@ pub(crate) async fn unlink_identity(
 /// `POST /admin/realms/{realm}/users/{id}/logout`: ends every session of the user, offline
 /// ones too; their tokens stop working at once.
 pub(crate) async fn logout_user(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path((realm, user_id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    require_realm(&state, &realm)?;
-    caller.require_manage(&state, "logout", &user_id).await?;
-    state.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let now = state.clock.now();
-    let ended = state.sessions.end_all_of(&user_id, Ending::AdminLogout, Some(caller.client_id()), now).await?;
-    audit(&state, &caller, "admin_user_logout", "success", Some(&user_id), None, json!({ "sessions": ended })).await;
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "logout", &user_id).await?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let now = api.clock.now();
+    let ended = api.sessions.end_all_of(&user_id, Ending::AdminLogout, Some(caller.client_id()), now).await?;
+    api.audit(Event::AdminUserLogout { client_id: caller.client_id(), user_id: &user_id, sessions: ended }).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -608,19 +609,19 @@ pub(crate) struct VerifyEmailQuery {
 /// `PUT /admin/realms/{realm}/users/{id}/send-verify-email`: mails the user a single-use,
 /// expiring link that verifies the address and goes on to `redirect_uri`; 204.
 pub(crate) async fn send_verify_email(
-    State(state): State<AppState>,
+    State(api): State<AdminApi>,
     caller: AdminCaller,
     Path((realm, user_id)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<VerifyEmailQuery, Keycloak>, AppError>,
 ) -> Result<Response, AppError> {
-    require_realm(&state, &realm)?;
-    caller.require_manage(&state, "send_verify_email", &user_id).await?;
-    let query: VerifyEmailQuery = parse_query(raw.as_deref()).map_err(|err| bad_request(err.to_string()))?;
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "send_verify_email", &user_id).await?;
+    let Query(query, _) = query?;
     let lifespan = match query.lifespan.as_deref() {
         Some(text) => Some(text.parse::<u64>().map_err(|_| bad_request("lifespan must be a number of seconds"))?),
         None => None,
     };
-    let sent = state
+    let sent = api
         .email_verification
         .send_verify_email(path_user_id(&user_id)?, query.client_id.as_deref(), query.redirect_uri.as_deref(), lifespan)
         .await;

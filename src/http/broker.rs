@@ -2,7 +2,9 @@
 //! own access token buys that user's upstream token, with Keycloak's answers and CORS.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -12,8 +14,12 @@ use super::error::no_store;
 use super::params::Bearer;
 use super::realm::require_realm;
 use super::{AppError, AppState};
-use crate::oidc::tokens::READ_TOKEN_ROLE;
-use crate::vault::{TokenReader, UpstreamTokens, VaultError};
+use crate::broker_token::{BrokerReadError, read_for_bearer};
+use crate::clock::Clock;
+use crate::config::RealmSettings;
+use crate::oidc::clients::ClientRegistry;
+use crate::oidc::grants::Grants;
+use crate::vault::{TokenVault, UpstreamTokens, VaultError};
 
 const ALLOWED_HEADERS: &str = "Origin, Accept, X-Requested-With, Content-Type, Access-Control-Request-Method, \
                                Access-Control-Request-Headers, Authorization";
@@ -32,18 +38,40 @@ pub(crate) async fn retrieve_token_preflight(headers: HeaderMap) -> Response {
     response
 }
 
+/// What the stored-token endpoint uses.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokerEndpoint {
+    realm: Arc<RealmSettings>,
+    clients: ClientRegistry,
+    grants: Grants,
+    vault: TokenVault,
+    clock: Clock,
+}
+
+impl FromRef<AppState> for BrokerEndpoint {
+    fn from_ref(state: &AppState) -> Self {
+        BrokerEndpoint {
+            realm: FromRef::from_ref(state),
+            clients: FromRef::from_ref(state),
+            grants: FromRef::from_ref(state),
+            vault: FromRef::from_ref(state),
+            clock: FromRef::from_ref(state),
+        }
+    }
+}
+
 pub(crate) async fn retrieve_token(
-    State(state): State<AppState>,
+    State(endpoint): State<BrokerEndpoint>,
     Path((realm, alias)): Path<(String, String)>,
     Bearer(bearer): Bearer,
     headers: HeaderMap,
 ) -> Response {
-    let (client_id, result) = retrieve(&state, &realm, &alias, bearer).await;
+    let (client_id, result) = endpoint.retrieve(&realm, &alias, bearer).await;
     let mut response = result.into_response();
     // Like Keycloak, an answer is readable cross-origin only by the web origins of the client
     // the bearer token was issued to: here, the origins of its redirect URIs.
     if let (Some(client_id), Some(origin)) = (client_id, headers.get(header::ORIGIN))
-        && let Some(client) = state.clients.find(&client_id)
+        && let Some(client) = endpoint.clients.find(&client_id)
         && origin.to_str().is_ok_and(|origin| client.allows_web_origin(origin))
     {
         let cors = response.headers_mut();
@@ -53,42 +81,34 @@ pub(crate) async fn retrieve_token(
     response
 }
 
-/// The answer, and the client the bearer token belongs to once it is known.
-async fn retrieve(
-    state: &AppState,
-    realm: &str,
-    alias: &str,
-    bearer: Option<String>,
-) -> (Option<String>, Result<Response, AppError>) {
-    if let Err(err) = require_realm(&state.realm, realm) {
-        return (None, Err(err));
+impl BrokerEndpoint {
+    /// The answer, and the client the bearer token belongs to once it is known.
+    async fn retrieve(
+        &self,
+        realm: &str,
+        alias: &str,
+        bearer: Option<String>,
+    ) -> (Option<String>, Result<Response, AppError>) {
+        if let Err(err) = require_realm(&self.realm, realm) {
+            return (None, Err(err));
+        }
+        let now = self.clock.now();
+        let read = match bearer {
+            Some(bearer) => read_for_bearer(&self.grants, &self.vault, &bearer, Some(alias), now).await,
+            None => Ok(None),
+        };
+        match read {
+            Ok(Some(read)) => {
+                let answer = match read.result {
+                    Ok(served) => Ok((no_store(), Json(keycloak_token_body(&served.tokens, now))).into_response()),
+                    Err(err) => Err(broker_error(err)),
+                };
+                (Some(read.client_id), answer)
+            }
+            Ok(None) => (None, Err(AppError::keycloak(StatusCode::BAD_REQUEST, "Invalid token."))),
+            Err(err) => (None, Err(err.into())),
+        }
     }
-    let invalid = || AppError::keycloak(StatusCode::BAD_REQUEST, "Invalid token.");
-    let Some(bearer) = bearer else {
-        return (None, Err(invalid()));
-    };
-    let now = state.clock.now();
-    let claims = match state.grants().authenticate_bearer(&bearer, now).await {
-        Ok(Some(claims)) => claims,
-        Ok(None) => return (None, Err(invalid())),
-        Err(err) => return (None, Err(err.into())),
-    };
-    let client_id = Some(claims.azp.clone());
-    if !claims.has_broker_role(READ_TOKEN_ROLE) {
-        let message =
-            format!("Client [{}] not authorized to retrieve tokens from identity provider [{alias}].", claims.azp);
-        return (client_id, Err(AppError::keycloak(StatusCode::FORBIDDEN, message)));
-    }
-    if !state.vault.knows_provider(alias) {
-        let message = format!("Identity Provider [{alias}] not found.");
-        return (client_id, Err(AppError::keycloak(StatusCode::NOT_FOUND, message)));
-    }
-    let reader = TokenReader { surface: "broker", client_id: &claims.azp };
-    let result = match state.vault.read(&reader, &claims.sub, alias, 0).await {
-        Ok(served) => Ok((no_store(), Json(keycloak_token_body(&served.tokens, now))).into_response()),
-        Err(err) => Err(broker_error(err)),
-    };
-    (client_id, result)
 }
 
 /// The stored token as Keycloak serves it, with `expires_in` counting the seconds that are
@@ -123,11 +143,13 @@ fn keycloak_token_body(tokens: &UpstreamTokens, now: i64) -> KeycloakTokenBody<'
 }
 
 /// Keycloak's texts where it has them; for what Keycloak never says, the token API's shape.
-fn broker_error(err: VaultError) -> AppError {
+fn broker_error(err: BrokerReadError) -> AppError {
     match err {
-        VaultError::NotLinked { .. } | VaultError::NotStored { .. } => {
+        BrokerReadError::NotAuthorized { .. } => AppError::keycloak(StatusCode::FORBIDDEN, err.to_string()),
+        BrokerReadError::UnknownProvider { .. } => AppError::keycloak(StatusCode::NOT_FOUND, err.to_string()),
+        BrokerReadError::Vault(err @ (VaultError::NotLinked { .. } | VaultError::NotStored { .. })) => {
             AppError::keycloak(StatusCode::BAD_REQUEST, err.to_string())
         }
-        other => AppError::vault(other),
+        BrokerReadError::Vault(other) => AppError::vault(other),
     }
 }

@@ -1,39 +1,61 @@
 //! The browser's path: the authorization endpoint, the provider hand-off and its callback.
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
 use super::client_address::ClientAddress;
 use super::pages::chooser_page;
-use super::params::{ParamError, parse_form, parse_query};
-use super::realm::require_realm;
-use super::{AppError, AppState, Cookies, CorrelationId};
+use super::params::{Form, Page, Query};
+use super::realm::{OwnRealm, require_realm};
+use super::{About, AppError, AppState, Cookies, CorrelationId};
+use crate::clock::Clock;
+use crate::config::RealmSettings;
 use crate::oidc::authorize::{self, AuthorizationParams, AuthorizeError};
-use crate::signin::{CallbackParams, Completed, Started, with_query};
+use crate::oidc::clients::ClientRegistry;
+use crate::signin::{CallbackParams, Completed, SignInService, Started, with_query};
+
+/// What the browser's endpoints use.
+#[derive(Debug, Clone)]
+pub(crate) struct Browser {
+    realm: Arc<RealmSettings>,
+    clients: ClientRegistry,
+    sign_in: Arc<SignInService>,
+    about: Arc<About>,
+    cookies: Arc<Cookies>,
+    clock: Clock,
+}
+
+impl FromRef<AppState> for Browser {
+    fn from_ref(state: &AppState) -> Self {
+        Browser {
+            realm: FromRef::from_ref(state),
+            clients: FromRef::from_ref(state),
+            sign_in: FromRef::from_ref(state),
+            about: FromRef::from_ref(state),
+            cookies: FromRef::from_ref(state),
+            clock: FromRef::from_ref(state),
+        }
+    }
+}
 
 /// 302 Found, as Keycloak answers; the browser follows it with a GET.
 pub(super) fn redirect_to(url: &str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, url.to_owned())]).into_response()
 }
 
-fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
-    AppError::page(StatusCode::BAD_REQUEST, err.to_string(), correlation)
-}
-
 pub(crate) async fn authorize(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
-    RawQuery(query): RawQuery,
+    _: OwnRealm,
+    State(state): State<Browser>,
+    Query(params, _): Query<AuthorizationParams, Page>,
     jar: CookieJar,
     correlation: CorrelationId,
     client: ClientAddress,
 ) -> Result<Response, AppError> {
-    require_realm(&state.realm, &realm)?;
-    let params: AuthorizationParams = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
     let request = match authorize::validate(&state.clients, params) {
         Ok(request) => request,
         Err(AuthorizeError::Page(message)) => {
@@ -86,14 +108,13 @@ pub(crate) struct BrokerLoginParams {
 }
 
 pub(crate) async fn broker_login(
-    State(state): State<AppState>,
-    Path((realm, alias)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    _: OwnRealm,
+    State(state): State<Browser>,
+    Path((_, alias)): Path<(String, String)>,
+    Query(params, _): Query<BrokerLoginParams, Page>,
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    require_realm(&state.realm, &realm)?;
-    let params: BrokerLoginParams = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
     let request_id = params.request.ok_or_else(|| {
         AppError::page(
             StatusCode::BAD_REQUEST,
@@ -110,32 +131,30 @@ pub(crate) async fn broker_login(
     Ok(redirect_to(url.as_str()))
 }
 
+/// The provider's answer; its parameters are read before the realm is checked.
 pub(crate) async fn broker_endpoint_query(
-    state: State<AppState>,
+    state: State<Browser>,
     path: Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Query(params, _): Query<CallbackParams, Page>,
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    let params = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
     broker_endpoint(state, path, params, jar, correlation).await
 }
 
 /// Entra's `form_post` response mode.
 pub(crate) async fn broker_endpoint_form(
-    state: State<AppState>,
+    state: State<Browser>,
     path: Path<(String, String)>,
     jar: CookieJar,
     correlation: CorrelationId,
-    headers: HeaderMap,
-    body: Bytes,
+    Form(params, _): Form<CallbackParams, Page>,
 ) -> Result<Response, AppError> {
-    let params = parse_form(&headers, &body).map_err(|err| bad_parameters(err, &correlation))?;
     broker_endpoint(state, path, params, jar, correlation).await
 }
 
 async fn broker_endpoint(
-    State(state): State<AppState>,
+    State(state): State<Browser>,
     Path((realm, alias)): Path<(String, String)>,
     params: CallbackParams,
     jar: CookieJar,

@@ -7,23 +7,23 @@
 //! believed; when every hop is a trusted proxy, the left-most one is the client.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
-use super::AppState;
-
-/// The address rule: which peers are proxies whose `X-Forwarded-For` is believed.
+/// The address rule: which peers are proxies whose `X-Forwarded-For` is believed; clones
+/// share it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClientAddresses {
-    trusted_proxies: Vec<IpNet>,
+    trusted_proxies: Arc<[IpNet]>,
 }
 
 impl ClientAddresses {
     pub(crate) fn new(trusted_proxies: Vec<IpNet>) -> ClientAddresses {
-        ClientAddresses { trusted_proxies }
+        ClientAddresses { trusted_proxies: trusted_proxies.into() }
     }
 
     fn is_trusted(&self, address: IpAddr) -> bool {
@@ -88,16 +88,19 @@ impl std::fmt::Display for ClientAddress {
     }
 }
 
-impl FromRequestParts<AppState> for ClientAddress {
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress
+where
+    ClientAddresses: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         // Every listener's connections carry their peer (`serve`); a request built in-process has none.
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| peer.ip());
-        Ok(state.client_addresses.resolve(peer, &parts.headers))
+        Ok(ClientAddresses::from_ref(state).resolve(peer, &parts.headers))
     }
 }
 

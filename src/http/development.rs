@@ -4,16 +4,17 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::no_store;
 use super::pages::development_sign_in_page;
-use super::params::{parse_form, parse_query};
-use super::{AppState, paths};
+use super::params::{Dialect, Form, ParamError, Plain, Query};
+use super::{AppState, CorrelationId, paths};
+use crate::clock::Clock;
 use crate::oidc::clients::PresentedCredentials;
 use crate::upstream::development::{
     AuthorizeParams, DevUser, DevelopmentProvider, EntraError, SAMPLE_USERS, TokenForm,
@@ -34,28 +35,48 @@ fn entra_answer(err: EntraError) -> Response {
     (status, no_store(), Json(err)).into_response()
 }
 
-/// The provider when it runs and `tenant` is its own; Entra's answers otherwise.
-fn provider(state: &AppState, tenant: &str) -> Result<Arc<DevelopmentProvider>, Box<Response>> {
-    let provider = state.development.clone().ok_or_else(|| Box::new(StatusCode::NOT_FOUND.into_response()))?;
-    if DevelopmentProvider::serves_tenant(tenant) {
-        Ok(provider)
-    } else {
-        Err(Box::new(entra_answer(DevelopmentProvider::unknown_tenant(tenant))))
+/// The provider, when it runs and the path's `{tenant}` is its own; Entra's answers otherwise,
+/// before the rest of the request is read.
+#[derive(Debug)]
+struct Tenant(Arc<DevelopmentProvider>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant
+where
+    Option<Arc<DevelopmentProvider>>: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(tenant) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let provider =
+            Option::<Arc<DevelopmentProvider>>::from_ref(state).ok_or_else(|| StatusCode::NOT_FOUND.into_response())?;
+        if DevelopmentProvider::serves_tenant(&tenant) {
+            Ok(Tenant(provider))
+        } else {
+            Err(entra_answer(DevelopmentProvider::unknown_tenant(&tenant)))
+        }
     }
 }
 
-async fn discovery(State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
-    match provider(&state, &tenant) {
-        Ok(provider) => Json(provider.discovery()).into_response(),
-        Err(answer) => *answer,
+/// The sign-in page's refusal of its parameters: the message alone, as HTML.
+#[derive(Debug)]
+struct HtmlMessage;
+
+impl Dialect for HtmlMessage {
+    type Rejection = (StatusCode, Html<String>);
+
+    fn refuse(error: ParamError, _: &CorrelationId) -> Self::Rejection {
+        (StatusCode::BAD_REQUEST, Html(error.to_string()))
     }
 }
 
-async fn keys(State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
-    match provider(&state, &tenant) {
-        Ok(provider) => Json(provider.jwks()).into_response(),
-        Err(answer) => *answer,
-    }
+async fn discovery(Tenant(provider): Tenant) -> Response {
+    Json(provider.discovery()).into_response()
+}
+
+async fn keys(Tenant(provider): Tenant) -> Response {
+    Json(provider.jwks()).into_response()
 }
 
 /// An Entra error for a person: a page, never a redirect to an unchecked URI.
@@ -65,19 +86,7 @@ fn refused_page(err: &EntraError) -> Response {
 }
 
 /// The sign-in page: the sample users, or any e-mail address.
-async fn sign_in_page(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let provider = match provider(&state, &tenant) {
-        Ok(provider) => provider,
-        Err(answer) => return *answer,
-    };
-    let params: AuthorizeParams = match parse_query(query.as_deref()) {
-        Ok(params) => params,
-        Err(err) => return (StatusCode::BAD_REQUEST, Html(err.to_string())).into_response(),
-    };
+async fn sign_in_page(Tenant(provider): Tenant, Query(params, _): Query<AuthorizeParams, HtmlMessage>) -> Response {
     if let Err(err) = provider.check_authorize(&params) {
         return refused_page(&err);
     }
@@ -123,19 +132,10 @@ struct ApproveForm {
 }
 
 async fn approve(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Tenant(provider): Tenant,
+    State(clock): State<Clock>,
+    Form(form, _): Form<ApproveForm, HtmlMessage>,
 ) -> Response {
-    let provider = match provider(&state, &tenant) {
-        Ok(provider) => provider,
-        Err(answer) => return *answer,
-    };
-    let form: ApproveForm = match parse_form(&headers, &body) {
-        Ok(form) => form,
-        Err(err) => return (StatusCode::BAD_REQUEST, Html(err.to_string())).into_response(),
-    };
     let user = form.login_email.as_deref().and_then(|email| DevUser::from_form(email, form.login_name.as_deref()));
     let params = AuthorizeParams {
         client_id: form.client_id,
@@ -161,21 +161,18 @@ async fn approve(
         return (StatusCode::BAD_REQUEST, no_store(), page).into_response();
     };
     tracing::warn!(email = %user.email, "DEVELOPMENT PROVIDER: signed in without any check of who this is");
-    match provider.approve(&params, user, state.clock.now()) {
+    match provider.approve(&params, user, clock.now()) {
         Ok(target) => (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response(),
         Err(err) => refused_page(&err),
     }
 }
 
-async fn token(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let provider = match provider(&state, &tenant) {
-        Ok(provider) => provider,
-        Err(answer) => return *answer,
-    };
-    let form: TokenForm = match parse_form(&headers, &body) {
-        Ok(form) => form,
-        Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
-    };
+async fn token(
+    Tenant(provider): Tenant,
+    State(clock): State<Clock>,
+    headers: HeaderMap,
+    Form(form, _): Form<TokenForm, Plain>,
+) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let basic = match authorization {
         Some(value) => match PresentedCredentials::from_parts(Some(value), None, None) {
@@ -184,7 +181,7 @@ async fn token(State(state): State<AppState>, Path(tenant): Path<String>, header
         },
         None => None,
     };
-    match provider.token(form, basic, state.clock.now()) {
+    match provider.token(form, basic, clock.now()) {
         Ok(answer) => (no_store(), Json(answer)).into_response(),
         Err(err) => entra_answer(err),
     }

@@ -20,12 +20,18 @@ use crate::vault::VaultError;
 #[derive(Debug, Clone)]
 pub(crate) struct CorrelationId(pub(crate) String);
 
+impl CorrelationId {
+    pub(crate) fn of(headers: &axum::http::HeaderMap) -> Self {
+        let id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        CorrelationId(id.to_owned())
+    }
+}
+
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-        Ok(CorrelationId(id.to_owned()))
+        Ok(CorrelationId::of(&parts.headers))
     }
 }
 

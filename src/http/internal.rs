@@ -2,21 +2,27 @@
 //! each call authorized by a service account's `client_credentials` token and its
 //! `allowed_providers`.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+use super::AppError;
 use super::error::no_store;
-use super::params::{Bearer, ParamError, parse_query};
-use super::{AppError, AppState};
+use super::params::{Api, Bearer, Query};
+use crate::clock::Clock;
 use crate::config::ServiceAccountSettings;
+use crate::directory::Directory;
+use crate::oidc::clients::ServiceAccountRegistry;
 use crate::oidc::error::ErrorCode;
-use crate::store::{IdentityRow, UserRow};
-use crate::vault::{TokenReader, VaultError};
+use crate::oidc::tokens::TokenService;
+use crate::store::{IdentityRow, Store, UserRow};
+use crate::vault::{TokenReader, TokenVault, VaultError};
 
 /// The OpenAPI 3 description of this API, served as written; a test holds it against the router.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -26,28 +32,33 @@ const MAX_USERS: i64 = 100;
 const MAX_MIN_VALIDITY: i64 = 86_400;
 
 /// The service account behind a request's bearer token, as configured now: removing an
-/// account or a provider from its list takes effect at once, whatever tokens it holds.
+/// account or a provider from its list takes effect at once, whatever tokens it holds. The
+/// registry's own entry, shared, not a copy.
 #[derive(Debug)]
-pub(crate) struct ServiceCaller(pub(crate) ServiceAccountSettings);
+pub(crate) struct ServiceCaller(pub(crate) Arc<ServiceAccountSettings>);
 
-impl FromRequestParts<AppState> for ServiceCaller {
+impl<S: Send + Sync> FromRequestParts<S> for ServiceCaller
+where
+    Arc<TokenService>: FromRef<S>,
+    ServiceAccountRegistry: FromRef<S>,
+    Clock: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let unauthorized =
             |description: &str| AppError::api(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, description);
         let Ok(Bearer(token)) = Bearer::from_request_parts(parts, state).await;
         let token =
             token.ok_or_else(|| unauthorized("A bearer token from the client_credentials grant is required"))?;
-        let claims = state
-            .tokens
-            .verify_service(&token, state.clock.now())
+        let claims = Arc::<TokenService>::from_ref(state)
+            .verify_service(&token, Clock::from_ref(state).now())
             .map_err(|_| unauthorized("The token is invalid, expired or not a service account's"))?;
-        let account = state
-            .service_accounts
+        let account = ServiceAccountRegistry::from_ref(state)
             .find(&claims.azp)
+            .cloned()
             .ok_or_else(|| unauthorized("The service account is not configured"))?;
-        Ok(ServiceCaller(account.clone()))
+        Ok(ServiceCaller(account))
     }
 }
 
@@ -73,10 +84,6 @@ fn bad_request(message: impl Into<String>) -> AppError {
     AppError::api(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
 }
 
-fn bad_parameters(err: ParamError) -> AppError {
-    bad_request(err.to_string())
-}
-
 #[derive(Debug, Deserialize)]
 pub(crate) struct ReadTokenParams {
     min_validity: Option<String>,
@@ -94,12 +101,12 @@ struct UpstreamToken<'a> {
 
 /// `GET /internal/v1/users/{user_id}/tokens/{alias}?min_validity=<seconds>`
 pub(crate) async fn read_token(
-    State(state): State<AppState>,
+    State(vault): State<TokenVault>,
+    State(clock): State<Clock>,
     caller: ServiceCaller,
     Path((user_id, alias)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    Query(params, _): Query<ReadTokenParams, Api>,
 ) -> Result<Response, AppError> {
-    let params: ReadTokenParams = parse_query(raw.as_deref()).map_err(bad_parameters)?;
     let min_validity = match params.min_validity {
         None => 0,
         Some(text) => text.parse::<i64>().ok().filter(|s| (0..=MAX_MIN_VALIDITY).contains(s)).ok_or_else(|| {
@@ -107,12 +114,12 @@ pub(crate) async fn read_token(
         })?,
     };
     caller.require_provider(&alias)?;
-    let served = state.vault.read(&caller.reader(), &user_id, &alias, min_validity).await.map_err(AppError::vault)?;
+    let served = vault.read(&caller.reader(), &user_id, &alias, min_validity).await.map_err(AppError::vault)?;
     let tokens = served.tokens;
     let body = UpstreamToken {
         access_token: tokens.access_token.expose_secret(),
         token_type: &tokens.token_type,
-        expires_in: (tokens.expires_at - state.clock.now()).max(1),
+        expires_in: (tokens.expires_at - clock.now()).max(1),
         expires_at: tokens.expires_at,
         scope: &tokens.scope,
     };
@@ -121,12 +128,12 @@ pub(crate) async fn read_token(
 
 /// `DELETE /internal/v1/users/{user_id}/tokens/{alias}`: unlink and erase; the user stays.
 pub(crate) async fn unlink(
-    State(state): State<AppState>,
+    State(vault): State<TokenVault>,
     caller: ServiceCaller,
     Path((user_id, alias)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
     caller.require_provider(&alias)?;
-    if state.vault.unlink(&caller.reader(), &user_id, &alias).await.map_err(AppError::vault)? {
+    if vault.unlink(&caller.reader(), &user_id, &alias).await.map_err(AppError::vault)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(AppError::vault(VaultError::NotLinked { user_id, alias }))
@@ -188,22 +195,22 @@ fn found_user(user: UserRow, identities: Vec<IdentityRow>, caller: &ServiceCalle
 
 /// `GET /internal/v1/users?provider=&subject=` or `?email=`
 pub(crate) async fn find_users(
-    State(state): State<AppState>,
+    State(directory): State<Directory>,
+    State(store): State<Store>,
     caller: ServiceCaller,
-    RawQuery(raw): RawQuery,
+    Query(params, _): Query<FindUsersParams, Api>,
 ) -> Result<Response, AppError> {
-    let params: FindUsersParams = parse_query(raw.as_deref()).map_err(bad_parameters)?;
     let users = match (params.provider, params.subject, params.email) {
         (Some(alias), Some(subject), None) => {
             caller.require_provider(&alias)?;
-            state.directory.find_by_identity(&alias, &subject).await?.into_iter().collect()
+            directory.find_by_identity(&alias, &subject).await?.into_iter().collect()
         }
-        (None, None, Some(email)) => state.store.find_users_by_email(&email, MAX_USERS).await?,
+        (None, None, Some(email)) => store.find_users_by_email(&email, MAX_USERS).await?,
         _ => return Err(bad_request("give either `provider` and `subject`, or `email`")),
     };
     let mut found = Vec::with_capacity(users.len());
     for user in users {
-        let identities = state.store.list_identities(&user.id).await?;
+        let identities = store.list_identities(&user.id).await?;
         found.push(found_user(user, identities, &caller));
     }
     Ok((no_store(), Json(FoundUsers { users: found })).into_response())

@@ -1,7 +1,8 @@
 //! Logout: a client's back-channel form, the administrator's (master realm), and RP-initiated logout.
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
@@ -10,22 +11,50 @@ use serde::Deserialize;
 use super::client_address::ClientAddress;
 use super::error::no_store;
 use super::pages::{logout_confirmation_page, signed_out_page};
-use super::params::{ParamError, parse_form, parse_query};
-use super::realm::require_realm;
-use super::token::client_request;
-use super::{AppError, AppState, Cookies, CorrelationId, paths};
+use super::params::{Form, OAuth, Page, Query};
+use super::realm::{OwnRealm, TokenRealm};
+use super::token::authenticate_client;
+use super::{About, AppError, AppState, Cookies, CorrelationId, paths};
+use crate::clock::Clock;
+use crate::oidc::admin::AdminRequest;
+use crate::oidc::clients::ClientRegistry;
+use crate::oidc::grants::Grants;
 use crate::oidc::sessions::{Ending, confirms_logout, logout_confirmation_code};
 use crate::signin::with_query;
 use crate::urls::Urls;
 
+/// What the logout endpoint uses.
+#[derive(Debug, Clone)]
+pub(crate) struct LogoutEndpoint {
+    clients: ClientRegistry,
+    grants: Grants,
+    cookies: Arc<Cookies>,
+    about: Arc<About>,
+    clock: Clock,
+}
+
+impl FromRef<AppState> for LogoutEndpoint {
+    fn from_ref(state: &AppState) -> Self {
+        LogoutEndpoint {
+            clients: FromRef::from_ref(state),
+            grants: FromRef::from_ref(state),
+            cookies: FromRef::from_ref(state),
+            about: FromRef::from_ref(state),
+            clock: FromRef::from_ref(state),
+        }
+    }
+}
+
 /// The confirmation form's field carrying the browser's confirmation code (Keycloak's name).
 const CONFIRMATION_CODE: &str = "session_code";
 
-/// RP-initiated logout's parameters (GET query or POST form).
+/// RP-initiated logout's parameters (GET query or POST form), and the back-channel form's.
 #[derive(Default, Deserialize)]
 pub(crate) struct LogoutParams {
     id_token_hint: Option<String>,
     client_id: Option<String>,
+    /// The back-channel form: a confidential client's `client_secret_post`.
+    client_secret: Option<String>,
     post_logout_redirect_uri: Option<String>,
     state: Option<String>,
     /// `yes` once the user confirmed on our page; counts only in a POST with the right code.
@@ -38,46 +67,41 @@ pub(crate) struct LogoutParams {
 
 debug_showing!(LogoutParams { client_id, post_logout_redirect_uri, confirm });
 
-fn bad_parameters(err: ParamError, correlation: &CorrelationId) -> AppError {
-    AppError::page(StatusCode::BAD_REQUEST, err.to_string(), correlation)
-}
-
+/// A POST: the master realm's `admin-cli`, a client's back-channel form, or the browser's
+/// confirmation. The form is OAuth's whoever sends it, so its refusals are too.
 pub(crate) async fn logout_post(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
+    realm: TokenRealm,
+    State(state): State<LogoutEndpoint>,
     client: ClientAddress,
     headers: HeaderMap,
     jar: CookieJar,
     correlation: CorrelationId,
-    body: Bytes,
+    Form(params, _): Form<LogoutParams, OAuth>,
 ) -> Result<Response, AppError> {
-    if realm == paths::MASTER_REALM
-        && let Some(admin) = &state.admin
-    {
-        return super::admin::master_logout(&state, admin, client, &headers, &body).await;
+    let now = state.clock.now();
+    if let TokenRealm::Master(admin) = realm {
+        let client = client.budget_key();
+        let request = AdminRequest { store: &state.grants.store, tokens: &state.grants.tokens, client: &client, now };
+        let (client_id, token) = (params.client_id.as_deref(), params.refresh_token.as_deref());
+        return super::admin::master_logout(&admin, request, client_id, token).await;
     }
-    require_realm(&state.realm, &realm)?;
-    let params: LogoutParams = parse_form(&headers, &body)
-        .map_err(|err| AppError::oauth(crate::oidc::error::OAuthError::invalid_request(err.to_string())))?;
-    if params.refresh_token.is_some() {
+    if let Some(token) = params.refresh_token.as_deref() {
         // Back-channel: the client ends the session of a refresh token it holds.
-        let (form, client) = client_request(&state, &realm, &headers, &body)?;
-        let token = form.refresh_token.as_deref().unwrap_or_default();
-        state.grants().logout(client, token, state.clock.now()).await?;
+        let (client_id, secret) = (params.client_id.as_deref(), params.client_secret.as_deref());
+        let client = authenticate_client(&state.clients, &headers, client_id, secret)?;
+        state.grants.logout(client, token, now).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     browser_logout(&state, params, Method::Post, jar, &correlation).await
 }
 
 pub(crate) async fn logout_get(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
-    RawQuery(query): RawQuery,
+    _: OwnRealm,
+    State(state): State<LogoutEndpoint>,
+    Query(params, _): Query<LogoutParams, Page>,
     jar: CookieJar,
     correlation: CorrelationId,
 ) -> Result<Response, AppError> {
-    require_realm(&state.realm, &realm)?;
-    let params = parse_query(query.as_deref()).map_err(|err| bad_parameters(err, &correlation))?;
     browser_logout(&state, params, Method::Get, jar, &correlation).await
 }
 
@@ -136,7 +160,7 @@ fn verdict(facts: LogoutFacts<'_>) -> Verdict {
 /// RP-initiated logout. The redirect target must be registered for the client exactly, or
 /// the user gets a page and no redirect; the browser's session ends as [`verdict`] says.
 async fn browser_logout(
-    state: &AppState,
+    state: &LogoutEndpoint,
     params: LogoutParams,
     method: Method,
     jar: CookieJar,
@@ -146,6 +170,7 @@ async fn browser_logout(
     let hint = match params.id_token_hint.as_deref() {
         Some(token) => Some(
             state
+                .grants
                 .tokens
                 .verify_id_token_hint(token)
                 .map_err(|_| refuse("The id_token_hint of this logout is not valid."))?,
@@ -176,7 +201,7 @@ async fn browser_logout(
     let now = state.clock.now();
     let cookie = jar.get(Cookies::SSO_SESSION).map(|cookie| cookie.value().to_owned());
     let own = match cookie.as_deref() {
-        Some(cookie) => state.sessions.by_cookie(cookie).await?,
+        Some(cookie) => state.grants.sessions.by_cookie(cookie).await?,
         None => None,
     };
     let facts = LogoutFacts {
@@ -201,8 +226,8 @@ async fn browser_logout(
         Verdict::End => {}
     }
 
-    if let Some(session) = own.filter(|session| state.sessions.is_live(session, now)) {
-        state.sessions.end(&session, Ending::BrowserLogout, client_id, now).await?;
+    if let Some(session) = own.filter(|session| state.grants.sessions.is_live(session, now)) {
+        state.grants.sessions.end(&session, Ending::BrowserLogout, client_id, now).await?;
     }
     let jar = jar.add(state.cookies.removal(Cookies::SSO_SESSION));
     Ok(match redirect {

@@ -1,5 +1,6 @@
 //! The management listener: Keycloak-shaped health checks and Prometheus metrics.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
@@ -10,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use super::{AppState, paths};
+use super::{AppState, Health, paths};
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 enum Status {
@@ -35,7 +37,7 @@ struct Check {
 
 /// Keycloak's `{"status", "checks"}`: up when every check is.
 #[derive(Debug, Serialize)]
-struct Health {
+struct HealthReport {
     status: Status,
     checks: Vec<Check>,
 }
@@ -47,39 +49,39 @@ fn check(name: &'static str, up: bool) -> Check {
 fn health_response(checks: Vec<Check>) -> Response {
     let up = checks.iter().all(|c| c.status == Status::Up);
     let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Health { status: Status::of(up), checks })).into_response()
+    (status, Json(HealthReport { status: Status::of(up), checks })).into_response()
 }
 
 /// Signing keys are loaded before the listeners exist, so readiness is the database's, as the
 /// background check last found it: a probe never waits for a database that does not answer.
-fn ready_checks(state: &AppState) -> Vec<Check> {
-    vec![check("database", state.health.database.load(Ordering::SeqCst))]
+fn ready_checks(health: &Health) -> Vec<Check> {
+    vec![check("database", health.database.load(Ordering::SeqCst))]
 }
 
-fn started_check(state: &AppState) -> Check {
-    check("started", state.health.started.load(Ordering::SeqCst))
+fn started_check(health: &Health) -> Check {
+    check("started", health.started.load(Ordering::SeqCst))
 }
 
 async fn live() -> Response {
     health_response(vec![check("process", true)])
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
-    health_response(ready_checks(&state))
+async fn ready(State(health): State<Arc<Health>>) -> Response {
+    health_response(ready_checks(&health))
 }
 
-async fn started(State(state): State<AppState>) -> Response {
-    health_response(vec![started_check(&state)])
+async fn started(State(health): State<Arc<Health>>) -> Response {
+    health_response(vec![started_check(&health)])
 }
 
-async fn all(State(state): State<AppState>) -> Response {
-    let mut checks = vec![check("process", true), started_check(&state)];
-    checks.extend(ready_checks(&state));
+async fn all(State(health): State<Arc<Health>>) -> Response {
+    let mut checks = vec![check("process", true), started_check(&health)];
+    checks.extend(ready_checks(&health));
     health_response(checks)
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+async fn metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
         .into_response()
 }
 

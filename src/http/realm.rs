@@ -1,12 +1,17 @@
-//! Realm documents as Keycloak serves them: realm info, discovery and the JWKS.
+//! Realm documents as Keycloak serves them (realm info, discovery, the JWKS), and the
+//! extractors that accept a path's realm only if it is the configured one.
+
+use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, FromRequestParts, RawPathParams, State};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{AppError, AppState, paths};
+use super::{About, AppError, paths};
 use crate::config::RealmSettings;
+use crate::oidc::admin::AdminSignIn;
 use crate::oidc::clients::ClientRegistry;
 use crate::oidc::grants::GrantType;
 use crate::oidc::tokens::TokenService;
@@ -15,6 +20,57 @@ use crate::urls::Urls;
 /// Unknown realms answer 404 like Keycloak's `Realm does not exist`.
 pub(crate) fn require_realm(realm: &RealmSettings, name: &str) -> Result<(), AppError> {
     if realm.name == name { Ok(()) } else { Err(AppError::UnknownRealm) }
+}
+
+/// The path's `{realm}`.
+async fn realm_in_path(parts: &mut Parts) -> Result<String, Response> {
+    let params = RawPathParams::from_request_parts(parts, &()).await.map_err(IntoResponse::into_response)?;
+    Ok(params.iter().find_map(|(name, value)| (name == "realm").then(|| value.to_owned())).unwrap_or_default())
+}
+
+/// The configured realm, as the path's `{realm}` names it; any other is refused (404) before
+/// the rest of the request is read.
+#[derive(Debug)]
+pub(crate) struct OwnRealm;
+
+impl<S: Send + Sync> FromRequestParts<S> for OwnRealm
+where
+    Arc<RealmSettings>: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let name = realm_in_path(parts).await?;
+        require_realm(&Arc::<RealmSettings>::from_ref(state), &name).map_err(IntoResponse::into_response)?;
+        Ok(OwnRealm)
+    }
+}
+
+/// The realm of the token and logout endpoints: the configured one, or the master realm, whose
+/// `admin-cli` shares them while the admin REST API is on. Any other is refused (404).
+#[derive(Debug)]
+pub(crate) enum TokenRealm {
+    Own,
+    Master(Arc<AdminSignIn>),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenRealm
+where
+    Arc<RealmSettings>: FromRef<S>,
+    Option<Arc<AdminSignIn>>: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let name = realm_in_path(parts).await?;
+        if name == paths::MASTER_REALM
+            && let Some(admin) = Option::<Arc<AdminSignIn>>::from_ref(state)
+        {
+            return Ok(TokenRealm::Master(admin));
+        }
+        require_realm(&Arc::<RealmSettings>::from_ref(state), &name).map_err(IntoResponse::into_response)?;
+        Ok(TokenRealm::Own)
+    }
 }
 
 /// `GET /realms/{realm}`, Keycloak's realm document.
@@ -30,18 +86,21 @@ struct RealmInfo<'a> {
     tokens_not_before: i64,
 }
 
-pub(crate) async fn realm_info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
-    require_realm(&state.realm, &name)?;
-    let urls = &state.about.urls;
-    let keys = state.tokens.keys().current();
-    Ok(Json(RealmInfo {
-        realm: &state.realm.name,
+pub(crate) async fn realm_info(
+    _: OwnRealm,
+    State(realm): State<Arc<RealmSettings>>,
+    State(about): State<Arc<About>>,
+    State(tokens): State<Arc<TokenService>>,
+) -> Response {
+    let keys = tokens.keys().current();
+    Json(RealmInfo {
+        realm: &realm.name,
         public_key: keys.active_public_key_base64(),
-        token_service: urls.token_service(),
-        account_service: urls.account_service(),
+        token_service: about.urls.token_service(),
+        account_service: about.urls.account_service(),
         tokens_not_before: 0,
     })
-    .into_response())
+    .into_response()
 }
 
 /// The OpenID Connect discovery document.
@@ -120,12 +179,15 @@ pub(crate) fn discovery_document(urls: &Urls, tokens: &TokenService, clients: &C
     }
 }
 
-pub(crate) async fn discovery(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
-    require_realm(&state.realm, &name)?;
-    Ok(Json(discovery_document(&state.about.urls, &state.tokens, &state.clients)).into_response())
+pub(crate) async fn discovery(
+    _: OwnRealm,
+    State(about): State<Arc<About>>,
+    State(tokens): State<Arc<TokenService>>,
+    State(clients): State<ClientRegistry>,
+) -> Response {
+    Json(discovery_document(&about.urls, &tokens, &clients)).into_response()
 }
 
-pub(crate) async fn certs(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, AppError> {
-    require_realm(&state.realm, &name)?;
-    Ok(Json(state.tokens.keys().current().jwks()).into_response())
+pub(crate) async fn certs(_: OwnRealm, State(tokens): State<Arc<TokenService>>) -> Response {
+    Json(tokens.keys().current().jwks()).into_response()
 }

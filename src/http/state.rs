@@ -1,9 +1,11 @@
-//! What every handler shares: the application's services behind one `Arc`, and the one
-//! place that knows each cookie's name and flags.
+//! What every handler shares: the application's services behind one `Arc`, the pieces a
+//! handler may take of them, and the one place that knows each cookie's name and flags.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+
+use axum::extract::FromRef;
 
 use super::client_address::ClientAddresses;
 use crate::audit::AuditLog;
@@ -104,9 +106,14 @@ pub struct Health {
 }
 
 /// What every handler shares, behind one `Arc`: cloning it for a request is one increment.
+/// Handlers and extractors take the pieces they use (`State<TokenVault>`, `State<Clock>`…),
+/// each cheap to clone (a handle, or an `Arc`), through the `FromRef` impls below.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Services>);
 
+/// The whole of the services, for the tests only (`app.state.clock.advance(…)`): the broker's
+/// own handlers take their pieces.
+#[cfg(feature = "testing")]
 impl std::ops::Deref for AppState {
     type Target = Services;
 
@@ -115,29 +122,31 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The services, wired once at start; those whose clones would copy (settings, strings) sit
+/// behind an `Arc` so that every piece is cheap to hand to a request.
 #[derive(Debug)]
 pub struct Services {
     pub store: Store,
     pub(crate) sessions: Sessions,
     pub(crate) directory: Directory,
     pub audit: AuditLog,
-    pub(crate) sign_in: SignInService,
-    pub tokens: TokenService,
+    pub(crate) sign_in: Arc<SignInService>,
+    pub tokens: Arc<TokenService>,
     pub(crate) clients: ClientRegistry,
     pub(crate) service_accounts: ServiceAccountRegistry,
     pub vault: TokenVault,
     /// send-verify-email's links: the admin API sends them, the public listener redeems them.
-    pub email_verification: EmailVerification,
-    pub(crate) realm: RealmSettings,
-    pub(crate) cookies: Cookies,
+    pub email_verification: Arc<EmailVerification>,
+    pub(crate) realm: Arc<RealmSettings>,
+    pub(crate) cookies: Arc<Cookies>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: Arc<Health>,
     pub clock: Clock,
     /// The built-in development provider, when `start-dev` runs it.
     pub(crate) development: Option<Arc<DevelopmentProvider>>,
-    pub(crate) about: About,
+    pub(crate) about: Arc<About>,
     /// The start page's demonstration client: start-dev only.
-    pub demo: Option<DemoClient>,
+    pub demo: Option<Arc<DemoClient>>,
     /// Keycloak's master-realm administrator; `None` turns the admin REST API off.
     pub(crate) admin: Option<Arc<AdminSignIn>>,
     /// Which peers' `X-Forwarded-For` is believed (`http.trusted_proxies`).
@@ -145,11 +154,48 @@ pub struct Services {
 }
 
 impl AppState {
-    pub(crate) fn new(services: Services) -> Self {
-        AppState(Arc::new(services))
+    pub(crate) fn new(services: Arc<Services>) -> Self {
+        AppState(services)
     }
 
-    pub(crate) fn grants(&self) -> Grants<'_> {
-        Grants { store: &self.store, sessions: &self.sessions, tokens: &self.tokens }
+}
+
+impl FromRef<AppState> for Grants {
+    fn from_ref(state: &AppState) -> Self {
+        Grants { store: state.0.store.clone(), sessions: state.0.sessions.clone(), tokens: state.0.tokens.clone() }
     }
+}
+
+/// `State<Piece>` for each service a handler or extractor takes on its own.
+macro_rules! pieces {
+    ($($field:ident: $piece:ty),* $(,)?) => {$(
+        impl FromRef<AppState> for $piece {
+            fn from_ref(state: &AppState) -> Self {
+                state.0.$field.clone()
+            }
+        }
+    )*};
+}
+
+pieces! {
+    store: Store,
+    sessions: Sessions,
+    directory: Directory,
+    audit: AuditLog,
+    sign_in: Arc<SignInService>,
+    tokens: Arc<TokenService>,
+    clients: ClientRegistry,
+    service_accounts: ServiceAccountRegistry,
+    vault: TokenVault,
+    email_verification: Arc<EmailVerification>,
+    realm: Arc<RealmSettings>,
+    cookies: Arc<Cookies>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    clock: Clock,
+    development: Option<Arc<DevelopmentProvider>>,
+    about: Arc<About>,
+    demo: Option<Arc<DemoClient>>,
+    admin: Option<Arc<AdminSignIn>>,
+    client_addresses: ClientAddresses,
 }

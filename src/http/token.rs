@@ -1,26 +1,51 @@
 //! The token endpoint, userinfo, introspection and revocation: the OAuth client's surface.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::params::{Bearer, form_bearer, parse_form};
-use super::realm::require_realm;
-use super::{AppError, AppState, error::no_store, paths};
+use super::client_address::ClientAddress;
+use super::params::{Bearer, Form, OAuth, form_bearer};
+use super::realm::{OwnRealm, TokenRealm};
+use super::{AppError, AppState, error::no_store};
+use crate::clock::Clock;
 use crate::config::ClientSettings;
-use crate::oidc::clients::{IntrospectionRefusal, PresentedCredentials, may_introspect};
+use crate::oidc::admin::AdminRequest;
+use crate::oidc::clients::{
+    ClientRegistry, IntrospectionRefusal, PresentedCredentials, ServiceAccountRegistry, may_introspect,
+};
 use crate::oidc::error::{ErrorCode, OAuthError};
-use crate::oidc::grants::{CodeExchange, GrantType};
+use crate::oidc::grants::{CodeExchange, GrantType, Grants};
 use crate::oidc::tokens::{IssuedTokens, UserClaims};
 
-/// Every parameter the token endpoint and its siblings read.
+/// What the token endpoint and its siblings use.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenEndpoint {
+    clients: ClientRegistry,
+    accounts: ServiceAccountRegistry,
+    grants: Grants,
+    clock: Clock,
+}
+
+impl FromRef<AppState> for TokenEndpoint {
+    fn from_ref(state: &AppState) -> Self {
+        TokenEndpoint {
+            clients: FromRef::from_ref(state),
+            accounts: FromRef::from_ref(state),
+            grants: FromRef::from_ref(state),
+            clock: FromRef::from_ref(state),
+        }
+    }
+}
+
+/// Every parameter the token endpoint and its siblings read, the master realm's `admin-cli`
+/// included.
 #[derive(Default, Deserialize)]
 pub(crate) struct TokenForm {
-    grant_type: Option<String>,
-    client_id: Option<String>,
+    pub(super) grant_type: Option<String>,
+    pub(super) client_id: Option<String>,
     client_secret: Option<String>,
     code: Option<String>,
     redirect_uri: Option<String>,
@@ -28,6 +53,9 @@ pub(crate) struct TokenForm {
     pub(super) refresh_token: Option<String>,
     /// Introspection and revocation: the token in question.
     token: Option<String>,
+    /// The master realm's password grant.
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
 }
 
 debug_showing!(TokenForm { grant_type, client_id, redirect_uri });
@@ -96,11 +124,15 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, AppErr
     value.as_deref().ok_or_else(|| invalid_request(format!("Missing parameter: {name}")))
 }
 
-/// The client credentials of a request, by `client_secret_basic` or `client_secret_post`.
-fn presented_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<PresentedCredentials, AppError> {
+/// The client credentials of a request, by `client_secret_basic` or `client_secret_post` (the
+/// form's `client_id` and `client_secret`).
+fn presented_credentials(
+    headers: &HeaderMap,
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
+) -> Result<PresentedCredentials, AppError> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    PresentedCredentials::from_parts(authorization, form.client_id.as_deref(), form.client_secret.as_deref())
-        .map_err(invalid_request)
+    PresentedCredentials::from_parts(authorization, client_id, client_secret).map_err(invalid_request)
 }
 
 fn invalid_client(credentials: &PresentedCredentials) -> AppError {
@@ -112,71 +144,69 @@ fn invalid_client(credentials: &PresentedCredentials) -> AppError {
 }
 
 /// Authenticates the calling client application.
-fn authenticate_client<'a>(
-    state: &'a AppState,
+pub(super) fn authenticate_client<'a>(
+    clients: &'a ClientRegistry,
     headers: &HeaderMap,
-    form: &TokenForm,
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
 ) -> Result<&'a ClientSettings, AppError> {
-    let credentials = presented_credentials(headers, form)?;
-    state.clients.authenticate(&credentials).ok_or_else(|| invalid_client(&credentials))
+    let credentials = presented_credentials(headers, client_id, client_secret)?;
+    clients.authenticate(&credentials).ok_or_else(|| invalid_client(&credentials))
 }
 
-/// The common start of every client POST: the realm, the form, and the client it proves.
-pub(super) fn client_request<'a>(
-    state: &'a AppState,
-    realm: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(TokenForm, &'a ClientSettings), AppError> {
-    require_realm(&state.realm, realm)?;
-    let form: TokenForm = parse_form(headers, body).map_err(invalid_request)?;
-    let client = authenticate_client(state, headers, &form)?;
-    Ok((form, client))
-}
+impl TokenEndpoint {
+    fn authenticate_client(&self, headers: &HeaderMap, form: &TokenForm) -> Result<&ClientSettings, AppError> {
+        authenticate_client(&self.clients, headers, form.client_id.as_deref(), form.client_secret.as_deref())
+    }
 
-/// `grant_type=client_credentials`: a service account's short-lived token for the internal
-/// API. Client applications have no service account, as in Keycloak by default.
-async fn client_credentials(state: &AppState, headers: &HeaderMap, form: &TokenForm) -> Result<Response, AppError> {
-    let credentials = presented_credentials(headers, form)?;
-    let Some(account) = state.service_accounts.authenticate(&credentials) else {
-        if state.clients.authenticate(&credentials).is_some() {
-            return Err(AppError::oauth(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "Client not enabled to retrieve service account",
-            )));
-        }
-        return Err(invalid_client(&credentials));
-    };
-    let (access_token, expires_in) = state
-        .tokens
-        .issue_service_token(&account.client_id, &account.allowed_providers, state.clock.now())
-        .await
-        .map_err(AppError::internal)?;
-    let body = ServiceTokenResponse {
-        access_token,
-        expires_in,
-        refresh_expires_in: 0,
-        token_type: "Bearer",
-        not_before_policy: 0,
-        scope: "tokens",
-    };
-    Ok((StatusCode::OK, no_store(), Json(body)).into_response())
+    /// `grant_type=client_credentials`: a service account's short-lived token for the internal
+    /// API. Client applications have no service account, as in Keycloak by default.
+    async fn client_credentials(&self, headers: &HeaderMap, form: &TokenForm) -> Result<Response, AppError> {
+        let credentials = presented_credentials(headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
+        let Some(account) = self.accounts.authenticate(&credentials) else {
+            if self.clients.authenticate(&credentials).is_some() {
+                return Err(AppError::oauth(OAuthError::new(
+                    ErrorCode::UnauthorizedClient,
+                    "Client not enabled to retrieve service account",
+                )));
+            }
+            return Err(invalid_client(&credentials));
+        };
+        let (access_token, expires_in) = self
+            .grants
+            .tokens
+            .issue_service_token(&account.client_id, &account.allowed_providers, self.clock.now())
+            .await
+            .map_err(AppError::internal)?;
+        let body = ServiceTokenResponse {
+            access_token,
+            expires_in,
+            refresh_expires_in: 0,
+            token_type: "Bearer",
+            not_before_policy: 0,
+            scope: "tokens",
+        };
+        Ok((StatusCode::OK, no_store(), Json(body)).into_response())
+    }
 }
 
 pub(crate) async fn token(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
-    client: super::client_address::ClientAddress,
+    State(endpoint): State<TokenEndpoint>,
+    realm: TokenRealm,
+    client: ClientAddress,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form, _): Form<TokenForm, OAuth>,
 ) -> Result<Response, AppError> {
-    if realm == paths::MASTER_REALM
-        && let Some(admin) = &state.admin
-    {
-        return super::admin::master_token(&state, admin, client, &headers, &body).await;
+    if let TokenRealm::Master(admin) = realm {
+        let client = client.budget_key();
+        let request = AdminRequest {
+            store: &endpoint.grants.store,
+            tokens: &endpoint.grants.tokens,
+            client: &client,
+            now: endpoint.clock.now(),
+        };
+        return super::admin::master_token(&admin, request, &form).await;
     }
-    require_realm(&state.realm, &realm)?;
-    let form: TokenForm = parse_form(&headers, &body).map_err(invalid_request)?;
     // The grant type is checked before the client, as Keycloak does.
     let grant_type = match form.grant_type.as_deref() {
         Some(name) => GrantType::from_wire(name).ok_or_else(|| {
@@ -184,22 +214,22 @@ pub(crate) async fn token(
         })?,
         None => return Err(invalid_request("Missing form parameter: grant_type")),
     };
-    let now = state.clock.now();
+    let now = endpoint.clock.now();
     let issued = match grant_type {
-        GrantType::ClientCredentials => return client_credentials(&state, &headers, &form).await,
+        GrantType::ClientCredentials => return endpoint.client_credentials(&headers, &form).await,
         GrantType::AuthorizationCode => {
-            let client = authenticate_client(&state, &headers, &form)?;
+            let client = endpoint.authenticate_client(&headers, &form)?;
             let exchange = CodeExchange {
                 code: required(&form.code, "code")?,
                 redirect_uri: form.redirect_uri.as_deref(),
                 code_verifier: form.code_verifier.as_deref(),
             };
-            state.grants().exchange_authorization_code(client, &exchange, now).await?
+            endpoint.grants.exchange_authorization_code(client, &exchange, now).await?
         }
         GrantType::RefreshToken => {
-            let client = authenticate_client(&state, &headers, &form)?;
+            let client = endpoint.authenticate_client(&headers, &form)?;
             let token = required(&form.refresh_token, "refresh_token")?;
-            state.grants().refresh(client, token, now).await?
+            endpoint.grants.refresh(client, token, now).await?
         }
     };
     Ok(token_response(&issued))
@@ -215,26 +245,25 @@ debug_showing!(UserinfoForm {});
 /// Claims for a bearer access token, from the user's current profile. The token comes in the
 /// `Authorization` header or, for a POST, as `access_token` in the form (RFC 6750 §2.2).
 pub(crate) async fn userinfo(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
+    _: OwnRealm,
+    State(endpoint): State<TokenEndpoint>,
     Bearer(bearer): Bearer,
     headers: HeaderMap,
-    body: Bytes,
+    form: Option<Form<UserinfoForm, OAuth>>,
 ) -> Result<Response, AppError> {
-    require_realm(&state.realm, &realm)?;
     let invalid =
         |description: &str| AppError::Bearer { error: ErrorCode::InvalidToken, description: description.to_owned() };
     let token = match bearer {
         Some(token) => token,
         None if headers.contains_key(header::AUTHORIZATION) => return Err(invalid("Token not provided")),
         None => {
-            let form: UserinfoForm = parse_form(&headers, &body).unwrap_or_default();
-            form_bearer(form.access_token).ok_or_else(|| invalid("Token not provided"))?
+            let access_token = form.and_then(|Form(form, _)| form.access_token);
+            form_bearer(access_token).ok_or_else(|| invalid("Token not provided"))?
         }
     };
-    let (user_id, claims) = state
-        .grants()
-        .userinfo(&token, state.clock.now())
+    let (user_id, claims) = endpoint
+        .grants
+        .userinfo(&token, endpoint.clock.now())
         .await?
         .ok_or_else(|| invalid("Token verification failed"))?;
     Ok((no_store(), Json(Userinfo { sub: &user_id, claims: &claims })).into_response())
@@ -243,15 +272,13 @@ pub(crate) async fn userinfo(
 /// RFC 7662 introspection, for confidential clients and service accounts; inactive tokens
 /// answer 200 `{"active": false}`.
 pub(crate) async fn introspect(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
+    _: OwnRealm,
+    State(endpoint): State<TokenEndpoint>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form, _): Form<TokenForm, OAuth>,
 ) -> Result<Response, AppError> {
-    require_realm(&state.realm, &realm)?;
-    let form: TokenForm = parse_form(&headers, &body).map_err(invalid_request)?;
-    let credentials = presented_credentials(&headers, &form)?;
-    match may_introspect(&state.clients, &state.service_accounts, &credentials) {
+    let credentials = presented_credentials(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    match may_introspect(&endpoint.clients, &endpoint.accounts, &credentials) {
         Ok(()) => {}
         Err(IntrospectionRefusal::Unauthenticated) => return Err(invalid_client(&credentials)),
         // Keycloak's answer to a public client.
@@ -264,7 +291,7 @@ pub(crate) async fn introspect(
         }
     }
     let token = form.token.as_deref().unwrap_or_default();
-    Ok(match state.grants().introspect(token, state.clock.now()).await? {
+    Ok(match endpoint.grants.introspect(token, endpoint.clock.now()).await? {
         Some(active) => (no_store(), Json(active)).into_response(),
         None => (no_store(), Json(Inactive { active: false })).into_response(),
     })
@@ -273,14 +300,14 @@ pub(crate) async fn introspect(
 /// RFC 7009 revocation of access and refresh tokens; answers 200 whether or not the token was
 /// known.
 pub(crate) async fn revoke(
-    State(state): State<AppState>,
-    Path(realm): Path<String>,
+    _: OwnRealm,
+    State(endpoint): State<TokenEndpoint>,
     headers: HeaderMap,
-    body: Bytes,
+    Form(form, _): Form<TokenForm, OAuth>,
 ) -> Result<Response, AppError> {
-    let (form, client) = client_request(&state, &realm, &headers, &body)?;
+    let client = endpoint.authenticate_client(&headers, &form)?;
     let token = required(&form.token, "token")?;
-    state.grants().revoke(client, token, state.clock.now()).await?;
+    endpoint.grants.revoke(client, token, endpoint.clock.now()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -292,11 +319,11 @@ mod tests {
     #[test]
     fn debug_output_never_shows_secrets_codes_or_tokens() {
         let raw = b"grant_type=authorization_code&client_id=app&client_secret=s3cret&code=c0de&code_verifier=v3rifier\
-                    &refresh_token=r3fresh&token=t0ken";
+                    &refresh_token=r3fresh&token=t0ken&password=p4ssword";
         let form: TokenForm = parse(raw).expect("parses");
         let shown = format!("{form:?}");
         assert!(shown.contains("authorization_code") && shown.contains("app"), "{shown}");
-        for secret in ["s3cret", "c0de", "v3rifier", "r3fresh", "t0ken"] {
+        for secret in ["s3cret", "c0de", "v3rifier", "r3fresh", "t0ken", "p4ssword"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
     }

@@ -20,6 +20,7 @@ use super::import::{PlannedLinks, Skipped};
 use crate::config::ProviderSettings;
 use crate::crypto::Cipher;
 use crate::store::{KeycloakDatabase, KeycloakTokenRow, Store, StoreError};
+use crate::upstream::TokenResponse;
 use crate::vault::{UpstreamTokens, seal_tokens};
 
 /// What the token pass did (or would do).
@@ -180,15 +181,16 @@ pub(crate) fn upstream_tokens(json: &SecretString) -> Result<UpstreamTokens, &'s
         return Err("its TOKEN has an empty `access_token`");
     }
     let expires_at = response.access_token_expiration.and_then(|n| n.as_i64()).filter(|at| *at > 0).unwrap_or(0);
-    Ok(UpstreamTokens {
+    let recorded = TokenResponse {
         access_token: response.access_token,
+        token_type: response.token_type.filter(|t| !t.is_empty()),
+        expires_in: None,
         refresh_token: response.refresh_token.filter(|t| !t.expose_secret().is_empty()),
+        refresh_token_expires_in: None,
         id_token: response.id_token.filter(|t| !t.expose_secret().is_empty()),
-        token_type: response.token_type.filter(|t| !t.is_empty()).unwrap_or_else(|| "Bearer".to_owned()),
-        scope: response.scope.unwrap_or_default(),
-        expires_at,
-        refresh_expires_at: None,
-    })
+        scope: response.scope,
+    };
+    Ok(UpstreamTokens::from_record(recorded, expires_at))
 }
 
 /// Reads every stored token of `realm` from Keycloak's database and seals those of linked

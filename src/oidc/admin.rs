@@ -5,12 +5,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use quick_cache::sync::Cache;
-use serde_json::json;
 
-use crate::audit::AuditLog;
+use crate::audit::{AdminLoginFact, AuditLog, Event};
 use crate::config::AdminSettings;
 use crate::crypto::{CtSecret, constant_time_eq, new_id, sha256};
-use crate::store::{AdminSessionRow, AuditEvent, Store, StoreError};
+use crate::store::{AdminSessionRow, Store, StoreError};
 
 use super::tokens::{ADMIN_CLIENT_ID, AdminClaims, AdminLifespans, AdminTokens, TokenError, TokenService};
 
@@ -333,8 +332,14 @@ impl AdminSignIn {
         let admission = self.guard().admit(&caller, now);
         match admission {
             Admission::Throttled { wait } => {
-                let detail = json!({ "grant_type": "password", "wait_seconds": wait });
-                self.record_failure(client, "admin_login", "throttled", detail, now).await;
+                self.login_refused(
+                    client,
+                    now,
+                    "throttled",
+                    "password",
+                    AdminLoginFact::Throttled { wait_seconds: wait },
+                )
+                .await;
                 return Err(AdminGrantError::InvalidCredentials);
             }
             Admission::Check { delayed: true } => tokio::time::sleep(CEILING_DELAY).await,
@@ -344,8 +349,8 @@ impl AdminSignIn {
         let username_matches = constant_time_eq(&username.to_lowercase(), &self.username.to_lowercase());
         let password_matches = self.password.matches(password);
         if !(username_matches && password_matches) {
-            let detail = json!({ "grant_type": "password", "username_known": username_matches });
-            self.record_failure(client, "admin_login", "failure", detail, now).await;
+            let fact = AdminLoginFact::WrongCredentials { username_known: username_matches };
+            self.login_refused(client, now, "failure", "password", fact).await;
             return Err(AdminGrantError::InvalidCredentials);
         }
         self.guard().succeeded(&caller, now);
@@ -361,7 +366,7 @@ impl AdminSignIn {
         store.insert_admin_session(&session).await?;
         let issued =
             tokens.issue_admin(&self.username, &session.id, lifespans, now).await.map_err(AdminGrantError::Signing)?;
-        self.record("admin_login", "success", json!({ "grant_type": "password", "session_id": session.id }), now).await;
+        self.login(now, "success", "password", AdminLoginFact::Issued { session_id: &session.id }).await;
         Ok(issued)
     }
 
@@ -374,12 +379,11 @@ impl AdminSignIn {
         refresh_token: &str,
     ) -> Result<AdminTokens, AdminGrantError> {
         let AdminRequest { store, tokens, client, now } = request;
-        let refused = |cause: &'static str| json!({ "grant_type": "refresh_token", "cause": cause });
         let claims = match tokens.verify_admin_refresh(refresh_token, now) {
             Ok(claims) => claims,
             Err(err) => {
                 let cause = if err == TokenError::Expired { "expired" } else { "invalid" };
-                self.record_failure(client, "admin_login", "failure", refused(cause), now).await;
+                self.login_refused(client, now, "failure", "refresh_token", AdminLoginFact::Refused { cause }).await;
                 return Err(AdminGrantError::NotActive);
             }
         };
@@ -391,20 +395,21 @@ impl AdminSignIn {
         let session = match (state, session) {
             (SessionState::Live, Some(session)) => session,
             (state, _) => {
-                self.record_failure(client, "admin_login", "failure", refused(state.cause()), now).await;
+                let fact = AdminLoginFact::Refused { cause: state.cause() };
+                self.login_refused(client, now, "failure", "refresh_token", fact).await;
                 return Err(AdminGrantError::NotActive);
             }
         };
         let lifespans = self.lifespans(session.created_at, now);
         // A logout or a credentials change between the read and this write wins.
         if !store.refresh_admin_session(&session.id, &self.fingerprint, now, now + lifespans.refresh).await? {
-            self.record_failure(client, "admin_login", "failure", refused("session_ended"), now).await;
+            let fact = AdminLoginFact::Refused { cause: "session_ended" };
+            self.login_refused(client, now, "failure", "refresh_token", fact).await;
             return Err(AdminGrantError::NotActive);
         }
         let issued =
             tokens.issue_admin(&self.username, &session.id, lifespans, now).await.map_err(AdminGrantError::Signing)?;
-        self.record("admin_login", "success", json!({ "grant_type": "refresh_token", "session_id": session.id }), now)
-            .await;
+        self.login(now, "success", "refresh_token", AdminLoginFact::Issued { session_id: &session.id }).await;
         Ok(issued)
     }
 
@@ -413,8 +418,13 @@ impl AdminSignIn {
     pub(crate) async fn logout(&self, request: AdminRequest<'_>, refresh_token: &str) -> Result<(), AdminGrantError> {
         let AdminRequest { store, tokens, client, now } = request;
         let Ok(claims) = tokens.verify_admin_refresh(refresh_token, now) else {
-            self.record_failure(client, "admin_logout", "failure", json!({ "cause": "invalid_refresh_token" }), now)
-                .await;
+            let event = Event::AdminLogout {
+                outcome: "failure",
+                client_id: ADMIN_CLIENT_ID,
+                session_id: None,
+                cause: "invalid_refresh_token",
+            };
+            self.audit.anonymous_failure(now, event, client).await;
             return Err(AdminGrantError::InvalidRefreshToken);
         };
         self.end(store, &claims.sid, "logout", now).await?;
@@ -454,7 +464,9 @@ impl AdminSignIn {
     async fn end(&self, store: &Store, id: &str, cause: &str, now: i64) -> Result<(), StoreError> {
         self.known_live.remove(id);
         if store.delete_admin_session(id).await? {
-            self.record("admin_logout", "success", json!({ "session_id": id, "cause": cause }), now).await;
+            let event =
+                Event::AdminLogout { outcome: "success", client_id: ADMIN_CLIENT_ID, session_id: Some(id), cause };
+            self.audit.event(now, event).await;
         }
         Ok(())
     }
@@ -464,25 +476,21 @@ impl AdminSignIn {
         claims.preferred_username == self.username
     }
 
-    fn event(kind: &str, outcome: &str, detail: &serde_json::Value, now: i64) -> AuditEvent {
-        AuditEvent {
-            at: now,
-            kind: kind.to_owned(),
-            outcome: outcome.to_owned(),
-            user_id: None,
-            client_id: Some(ADMIN_CLIENT_ID.to_owned()),
-            alias: None,
-            detail: detail.to_string(),
-        }
-    }
-
-    async fn record(&self, kind: &str, outcome: &str, detail: serde_json::Value, now: i64) {
-        self.audit.record(Self::event(kind, outcome, &detail, now)).await;
+    async fn login(&self, now: i64, outcome: &'static str, grant_type: &'static str, fact: AdminLoginFact<'_>) {
+        self.audit.event(now, Event::AdminLogin { outcome, client_id: ADMIN_CLIENT_ID, grant_type, fact }).await;
     }
 
     /// A refusal of a caller nobody authenticated: a flood of them costs a few rows a minute.
-    async fn record_failure(&self, client: &str, kind: &str, outcome: &str, detail: serde_json::Value, now: i64) {
-        self.audit.record_anonymous_failure(Self::event(kind, outcome, &detail, now), client).await;
+    async fn login_refused(
+        &self,
+        client: &str,
+        now: i64,
+        outcome: &'static str,
+        grant_type: &'static str,
+        fact: AdminLoginFact<'_>,
+    ) {
+        let event = Event::AdminLogin { outcome, client_id: ADMIN_CLIENT_ID, grant_type, fact };
+        self.audit.anonymous_failure(now, event, client).await;
     }
 }
 

@@ -177,32 +177,311 @@ fn is_pkce_char(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::SecretString;
+
     use super::*;
     use crate::config::ClientCredential;
+    use crate::crypto::CtSecret;
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    const REDIRECT_URI: &str = "http://app.test/cb";
 
-    fn registry(allow_plain_pkce: bool) -> ClientRegistry {
-        ClientRegistry::new(vec![ClientSettings {
-            client_id: "app".to_owned(),
-            credential: ClientCredential::Public,
-            redirect_uris: vec!["http://app.test/cb".to_owned()],
+    fn client(client_id: &str, credential: ClientCredential, allow_plain_pkce: bool) -> ClientSettings {
+        ClientSettings {
+            client_id: client_id.to_owned(),
+            credential,
+            redirect_uris: vec![REDIRECT_URI.to_owned()],
             post_logout_redirect_uris: Vec::new(),
             read_token: true,
             rotate_refresh_tokens: false,
             allow_plain_pkce,
-        }])
+        }
+    }
+
+    fn registry(allow_plain_pkce: bool) -> ClientRegistry {
+        ClientRegistry::new(vec![client("app", ClientCredential::Public, allow_plain_pkce)])
+    }
+
+    /// A confidential client `web`, which need not send PKCE, and a public one `spa`, which must.
+    fn clients() -> ClientRegistry {
+        let secret = ClientCredential::Confidential(CtSecret::new(SecretString::from("web-secret")));
+        ClientRegistry::new(vec![client("web", secret, false), client("spa", ClientCredential::Public, false)])
     }
 
     fn request(challenge: Option<&str>, method: Option<&str>) -> AuthorizationParams {
         AuthorizationParams {
             client_id: Some("app".to_owned()),
-            redirect_uri: Some("http://app.test/cb".to_owned()),
+            redirect_uri: Some(REDIRECT_URI.to_owned()),
             response_type: Some("code".to_owned()),
             code_challenge: challenge.map(str::to_owned),
             code_challenge_method: method.map(str::to_owned),
             ..AuthorizationParams::default()
         }
+    }
+
+    /// The confidential client's smallest valid request, with a state to send back.
+    fn web() -> AuthorizationParams {
+        AuthorizationParams {
+            client_id: Some("web".to_owned()),
+            redirect_uri: Some(REDIRECT_URI.to_owned()),
+            response_type: Some("code".to_owned()),
+            state: Some("st4te".to_owned()),
+            ..AuthorizationParams::default()
+        }
+    }
+
+    fn text(length: usize) -> Option<String> {
+        Some("x".repeat(length))
+    }
+
+    /// The page's message, or the redirect's error and description (checking that a redirect
+    /// goes to the request's URI with its state).
+    fn refusal(params: AuthorizationParams, why: &str) -> (Option<ErrorCode>, String) {
+        let state = params.state.clone();
+        match validate(&clients(), params) {
+            Ok(request) => panic!("{why}: accepted {request:?}"),
+            Err(AuthorizeError::Page(message)) => (None, message),
+            Err(AuthorizeError::Redirect { redirect_uri, state: sent_state, error, description }) => {
+                assert_eq!(redirect_uri, REDIRECT_URI, "{why}: back to the request's redirect URI");
+                assert_eq!(sent_state, state, "{why}: with the request's state");
+                (Some(error), description)
+            }
+        }
+    }
+
+    #[test]
+    fn an_untrusted_client_or_redirect_uri_is_answered_on_a_page() {
+        let cases = [
+            (AuthorizationParams { client_id: None, ..web() }, "The request names no client (client_id is missing)."),
+            (
+                AuthorizationParams { client_id: Some("nobody".to_owned()), ..web() },
+                "The application is not registered with this sign-in service.",
+            ),
+            (AuthorizationParams { redirect_uri: None, ..web() }, "The request has no redirect_uri."),
+            (
+                AuthorizationParams { redirect_uri: Some("http://app.test/cb/".to_owned()), ..web() },
+                "The redirect URI is not registered for this application.",
+            ),
+            (
+                AuthorizationParams { redirect_uri: Some("http://evil.test/cb".to_owned()), ..web() },
+                "The redirect URI is not registered for this application.",
+            ),
+            (
+                AuthorizationParams { state: text(MAX_STATE_LENGTH + 1), ..web() },
+                "The request's state is longer than 1024 characters.",
+            ),
+        ];
+        for (params, expected) in cases {
+            assert_eq!(refusal(params, expected), (None, expected.to_owned()), "{expected}");
+        }
+    }
+
+    #[test]
+    fn later_refusals_go_back_to_the_client_with_its_state() {
+        use ErrorCode::{InvalidRequest, UnsupportedResponseType};
+        let cases = [
+            (AuthorizationParams { response_type: None, ..web() }, InvalidRequest, "response_type is missing"),
+            (
+                AuthorizationParams { response_type: Some("token".to_owned()), ..web() },
+                UnsupportedResponseType,
+                "only response_type=code is supported",
+            ),
+            (
+                AuthorizationParams { response_type: Some("code id_token".to_owned()), ..web() },
+                UnsupportedResponseType,
+                "only response_type=code is supported",
+            ),
+            (
+                AuthorizationParams { response_mode: Some("fragment".to_owned()), ..web() },
+                InvalidRequest,
+                "only response_mode=query is supported",
+            ),
+            (
+                AuthorizationParams { response_mode: Some("form_post".to_owned()), ..web() },
+                InvalidRequest,
+                "only response_mode=query is supported",
+            ),
+            (
+                AuthorizationParams { client_id: Some("spa".to_owned()), ..web() },
+                InvalidRequest,
+                "public clients must send a PKCE code_challenge",
+            ),
+            (
+                AuthorizationParams { max_age: Some("-1".to_owned()), ..web() },
+                InvalidRequest,
+                "Invalid parameter: max_age",
+            ),
+            (
+                AuthorizationParams { max_age: Some("soon".to_owned()), ..web() },
+                InvalidRequest,
+                "Invalid parameter: max_age",
+            ),
+            (
+                AuthorizationParams { kc_action: Some("idp_link:".to_owned()), ..web() },
+                InvalidRequest,
+                "kc_action must be idp_link:<alias>",
+            ),
+            (
+                AuthorizationParams { kc_action: Some("UPDATE_PASSWORD".to_owned()), ..web() },
+                InvalidRequest,
+                "kc_action must be idp_link:<alias>",
+            ),
+            (
+                AuthorizationParams { state: None, response_type: None, ..web() },
+                InvalidRequest,
+                "response_type is missing",
+            ),
+        ];
+        for (params, error, description) in cases {
+            assert_eq!(refusal(params, description), (Some(error), description.to_owned()), "{description}");
+        }
+    }
+
+    #[test]
+    fn what_is_kept_for_the_sign_in_is_bounded_and_a_value_at_its_bound_is_accepted() {
+        type With = fn(Option<String>) -> AuthorizationParams;
+        let bounded: [(&str, usize, With); 6] = [
+            ("nonce", 512, |value| AuthorizationParams { nonce: value, ..web() }),
+            ("login_hint", 320, |value| AuthorizationParams { login_hint: value, ..web() }),
+            ("scope", 512, |value| AuthorizationParams { scope: value, ..web() }),
+            ("prompt", 64, |value| AuthorizationParams { prompt: value, ..web() }),
+            ("kc_idp_hint", 128, |value| AuthorizationParams { kc_idp_hint: value, ..web() }),
+            ("kc_action", 128, |value| AuthorizationParams { kc_action: value, ..web() }),
+        ];
+        for (name, limit, with) in bounded {
+            let at_limit = match name {
+                // Only a link request is a valid action; its length is what counts here.
+                "kc_action" => Some(format!("idp_link:{}", "x".repeat(limit - "idp_link:".len()))),
+                _ => text(limit),
+            };
+            assert!(validate(&clients(), with(at_limit)).is_ok(), "{name} of {limit} characters is accepted");
+            let expected = format!("Invalid parameter: {name} is longer than {limit} characters");
+            assert_eq!(refusal(with(text(limit + 1)), name), (Some(ErrorCode::InvalidRequest), expected), "{name}");
+        }
+        let state = validate(&clients(), AuthorizationParams { state: text(MAX_STATE_LENGTH), ..web() });
+        assert_eq!(state.expect("a state at its bound").state.map(|s| s.len()), Some(MAX_STATE_LENGTH));
+    }
+
+    #[test]
+    fn the_first_refusal_in_rfc_order_is_the_one_answered() {
+        let long = text(513);
+        let cases = [
+            (
+                AuthorizationParams { client_id: Some("nobody".to_owned()), redirect_uri: None, ..web() },
+                "The application is not registered with this sign-in service.",
+                "an unknown client before its redirect URI",
+            ),
+            (
+                AuthorizationParams {
+                    redirect_uri: Some("http://evil.test/".to_owned()),
+                    response_type: None,
+                    ..web()
+                },
+                "The redirect URI is not registered for this application.",
+                "an unregistered redirect URI is never redirected to, whatever else is wrong",
+            ),
+            (
+                AuthorizationParams { state: text(MAX_STATE_LENGTH + 1), nonce: long.clone(), ..web() },
+                "The request's state is longer than 1024 characters.",
+                "a state too long to send back, before the other lengths",
+            ),
+            (
+                AuthorizationParams { nonce: long.clone(), scope: long.clone(), ..web() },
+                "Invalid parameter: nonce is longer than 512 characters",
+                "the lengths in their order",
+            ),
+            (
+                AuthorizationParams { scope: long, response_type: Some("token".to_owned()), ..web() },
+                "Invalid parameter: scope is longer than 512 characters",
+                "lengths before the response type",
+            ),
+            (
+                AuthorizationParams {
+                    response_type: Some("token".to_owned()),
+                    response_mode: Some("fragment".to_owned()),
+                    ..web()
+                },
+                "only response_type=code is supported",
+                "the response type before the response mode",
+            ),
+            (
+                AuthorizationParams {
+                    response_mode: Some("fragment".to_owned()),
+                    code_challenge_method: Some("S256".to_owned()),
+                    ..web()
+                },
+                "only response_mode=query is supported",
+                "the response mode before PKCE",
+            ),
+            (
+                AuthorizationParams {
+                    code_challenge: Some("short".to_owned()),
+                    code_challenge_method: Some("S256".to_owned()),
+                    max_age: Some("-5".to_owned()),
+                    ..web()
+                },
+                "Invalid parameter: code_challenge",
+                "PKCE before max_age",
+            ),
+            (
+                AuthorizationParams {
+                    client_id: Some("spa".to_owned()),
+                    max_age: Some("-5".to_owned()),
+                    kc_action: Some("x".to_owned()),
+                    ..web()
+                },
+                "public clients must send a PKCE code_challenge",
+                "a public client's missing PKCE before max_age",
+            ),
+            (
+                AuthorizationParams { max_age: Some("-5".to_owned()), kc_action: Some("x".to_owned()), ..web() },
+                "Invalid parameter: max_age",
+                "max_age before kc_action",
+            ),
+        ];
+        for (params, expected, why) in cases {
+            assert_eq!(refusal(params, why).1, expected, "{why}");
+        }
+    }
+
+    #[test]
+    fn an_accepted_request_keeps_what_the_client_sent() {
+        let params = AuthorizationParams {
+            client_id: Some("spa".to_owned()),
+            nonce: Some("n0nce".to_owned()),
+            scope: Some("openid email".to_owned()),
+            response_mode: Some("query".to_owned()),
+            code_challenge: Some(CHALLENGE.to_owned()),
+            code_challenge_method: Some("S256".to_owned()),
+            prompt: Some("login consent".to_owned()),
+            max_age: Some("0".to_owned()),
+            login_hint: Some("dana@example.test".to_owned()),
+            kc_idp_hint: Some("azure_devops".to_owned()),
+            kc_action: Some("idp_link:azure_devops".to_owned()),
+            ..web()
+        };
+        let request = validate(&clients(), params).expect("valid");
+
+        assert_eq!(request.client_id, "spa");
+        assert_eq!(request.redirect_uri, REDIRECT_URI);
+        assert_eq!(request.scope, "openid email");
+        assert_eq!(request.state.as_deref(), Some("st4te"));
+        assert_eq!(request.nonce.as_deref(), Some("n0nce"));
+        assert_eq!(request.code_challenge.as_deref(), Some(CHALLENGE));
+        assert_eq!(request.code_challenge_method.as_deref(), Some("S256"));
+        assert_eq!(request.prompt.as_deref(), Some("login consent"), "prompt is kept as sent, for the sign-in");
+        assert_eq!(request.max_age, Some(0), "max_age=0 asks for a fresh sign-in");
+        assert_eq!(request.login_hint.as_deref(), Some("dana@example.test"));
+        assert_eq!(request.idp_hint.as_deref(), Some("azure_devops"));
+        assert_eq!(request.link_alias.as_deref(), Some("azure_devops"));
+
+        let minimal = validate(&clients(), AuthorizationParams { state: None, ..web() }).expect("valid");
+        assert_eq!(minimal.scope, "openid", "no scope is openid");
+        let nothing = (minimal.state, minimal.nonce, minimal.prompt, minimal.max_age, minimal.code_challenge_method);
+        assert_eq!(nothing, (None, None, None, None, None), "nothing the client did not send");
+        assert_eq!((minimal.idp_hint, minimal.link_alias), (None, None));
+        let aged = validate(&clients(), AuthorizationParams { max_age: Some("3600".to_owned()), ..web() });
+        assert_eq!(aged.expect("valid").max_age, Some(3600));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Registered client applications and how they authenticate at the token endpoint.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -53,15 +55,15 @@ impl PresentedCredentials {
     }
 }
 
-/// The registered clients.
+/// The registered clients, as configured at start; clones share them.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientRegistry {
-    clients: Vec<ClientSettings>,
+    clients: Arc<[ClientSettings]>,
 }
 
 impl ClientRegistry {
     pub(crate) fn new(clients: Vec<ClientSettings>) -> Self {
-        ClientRegistry { clients }
+        ClientRegistry { clients: clients.into() }
     }
 
     pub(crate) fn find(&self, client_id: &str) -> Option<&ClientSettings> {
@@ -130,18 +132,21 @@ impl ClientSettings {
     }
 }
 
-/// The service accounts that may call the internal API.
+/// The service accounts that may call the internal API, as configured; clones share them.
+/// A request's caller holds its account's `Arc` (one increment, no copy of the secret), found
+/// anew on every request: an account no longer configured is refused at once, whatever tokens
+/// it holds.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceAccountRegistry {
-    accounts: Vec<ServiceAccountSettings>,
+    accounts: Arc<[Arc<ServiceAccountSettings>]>,
 }
 
 impl ServiceAccountRegistry {
     pub(crate) fn new(accounts: Vec<ServiceAccountSettings>) -> Self {
-        ServiceAccountRegistry { accounts }
+        ServiceAccountRegistry { accounts: accounts.into_iter().map(Arc::new).collect() }
     }
 
-    pub(crate) fn find(&self, client_id: &str) -> Option<&ServiceAccountSettings> {
+    pub(crate) fn find(&self, client_id: &str) -> Option<&Arc<ServiceAccountSettings>> {
         self.accounts.iter().find(|a| a.client_id == client_id)
     }
 

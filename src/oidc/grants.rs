@@ -102,15 +102,15 @@ impl std::fmt::Debug for CodeExchange<'_> {
     }
 }
 
-/// The token endpoint's grants over the sessions and the store: a borrowed view of the app state.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Grants<'a> {
-    pub(crate) store: &'a Store,
-    pub(crate) sessions: &'a Sessions,
-    pub(crate) tokens: &'a TokenService,
+/// The token endpoint's grants over the sessions and the store; cheap to clone (handles).
+#[derive(Debug, Clone)]
+pub(crate) struct Grants {
+    pub(crate) store: Store,
+    pub(crate) sessions: Sessions,
+    pub(crate) tokens: Arc<TokenService>,
 }
 
-impl Grants<'_> {
+impl Grants {
     /// `grant_type=authorization_code`: single use, bound to client, redirect URI and PKCE.
     pub(crate) async fn exchange_authorization_code(
         &self,

@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use crate::config::RealmSettings;
 use crate::crypto::{constant_time_eq, new_id, random_token, token_hash};
-use crate::store::{AuditEvent, SessionRow, Store, StoreError, TOUCH_GRANULARITY_SECONDS};
+use crate::store::{SessionRow, Store, StoreError, TOUCH_GRANULARITY_SECONDS};
 
 /// Why a session ends; each cause is one audit outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +25,11 @@ pub(crate) enum Ending {
 }
 
 impl Ending {
-    fn audit_kind(self) -> &'static str {
+    /// A revocation (`session_revoked` in the audit trail) rather than a logout.
+    fn is_revocation(self) -> bool {
         match self {
-            Ending::BrowserLogout | Ending::BackChannelLogout | Ending::AdminLogout => "logout",
-            Ending::OfflineTokenRevoked | Ending::RefreshTokenReused => "session_revoked",
+            Ending::BrowserLogout | Ending::BackChannelLogout | Ending::AdminLogout => false,
+            Ending::OfflineTokenRevoked | Ending::RefreshTokenReused => true,
         }
     }
 
@@ -150,17 +149,15 @@ impl Sessions {
         now: i64,
     ) -> Result<(), StoreError> {
         self.store.end_session(&session.id, now).await?;
-        self.audit
-            .record(AuditEvent {
-                at: now,
-                kind: ending.audit_kind().to_owned(),
-                outcome: "success".to_owned(),
-                user_id: Some(session.user_id.clone()),
-                client_id: client_id.map(str::to_owned),
-                alias: Some(session.identity_provider.clone()),
-                detail: json!({ "session_id": session.id, "cause": ending.cause() }).to_string(),
-            })
-            .await;
+        let event = Event::SessionEnded {
+            revoked: ending.is_revocation(),
+            cause: ending.cause(),
+            user_id: &session.user_id,
+            client_id,
+            alias: &session.identity_provider,
+            session_id: &session.id,
+        };
+        self.audit.event(now, event).await;
         Ok(())
     }
 

@@ -3,11 +3,13 @@
 
 pub(crate) mod development;
 pub(crate) mod entra;
+pub(crate) mod refusal;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::JwkSet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -92,17 +94,58 @@ fn number_or_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     })
 }
 
-/// What was fetched, and when (Unix seconds).
-#[derive(Default)]
-struct ProviderCache {
-    metadata: Option<(Arc<ProviderMetadata>, i64)>,
-    jwks: Option<(Arc<JwkSet>, i64)>,
+/// A fetched document and its age, read without waiting: a reader that finds it fresh enough
+/// takes it from an `ArcSwap`; only a fetch waits, for the one fetch that is already running
+/// (whose result the next in line usually accepts).
+struct Fetched<T> {
+    current: ArcSwapOption<Stamped<T>>,
+    fetching: Mutex<()>,
+}
+
+struct Stamped<T> {
+    value: Arc<T>,
+    /// Unix seconds, by the application's clock.
+    fetched_at: i64,
+}
+
+impl<T> Default for Fetched<T> {
+    fn default() -> Self {
+        Fetched { current: ArcSwapOption::empty(), fetching: Mutex::new(()) }
+    }
+}
+
+impl<T> Fetched<T> {
+    /// The document when `accept` takes its age in seconds.
+    fn accepted(&self, now: i64, accept: impl Fn(i64) -> bool) -> Option<Arc<T>> {
+        let current = self.current.load();
+        current.as_ref().filter(|stamped| accept(now - stamped.fetched_at)).map(|stamped| stamped.value.clone())
+    }
+
+    /// The document when `accept` takes its age, else one fetched now (once, however many ask).
+    async fn get<E, F: Future<Output = Result<T, E>>>(
+        &self,
+        clock: &Clock,
+        accept: impl Fn(i64) -> bool,
+        fetch: impl FnOnce() -> F,
+    ) -> Result<Arc<T>, E> {
+        if let Some(value) = self.accepted(clock.now(), &accept) {
+            return Ok(value);
+        }
+        let _fetching = self.fetching.lock().await;
+        if let Some(value) = self.accepted(clock.now(), &accept) {
+            return Ok(value);
+        }
+        let value = Arc::new(fetch().await?);
+        self.current.store(Some(Arc::new(Stamped { value: value.clone(), fetched_at: clock.now() })));
+        Ok(value)
+    }
 }
 
 /// One configured provider with its cached discovery document and keys.
 pub(crate) struct Provider {
     pub(crate) settings: ProviderSettings,
-    cache: Mutex<ProviderCache>,
+    metadata: Fetched<ProviderMetadata>,
+    jwks: Fetched<JwkSet>,
 }
 
 impl fmt::Debug for Provider {
@@ -137,7 +180,7 @@ impl Upstream {
             .build()?;
         let providers = providers
             .into_iter()
-            .map(|settings| Provider { settings, cache: Mutex::new(ProviderCache::default()) })
+            .map(|settings| Provider { settings, metadata: Fetched::default(), jwks: Fetched::default() })
             .collect();
         Ok(Upstream { http, providers: Arc::new(providers), metrics, clock })
     }
@@ -175,36 +218,27 @@ impl Upstream {
     }
 
     pub(crate) async fn metadata(&self, provider: &Provider) -> Result<Arc<ProviderMetadata>, UpstreamError> {
-        let mut cache = provider.cache.lock().await;
-        if let Some((metadata, fetched_at)) = &cache.metadata
-            && (0..METADATA_TTL_SECONDS).contains(&(self.clock.now() - fetched_at))
-        {
-            return Ok(metadata.clone());
-        }
-        let metadata: Arc<ProviderMetadata> =
-            Arc::new(self.get_json("discovery", &entra::discovery_url(&provider.settings)).await?);
-        cache.metadata = Some((metadata.clone(), self.clock.now()));
-        Ok(metadata)
+        let fresh = |age: i64| (0..METADATA_TTL_SECONDS).contains(&age);
+        let fetch = || async { self.get_json("discovery", &entra::discovery_url(&provider.settings)).await };
+        provider.metadata.get(&self.clock, fresh, fetch).await
     }
 
+    /// The provider's keys; `force` fetches them again (unknown key id) unless they were
+    /// fetched moments ago.
     async fn jwks(
         &self,
         provider: &Provider,
         metadata: &ProviderMetadata,
         force: bool,
     ) -> Result<Arc<JwkSet>, UpstreamError> {
-        let mut cache = provider.cache.lock().await;
-        if let Some((jwks, fetched_at)) = &cache.jwks {
-            let age = self.clock.now() - fetched_at;
-            let fresh = (0..METADATA_TTL_SECONDS).contains(&age);
-            let refetch_allowed = !(0..JWKS_REFETCH_MIN_INTERVAL_SECONDS).contains(&age);
-            if (fresh && !force) || (force && !refetch_allowed) {
-                return Ok(jwks.clone());
+        let accept = |age: i64| {
+            if force {
+                (0..JWKS_REFETCH_MIN_INTERVAL_SECONDS).contains(&age)
+            } else {
+                (0..METADATA_TTL_SECONDS).contains(&age)
             }
-        }
-        let jwks: Arc<JwkSet> = Arc::new(self.get_json("jwks", metadata.jwks_uri.as_str()).await?);
-        cache.jwks = Some((jwks.clone(), self.clock.now()));
-        Ok(jwks)
+        };
+        provider.jwks.get(&self.clock, accept, || self.get_json("jwks", metadata.jwks_uri.as_str())).await
     }
 
     /// Verifies an ID token, fetching the JWKS again once when the key id is unknown

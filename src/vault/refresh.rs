@@ -14,6 +14,9 @@
 //! while it is valid, else a 503. An attempt begun before the deadline may finish after it,
 //! within the upstream client's own limit, and its answer is stored: Entra rotates the
 //! refresh token on every use, so an answer thrown away would waste the newest one.
+//!
+//! What each answer means (a row's worth at `now`, a failure's meaning, the time to try again)
+//! is decided in `verdicts`, without I/O; this file performs what it decides.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,22 +24,19 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use secrecy::SecretString;
-use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
+use super::error::VaultError;
+use super::verdicts::{self, Found, RefreshRefused, Validity};
 use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
 use crate::config::VaultSettings;
 use crate::crypto::{CipherError, new_id};
-use crate::store::{AuditEvent, Lease, Store, StoreError, VaultRow};
+use crate::store::{Lease, Store, StoreError, VaultRow};
 use crate::telemetry::{Chain, Metrics};
-use crate::upstream::entra::ErrorClass;
 use crate::upstream::{self, Provider, TokenResponse, Upstream, UpstreamError};
 
-/// Pauses between attempts when the upstream fails transiently; three attempts at most, all
-/// begun before the refresh's deadline.
-const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1000)];
 /// How long a lease lasts unless renewed: the longest a dead process keeps an identity from
 /// being refreshed (plus the second the column's resolution adds).
 /// Three seconds, so that a replica restarted after a kill serves the identity within a few
@@ -52,69 +52,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const PROVIDER_UNAVAILABLE: &str = "the provider is unavailable";
 const OUT_OF_TIME: &str = "the token could not be refreshed within `vault.refresh_timeout_seconds`";
 const SHUTTING_DOWN: &str = "the broker is shutting down";
-
-/// Why a token read or refresh did not produce a token. The `Display` texts of the first two
-/// are Keycloak's, which OpenHands matches.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum VaultError {
-    #[error("User [{user_id}] is not associated with identity provider [{alias}].")]
-    NotLinked { user_id: String, alias: String },
-    #[error("Identity Provider [{alias}] does not support this operation.")]
-    NotStored { alias: String },
-    #[error("User [{user_id}] is disabled.")]
-    UserDisabled { user_id: String },
-    /// The upstream refused the grant for good; the user must sign in again.
-    #[error("{reason}")]
-    ReauthRequired { reason: String },
-    /// The upstream refused the broker's own configuration; an operator must fix `config_key`.
-    #[error("the provider refused the broker's configuration ({cause}); check `{config_key}`")]
-    Misconfigured { cause: String, config_key: String },
-    /// No fresh token in time: the upstream failed transiently, or did not answer before the
-    /// refresh's deadline.
-    #[error("{cause}; try again in {retry_after} seconds")]
-    Unavailable { cause: &'static str, retry_after: u64 },
-    /// The row is sealed under a vault key the configuration no longer lists; only an
-    /// operator can mend it, by adding the key back.
-    #[error(
-        "the stored tokens are sealed under vault key `{key_id}`, which is not configured; an operator must add it back to `vault.encryption_keys` (env BROKER_ENCRYPTION_KEYS)"
-    )]
-    KeyNotConfigured { key_id: String },
-    /// A failure of ours; `context` says what was being done.
-    #[error("{context}")]
-    Internal {
-        context: &'static str,
-        #[source]
-        source: Arc<dyn std::error::Error + Send + Sync>,
-    },
-}
-
-impl VaultError {
-    fn internal(context: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        VaultError::Internal { context, source: Arc::new(source) }
-    }
-}
-
-impl From<StoreError> for VaultError {
-    fn from(err: StoreError) -> Self {
-        VaultError::internal("the vault's database failed", err)
-    }
-}
-
-impl VaultError {
-    /// The outcome label for metrics and the audit trail.
-    pub(crate) fn outcome(&self) -> &'static str {
-        match self {
-            VaultError::NotLinked { .. } => "not_linked",
-            VaultError::NotStored { .. } => "not_stored",
-            VaultError::UserDisabled { .. } => "user_disabled",
-            VaultError::ReauthRequired { .. } => "reauth_required",
-            VaultError::Misconfigured { .. } => "misconfigured",
-            VaultError::Unavailable { .. } => "unavailable",
-            VaultError::KeyNotConfigured { .. } => "key_not_configured",
-            VaultError::Internal { .. } => "error",
-        }
-    }
-}
 
 /// Where a read came from, for the audit trail and metrics.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +107,7 @@ enum Stored {
     /// Expires within the reader's threshold: refresh first.
     Stale(VaultRow),
 }
+
 /// A refresh in flight in this process: its readers wait for its outcome until its deadline.
 #[derive(Clone)]
 struct Flight {
@@ -266,8 +204,15 @@ impl TokenVault {
             Err(err) => err.outcome(),
         };
         self.inner.metrics.count_token_read(reader.surface, alias, outcome);
-        let detail = json!({ "surface": reader.surface, "min_validity": min_validity });
-        self.inner.audit("token_read", outcome, user_id, Some(reader.client_id), alias, detail).await;
+        let event = Event::TokenRead {
+            outcome,
+            surface: reader.surface,
+            client_id: reader.client_id,
+            user_id,
+            alias,
+            min_validity,
+        };
+        self.inner.audit.event(self.inner.clock.now(), event).await;
         result
     }
 
@@ -282,8 +227,8 @@ impl TokenVault {
         let unlinked = self.inner.store.unlink_identity(user_id, alias).await?;
         let outcome = if unlinked { "unlinked" } else { "not_linked" };
         self.inner.metrics.count_unlink(alias, outcome);
-        let detail = json!({ "surface": reader.surface });
-        self.inner.audit("unlink", outcome, user_id, Some(reader.client_id), alias, detail).await;
+        let event = Event::Unlink { outcome, surface: reader.surface, client_id: reader.client_id, user_id, alias };
+        self.inner.audit.event(self.inner.clock.now(), event).await;
         Ok(unlinked)
     }
 
@@ -318,8 +263,7 @@ impl TokenVault {
                     }
                 }
                 report.failed += failed;
-                // A failed identity would be claimed again at once; leave it to the next pass.
-                if (claimed as i64) < inner.policy.keepalive_batch || failed > 0 {
+                if !verdicts::another_batch(claimed, inner.policy.keepalive_batch, failed) {
                     break;
                 }
             }
@@ -373,8 +317,7 @@ impl Inner {
         };
         match self.shared_refresh(user_id, alias, threshold).await {
             Ok(tokens) => Ok(ServedTokens { tokens: (*tokens).clone(), refreshed: true }),
-            // The upstream is down, but the token we have is still good: better than nothing.
-            Err(VaultError::Unavailable { .. }) if row.expires_at > self.clock.now() => {
+            Err(err) if verdicts::serves_stored_after(&err, row.expires_at, self.clock.now()) => {
                 Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false })
             }
             Err(err) => Err(err),
@@ -425,7 +368,7 @@ impl Inner {
     }
 
     fn unavailable(&self, cause: &'static str) -> VaultError {
-        VaultError::Unavailable { cause, retry_after: self.policy.timeout.as_secs().max(1) }
+        VaultError::Unavailable { cause, retry_after: verdicts::retry_after(self.policy.timeout) }
     }
 
     /// Renews the lease of an identity in the background until the returned value is dropped.
@@ -469,7 +412,7 @@ impl Inner {
             let lease = Lease { owner: &self.owner, until: now + LEASE_SECONDS };
             if let Some(row) = self.store.claim_refresh_lease(user_id, alias, lease, now).await? {
                 // Read again under the lease: another replica may have just refreshed.
-                if row.expires_at - now > threshold {
+                if verdicts::validity(row.expires_at, now, threshold) == Validity::Fresh {
                     self.store.release_refresh_lease(user_id, alias, &self.owner).await?;
                     return Ok(Arc::new(self.open(&row)?));
                 }
@@ -477,11 +420,11 @@ impl Inner {
                 return self.refresh_leased(row, held, "read", now, deadline).await.map(Arc::new);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some((wait, next_pause)) = verdicts::poll_wait(pause, left) else {
                 return Err(self.unavailable(OUT_OF_TIME));
-            }
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
+            };
+            tokio::time::sleep(wait).await;
+            pause = next_pause;
             if let Stored::Fresh(tokens) = self.stored(user_id, alias, threshold).await? {
                 return Ok(Arc::new(tokens));
             }
@@ -491,30 +434,16 @@ impl Inner {
     /// The identity's stored tokens, fresh or due for a refresh; an error when the identity
     /// is gone, keeps no tokens, or must sign in again before a refresh can help.
     async fn stored(&self, user_id: &str, alias: &str, threshold: i64) -> Result<Stored, VaultError> {
-        // A fresh token kept in memory is served as is; anything else is asked of the database.
-        if let Some(linked) = self.store.cached_linked_tokens(user_id, alias)
-            && linked.user_enabled
-            && let Some(row) = &linked.tokens
-            && row.expires_at - self.clock.now() > threshold
+        if let Some(cached) = self.store.cached_linked_tokens(user_id, alias)
+            && let Some(row) = verdicts::served_from_cache(&cached, self.clock.now(), threshold)
         {
             return Ok(Stored::Fresh(self.open(row)?));
         }
-        let linked = self
-            .store
-            .find_linked_tokens(user_id, alias)
-            .await?
-            .ok_or_else(|| VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() })?;
-        if !linked.user_enabled {
-            return Err(VaultError::UserDisabled { user_id: user_id.to_owned() });
-        }
-        let row = linked.tokens.ok_or_else(|| VaultError::NotStored { alias: alias.to_owned() })?;
-        if row.expires_at - self.clock.now() > threshold {
-            return Ok(Stored::Fresh(self.open(&row)?));
-        }
-        if linked.needs_reauth {
-            return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });
-        }
-        Ok(Stored::Stale(row))
+        let linked = self.store.find_linked_tokens(user_id, alias).await?;
+        Ok(match verdicts::found(linked, user_id, alias, self.clock.now(), threshold)? {
+            Found::Fresh(row) => Stored::Fresh(self.open(&row)?),
+            Found::Stale(row) => Stored::Stale(row),
+        })
     }
 
     /// Refreshes a row whose lease this process holds; always gives the lease back.
@@ -543,8 +472,9 @@ impl Inner {
         };
         let elapsed = started.elapsed();
         self.metrics.observe_refresh(&row.alias, outcome, elapsed);
-        let detail = json!({ "trigger": trigger, "latency_ms": elapsed.as_millis() as u64 });
-        self.audit("token_refresh", outcome, &row.user_id, None, &row.alias, detail).await;
+        let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let event = Event::TokenRefresh { outcome, trigger, user_id: &row.user_id, alias: &row.alias, latency_ms };
+        self.audit.event(self.clock.now(), event).await;
         result
     }
 
@@ -577,7 +507,7 @@ impl Inner {
         };
         match answer {
             Ok(response) => {
-                let fresh = refreshed_tokens(stored, response, now);
+                let fresh = stored.refreshed(response, now);
                 let sealed = seal_tokens(&self.cipher, &row.user_id, &row.alias, &fresh, now);
                 if !self.store.finish_refresh(&sealed, &self.owner).await? {
                     tracing::warn!(alias = %row.alias, "the refresh outlived its lease (or the identity was unlinked); tokens not stored");
@@ -600,18 +530,16 @@ impl Inner {
                 Ok(metadata) => self.upstream.refresh(provider, &metadata, refresh_token).await,
                 Err(err) => Err(err),
             };
-            match result {
-                Err(err)
-                    if err.is_transient()
-                        && attempt < RETRY_DELAYS.len()
-                        && Instant::now() + RETRY_DELAYS[attempt] < deadline =>
-                {
-                    tracing::info!(alias = %provider.settings.alias, attempt, error = %Chain(&err), "refresh failed transiently; retrying");
-                    tokio::time::sleep(RETRY_DELAYS[attempt]).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
+            let err = match result {
+                Ok(response) => return Ok(response),
+                Err(err) => err,
+            };
+            let Some(delay) = verdicts::retry_delay(&err, attempt, Instant::now(), deadline) else {
+                return Err(err);
+            };
+            tracing::info!(alias = %provider.settings.alias, attempt, error = %Chain(&err), "refresh failed transiently; retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
         }
     }
 
@@ -619,87 +547,27 @@ impl Inner {
     /// user must sign in again.
     async fn refusal(&self, provider: &Provider, row: &VaultRow, err: UpstreamError, now: i64) -> VaultError {
         let alias = &provider.settings.alias;
-        if err.is_transient() {
-            tracing::warn!(alias = %alias, error = %Chain(&err), "the provider is unavailable; refresh postponed");
-            return self.unavailable(PROVIDER_UNAVAILABLE);
+        match verdicts::refresh_refused(&err, alias, &provider.settings.display_name) {
+            RefreshRefused::Unavailable => {
+                tracing::warn!(alias = %alias, error = %Chain(&err), "the provider is unavailable; refresh postponed");
+                self.unavailable(PROVIDER_UNAVAILABLE)
+            }
+            RefreshRefused::Reauthenticate { reason } => {
+                if let Err(store_err) = self.store.mark_needs_reauth(&row.user_id, alias, &reason, now).await {
+                    return store_err.into();
+                }
+                tracing::info!(alias = %alias, user_id = %row.user_id, reason = %reason, "identity needs a new sign-in");
+                VaultError::ReauthRequired { reason }
+            }
+            RefreshRefused::Operator { cause, config_key } => {
+                tracing::error!(
+                    alias = %alias,
+                    error = %Chain(&err),
+                    config_key = %config_key,
+                    "OPERATOR ACTION NEEDED: the provider refused a token refresh because of the broker's configuration: {cause}; fix `{config_key}`"
+                );
+                VaultError::Misconfigured { cause, config_key }
+            }
         }
-        let reauth_cause = match &err {
-            UpstreamError::Refused { class: ErrorClass::Reauthenticate { cause }, .. } => Some(*cause),
-            UpstreamError::Refused { class: ErrorClass::Rejected, body, .. } if body.error == "invalid_grant" => {
-                Some("the provider no longer accepts the stored refresh token")
-            }
-            _ => None,
-        };
-        if let (Some(cause), UpstreamError::Refused { body, .. }) = (reauth_cause, &err) {
-            let code = body.aadsts().map(|c| format!("AADSTS{c}: ")).unwrap_or_default();
-            let reason = format!(
-                "{code}{cause}. The user must sign in with {} again to renew access.",
-                provider.settings.display_name
-            );
-            if let Err(store_err) = self.store.mark_needs_reauth(&row.user_id, alias, &reason, now).await {
-                return store_err.into();
-            }
-            tracing::info!(alias = %alias, user_id = %row.user_id, reason = %reason, "identity needs a new sign-in");
-            return VaultError::ReauthRequired { reason };
-        }
-        let (cause, key) = match &err {
-            UpstreamError::Refused { class: ErrorClass::Operator { cause, config_key }, .. } => {
-                ((*cause).to_owned(), *config_key)
-            }
-            other => (format!("unexpected answer to a refresh: {other}"), "authority"),
-        };
-        let config_key = if key.contains('.') { key.to_owned() } else { format!("providers.{alias}.{key}") };
-        tracing::error!(
-            alias = %alias,
-            error = %Chain(&err),
-            config_key = %config_key,
-            "OPERATOR ACTION NEEDED: the provider refused a token refresh because of the broker's configuration: {cause}; fix `{config_key}`"
-        );
-        VaultError::Misconfigured { cause, config_key }
-    }
-
-    async fn audit(
-        &self,
-        kind: &str,
-        outcome: &str,
-        user_id: &str,
-        client_id: Option<&str>,
-        alias: &str,
-        detail: serde_json::Value,
-    ) {
-        let event = AuditEvent {
-            at: self.clock.now(),
-            kind: kind.to_owned(),
-            outcome: outcome.to_owned(),
-            user_id: Some(user_id.to_owned()),
-            client_id: client_id.map(str::to_owned),
-            alias: Some(alias.to_owned()),
-            detail: detail.to_string(),
-        };
-        self.audit.record(event).await;
-    }
-}
-
-fn reauth_reason(stored: Option<String>) -> String {
-    stored.unwrap_or_else(|| "The user must sign in again to renew access.".to_owned())
-}
-
-/// The stored tokens after a refresh: Entra rotates the refresh token, but when an answer
-/// omits it the old one stays good. The ID token of a refresh answer may be unsigned, so the
-/// one from the sign-in is kept.
-fn refreshed_tokens(stored: UpstreamTokens, response: TokenResponse, now: i64) -> UpstreamTokens {
-    let rotated = response.refresh_token.is_some();
-    UpstreamTokens {
-        access_token: response.access_token,
-        refresh_token: response.refresh_token.or(stored.refresh_token),
-        id_token: stored.id_token,
-        token_type: response.token_type.unwrap_or(stored.token_type),
-        scope: response.scope.unwrap_or(stored.scope),
-        expires_at: now + response.expires_in.unwrap_or(3600),
-        refresh_expires_at: if rotated {
-            response.refresh_token_expires_in.map(|seconds| now + seconds)
-        } else {
-            stored.refresh_expires_at
-        },
     }
 }

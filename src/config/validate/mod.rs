@@ -17,6 +17,7 @@ use super::{
     VaultKey, VaultSettings, parse_vault_key,
 };
 use crate::crypto::{CtSecret, JwsAlgorithm};
+use crate::urls::MASTER_REALM;
 
 /// Collects problems instead of stopping at the first, so an operator fixes them in one go.
 #[derive(Default)]
@@ -280,10 +281,12 @@ fn validate_realm(problems: &mut Problems, raw: RawRealm) -> RealmSettings {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         problems.add("realm.name", "use letters, digits, `-` and `_` only");
     }
-    if name == "master" {
+    if name == MASTER_REALM {
         problems.add(
             "realm.name",
-            "`master` is Keycloak's administrator realm (the admin API's sign-in): choose another name",
+            format!(
+                "`{MASTER_REALM}` is Keycloak's administrator realm (the admin API's sign-in): choose another name"
+            ),
         );
     }
     let mut positive = |key: &str, value: Option<i64>, default: i64| {

@@ -3,12 +3,16 @@
 //! per request. Events wait in memory for milliseconds; while the database cannot be reached
 //! they wait longer (bounded), retried until it answers; shutdown flushes them.
 
+mod event;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+pub(crate) use event::{AdminLoginFact, Event};
 
 use crate::store::{AuditEvent, Store};
 use crate::telemetry::{Chain, Metrics};
@@ -78,6 +82,12 @@ impl AuditLog {
         AuditLog { queue }
     }
 
+    /// Records what happened at `at` (Unix seconds).
+    pub(crate) async fn event(&self, at: i64, event: Event<'_>) {
+        self.record(event.row(at)).await;
+    }
+
+    /// Records a row as it is given (for events made outside the broker's own kinds).
     pub async fn record(&self, event: AuditEvent) {
         self.send(Command::Record(event)).await;
     }
@@ -92,8 +102,8 @@ impl AuditLog {
     /// password), from `client` (its address): the first of a window is written as it comes,
     /// its repeats in that window are counted into one more row (`"repeated": n`), so that a
     /// stranger's flood costs two rows a minute, not one per request.
-    pub(crate) async fn record_anonymous_failure(&self, event: AuditEvent, client: &str) {
-        self.send(Command::Anonymous(event, client.to_owned())).await;
+    pub(crate) async fn anonymous_failure(&self, at: i64, event: Event<'_>, client: &str) {
+        self.send(Command::Anonymous(event.row(at), client.to_owned())).await;
     }
 
     /// Returns once every event recorded before the call is in the database (while the
