@@ -25,7 +25,7 @@ use common::{
 };
 use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
-use identity_broker::store::{ProfileUpdate, Store};
+use identity_broker::store::{IdentityKey, ProfileUpdate, Store};
 use identity_broker::vault::{UpstreamTokens, seal_tokens};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -108,7 +108,12 @@ async fn seed(store: &Store, cipher: &Arc<Cipher>, identities: &Arc<Vec<Identity
         let (store, cipher, identities) = (store.clone(), Arc::clone(cipher), Arc::clone(identities));
         tasks.push(tokio::spawn(async move {
             for identity in identities.iter().skip(task).step_by(SEED_TASKS) {
-                let sealed = seal_tokens(&cipher, &identity.user_id, ALIAS, &identity.tokens(expires_at), now);
+                let sealed = seal_tokens(
+                    &cipher,
+                    IdentityKey { user_id: &identity.user_id, alias: ALIAS },
+                    &identity.tokens(expires_at),
+                    now,
+                );
                 store.save_sign_in(&identity.profile(), Some(&sealed), now).await.expect("seeding a sign-in");
             }
         }));

@@ -4,6 +4,7 @@
 
 use crate::oidc::grants::{GrantError, Grants};
 use crate::oidc::tokens::READ_TOKEN_ROLE;
+use crate::store::IdentityKey;
 use crate::vault::{ServedTokens, TokenReader, TokenVault, VaultError};
 
 /// Why a read for a valid bearer was refused; `Display` is Keycloak's text where it has one.
@@ -47,7 +48,7 @@ pub(crate) async fn read_for_bearer(
         Err(BrokerReadError::UnknownProvider { alias: alias.clone() })
     } else {
         let reader = TokenReader { surface: "broker", client_id: &client_id };
-        vault.read(&reader, &claims.sub, &alias, 0).await.map_err(BrokerReadError::from)
+        vault.read(&reader, IdentityKey { user_id: &claims.sub, alias: &alias }, 0).await.map_err(BrokerReadError::from)
     };
     Ok(Some(BrokerRead { client_id, alias, result }))
 }

@@ -12,7 +12,7 @@ use super::probe::database_location;
 use super::{Check, Redactor, Report, Status};
 use crate::config::{Mode, ProviderSettings, Settings, parse_vault_key};
 use crate::crypto::{Cipher, JwsAlgorithm, signing_key_aad};
-use crate::store::{AppliedMigration, KnownMigration, MigrationRecords, SealedRows, SigningKeyRow};
+use crate::store::{AppliedMigration, IdentityKey, KnownMigration, MigrationRecords, SealedRows, SigningKeyRow};
 use crate::upstream::UpstreamError;
 use crate::upstream::entra::{EntraErrorBody, classify};
 use crate::vault::{UpstreamTokens, seal_tokens};
@@ -437,7 +437,7 @@ fn sealed_row(cipher: &Cipher) -> crate::store::VaultRow {
         expires_at: 0,
         refresh_expires_at: None,
     };
-    seal_tokens(cipher, "user-1", "azure_devops", &tokens, 0)
+    seal_tokens(cipher, IdentityKey { user_id: "user-1", alias: "azure_devops" }, &tokens, 0)
 }
 
 fn with_sealed(sealed: SealedRows) -> DatabaseFacts {

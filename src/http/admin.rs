@@ -27,7 +27,7 @@ use crate::oidc::clients::ServiceAccountRegistry;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::sessions::{Ending, Sessions};
 use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens, TokenService};
-use crate::store::{ChangeWrite, DirectoryUser, IdentityRow, Store};
+use crate::store::{ChangeWrite, DirectoryUser, IdentityKey, IdentityRow, Store};
 use crate::telemetry::Chain;
 use crate::vault::{TokenReader, TokenVault, VaultError};
 use crate::verification::{EmailVerification, VerifyEmailError};
@@ -574,7 +574,7 @@ pub(crate) async fn unlink_identity(
         return Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Link not found" });
     }
     let reader = TokenReader { surface: "admin", client_id: caller.client_id() };
-    match api.vault.unlink(&reader, &user_id, &alias).await {
+    match api.vault.unlink(&reader, IdentityKey { user_id: &user_id, alias: &alias }).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
         Ok(false) => Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Link not found" }),
         Err(err @ VaultError::Internal { .. }) => Err(AppError::internal(err)),

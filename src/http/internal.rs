@@ -21,7 +21,7 @@ use crate::directory::Directory;
 use crate::oidc::clients::ServiceAccountRegistry;
 use crate::oidc::error::ErrorCode;
 use crate::oidc::tokens::TokenService;
-use crate::store::{IdentityRow, Store, UserRow};
+use crate::store::{IdentityKey, IdentityRow, Store, UserRow};
 use crate::vault::{TokenReader, TokenVault, VaultError};
 
 /// The OpenAPI 3 description of this API, served as written; a test holds it against the router.
@@ -114,7 +114,10 @@ pub(crate) async fn read_token(
         })?,
     };
     caller.require_provider(&alias)?;
-    let served = vault.read(&caller.reader(), &user_id, &alias, min_validity).await.map_err(AppError::vault)?;
+    let served = vault
+        .read(&caller.reader(), IdentityKey { user_id: &user_id, alias: &alias }, min_validity)
+        .await
+        .map_err(AppError::vault)?;
     let tokens = served.tokens;
     let body = UpstreamToken {
         access_token: tokens.access_token.expose_secret(),
@@ -133,7 +136,11 @@ pub(crate) async fn unlink(
     Path((user_id, alias)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
     caller.require_provider(&alias)?;
-    if vault.unlink(&caller.reader(), &user_id, &alias).await.map_err(AppError::vault)? {
+    if vault
+        .unlink(&caller.reader(), IdentityKey { user_id: &user_id, alias: &alias })
+        .await
+        .map_err(AppError::vault)?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(AppError::vault(VaultError::NotLinked { user_id, alias }))

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::import::{PlannedLinks, Skipped};
 use crate::config::ProviderSettings;
 use crate::crypto::Cipher;
-use crate::store::{KeycloakDatabase, KeycloakTokenRow, Store, StoreError};
+use crate::store::{IdentityKey, KeycloakDatabase, KeycloakTokenRow, Store, StoreError};
 use crate::upstream::TokenResponse;
 use crate::vault::{UpstreamTokens, seal_tokens};
 
@@ -289,7 +289,7 @@ async fn token_outcome(
         // A dry run counts what it would seal.
         return Ok(Outcome::Sealed);
     };
-    let sealed = seal_tokens(cipher, &user_id, &alias, &tokens, now);
+    let sealed = seal_tokens(cipher, IdentityKey { user_id: &user_id, alias: &alias }, &tokens, now);
     Ok(if store.insert_tokens_if_absent(&sealed).await? { Outcome::Sealed } else { Outcome::AlreadyHeld })
 }
 

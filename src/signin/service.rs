@@ -13,7 +13,7 @@ use crate::config::RealmSettings;
 use crate::crypto::{Cipher, new_id, pkce_s256, random_token, token_hash};
 use crate::oidc::authorize::AuthorizationRequest;
 use crate::oidc::sessions::Sessions;
-use crate::store::{AuthRequestRow, SessionRow, Store, StoreError, UpstreamLogin};
+use crate::store::{AuthRequestRow, IdentityKey, SessionRow, Store, StoreError, UpstreamLogin};
 use crate::telemetry::Metrics;
 use crate::upstream::entra::{self, AuthorizeRequest};
 use crate::upstream::{Provider, Upstream, UpstreamError};
@@ -190,8 +190,9 @@ impl SignInService {
     /// Stores the user's profile with the tokens sealed, in one write.
     async fn save(&self, save: &Save<'_>, now: i64) -> Result<(), StoreError> {
         let profile = save.profile();
-        let sealed =
-            save.tokens().map(|tokens| seal_tokens(&self.cipher, &profile.user_id, &profile.alias, tokens, now));
+        let sealed = save.tokens().map(|tokens| {
+            seal_tokens(&self.cipher, IdentityKey { user_id: &profile.user_id, alias: &profile.alias }, tokens, now)
+        });
         self.store.save_sign_in(profile, sealed.as_ref(), now).await
     }
 

@@ -52,14 +52,11 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// `(user_id, alias)`.
 type IdentityKey = (String, String);
 
-/// An [`IdentityKey`] borrowed for a lookup. The derived `Hash` hashes the two strings in
-/// order, exactly as the tuple does, so both land in the same slot.
-#[derive(Hash)]
-struct IdentityRef<'a>(&'a str, &'a str);
-
-impl Equivalent<IdentityKey> for IdentityRef<'_> {
+/// A borrowed [`super::IdentityKey`] finds its owned tuple: its derived `Hash` hashes the two
+/// strings in order, exactly as the tuple does, so both land in the same slot.
+impl Equivalent<IdentityKey> for super::IdentityKey<'_> {
     fn equivalent(&self, key: &IdentityKey) -> bool {
-        self.0 == key.0 && self.1 == key.1
+        self.user_id == key.0 && self.alias == key.1
     }
 }
 
@@ -155,11 +152,11 @@ impl RowCache {
         Ticket(self.epoch.load(Ordering::Acquire))
     }
 
-    pub(crate) fn identity(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
+    pub(crate) fn identity(&self, identity: super::IdentityKey<'_>) -> Option<Arc<LinkedTokens>> {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.identities.get(&IdentityRef(user_id, alias))?;
+        let entry = self.identities.get(&identity)?;
         self.servable(entry.cached_at).then_some(entry.row)
     }
 
@@ -222,10 +219,10 @@ impl RowCache {
         }
     }
 
-    pub(crate) fn forget_identity(&self, user_id: &str, alias: &str) {
+    pub(crate) fn forget_identity(&self, identity: super::IdentityKey<'_>) {
         let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.identities.remove(&IdentityRef(user_id, alias));
+        self.identities.remove(&identity);
     }
 
     pub(crate) fn forget_session(&self, id: &str) {
@@ -259,7 +256,9 @@ impl RowCache {
 
     fn apply(&self, payload: &str) {
         match serde_json::from_str::<Change>(payload) {
-            Ok(Change::Identity { user_id, alias }) => self.forget_identity(&user_id, &alias),
+            Ok(Change::Identity { user_id, alias }) => {
+                self.forget_identity(super::IdentityKey { user_id: &user_id, alias: &alias })
+            }
             Ok(Change::Session { session }) => self.forget_session(&session),
             Ok(Change::User { user }) => self.forget_user(&user),
             Ok(Change::Revoked { revoked }) => self.forget_unrevoked(&revoked),
@@ -341,6 +340,10 @@ mod tests {
     use super::*;
     use crate::store::VaultRow;
 
+    fn key<'a>(user_id: &'a str, alias: &'a str) -> crate::store::IdentityKey<'a> {
+        crate::store::IdentityKey { user_id, alias }
+    }
+
     fn linked(user_id: &str, alias: &str) -> LinkedTokens {
         let tokens = VaultRow {
             user_id: user_id.to_owned(),
@@ -363,9 +366,9 @@ mod tests {
     fn a_borrowed_key_hashes_and_compares_as_the_owned_one() {
         let hasher = std::collections::hash_map::RandomState::new();
         let owned: IdentityKey = ("u1".to_owned(), "azure_devops".to_owned());
-        assert_eq!(hasher.hash_one(IdentityRef("u1", "azure_devops")), hasher.hash_one(&owned));
-        assert!(IdentityRef("u1", "azure_devops").equivalent(&owned));
-        assert!(!IdentityRef("u1azure", "_devops").equivalent(&owned), "the halves stay apart");
+        assert_eq!(hasher.hash_one(key("u1", "azure_devops")), hasher.hash_one(&owned));
+        assert!(key("u1", "azure_devops").equivalent(&owned));
+        assert!(!key("u1azure", "_devops").equivalent(&owned), "the halves stay apart");
     }
 
     #[test]
@@ -374,13 +377,13 @@ mod tests {
         cache.listening.store(true, Ordering::Release);
         cache.keep_identity(cache.ticket(), &linked("u1", "azure_devops"));
 
-        let first = cache.identity("u1", "azure_devops").expect("a hit");
-        let second = cache.identity("u1", "azure_devops").expect("a hit");
+        let first = cache.identity(key("u1", "azure_devops")).expect("a hit");
+        let second = cache.identity(key("u1", "azure_devops")).expect("a hit");
         assert!(Arc::ptr_eq(&first, &second), "a hit shares the row, it does not copy it");
-        assert!(cache.identity("u1", "other").is_none());
+        assert!(cache.identity(key("u1", "other")).is_none());
 
-        cache.forget_identity("u1", "azure_devops");
-        assert!(cache.identity("u1", "azure_devops").is_none(), "forgotten");
+        cache.forget_identity(key("u1", "azure_devops"));
+        assert!(cache.identity(key("u1", "azure_devops")).is_none(), "forgotten");
     }
 
     fn user(id: &str) -> UserRow {
@@ -446,8 +449,8 @@ mod tests {
 
         // The wall clock may tick a second meanwhile.
         clock.advance(MAX_AGE_SECONDS - 2);
-        assert!(cache.identity("u1", "azure_devops").is_some(), "young enough");
+        assert!(cache.identity(key("u1", "azure_devops")).is_some(), "young enough");
         clock.advance(2);
-        assert!(cache.identity("u1", "azure_devops").is_none(), "too old to serve");
+        assert!(cache.identity(key("u1", "azure_devops")).is_none(), "too old to serve");
     }
 }

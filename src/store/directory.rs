@@ -11,7 +11,7 @@
 //!   `users_username` in order. Substring conditions (`%x%`) scan, bounded by the page.
 
 use super::attributes::{Replace, write_attributes};
-use super::{Store, StoreError, UserRow};
+use super::{IdentityKey, Store, StoreError, UserRow};
 
 /// The most attribute conditions one search may carry (`q` pairs beyond the user's fields).
 pub(crate) const MAX_ATTRIBUTE_FILTERS: usize = 4;
@@ -358,7 +358,7 @@ impl Store {
         }
         self.forget_user_row(user_id);
         for alias in &aliases {
-            self.forget_identity(user_id, alias);
+            self.forget_identity(IdentityKey { user_id, alias });
         }
         if let Some(cache) = &self.cache {
             for id in &session_ids {

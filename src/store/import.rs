@@ -5,7 +5,7 @@ use sqlx::{Any, Transaction};
 
 use super::attributes::{Replace, write_attributes};
 use super::vault::bind_vault_row;
-use super::{Backend, Store, StoreError, UserRow, VaultRow, is_unique_violation};
+use super::{Backend, IdentityKey, Store, StoreError, UserRow, VaultRow, is_unique_violation};
 
 /// One value of an attribute; a name's values are kept in `position` order.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -132,7 +132,7 @@ impl Store {
              ON CONFLICT (user_id, alias) DO NOTHING",
         );
         let done = bind_vault_row(query, row).execute(&self.pool).await?;
-        self.forget_identity(&row.user_id, &row.alias);
+        self.forget_identity(IdentityKey { user_id: &row.user_id, alias: &row.alias });
         Ok(done.rows_affected() > 0)
     }
 }

@@ -49,7 +49,7 @@ pub(crate) use login::TOUCH_GRANULARITY_SECONDS;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 use users::is_unique_violation;
 pub use users::{IdentityRow, ProfileUpdate, UserRow};
-pub use vault::{Lease, LinkedTokens, VaultRow};
+pub use vault::{IdentityKey, Lease, LinkedTokens, VaultRow};
 pub(crate) use verification::{NewVerifyEmailToken, Redemption};
 
 /// How long a SQLite connection waits for another's write lock before `database is locked`:

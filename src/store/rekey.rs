@@ -82,7 +82,7 @@ impl Store {
         .bind(seen.access_token.as_slice())
         .execute(&self.pool)
         .await?;
-        self.forget_identity(&seen.user_id, &seen.alias);
+        self.forget_identity(seen.key());
         Ok(done.rows_affected() > 0)
     }
 

@@ -1,7 +1,7 @@
 //! Users and their federated identities.
 
 use super::attributes::{Replace, write_attributes};
-use super::{Store, StoreError, StoredFlag, VaultRow};
+use super::{IdentityKey, Store, StoreError, StoredFlag, VaultRow};
 
 /// A user's own fields: what tokens, the admin API, the import and the export read.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -70,7 +70,8 @@ impl Store {
     }
 
     #[cfg(feature = "testing")]
-    pub async fn find_identity(&self, user_id: &str, alias: &str) -> Result<Option<IdentityRow>, StoreError> {
+    pub async fn find_identity(&self, identity: IdentityKey<'_>) -> Result<Option<IdentityRow>, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         let sql =
             concat!("SELECT ", identity_columns!(), " FROM federated_identities WHERE user_id = $1 AND alias = $2");
         Ok(sqlx::query_as(sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
@@ -116,7 +117,8 @@ impl Store {
 
     /// Unlinks a provider from a user: the identity and its stored tokens go, the user stays.
     /// Returns false when the user was not linked to it.
-    pub(crate) async fn unlink_identity(&self, user_id: &str, alias: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn unlink_identity(&self, identity: IdentityKey<'_>) -> Result<bool, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         let mut tx = self.pool.begin().await?;
         Store::delete_vault_row(&mut tx, user_id, alias).await?;
         let deleted = sqlx::query("DELETE FROM federated_identities WHERE user_id = $1 AND alias = $2")
@@ -125,7 +127,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.forget_identity(user_id, alias);
+        self.forget_identity(IdentityKey { user_id, alias });
         Ok(deleted.rows_affected() > 0)
     }
 
@@ -158,7 +160,7 @@ impl Store {
     pub(super) async fn forget_user(&self, user_id: &str) -> Result<(), StoreError> {
         self.forget_user_row(user_id);
         for identity in self.list_identities(user_id).await? {
-            self.forget_identity(user_id, &identity.alias);
+            self.forget_identity(IdentityKey { user_id, alias: &identity.alias });
         }
         Ok(())
     }
@@ -182,7 +184,7 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        self.forget_identity(user_id, alias);
+        self.forget_identity(IdentityKey { user_id, alias });
         Ok(())
     }
 
@@ -245,7 +247,7 @@ impl Store {
         }
         tx.commit().await?;
         self.forget_user_row(&profile.user_id);
-        self.forget_identity(&profile.user_id, &profile.alias);
+        self.forget_identity(IdentityKey { user_id: &profile.user_id, alias: &profile.alias });
         Ok(())
     }
 }

@@ -8,6 +8,14 @@ use sqlx::{FromRow as _, Row as _};
 
 use super::{Backend, Store, StoreError, StoredFlag};
 
+/// Which linked identity a call is about: a user at a provider, named so that the two strings
+/// cannot be swapped. Hashes as the `(user_id, alias)` tuple does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdentityKey<'a> {
+    pub user_id: &'a str,
+    pub alias: &'a str,
+}
+
 /// The columns of `VaultRow`, in order; a macro so that every query is one literal built at
 /// compile time.
 macro_rules! vault_columns {
@@ -72,6 +80,12 @@ pub struct VaultRow {
     pub updated_at: i64,
 }
 
+impl VaultRow {
+    pub fn key(&self) -> IdentityKey<'_> {
+        IdentityKey { user_id: &self.user_id, alias: &self.alias }
+    }
+}
+
 impl std::fmt::Debug for VaultRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultRow")
@@ -85,24 +99,25 @@ impl std::fmt::Debug for VaultRow {
 
 impl Store {
     #[cfg(feature = "testing")]
-    pub async fn find_vault_row(&self, user_id: &str, alias: &str) -> Result<Option<VaultRow>, StoreError> {
+    pub async fn find_vault_row(&self, identity: IdentityKey<'_>) -> Result<Option<VaultRow>, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         let sql = concat!("SELECT ", vault_columns!(), " FROM vault_tokens WHERE user_id = $1 AND alias = $2");
         Ok(sqlx::query_as(sql).bind(user_id).bind(alias).fetch_optional(&self.pool).await?)
     }
 
     /// The identity's reauthentication mark and its sealed tokens as kept in memory, when they
     /// are (see `cache`); `None` means "ask the database", never "not linked".
-    pub(crate) fn cached_linked_tokens(&self, user_id: &str, alias: &str) -> Option<Arc<LinkedTokens>> {
-        self.cache.as_ref()?.identity(user_id, alias)
+    pub(crate) fn cached_linked_tokens(&self, identity: IdentityKey<'_>) -> Option<Arc<LinkedTokens>> {
+        self.cache.as_ref()?.identity(identity)
     }
 
     /// The identity's reauthentication mark and its tokens in one round trip: the hot path
     /// of every token read. `None` when the user is not linked to the provider.
     pub(crate) async fn find_linked_tokens(
         &self,
-        user_id: &str,
-        alias: &str,
+        identity: IdentityKey<'_>,
     ) -> Result<Option<LinkedTokens>, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let row: Option<AnyRow> = sqlx::query(
             "SELECT u.enabled, f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,
@@ -134,9 +149,9 @@ impl Store {
     }
 
     /// Drops this process's copy of an identity's rows after writing them.
-    pub(super) fn forget_identity(&self, user_id: &str, alias: &str) {
+    pub(super) fn forget_identity(&self, identity: IdentityKey<'_>) {
         if let Some(cache) = &self.cache {
-            cache.forget_identity(user_id, alias);
+            cache.forget_identity(identity);
         }
     }
 
@@ -144,11 +159,11 @@ impl Store {
     /// it is now, so the caller sees a refresh another process just finished.
     pub async fn claim_refresh_lease(
         &self,
-        user_id: &str,
-        alias: &str,
+        identity: IdentityKey<'_>,
         lease: Lease<'_>,
         now: i64,
     ) -> Result<Option<VaultRow>, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         let sql = concat!(
             "UPDATE vault_tokens SET lease_owner = $3, lease_until = $4
              WHERE user_id = $1 AND alias = $2 AND (lease_until IS NULL OR lease_until < $5)
@@ -207,7 +222,7 @@ impl Store {
         .bind(owner)
         .execute(&self.pool)
         .await?;
-        self.forget_identity(&row.user_id, &row.alias);
+        self.forget_identity(row.key());
         Ok(done.rows_affected() > 0)
     }
 
@@ -215,11 +230,11 @@ impl Store {
     /// finished, or lapsed and taken by another process).
     pub async fn renew_refresh_lease(
         &self,
-        user_id: &str,
-        alias: &str,
+        identity: IdentityKey<'_>,
         owner: &str,
         until: i64,
     ) -> Result<bool, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         let done = sqlx::query(
             "UPDATE vault_tokens SET lease_until = $4 WHERE user_id = $1 AND alias = $2 AND lease_owner = $3",
         )
@@ -243,7 +258,8 @@ impl Store {
 
     /// Who holds the refresh lease of a row, and until when; `None` when nobody does.
     #[cfg(feature = "testing")]
-    pub async fn find_refresh_lease(&self, user_id: &str, alias: &str) -> Result<Option<(String, i64)>, StoreError> {
+    pub async fn find_refresh_lease(&self, identity: IdentityKey<'_>) -> Result<Option<(String, i64)>, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         let row: Option<(Option<String>, Option<i64>)> =
             sqlx::query_as("SELECT lease_owner, lease_until FROM vault_tokens WHERE user_id = $1 AND alias = $2")
                 .bind(user_id)
@@ -254,7 +270,8 @@ impl Store {
     }
 
     /// Gives a lease back without changing the tokens.
-    pub async fn release_refresh_lease(&self, user_id: &str, alias: &str, owner: &str) -> Result<(), StoreError> {
+    pub async fn release_refresh_lease(&self, identity: IdentityKey<'_>, owner: &str) -> Result<(), StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         sqlx::query(
             "UPDATE vault_tokens SET lease_owner = NULL, lease_until = NULL
              WHERE user_id = $1 AND alias = $2 AND lease_owner = $3",

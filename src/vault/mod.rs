@@ -14,7 +14,7 @@ pub(crate) use error::VaultError;
 pub(crate) use refresh::{RefreshPolicy, ServedTokens, TokenReader, TokenVault};
 
 use crate::crypto::{Cipher, CipherError, vault_column_aad};
-use crate::store::VaultRow;
+use crate::store::{IdentityKey, VaultRow};
 use crate::upstream::TokenResponse;
 
 /// How long an access token lives when its token response does not say (`expires_in` is only
@@ -90,7 +90,8 @@ impl UpstreamTokens {
     }
 }
 
-pub fn seal_tokens(cipher: &Cipher, user_id: &str, alias: &str, tokens: &UpstreamTokens, now: i64) -> VaultRow {
+pub fn seal_tokens(cipher: &Cipher, identity: IdentityKey<'_>, tokens: &UpstreamTokens, now: i64) -> VaultRow {
+    let IdentityKey { user_id, alias } = identity;
     let seal = |column: &str, value: &SecretString| cipher.seal_str(value, &vault_column_aad(user_id, alias, column));
     VaultRow {
         user_id: user_id.to_owned(),

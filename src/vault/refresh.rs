@@ -33,7 +33,7 @@ use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
 use crate::config::VaultSettings;
 use crate::crypto::{CipherError, new_id};
-use crate::store::{Lease, Store, StoreError, VaultRow};
+use crate::store::{IdentityKey, Lease, Store, StoreError, VaultRow};
 use crate::telemetry::{Chain, Metrics};
 use crate::upstream::{self, Provider, TokenResponse, Upstream, UpstreamError};
 
@@ -98,7 +98,8 @@ impl RefreshPolicy {
     }
 }
 
-type IdentityKey = (String, String);
+/// An identity's key owned, for the map of refreshes in flight.
+type OwnedKey = (String, String);
 
 /// A stored row as a reader finds it.
 enum Stored {
@@ -143,7 +144,7 @@ struct Inner {
     policy: RefreshPolicy,
     /// This process's name on the leases it takes.
     owner: String,
-    flights: Mutex<HashMap<IdentityKey, Flight>>,
+    flights: Mutex<HashMap<OwnedKey, Flight>>,
     /// True once shutdown began: refreshes stop and give their leases back.
     closing: watch::Sender<bool>,
 }
@@ -193,11 +194,11 @@ impl TokenVault {
     pub(crate) async fn read(
         &self,
         reader: &TokenReader<'_>,
-        user_id: &str,
-        alias: &str,
+        identity: IdentityKey<'_>,
         min_validity: i64,
     ) -> Result<ServedTokens, VaultError> {
-        let result = self.inner.read(user_id, alias, min_validity).await;
+        let IdentityKey { user_id, alias } = identity;
+        let result = self.inner.read(identity, min_validity).await;
         let outcome = match &result {
             Ok(served) if served.refreshed => "refreshed",
             Ok(_) => "ok",
@@ -218,13 +219,9 @@ impl TokenVault {
 
     /// Erases the user's tokens for `alias` and unlinks the provider; the user stays.
     /// Returns false when the user was not linked to it.
-    pub(crate) async fn unlink(
-        &self,
-        reader: &TokenReader<'_>,
-        user_id: &str,
-        alias: &str,
-    ) -> Result<bool, VaultError> {
-        let unlinked = self.inner.store.unlink_identity(user_id, alias).await?;
+    pub(crate) async fn unlink(&self, reader: &TokenReader<'_>, identity: IdentityKey<'_>) -> Result<bool, VaultError> {
+        let IdentityKey { user_id, alias } = identity;
+        let unlinked = self.inner.store.unlink_identity(identity).await?;
         let outcome = if unlinked { "unlinked" } else { "not_linked" };
         self.inner.metrics.count_unlink(alias, outcome);
         let event = Event::Unlink { outcome, surface: reader.surface, client_id: reader.client_id, user_id, alias };
@@ -250,7 +247,7 @@ impl TokenVault {
                 let held: Vec<(VaultRow, HeldLease)> = batch
                     .into_iter()
                     .map(|row| {
-                        let lease = inner.hold(&row.user_id, &row.alias);
+                        let lease = inner.hold(row.key());
                         (row, lease)
                     })
                     .collect();
@@ -304,18 +301,19 @@ impl Inner {
         })
     }
 
-    async fn read(self: &Arc<Self>, user_id: &str, alias: &str, min_validity: i64) -> Result<ServedTokens, VaultError> {
+    async fn read(self: &Arc<Self>, identity: IdentityKey<'_>, min_validity: i64) -> Result<ServedTokens, VaultError> {
+        let IdentityKey { user_id, alias } = identity;
         let not_linked = || VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() };
         let provider = self.upstream.provider(alias).ok_or_else(not_linked)?;
         if !provider.settings.store_token {
             return Err(VaultError::NotStored { alias: alias.to_owned() });
         }
         let threshold = self.policy.refresh_before_expiry.max(min_validity);
-        let row = match self.stored(user_id, alias, threshold).await? {
+        let row = match self.stored(identity, threshold).await? {
             Stored::Fresh(tokens) => return Ok(ServedTokens { tokens, refreshed: false }),
             Stored::Stale(row) => row,
         };
-        match self.shared_refresh(user_id, alias, threshold).await {
+        match self.shared_refresh(identity, threshold).await {
             Ok(tokens) => Ok(ServedTokens { tokens: (*tokens).clone(), refreshed: true }),
             Err(err) if verdicts::serves_stored_after(&err, row.expires_at, self.clock.now()) => {
                 Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false })
@@ -329,11 +327,10 @@ impl Inner {
     /// (and stores a late answer) after its readers have stopped waiting.
     async fn shared_refresh(
         self: &Arc<Self>,
-        user_id: &str,
-        alias: &str,
+        identity: IdentityKey<'_>,
         threshold: i64,
     ) -> Result<Arc<UpstreamTokens>, VaultError> {
-        let key = (user_id.to_owned(), alias.to_owned());
+        let key = (identity.user_id.to_owned(), identity.alias.to_owned());
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             flights.entry(key.clone()).or_insert_with(|| self.start_refresh(key, threshold)).clone()
@@ -344,11 +341,12 @@ impl Inner {
         }
     }
 
-    fn start_refresh(self: &Arc<Self>, key: IdentityKey, threshold: i64) -> Flight {
+    fn start_refresh(self: &Arc<Self>, key: OwnedKey, threshold: i64) -> Flight {
         let deadline = Instant::now() + self.policy.timeout;
         let inner = self.clone();
         let task = tokio::spawn(async move {
-            let result = inner.refresh_identity(&key.0, &key.1, threshold, deadline).await;
+            let identity = IdentityKey { user_id: &key.0, alias: &key.1 };
+            let result = inner.refresh_identity(identity, threshold, deadline).await;
             inner.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             result
         });
@@ -372,17 +370,18 @@ impl Inner {
     }
 
     /// Renews the lease of an identity in the background until the returned value is dropped.
-    fn hold(&self, user_id: &str, alias: &str) -> HeldLease {
+    fn hold(&self, identity: IdentityKey<'_>) -> HeldLease {
         let (renewing, mut stopped) = oneshot::channel::<()>();
         let (store, clock, owner) = (self.store.clone(), self.clock.clone(), self.owner.clone());
-        let (user_id, alias) = (user_id.to_owned(), alias.to_owned());
+        let (user_id, alias) = (identity.user_id.to_owned(), identity.alias.to_owned());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = &mut stopped => return,
                     () = tokio::time::sleep(LEASE_RENEWAL) => {}
                 }
-                match store.renew_refresh_lease(&user_id, &alias, &owner, clock.now() + LEASE_SECONDS).await {
+                let identity = IdentityKey { user_id: &user_id, alias: &alias };
+                match store.renew_refresh_lease(identity, &owner, clock.now() + LEASE_SECONDS).await {
                     Ok(true) => {}
                     // Given back, or lapsed and taken: the holder's write will not match either.
                     Ok(false) => return,
@@ -398,8 +397,7 @@ impl Inner {
     /// holder died lapses within `LEASE_SECONDS`, and is then taken here.
     async fn refresh_identity(
         &self,
-        user_id: &str,
-        alias: &str,
+        identity: IdentityKey<'_>,
         threshold: i64,
         deadline: Instant,
     ) -> Result<Arc<UpstreamTokens>, VaultError> {
@@ -410,13 +408,13 @@ impl Inner {
             }
             let now = self.clock.now();
             let lease = Lease { owner: &self.owner, until: now + LEASE_SECONDS };
-            if let Some(row) = self.store.claim_refresh_lease(user_id, alias, lease, now).await? {
+            if let Some(row) = self.store.claim_refresh_lease(identity, lease, now).await? {
                 // Read again under the lease: another replica may have just refreshed.
                 if verdicts::validity(row.expires_at, now, threshold) == Validity::Fresh {
-                    self.store.release_refresh_lease(user_id, alias, &self.owner).await?;
+                    self.store.release_refresh_lease(identity, &self.owner).await?;
                     return Ok(Arc::new(self.open(&row)?));
                 }
-                let held = self.hold(user_id, alias);
+                let held = self.hold(identity);
                 return self.refresh_leased(row, held, "read", now, deadline).await.map(Arc::new);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -425,7 +423,7 @@ impl Inner {
             };
             tokio::time::sleep(wait).await;
             pause = next_pause;
-            if let Stored::Fresh(tokens) = self.stored(user_id, alias, threshold).await? {
+            if let Stored::Fresh(tokens) = self.stored(identity, threshold).await? {
                 return Ok(Arc::new(tokens));
             }
         }
@@ -433,14 +431,14 @@ impl Inner {
 
     /// The identity's stored tokens, fresh or due for a refresh; an error when the identity
     /// is gone, keeps no tokens, or must sign in again before a refresh can help.
-    async fn stored(&self, user_id: &str, alias: &str, threshold: i64) -> Result<Stored, VaultError> {
-        if let Some(cached) = self.store.cached_linked_tokens(user_id, alias)
+    async fn stored(&self, identity: IdentityKey<'_>, threshold: i64) -> Result<Stored, VaultError> {
+        if let Some(cached) = self.store.cached_linked_tokens(identity)
             && let Some(row) = verdicts::served_from_cache(&cached, self.clock.now(), threshold)
         {
             return Ok(Stored::Fresh(self.open(row)?));
         }
-        let linked = self.store.find_linked_tokens(user_id, alias).await?;
-        Ok(match verdicts::found(linked, user_id, alias, self.clock.now(), threshold)? {
+        let linked = self.store.find_linked_tokens(identity).await?;
+        Ok(match verdicts::found(linked, identity, self.clock.now(), threshold)? {
             Found::Fresh(row) => Stored::Fresh(self.open(&row)?),
             Found::Stale(row) => Stored::Stale(row),
         })
@@ -458,7 +456,7 @@ impl Inner {
         let started = Instant::now();
         let result = self.refresh_upstream(&row, now, deadline).await;
         if result.is_err()
-            && let Err(err) = self.store.release_refresh_lease(&row.user_id, &row.alias, &self.owner).await
+            && let Err(err) = self.store.release_refresh_lease(row.key(), &self.owner).await
         {
             tracing::warn!(error = %Chain(&err), alias = %row.alias, "could not release a refresh lease; it expires on its own");
         }
@@ -508,7 +506,7 @@ impl Inner {
         match answer {
             Ok(response) => {
                 let fresh = stored.refreshed(response, now);
-                let sealed = seal_tokens(&self.cipher, &row.user_id, &row.alias, &fresh, now);
+                let sealed = seal_tokens(&self.cipher, row.key(), &fresh, now);
                 if !self.store.finish_refresh(&sealed, &self.owner).await? {
                     tracing::warn!(alias = %row.alias, "the refresh outlived its lease (or the identity was unlinked); tokens not stored");
                 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::error::VaultError;
-use crate::store::{LinkedTokens, VaultRow};
+use crate::store::{IdentityKey, LinkedTokens, VaultRow};
 use crate::upstream::UpstreamError;
 use crate::upstream::refusal::{self, Refusal};
 
@@ -50,11 +50,11 @@ pub(super) enum Found {
 /// tokens not kept, or the user must sign in again before a refresh can help).
 pub(super) fn found(
     linked: Option<LinkedTokens>,
-    user_id: &str,
-    alias: &str,
+    identity: IdentityKey<'_>,
     now: i64,
     threshold: i64,
 ) -> Result<Found, VaultError> {
+    let IdentityKey { user_id, alias } = identity;
     let linked =
         linked.ok_or_else(|| VaultError::NotLinked { user_id: user_id.to_owned(), alias: alias.to_owned() })?;
     if !linked.user_enabled {
@@ -159,6 +159,7 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
     const THRESHOLD: i64 = 300;
+    const IDENTITY: IdentityKey<'static> = IdentityKey { user_id: "user-1", alias: "entra" };
 
     fn row(expires_at: i64) -> VaultRow {
         VaultRow {
@@ -239,9 +240,9 @@ mod tests {
             ),
         ];
         for (linked, expected, case) in cases {
-            assert_eq!(found_kind(found(linked, "user-1", "entra", NOW, THRESHOLD)), expected, "{case}");
+            assert_eq!(found_kind(found(linked, IDENTITY, NOW, THRESHOLD)), expected, "{case}");
         }
-        let not_linked = found(None, "user-1", "entra", NOW, THRESHOLD).unwrap_err();
+        let not_linked = found(None, IDENTITY, NOW, THRESHOLD).unwrap_err();
         assert_eq!(not_linked.to_string(), "User [user-1] is not associated with identity provider [entra].");
     }
 

@@ -1,6 +1,7 @@
 //! The browser's SSO session: sign-in without a round trip, `prompt`, RP-initiated logout and
 //! account linking (`kc_action=idp_link`).
 
+use identity_broker::store::IdentityKey;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -160,7 +161,8 @@ both_backends!(linking_a_provider_keeps_the_signed_in_user, |backend| async move
     assert_eq!(params.get("kc_action_status").map(String::as_str), Some("success"));
     let after = exchange_ok(&app, &params["code"]).await;
     assert_eq!(jwt_claims(&text(&after, "access_token"))["sub"], user_id.as_str(), "the current user, not a new one");
-    let identity = app.store.find_identity(&user_id, "azure_devops_eu").await.expect("query");
+    let identity =
+        app.store.find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops_eu" }).await.expect("query");
     assert!(identity.is_some(), "azure_devops_eu is linked to the user");
     assert_eq!(app.count(identity_broker::store::Table::Users).await, 1);
 });
@@ -182,9 +184,19 @@ both_backends!(an_identity_of_another_user_is_never_linked, |backend| async move
     let outcome = app.follow(&bob_browser, &app.auth_url(&[("kc_action", "idp_link:azure_devops")])).await;
 
     assert_eq!(outcome.page_status(), StatusCode::CONFLICT);
-    let alice_identity = app.store.find_identity(&alice_id, "azure_devops").await.expect("query").expect("alice");
+    let alice_identity = app
+        .store
+        .find_identity(IdentityKey { user_id: &alice_id, alias: "azure_devops" })
+        .await
+        .expect("query")
+        .expect("alice");
     assert_eq!(alice_identity.subject, FakeUser::alice().subject, "Alice keeps her identity");
-    let bob_identity = app.store.find_identity(&bob_id, "azure_devops").await.expect("query").expect("bob");
+    let bob_identity = app
+        .store
+        .find_identity(IdentityKey { user_id: &bob_id, alias: "azure_devops" })
+        .await
+        .expect("query")
+        .expect("bob");
     assert_eq!(bob_identity.subject, FakeUser::bob().subject, "Bob keeps his");
     let vault_after = app.store.dump_table(identity_broker::store::Table::VaultTokens).await.expect("dump");
     assert_eq!(vault_before, vault_after, "no stored token changed");

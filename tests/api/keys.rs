@@ -5,7 +5,7 @@
 use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
 use identity_broker::http::AppState;
-use identity_broker::store::Lease;
+use identity_broker::store::{IdentityKey, Lease};
 use identity_broker::vault::rekey::rekey;
 use identity_broker::vault::{open_tokens, seal_tokens};
 use reqwest::StatusCode;
@@ -440,25 +440,37 @@ both_backends!(a_row_rewritten_between_read_and_write_is_not_clobbered_by_the_re
     // A refresh by a server still sealing with t1 lands after the rekey read the row, within
     // the same second, so `updated_at` alone could not tell.
     let lease = Lease { owner: "refresh-in-flight", until: now() + 60 };
-    let claimed = app.store.claim_refresh_lease(&user_id, ALIAS, lease, now()).await.expect("lease").expect("row");
+    let claimed = app
+        .store
+        .claim_refresh_lease(IdentityKey { user_id: &user_id, alias: ALIAS }, lease, now())
+        .await
+        .expect("lease")
+        .expect("row");
     let mut refreshed = open_tokens(&old, &claimed).expect("opens");
     refreshed.access_token = SecretString::from("refreshed-upstream-token".to_owned());
-    let written = seal_tokens(&old, &user_id, ALIAS, &refreshed, seen.updated_at);
+    let written = seal_tokens(&old, IdentityKey { user_id: &user_id, alias: ALIAS }, &refreshed, seen.updated_at);
     assert!(app.store.finish_refresh(&written, lease.owner).await.expect("finish"));
-    let mut stale = seal_tokens(&both, &user_id, ALIAS, &open_tokens(&old, seen).expect("opens"), seen.updated_at);
+    let mut stale = seal_tokens(
+        &both,
+        IdentityKey { user_id: &user_id, alias: ALIAS },
+        &open_tokens(&old, seen).expect("opens"),
+        seen.updated_at,
+    );
     stale.refreshed_at = seen.refreshed_at;
 
     let replaced = app.store.replace_vault_ciphertexts(seen, &stale).await.expect("update");
 
     assert!(!replaced, "the rekey's copy is older than the row");
-    let row = app.store.find_vault_row(&user_id, ALIAS).await.expect("read").expect("row");
+    let row =
+        app.store.find_vault_row(IdentityKey { user_id: &user_id, alias: ALIAS }).await.expect("read").expect("row");
     assert_eq!(row.vault_key_id, "t1");
     assert_eq!(open_tokens(&old, &row).expect("opens").access_token.expose_secret(), "refreshed-upstream-token");
 
     // The next run takes the row as it is now.
     let report = rekey(&app.store, &both, 10).await.expect("rekey");
     assert_eq!((report.tokens.rekeyed, report.tokens.changed, report.tokens.remaining), (1, 0, 0));
-    let row = app.store.find_vault_row(&user_id, ALIAS).await.expect("read").expect("row");
+    let row =
+        app.store.find_vault_row(IdentityKey { user_id: &user_id, alias: ALIAS }).await.expect("read").expect("row");
     assert_eq!(row.vault_key_id, NEW_VAULT_KEY_ID);
     let only_new = cipher(&[NEW_VAULT_KEY]);
     assert_eq!(

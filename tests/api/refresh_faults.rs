@@ -3,6 +3,7 @@
 //! stopped with SIGTERM there. Reads answer within the refresh deadline, late answers are
 //! kept, and no identity stays blocked behind a dead process.
 
+use identity_broker::store::IdentityKey;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -64,7 +65,7 @@ async fn refresh_requests_reach(app: &TestApp, count: usize) {
 }
 
 async fn lease_of(app: &TestApp, user_id: &str) -> Option<(String, i64)> {
-    app.store.find_refresh_lease(user_id, ALIAS).await.expect("lease")
+    app.store.find_refresh_lease(IdentityKey { user_id, alias: ALIAS }).await.expect("lease")
 }
 
 async fn json(response: reqwest::Response) -> Value {
@@ -124,14 +125,20 @@ both_backends!(a_hanging_provider_and_an_expired_token_get_503_within_the_defaul
     assert_retry_later(app.broker_token(access_token(&tokens), ALIAS).await, "broker endpoint").await;
     assert!(started.elapsed() < DEFAULT_DEADLINE + SLACK);
     assert_eq!(app.count(identity_broker::store::Table::VaultTokens).await, 1, "nothing deleted");
-    let identity = app.store.find_identity(&user_id, ALIAS).await.expect("query").expect("identity");
+    let identity = app
+        .store
+        .find_identity(IdentityKey { user_id: &user_id, alias: ALIAS })
+        .await
+        .expect("query")
+        .expect("identity");
     assert!(!identity.needs_reauth, "a hanging provider is not the user's fault");
 });
 
 both_backends!(a_late_answer_is_stored_and_served_without_another_refresh, |backend| async move {
     let app = TestApp::builder(backend).provider(short_deadline()).spawn().await;
     let (user_id, _) = signed_in_with_lifetime(&app, 0).await;
-    let before = app.store.find_vault_row(&user_id, ALIAS).await.expect("row").expect("stored");
+    let before =
+        app.store.find_vault_row(IdentityKey { user_id: &user_id, alias: ALIAS }).await.expect("row").expect("stored");
     let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
     app.entra.hold_token_requests();
     assert_retry_later(app.read_token(&service, &user_id, ALIAS, "").await, "while the provider hangs").await;
@@ -144,7 +151,12 @@ both_backends!(a_late_answer_is_stored_and_served_without_another_refresh, |back
     app.entra.release_token_requests();
     let stored_at = Instant::now() + Duration::from_secs(10);
     let after = loop {
-        let row = app.store.find_vault_row(&user_id, ALIAS).await.expect("row").expect("stored");
+        let row = app
+            .store
+            .find_vault_row(IdentityKey { user_id: &user_id, alias: ALIAS })
+            .await
+            .expect("row")
+            .expect("stored");
         if row.expires_at != before.expires_at {
             break row;
         }

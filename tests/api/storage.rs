@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
 use identity_broker::store::{
-    AuditEvent, AuthRequestRow, AuthorizationCodeRow, CodeRedemption, Lease, ProfileUpdate, SessionRow, Store,
-    StoreError, Table, UpstreamLogin,
+    AuditEvent, AuthRequestRow, AuthorizationCodeRow, CodeRedemption, IdentityKey, Lease, ProfileUpdate, SessionRow,
+    Store, StoreError, Table, UpstreamLogin,
 };
 use identity_broker::vault::{UpstreamTokens, open_tokens, seal_tokens};
 use secrecy::{ExposeSecret, SecretString};
@@ -63,7 +63,7 @@ both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async
     store
         .save_sign_in(
             &profile("u1", "sub-1"),
-            Some(&seal_tokens(&cipher, "u1", "azure_devops", &tokens("first"), 1_000)),
+            Some(&seal_tokens(&cipher, IdentityKey { user_id: "u1", alias: "azure_devops" }, &tokens("first"), 1_000)),
             1_000,
         )
         .await
@@ -71,7 +71,7 @@ both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async
     store
         .save_sign_in(
             &profile("u1", "sub-1"),
-            Some(&seal_tokens(&cipher, "u1", "azure_devops", &tokens("second"), 1_100)),
+            Some(&seal_tokens(&cipher, IdentityKey { user_id: "u1", alias: "azure_devops" }, &tokens("second"), 1_100)),
             1_100,
         )
         .await
@@ -79,7 +79,8 @@ both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async
 
     let identity = store.find_identity_by_subject("azure_devops", "sub-1").await.expect("query").expect("identity");
     assert_eq!(identity.user_id, "u1");
-    let row = store.find_vault_row("u1", "azure_devops").await.expect("query").expect("row");
+    let row =
+        store.find_vault_row(IdentityKey { user_id: "u1", alias: "azure_devops" }).await.expect("query").expect("row");
     assert_eq!(row.vault_key_id, "t1");
     let opened = open_tokens(&cipher, &row).expect("opens");
     assert_eq!(opened.access_token.expose_secret(), "second", "the later sign-in replaced the tokens");
@@ -89,7 +90,7 @@ both_backends!(sign_ins_save_users_identities_and_sealed_tokens, |backend| async
     let clash = store
         .save_sign_in(
             &profile("u2", "sub-1"),
-            Some(&seal_tokens(&cipher, "u2", "azure_devops", &tokens("x"), 1_200)),
+            Some(&seal_tokens(&cipher, IdentityKey { user_id: "u2", alias: "azure_devops" }, &tokens("x"), 1_200)),
             1_200,
         )
         .await;
@@ -152,7 +153,11 @@ both_backends!(authorization_codes_redeem_once_and_a_replay_ends_the_session, |b
     let store = store(&db).await;
     let cipher = cipher();
     store
-        .save_sign_in(&profile("u1", "sub-1"), Some(&seal_tokens(&cipher, "u1", "azure_devops", &tokens("t"), 1)), 1)
+        .save_sign_in(
+            &profile("u1", "sub-1"),
+            Some(&seal_tokens(&cipher, IdentityKey { user_id: "u1", alias: "azure_devops" }, &tokens("t"), 1)),
+            1,
+        )
         .await
         .expect("user");
     let session = SessionRow {
@@ -205,7 +210,7 @@ async fn two_signed_in_users(db: &TestDb) -> (Store, Cipher) {
     let store = store(db).await;
     let cipher = cipher();
     for (user, subject) in [("u1", "sub-1"), ("u2", "sub-2")] {
-        let row = seal_tokens(&cipher, user, "azure_devops", &tokens("t"), 100);
+        let row = seal_tokens(&cipher, IdentityKey { user_id: user, alias: "azure_devops" }, &tokens("t"), 100);
         store.save_sign_in(&profile(user, subject), Some(&row), 100).await.expect("user");
     }
     (store, cipher)
@@ -217,23 +222,56 @@ both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| asyn
     let first = Lease { owner: "replica-a", until: 160 };
     let second = Lease { owner: "replica-b", until: 170 };
 
-    assert!(store.claim_refresh_lease("u1", "azure_devops", first, 110).await.expect("claim").is_some());
-    assert!(store.claim_refresh_lease("u1", "azure_devops", second, 120).await.expect("claim").is_none(), "held");
-    assert!(store.claim_refresh_lease("nobody", "azure_devops", second, 120).await.expect("claim").is_none());
+    assert!(
+        store
+            .claim_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, first, 110)
+            .await
+            .expect("claim")
+            .is_some()
+    );
+    assert!(
+        store
+            .claim_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, second, 120)
+            .await
+            .expect("claim")
+            .is_none(),
+        "held"
+    );
+    assert!(
+        store
+            .claim_refresh_lease(IdentityKey { user_id: "nobody", alias: "azure_devops" }, second, 120)
+            .await
+            .expect("claim")
+            .is_none()
+    );
     // Keep-alive skips the held row and takes the other stale one.
     let stale = store.claim_stale_leases("azure_devops", 150, second, 120, 10).await.expect("stale");
     assert_eq!(stale.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["u2"]);
     // Only the holder finishes; afterwards the row is free again.
-    let mut refreshed = seal_tokens(&cipher, "u1", "azure_devops", &tokens("new"), 130);
+    let mut refreshed = seal_tokens(&cipher, IdentityKey { user_id: "u1", alias: "azure_devops" }, &tokens("new"), 130);
     refreshed.expires_at = 5_000;
     assert!(!store.finish_refresh(&refreshed, "replica-b").await.expect("finish"), "not the holder");
     assert!(store.finish_refresh(&refreshed, "replica-a").await.expect("finish"));
-    let reread = store.claim_refresh_lease("u1", "azure_devops", second, 131).await.expect("claim").expect("free");
+    let reread = store
+        .claim_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, second, 131)
+        .await
+        .expect("claim")
+        .expect("free");
     assert_eq!(reread.expires_at, 5_000, "the claim returns the row as the last holder left it");
     // A lease that outlives its time is taken over.
-    assert!(store.claim_refresh_lease("u1", "azure_devops", first, 171).await.expect("claim").is_some(), "expired");
+    assert!(
+        store
+            .claim_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, first, 171)
+            .await
+            .expect("claim")
+            .is_some(),
+        "expired"
+    );
     // A marked identity is not kept alive.
-    store.release_refresh_lease("u2", "azure_devops", "replica-b").await.expect("release");
+    store
+        .release_refresh_lease(IdentityKey { user_id: "u2", alias: "azure_devops" }, "replica-b")
+        .await
+        .expect("release");
     store.mark_needs_reauth("u2", "azure_devops", "AADSTS70008", 200).await.expect("mark");
     let stale = store.claim_stale_leases("azure_devops", 1_000, second, 300, 10).await.expect("stale");
     assert!(stale.iter().all(|r| r.user_id != "u2"), "needs a sign-in, not a refresh");
@@ -244,23 +282,68 @@ both_backends!(refresh_leases_are_renewed_by_their_holder_alone_and_given_back_a
     let (store, _) = two_signed_in_users(&db).await;
     let a = Lease { owner: "replica-a", until: 105 };
     let b = Lease { owner: "replica-b", until: 105 };
-    assert!(store.claim_refresh_lease("u1", "azure_devops", a, 100).await.expect("claim").is_some());
-    assert!(store.claim_refresh_lease("u2", "azure_devops", b, 100).await.expect("claim").is_some());
+    assert!(
+        store
+            .claim_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, a, 100)
+            .await
+            .expect("claim")
+            .is_some()
+    );
+    assert!(
+        store
+            .claim_refresh_lease(IdentityKey { user_id: "u2", alias: "azure_devops" }, b, 100)
+            .await
+            .expect("claim")
+            .is_some()
+    );
 
-    assert!(store.renew_refresh_lease("u1", "azure_devops", "replica-a", 110).await.expect("renew"), "the holder");
-    assert!(!store.renew_refresh_lease("u1", "azure_devops", "replica-b", 999).await.expect("renew"), "not the holder");
-    assert_eq!(store.find_refresh_lease("u1", "azure_devops").await.expect("lease"), Some(("replica-a".into(), 110)));
-    let too_early = store.claim_refresh_lease("u1", "azure_devops", b, 108).await.expect("claim");
+    assert!(
+        store
+            .renew_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, "replica-a", 110)
+            .await
+            .expect("renew"),
+        "the holder"
+    );
+    assert!(
+        !store
+            .renew_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, "replica-b", 999)
+            .await
+            .expect("renew"),
+        "not the holder"
+    );
+    assert_eq!(
+        store.find_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }).await.expect("lease"),
+        Some(("replica-a".into(), 110))
+    );
+    let too_early =
+        store.claim_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, b, 108).await.expect("claim");
     assert!(too_early.is_none(), "a renewed lease is not taken where the first one would have lapsed");
 
     assert_eq!(store.release_refresh_leases_of("replica-a").await.expect("release"), 1, "only a's lease");
-    assert_eq!(store.find_refresh_lease("u1", "azure_devops").await.expect("lease"), None, "given back");
-    assert_eq!(store.find_refresh_lease("u2", "azure_devops").await.expect("lease"), Some(("replica-b".into(), 105)));
+    assert_eq!(
+        store.find_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }).await.expect("lease"),
+        None,
+        "given back"
+    );
+    assert_eq!(
+        store.find_refresh_lease(IdentityKey { user_id: "u2", alias: "azure_devops" }).await.expect("lease"),
+        Some(("replica-b".into(), 105))
+    );
     assert!(
-        !store.renew_refresh_lease("u1", "azure_devops", "replica-a", 120).await.expect("renew"),
+        !store
+            .renew_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, "replica-a", 120)
+            .await
+            .expect("renew"),
         "nothing to renew"
     );
-    assert!(store.claim_refresh_lease("u1", "azure_devops", b, 108).await.expect("claim").is_some(), "free at once");
+    assert!(
+        store
+            .claim_refresh_lease(IdentityKey { user_id: "u1", alias: "azure_devops" }, b, 108)
+            .await
+            .expect("claim")
+            .is_some(),
+        "free at once"
+    );
 });
 
 both_backends!(audit_events_older_than_the_retention_go, |backend| async move {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use identity_broker::oidc::tokens::{Grant, UserClaims};
-use identity_broker::store::{Lease, Table};
+use identity_broker::store::{IdentityKey, Lease, Table};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -306,7 +306,12 @@ both_backends!(upstream_refusals_are_classified_and_nothing_is_deleted, |backend
         for table in [Table::Users, Table::FederatedIdentities, Table::VaultTokens] {
             assert_eq!(app.count(table).await, 1, "{case}: {table:?} kept for the record");
         }
-        let identity = app.store.find_identity(&user_id, "azure_devops").await.expect("query").expect("identity");
+        let identity = app
+            .store
+            .find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops" })
+            .await
+            .expect("query")
+            .expect("identity");
         assert_eq!(identity.needs_reauth, refusal.needs_reauth, "{case}");
         if refusal.needs_reauth {
             assert!(description.contains("sign in"), "{case}: tells what the user must do: {description}");
@@ -327,7 +332,12 @@ both_backends!(upstream_refusals_are_classified_and_nothing_is_deleted, |backend
             // A new sign-in clears the mark.
             app.entra.set_access_token_lifetime(3600);
             let _ = app.tokens().await;
-            let identity = app.store.find_identity(&user_id, "azure_devops").await.expect("query").expect("identity");
+            let identity = app
+                .store
+                .find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops" })
+                .await
+                .expect("query")
+                .expect("identity");
             assert!(!identity.needs_reauth, "{case}: cleared by the sign-in");
             let after = app.read_token(&service, &user_id, "azure_devops", "").await;
             assert_eq!(after.status(), StatusCode::OK, "{case}");
@@ -372,7 +382,12 @@ both_backends!(a_transient_outage_is_retried_then_the_valid_token_is_served_else
     assert!(response.headers().get("retry-after").is_some(), "Retry-After tells when to come back");
     assert_eq!(json(response).await["error"], "temporarily_unavailable");
     assert_eq!(app.count(Table::VaultTokens).await, 1, "nothing deleted");
-    let identity = app.store.find_identity(&user_id, "azure_devops").await.expect("query").expect("identity");
+    let identity = app
+        .store
+        .find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops" })
+        .await
+        .expect("query")
+        .expect("identity");
     assert!(!identity.needs_reauth, "an outage is not the user's fault");
 });
 
@@ -566,7 +581,11 @@ both_backends!(keep_alive_refreshes_exactly_the_stale_identities, |backend| asyn
 
     // An identity whose lease another replica holds is skipped, never refreshed twice.
     let held = Lease { owner: "other-replica", until: now + 40 * day };
-    let claimed = app.store.claim_refresh_lease(&alice, "azure_devops", held, now + 40 * day - 1).await.expect("claim");
+    let claimed = app
+        .store
+        .claim_refresh_lease(IdentityKey { user_id: &alice, alias: "azure_devops" }, held, now + 40 * day - 1)
+        .await
+        .expect("claim");
     assert!(claimed.is_some());
     let report = app.state.vault.keep_alive_once(now + 40 * day - 1).await.expect("pass");
     assert_eq!((report.refreshed, report.failed), (2, 0), "bob and carol, not alice");
