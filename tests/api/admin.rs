@@ -4,7 +4,7 @@
 //! the router and driven through schemathesis.
 
 use identity_broker::http::paths;
-use identity_broker::store::{AttributeValue, AuditEvent, IdentityKey, Table};
+use identity_broker::store::{AttributeValue, AuditEvent, Table};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -84,12 +84,7 @@ both_backends!(python_keycloak_admin_as_openhands_uses_it, |backend| async move 
     let app = TestApp::builder(backend).extra(&admin_toml(6)).spawn().await;
     let tokens = app.tokens().await;
     let user_id = user_id_of(&tokens);
-    let identity = app
-        .store
-        .find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops" })
-        .await
-        .unwrap()
-        .expect("linked");
+    let identity = app.identity(&user_id, "azure_devops").await;
     // What sign-in writes as OpenHands' realm maps it.
     let attributes = [
         AttributeValue { name: "azure_devops_id".into(), value: identity.subject.clone() },

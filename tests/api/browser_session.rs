@@ -184,19 +184,9 @@ both_backends!(an_identity_of_another_user_is_never_linked, |backend| async move
     let outcome = app.follow(&bob_browser, &app.auth_url(&[("kc_action", "idp_link:azure_devops")])).await;
 
     assert_eq!(outcome.page_status(), StatusCode::CONFLICT);
-    let alice_identity = app
-        .store
-        .find_identity(IdentityKey { user_id: &alice_id, alias: "azure_devops" })
-        .await
-        .expect("query")
-        .expect("alice");
+    let alice_identity = app.identity(&alice_id, "azure_devops").await;
     assert_eq!(alice_identity.subject, FakeUser::alice().subject, "Alice keeps her identity");
-    let bob_identity = app
-        .store
-        .find_identity(IdentityKey { user_id: &bob_id, alias: "azure_devops" })
-        .await
-        .expect("query")
-        .expect("bob");
+    let bob_identity = app.identity(&bob_id, "azure_devops").await;
     assert_eq!(bob_identity.subject, FakeUser::bob().subject, "Bob keeps his");
     let vault_after = app.store.dump_table(identity_broker::store::Table::VaultTokens).await.expect("dump");
     assert_eq!(vault_before, vault_after, "no stored token changed");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use identity_broker::app::Application;
 use identity_broker::config::{Mode, Settings};
 use identity_broker::http::AppState;
-use identity_broker::store::{Store, Table};
+use identity_broker::store::{IdentityKey, IdentityRow, Store, Table};
 use reqwest::StatusCode;
 use serde_json::Value;
 use url::Url;
@@ -560,6 +560,11 @@ impl TestApp {
     pub async fn metrics(&self) -> String {
         let response = self.api.get(format!("{}{}", self.management, paths::METRICS)).send().await.expect("metrics");
         response.text().await.expect("text")
+    }
+
+    /// The user's link to `alias`, which the test expects to exist.
+    pub async fn identity(&self, user_id: &str, alias: &str) -> IdentityRow {
+        self.store.find_identity(IdentityKey { user_id, alias }).await.expect("query").expect("a linked identity")
     }
 
     pub async fn count(&self, table: Table) -> i64 {

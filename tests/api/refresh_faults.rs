@@ -125,12 +125,7 @@ both_backends!(a_hanging_provider_and_an_expired_token_get_503_within_the_defaul
     assert_retry_later(app.broker_token(access_token(&tokens), ALIAS).await, "broker endpoint").await;
     assert!(started.elapsed() < DEFAULT_DEADLINE + SLACK);
     assert_eq!(app.count(identity_broker::store::Table::VaultTokens).await, 1, "nothing deleted");
-    let identity = app
-        .store
-        .find_identity(IdentityKey { user_id: &user_id, alias: ALIAS })
-        .await
-        .expect("query")
-        .expect("identity");
+    let identity = app.identity(&user_id, ALIAS).await;
     assert!(!identity.needs_reauth, "a hanging provider is not the user's fault");
 });
 

@@ -306,12 +306,7 @@ both_backends!(upstream_refusals_are_classified_and_nothing_is_deleted, |backend
         for table in [Table::Users, Table::FederatedIdentities, Table::VaultTokens] {
             assert_eq!(app.count(table).await, 1, "{case}: {table:?} kept for the record");
         }
-        let identity = app
-            .store
-            .find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops" })
-            .await
-            .expect("query")
-            .expect("identity");
+        let identity = app.identity(&user_id, "azure_devops").await;
         assert_eq!(identity.needs_reauth, refusal.needs_reauth, "{case}");
         if refusal.needs_reauth {
             assert!(description.contains("sign in"), "{case}: tells what the user must do: {description}");
@@ -332,12 +327,7 @@ both_backends!(upstream_refusals_are_classified_and_nothing_is_deleted, |backend
             // A new sign-in clears the mark.
             app.entra.set_access_token_lifetime(3600);
             let _ = app.tokens().await;
-            let identity = app
-                .store
-                .find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops" })
-                .await
-                .expect("query")
-                .expect("identity");
+            let identity = app.identity(&user_id, "azure_devops").await;
             assert!(!identity.needs_reauth, "{case}: cleared by the sign-in");
             let after = app.read_token(&service, &user_id, "azure_devops", "").await;
             assert_eq!(after.status(), StatusCode::OK, "{case}");
@@ -382,12 +372,7 @@ both_backends!(a_transient_outage_is_retried_then_the_valid_token_is_served_else
     assert!(response.headers().get("retry-after").is_some(), "Retry-After tells when to come back");
     assert_eq!(json(response).await["error"], "temporarily_unavailable");
     assert_eq!(app.count(Table::VaultTokens).await, 1, "nothing deleted");
-    let identity = app
-        .store
-        .find_identity(IdentityKey { user_id: &user_id, alias: "azure_devops" })
-        .await
-        .expect("query")
-        .expect("identity");
+    let identity = app.identity(&user_id, "azure_devops").await;
     assert!(!identity.needs_reauth, "an outage is not the user's fault");
 });
 
