@@ -43,6 +43,10 @@ pub(crate) fn token_hash(value: &str) -> String {
     BASE64URL.encode(sha256(value.as_bytes()))
 }
 
+/// RFC 7636's code challenge methods, by their names on the wire.
+pub(crate) const PKCE_S256: &str = "S256";
+pub(crate) const PKCE_PLAIN: &str = "plain";
+
 /// RFC 7636 S256: `BASE64URL(SHA256(verifier))`.
 pub(crate) fn pkce_s256(verifier: &str) -> String {
     token_hash(verifier)

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::error::no_store;
 use super::params::{Bearer, Keycloak, Query};
-use super::token::TokenForm;
 use super::{AppError, AppState};
 use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
@@ -126,22 +125,32 @@ fn require_admin_cli(client_id: Option<&str>) -> Result<(), AppError> {
     if client_id == Some(ADMIN_CLIENT_ID) { Ok(()) } else { Err(AppError::oauth(OAuthError::invalid_client())) }
 }
 
+/// What a token request to the master realm names, read from the token endpoint's form.
+#[derive(Debug)]
+pub(crate) struct MasterTokenRequest<'a> {
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) grant_type: Option<&'a str>,
+    pub(crate) username: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
+    pub(crate) refresh_token: Option<&'a str>,
+}
+
 /// `POST /realms/master/protocol/openid-connect/token` for the public client `admin-cli`:
 /// `grant_type=password` and `refresh_token`.
 pub(crate) async fn master_token(
     admin: &AdminSignIn,
     request: AdminRequest<'_>,
-    form: &TokenForm,
+    form: MasterTokenRequest<'_>,
 ) -> Result<Response, AppError> {
-    require_admin_cli(form.client_id.as_deref())?;
-    let issued = match form.grant_type.as_deref() {
+    require_admin_cli(form.client_id)?;
+    let issued = match form.grant_type {
         Some("password") => {
-            let username = form.username.as_deref().unwrap_or_default();
-            let password = form.password.as_deref().unwrap_or_default();
+            let username = form.username.unwrap_or_default();
+            let password = form.password.unwrap_or_default();
             admin.password_grant(request, username, password).await
         }
         Some("refresh_token") => {
-            let Some(token) = form.refresh_token.as_deref() else {
+            let Some(token) = form.refresh_token else {
                 return Err(AppError::oauth(OAuthError::invalid_request("Missing parameter: refresh_token")));
             };
             admin.refresh_grant(request, token).await

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::admin::{MasterTokenRequest, master_token};
 use super::client_address::ClientAddress;
 use super::params::{Bearer, Form, OAuth, form_bearer};
 use super::realm::{OwnRealm, TokenRealm};
@@ -205,7 +206,14 @@ pub(crate) async fn token(
             client: &client,
             now: endpoint.clock.now(),
         };
-        return super::admin::master_token(&admin, request, &form).await;
+        let master = MasterTokenRequest {
+            client_id: form.client_id.as_deref(),
+            grant_type: form.grant_type.as_deref(),
+            username: form.username.as_deref(),
+            password: form.password.as_deref(),
+            refresh_token: form.refresh_token.as_deref(),
+        };
+        return master_token(&admin, request, master).await;
     }
     // The grant type is checked before the client, as Keycloak does.
     let grant_type = match form.grant_type.as_deref() {

@@ -4,10 +4,7 @@
 use super::clients::ClientRegistry;
 use super::error::ErrorCode;
 use crate::config::ClientSettings;
-
-/// RFC 7636's code challenge methods.
-pub(crate) const PKCE_S256: &str = "S256";
-pub(crate) const PKCE_PLAIN: &str = "plain";
+use crate::crypto::{PKCE_PLAIN, PKCE_S256};
 
 /// The longest `state` kept for a client. Each pending sign-in stores the client's parameters
 /// until it finishes or expires, so each is bounded far below the 2 KB any parameter may be

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::authorize::{PKCE_PLAIN, PKCE_S256};
 use crate::config::{ClientCredential, ClientSettings, ServiceAccountSettings};
+use crate::crypto::{PKCE_PLAIN, PKCE_S256};
 
 /// Credentials a token request presented, from the form or the `Authorization` header.
 #[derive(Default)]

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use crate::config::ClientSettings;
-use crate::crypto::{constant_time_eq, pkce_s256, token_hash};
+use crate::crypto::{PKCE_S256, constant_time_eq, pkce_s256, token_hash};
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
 
-use super::authorize::PKCE_S256;
 use super::error::OAuthError;
 use super::sessions::{Ending, Sessions};
 use super::tokens::{
