@@ -1,8 +1,17 @@
 //! Every route path, shared by the routers, the discovery document and the metrics labels.
 
+use crate::upstream::development::authority_path;
+
 pub const START: &str = "/";
-pub const DEMO_START: &str = "/demo/start";
-pub const DEMO_CALLBACK: &str = "/demo/callback";
+/// The start page's demonstration sign-in, and the path its cookie is sent on.
+macro_rules! demo {
+    ($rest:literal) => {
+        concat!("/demo/", $rest)
+    };
+}
+pub const DEMO: &str = demo!("");
+pub const DEMO_START: &str = demo!("start");
+pub const DEMO_CALLBACK: &str = demo!("callback");
 
 // The realm's routes are written once in `crate::urls`, beside `Urls`, which fills them in below `http`.
 pub use crate::urls::{
@@ -31,10 +40,10 @@ pub const HEALTH_STARTED: &str = "/health/started";
 pub const METRICS: &str = "/metrics";
 
 /// The built-in development provider of `start-dev`, in Entra's layout (`upstream::development`).
-pub const DEV_DISCOVERY: &str = "/dev-entra/{tenant}/v2.0/.well-known/openid-configuration";
-pub const DEV_JWKS: &str = "/dev-entra/{tenant}/discovery/v2.0/keys";
-pub const DEV_AUTHORIZE: &str = "/dev-entra/{tenant}/oauth2/v2.0/authorize";
-pub const DEV_TOKEN: &str = "/dev-entra/{tenant}/oauth2/v2.0/token";
+pub const DEV_DISCOVERY: &str = authority_path!("/{tenant}/v2.0/.well-known/openid-configuration");
+pub const DEV_JWKS: &str = authority_path!("/{tenant}/discovery/v2.0/keys");
+pub const DEV_AUTHORIZE: &str = authority_path!("/{tenant}/oauth2/v2.0/authorize");
+pub const DEV_TOKEN: &str = authority_path!("/{tenant}/oauth2/v2.0/token");
 
 /// Every route the listeners serve.
 pub const ALL: &[&str] = &[

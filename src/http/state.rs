@@ -40,7 +40,6 @@ impl Cookies {
     pub(crate) const SSO_SESSION: &'static str = "IB_SESSION";
     /// The start page's demonstration sign-in: its state and PKCE verifier, on `/demo/` only.
     pub(crate) const DEMO_SIGN_IN: &'static str = "IB_DEMO";
-    const DEMO_PATH: &'static str = "/demo/";
 
     pub(crate) fn build(
         &self,
@@ -75,11 +74,11 @@ impl Cookies {
 
     /// The demonstration's cookie, living as long as a pending sign-in.
     pub(crate) fn demo(&self, value: String) -> axum_extra::extract::cookie::Cookie<'static> {
-        self.build_at(Self::DEMO_SIGN_IN, value, self.login_max_age, Self::DEMO_PATH.to_owned())
+        self.build_at(Self::DEMO_SIGN_IN, value, self.login_max_age, super::paths::DEMO.to_owned())
     }
 
     pub(crate) fn demo_removal(&self) -> axum_extra::extract::cookie::Cookie<'static> {
-        self.build_at(Self::DEMO_SIGN_IN, String::new(), 0, Self::DEMO_PATH.to_owned())
+        self.build_at(Self::DEMO_SIGN_IN, String::new(), 0, super::paths::DEMO.to_owned())
     }
 }
 
@@ -157,7 +156,6 @@ impl AppState {
     pub(crate) fn new(services: Arc<Services>) -> Self {
         AppState(services)
     }
-
 }
 
 impl FromRef<AppState> for Grants {

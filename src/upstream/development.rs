@@ -24,8 +24,16 @@ use crate::crypto::{
 
 /// The provider's alias: its broker endpoint is `/realms/{realm}/broker/dev/endpoint`.
 pub(crate) const ALIAS: &str = "dev";
-/// Where it is served on the public listener, as Entra's `https://login.microsoftonline.com`.
-pub(crate) const AUTHORITY_PATH: &str = "/dev-entra";
+/// A path beneath where it is served on the public listener, as beneath Entra's
+/// `https://login.microsoftonline.com`: one literal for the authority and the routes.
+macro_rules! authority_path {
+    ($rest:literal) => {
+        concat!("/dev-entra", $rest)
+    };
+}
+pub(crate) use authority_path;
+/// Where it is served on the public listener.
+pub(crate) const AUTHORITY_PATH: &str = authority_path!("");
 /// Its one tenant.
 pub(crate) const TENANT: Uuid = Uuid::from_u128(0xde7e_1000_0000_4000_8000_0000_0000_0001);
 /// The client id the broker is registered under.
