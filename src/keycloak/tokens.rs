@@ -318,7 +318,7 @@ mod tests {
 
     fn source(url: &str, file: Option<&str>, environment: Option<&str>) -> (TokensSource, Option<PathBuf>) {
         let path = file.map(|content| {
-            let path = std::env::temp_dir().join(format!("ib_kc_password_{}", uuid::Uuid::new_v4().simple()));
+            let path = std::env::temp_dir().join(format!("ib_kc_password_{}", crate::crypto::new_id()));
             std::fs::write(&path, content).unwrap();
             path
         });
