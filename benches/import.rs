@@ -1,12 +1,15 @@
 //! `identity-broker import keycloak` of 100,000 users into Postgres, while the server runs on
 //! the same database: users per second and the import process's peak memory.
 //!
-//! Run with `cargo bench --bench import`. The export is generated in Keycloak's
+//! Run with `cargo bench --bench import` (`-- --users 1000000` for another number of users; the
+//! export of a million takes about a GiB of the temporary directory while it runs). The export is generated in Keycloak's
 //! `different_files` layout (`allhands-realm.json` plus `allhands-users-N.json` of 50 users
 //! each, `kc.sh export`'s default), each user with four attributes and an `azure_devops`
 //! linked identity. The release binary imports it as a child process; its peak resident memory
 //! is the kernel's high-water mark (`VmHWM` of /proc/<pid>/status, sampled until it exits).
-//! A second import of the same export (every user unchanged) is timed too. Baselines measured
+//! A second import of the same export (every user unchanged) is timed too, then the database's
+//! size is read, and the import process's CPU time is its last `/proc/<pid>/stat` sample before it
+//! exits. Baselines measured
 //! in the same run: `/health/live` requests per second, and one connection's `SELECT 1` round
 //! trips per second to the same Postgres (an import is one connection's sequence of round
 //! trips, so that ratio reads as "round trips' worth of time per user").
@@ -24,10 +27,14 @@ use std::time::{Duration, Instant};
 
 use common::support::fake_entra::HOME_TENANT;
 use common::support::process::{BINARY, ConfigFile};
-use common::{Bench, PostgresTls, UPSTREAM_CLIENT, UPSTREAM_SECRET, VAULT_KEY, health_rate, memory_kib, mib};
+use common::{
+    Bench, CLOCK_TICKS_PER_SECOND, PostgresTls, UPSTREAM_CLIENT, UPSTREAM_SECRET, VAULT_KEY, health_rate, memory_kib,
+    mib, process_cpu_ticks,
+};
 use serde_json::json;
 use sqlx::Connection as _;
 
+/// Users generated unless `--users N` says otherwise.
 const USERS: usize = 100_000;
 /// `kc.sh export --users different_files`' default `--users-per-file`.
 const USERS_PER_FILE: usize = 50;
@@ -35,15 +42,24 @@ const HEALTH_WORKERS: usize = 16;
 const HEALTH_PHASE: Duration = Duration::from_secs(3);
 const ROUND_TRIP_PHASE: Duration = Duration::from_secs(3);
 
-/// Writes the export into a new directory and returns it.
-fn generate_export() -> PathBuf {
+/// `--users N` of the command line, else [`USERS`].
+fn users_wanted() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|arg| arg == "--users")
+        .and_then(|at| args.get(at + 1))
+        .map_or(USERS, |n| n.parse().expect("--users takes a number"))
+}
+
+/// Writes an export of `count` users into a new directory and returns it.
+fn generate_export(count: usize) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ib_bench_import_{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let realm = json!({"id": "allhands", "realm": "allhands", "enabled": true, "identityProviders": [
         {"alias": "azure_devops", "providerId": "oidc", "enabled": true, "storeToken": true}]});
     std::fs::write(dir.join("allhands-realm.json"), realm.to_string()).unwrap();
-    for file in 0..USERS.div_ceil(USERS_PER_FILE) {
-        let users: Vec<_> = (file * USERS_PER_FILE..((file + 1) * USERS_PER_FILE).min(USERS))
+    for file in 0..count.div_ceil(USERS_PER_FILE) {
+        let users: Vec<_> = (file * USERS_PER_FILE..((file + 1) * USERS_PER_FILE).min(count))
             .map(|i| {
                 let subject = format!("bench-subject-{i:08}-AAAAAAAAAAAAAAAAAAAA");
                 json!({
@@ -80,10 +96,12 @@ fn generate_export() -> PathBuf {
     dir
 }
 
-/// One import run of the release binary: seconds taken, peak memory in KiB, its summary.
+/// One import run of the release binary: seconds taken, peak memory in KiB, CPU time in clock
+/// ticks, its summary.
 struct Run {
     elapsed: Duration,
     peak_kib: u64,
+    cpu_ticks: u64,
     summary: String,
 }
 
@@ -102,12 +120,14 @@ async fn run_import(config: &Path, database_url: &str, export: &Path) -> Run {
         .expect("the import starts");
     let pid = child.id();
     let peak = Arc::new(AtomicU64::new(0));
+    let cpu = Arc::new(AtomicU64::new(0));
     let running = Arc::new(AtomicBool::new(true));
     let sampler = {
-        let (peak, running) = (Arc::clone(&peak), Arc::clone(&running));
+        let (peak, cpu, running) = (Arc::clone(&peak), Arc::clone(&cpu), Arc::clone(&running));
         tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
                 peak.fetch_max(memory_kib(pid, "VmHWM:"), Ordering::Relaxed);
+                cpu.fetch_max(process_cpu_ticks(&pid.to_string()), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -124,7 +144,7 @@ async fn run_import(config: &Path, database_url: &str, export: &Path) -> Run {
     sampler.await.unwrap();
     let (status, summary) = output;
     assert!(status.success(), "the import failed:\n{summary}");
-    Run { elapsed, peak_kib: peak.load(Ordering::Relaxed), summary }
+    Run { elapsed, peak_kib: peak.load(Ordering::Relaxed), cpu_ticks: cpu.load(Ordering::Relaxed), summary }
 }
 
 /// `SELECT 1` round trips per second over one connection.
@@ -140,15 +160,24 @@ async fn round_trip_rate(database_url: &str) -> f64 {
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The database's size in bytes.
+async fn database_size(database_url: &str) -> i64 {
+    let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let size = sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(&mut connection).await;
+    connection.close().await.unwrap();
+    size.unwrap()
+}
+
 #[tokio::main]
 async fn main() {
     let Some(mut bench) = Bench::start_with("import", "", PostgresTls::Disable).await else { return };
+    let users = users_wanted();
     let generating = Instant::now();
-    let export = generate_export();
+    let export = generate_export(users);
     let bytes: u64 = std::fs::read_dir(&export).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     println!(
-        "export: {USERS} users in {} files of {USERS_PER_FILE}, {:.1} MiB, generated in {:.1} s",
-        USERS.div_ceil(USERS_PER_FILE) + 1,
+        "export: {users} users in {} files of {USERS_PER_FILE}, {:.1} MiB, generated in {:.1} s",
+        users.div_ceil(USERS_PER_FILE) + 1,
         bytes as f64 / 1_048_576.0,
         generating.elapsed().as_secs_f64()
     );
@@ -173,25 +202,28 @@ authority = "{authority}"
     let first = run_import(config.path(), &bench.database.url, &export).await;
     let second = run_import(config.path(), &bench.database.url, &export).await;
     let health_after = health_rate(&bench.server, HEALTH_WORKERS, HEALTH_PHASE).await;
+    let size = database_size(&bench.database.url).await;
 
-    let rate = |run: &Run| USERS as f64 / run.elapsed.as_secs_f64();
+    let rate = |run: &Run| users as f64 / run.elapsed.as_secs_f64();
     println!("baseline: /health/live {health:.0} req/s before, {health_after:.0} after ({HEALTH_WORKERS} connections)");
     println!("baseline: one connection's SELECT 1 to the same Postgres, {round_trips:.0} round trips/s");
     for (name, run) in [("first import (all created)", &first), ("second import (all unchanged)", &second)] {
         println!(
-            "{name}: {:.1} s, {:.0} users/s = {:.4} x /health/live, {:.4} x SELECT 1 round trips ({:.1} round trips' time per user); peak RSS (VmHWM) {:.1} MiB",
+            "{name}: {:.1} s, {:.0} users/s = {:.4} x /health/live, {:.4} x SELECT 1 round trips ({:.2} round trips' time per user); peak RSS (VmHWM) {:.1} MiB; importer CPU {:.1} s",
             run.elapsed.as_secs_f64(),
             rate(run),
             rate(run) / health,
             rate(run) / round_trips,
             round_trips / rate(run),
-            mib(run.peak_kib)
+            mib(run.peak_kib),
+            run.cpu_ticks as f64 / CLOCK_TICKS_PER_SECOND as f64
         );
     }
+    println!("database after both imports: {:.1} MiB", size as f64 / 1_048_576.0);
     println!("first import's summary:\n{}", first.summary.lines().take(2).collect::<Vec<_>>().join("\n"));
     println!("second import's summary:\n{}", second.summary.lines().take(2).collect::<Vec<_>>().join("\n"));
-    assert!(first.summary.contains(&format!("{USERS} created")), "{}", first.summary);
-    assert!(second.summary.contains(&format!("{USERS} unchanged")), "{}", second.summary);
+    assert!(first.summary.contains(&format!("{users} created")), "{}", first.summary);
+    assert!(second.summary.contains(&format!("{users} unchanged")), "{}", second.summary);
 
     std::fs::remove_dir_all(&export).unwrap();
     drop(config);

@@ -1,6 +1,8 @@
 //! Drives the real release server (Postgres) through users' upstream token reads, by the
 //! internal API and by Keycloak's `/broker/{alias}/token`, with `/health/live` measured in the
-//! same run as the baseline, then a refresh storm over identities whose tokens have expired.
+//! same run as the baseline, then refresh storms over identities whose tokens have expired: 1,000
+//! through the one server, then 10,000 through it and a second server process on the same
+//! database (a replica), reads alternating between them.
 //!
 //! Run with `cargo bench --bench tokens`. Identities are seeded through the library (the same
 //! vault key as the server's), after the server has run its migrations. Reports seeding time,
@@ -21,7 +23,7 @@ use common::support::fake_entra::FakeUser;
 use common::support::http::{paths, provider_path, realm_path, user_token_path};
 use common::{
     Bench, BrokerProcess, CpuTicks, Load, PeakRss, PostgresTls, Stop, Turn, VAULT_KEY, browser_client, expect_ok,
-    health_rate, memory_kib, mib, ms, run_load, run_paced, sign_in, ticks_ms, upstream_mean_ms,
+    health_rate, memory_kib, mib, ms, run_load, run_paced, sign_in, start_server, ticks_ms, upstream_mean_ms,
 };
 use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
@@ -34,6 +36,8 @@ const CONNECTIONS: usize = 64;
 const PHASE: Duration = Duration::from_secs(5);
 const FRESH_IDENTITIES: usize = 10_000;
 const STORM_IDENTITIES: usize = 1_000;
+/// The storm read through two replicas on one database.
+const REPLICA_STORM_IDENTITIES: usize = 10_000;
 /// Concurrent `save_sign_in` transactions while seeding.
 const SEED_TASKS: usize = 16;
 const ALIAS: &str = "azure_devops";
@@ -185,13 +189,28 @@ async fn health_reads(server: &BrokerProcess, how: Drive) -> Load {
 
 /// Reads through the internal API, turn `n` for identity `pick(n)`.
 async fn internal_reads(server: &BrokerProcess, identities: &Arc<Vec<Identity>>, how: Drive, expect: Expect) -> Load {
+    internal_reads_across(&[server], identities, how, expect).await
+}
+
+/// Reads through the internal API of several replicas in turn (turn `n` at replica `n % len`),
+/// each with a service account token of its own.
+async fn internal_reads_across(
+    servers: &[&BrokerProcess],
+    identities: &Arc<Vec<Identity>>,
+    how: Drive,
+    expect: Expect,
+) -> Load {
     let client = reqwest::Client::new();
-    let token = service_token(server).await;
-    let (internal, identities) = (server.internal.clone(), Arc::clone(identities));
+    let mut replicas = Vec::with_capacity(servers.len());
+    for server in servers {
+        replicas.push((server.internal.clone(), service_token(server).await));
+    }
+    let identities = Arc::clone(identities);
     drive(how, move |turn: Turn| {
         let identity = &identities[pick(turn.seq, identities.len())];
+        let (internal, token) = &replicas[turn.seq % replicas.len()];
         let url = format!("{internal}{}", user_token_path(&identity.user_id, ALIAS));
-        let request = client.get(url).bearer_auth(&token);
+        let request = client.get(url).bearer_auth(token);
         let seeded = identity.access_token.clone();
         async move {
             let (latency, body) = expect_ok(request).await?;
@@ -325,7 +344,6 @@ async fn main() {
             .collect(),
     );
     let storm_seeding = seed(&store, &cipher, &expired, unix_now() - 10).await;
-    store.close().await;
     let refreshes_before = entra.refresh_requests();
     let rss = PeakRss::start(server.pid());
     let storm =
@@ -334,9 +352,35 @@ async fn main() {
     let storm_peak_kib = rss.stop().await;
     let refreshes = entra.refresh_requests() - refreshes_before;
     let refresh_mean = upstream_mean_ms(&server.metrics().await, "token_refresh");
+
+    // The storm again, ten times larger, each identity read through either of two replicas.
+    let expired: Arc<Vec<Identity>> = Arc::new(
+        (0..REPLICA_STORM_IDENTITIES)
+            .map(|i| {
+                let user = FakeUser { subject: format!("replica-storm-{i}"), ..FakeUser::bob() };
+                Identity::new(entra.issue_refresh_token(&user))
+            })
+            .collect(),
+    );
+    let replica_seeding = seed(&store, &cipher, &expired, unix_now() - 10).await;
+    store.close().await;
+    let mut replica = start_server(entra, &bench.database.url, &service_account).await;
+    let refreshes_before = entra.refresh_requests();
+    let replica_storm = internal_reads_across(
+        &[&*server, &replica],
+        &expired,
+        Drive::Saturate(Stop::Requests(REPLICA_STORM_IDENTITIES)),
+        Expect::RefreshedToken,
+    )
+    .await;
+    let replica_refreshes = entra.refresh_requests() - refreshes_before;
+    let replica_exit = replica.terminate();
     let exit = server.terminate();
 
-    let storm_passed = refreshes == STORM_IDENTITIES && storm.failures == 0;
+    let storm_passed = refreshes == STORM_IDENTITIES
+        && storm.failures == 0
+        && replica_refreshes == REPLICA_STORM_IDENTITIES
+        && replica_storm.failures == 0;
     println!();
     println!(
         "identity-broker token benchmark ({CONNECTIONS} connections, {} s a phase, release build, Postgres, \
@@ -408,22 +452,45 @@ async fn main() {
         storm.failures
     );
     println!("    upstream refresh mean         {refresh_mean:.2} ms (from /metrics)");
-    println!("  SIGTERM exit status             {exit}");
+    println!();
+    println!(
+        "  refresh storm through two replicas on one database: {REPLICA_STORM_IDENTITIES} identities with \
+         expired tokens (seeded in {:.2} s), one read each, alternating between the replicas",
+        replica_seeding.as_secs_f64()
+    );
+    println!(
+        "    refreshes at the fake Entra   {replica_refreshes} (expected {REPLICA_STORM_IDENTITIES}): {}",
+        if replica_refreshes == REPLICA_STORM_IDENTITIES { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "    all reads answered after      {:.0} ms ({:.0} reads/s, p50 {:.1} ms, p99 {:.1} ms), failures {}",
+        ms(replica_storm.elapsed),
+        replica_storm.rate(),
+        ms(replica_storm.p50()),
+        ms(replica_storm.p99()),
+        replica_storm.failures
+    );
+    println!("  SIGTERM exit status             {exit} (replica {replica_exit})");
     internal.print_failures("internal API token read");
     broker.print_failures("/broker/azure_devops/token");
     paced_internal.print_failures("internal API token read, paced");
     paced_broker.print_failures("/broker/azure_devops/token, paced");
     storm.print_failures("refresh storm");
+    replica_storm.print_failures("refresh storm through two replicas");
     if !storm_passed {
-        println!("!!! refresh storm FAILED: {refreshes} refreshes for {STORM_IDENTITIES} identities");
+        println!(
+            "!!! refresh storm FAILED: {refreshes} refreshes for {STORM_IDENTITIES} identities, \
+             {replica_refreshes} for {REPLICA_STORM_IDENTITIES} through two replicas"
+        );
     }
     if !met {
         println!("!!! a token read missed its target (see the tables)");
     }
 
     bench.clean_up();
-    let failures = [&internal, &broker, &paced_health, &paced_internal, &paced_broker, &storm].map(|l| l.failures);
+    let failures =
+        [&internal, &broker, &paced_health, &paced_internal, &paced_broker, &storm, &replica_storm].map(|l| l.failures);
     assert!(failures.iter().sum::<usize>() == 0, "requests failed");
     assert!(storm_passed, "the storm refreshed each identity exactly once");
-    assert!(exit.success(), "graceful shutdown exits 0");
+    assert!(exit.success() && replica_exit.success(), "graceful shutdown exits 0");
 }

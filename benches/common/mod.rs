@@ -234,8 +234,9 @@ impl Database {
 }
 
 /// Starts the release binary with the `allhands` client and the `azure_devops` provider at
-/// `entra`, plus `extra` TOML, and waits until it is ready.
-async fn start_server(entra: &FakeEntra, database_url: &str, extra: &str) -> BrokerProcess {
+/// `entra`, plus `extra` TOML, and waits until it is ready. A benchmark starts a second one on
+/// the same database as a replica of the first.
+pub async fn start_server(entra: &FakeEntra, database_url: &str, extra: &str) -> BrokerProcess {
     let ports = Ports::free();
     let config = format!(
         r#"

@@ -6,9 +6,14 @@
 //! changes. The second pass streams the users (one file open, one chunk in memory) and decides
 //! for each one, against what the database holds, whether to create, update, leave or skip it
 //! (a user over the admin API's attribute limits is skipped). Deciding is pure (`plan`); the reads
-//! and writes of a chunk share one transaction.
+//! and writes of a chunk share one transaction, a few statements for the whole chunk.
+//!
+//! A user written by an import gets a digest of what the import took from the export
+//! (`user_import_digests`, kept only while no one else changes the user: see migration 0014).
+//! A later run that computes the same digest leaves the user without reading more of it: a
+//! re-run of an unchanged export reads a digest per user and writes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
@@ -20,7 +25,7 @@ use crate::config::ProviderSettings;
 use crate::directory::{
     MAX_ATTRIBUTE_NAME_LENGTH, MAX_ATTRIBUTE_NAMES, MAX_ATTRIBUTE_VALUE_LENGTH, MAX_ATTRIBUTE_VALUES,
 };
-use crate::store::{ImportBatch, LinkRow, Store, StoreError, UserRow, UserWrite};
+use crate::store::{AttributeRow, ChunkWrites, ImportBatch, LinkRow, Store, StoreError, StoredUsers, UserRow};
 
 /// Users decided and written per transaction.
 const CHUNK: usize = 500;
@@ -98,11 +103,12 @@ struct Place {
 /// Why the first pass stopped at a user.
 enum Refusal {
     Invalid(String),
-    /// The user's id was seen before, at `first`.
+    /// The user's id was seen before, at `first`, by the user named `first_username`.
     Duplicate {
         id: String,
         username: String,
         first: Place,
+        first_username: String,
     },
 }
 
@@ -113,10 +119,10 @@ pub async fn check_export(path: &Path, realm: &str) -> Result<(Vec<PathBuf>, u64
     tokio::task::spawn_blocking(move || {
         let files = export_files(&path, &realm)?;
         let mut users = 0_u64;
-        // Ids by a 128-bit prefix of their SHA-256, not as strings: about 4 MiB for 100,000
-        // users instead of 10, next to an import's 21 MiB; two ids sharing a prefix cannot be
-        // met by chance.
-        let mut seen: HashMap<[u8; 16], Place> = HashMap::new();
+        // Ids by 64 bits of their SHA-256, not as strings: 9 bytes a slot in the set (1.1 MiB
+        // for 100,000 users, 18 MiB for a million). With where each was seen beside it, a slot
+        // took 33, and a million users took the import to 112 MiB.
+        let mut seen: HashSet<u64> = HashSet::new();
         for (number, file) in files.iter().enumerate() {
             let mut index = 0_u64;
             let mut refusal = None;
@@ -124,7 +130,7 @@ pub async fn check_export(path: &Path, realm: &str) -> Result<(Vec<PathBuf>, u64
                 index += 1;
                 refusal = match user_problem(&user) {
                     Some(message) => Some(Refusal::Invalid(message)),
-                    None => first_place(&mut seen, &user, Place { file: number, index }),
+                    None => seen_before(&mut seen, &files, &user, Place { file: number, index }),
                 };
                 match refusal {
                     Some(_) => Err("refused user".to_owned()),
@@ -135,9 +141,8 @@ pub async fn check_export(path: &Path, realm: &str) -> Result<(Vec<PathBuf>, u64
                 Some(Refusal::Invalid(problem)) => {
                     return Err(ImportError::InvalidUser { path: file.clone(), index, problem });
                 }
-                Some(Refusal::Duplicate { id, username, first }) => {
+                Some(Refusal::Duplicate { id, username, first, first_username }) => {
                     let first_file = files.get(first.file).unwrap_or(file);
-                    let first_username = username_at(first_file, first.index).unwrap_or_default();
                     return Err(ImportError::DuplicateId {
                         id,
                         first: describe_place(first_file, first.index, &first_username),
@@ -165,40 +170,50 @@ pub async fn check_export(path: &Path, realm: &str) -> Result<(Vec<PathBuf>, u64
     .map_err(|_| ImportError::Reader)?
 }
 
-/// Records where the user's id is first seen; when it was seen before, the refusal naming that place.
-fn first_place(seen: &mut HashMap<[u8; 16], Place>, user: &UserRepresentation, place: Place) -> Option<Refusal> {
+/// The refusal of a user whose id was seen before, naming where. The set keeps 64 bits of each
+/// id's digest, so a hit is confirmed by reading the export again up to this user: only a
+/// duplicate (or two ids sharing those bits, a chance of one in 10^8 for a million users) makes
+/// that happen.
+fn seen_before(seen: &mut HashSet<u64>, files: &[PathBuf], user: &UserRepresentation, place: Place) -> Option<Refusal> {
     let id = user.id.as_deref().unwrap_or_default();
     let digest = crate::crypto::sha256(id.as_bytes());
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    match seen.entry(key) {
-        std::collections::hash_map::Entry::Occupied(first) => Some(Refusal::Duplicate {
-            id: id.to_owned(),
-            username: user.username.clone().unwrap_or_default(),
-            first: *first.get(),
-        }),
-        std::collections::hash_map::Entry::Vacant(slot) => {
-            slot.insert(place);
-            None
-        }
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    if seen.insert(u64::from_le_bytes(key)) {
+        return None;
     }
+    let (first, first_username) = first_place(files, id, place)?;
+    Some(Refusal::Duplicate {
+        id: id.to_owned(),
+        username: user.username.clone().unwrap_or_default(),
+        first,
+        first_username,
+    })
 }
 
-/// The username of user #`index` of `path` (read again: only an export refused for a
-/// duplicate id needs it, so the first pass keeps no usernames).
-fn username_at(path: &Path, index: u64) -> Option<String> {
-    let mut at = 0_u64;
-    let mut username = None;
-    // The reading is stopped on purpose once the user is found; the error that says so is not one.
-    let _stopped = read_users(path, &mut |user| {
-        at += 1;
-        if at < index {
-            return Ok(());
+/// Where user `id` first occurs in `files` before `before`, and that user's username.
+fn first_place(files: &[PathBuf], id: &str, before: Place) -> Option<(Place, String)> {
+    for (number, file) in files.iter().enumerate().take(before.file + 1) {
+        let mut index = 0_u64;
+        let mut found = None;
+        // The reading is stopped on purpose once the user is found or `before` is reached; the
+        // error that says so is not one.
+        let _stopped = read_users(file, &mut |user| {
+            index += 1;
+            if number == before.file && index >= before.index {
+                return Err("reached".to_owned());
+            }
+            if user.id.as_deref() != Some(id) {
+                return Ok(());
+            }
+            found = Some((Place { file: number, index }, user.username.unwrap_or_default()));
+            Err("found".to_owned())
+        });
+        if found.is_some() {
+            return found;
         }
-        username = user.username;
-        Err("found".to_owned())
-    });
-    username
+    }
+    None
 }
 
 fn describe_place(path: &Path, index: u64, username: &str) -> String {
@@ -271,12 +286,19 @@ pub(crate) async fn import_users(
     Ok((report, planned))
 }
 
-/// What a dry run would have written so far: later users of the same run must see it.
+/// What a run has decided but the next chunk's reads would not see: in a dry run every decision
+/// (nothing is written), in a real run the current chunk's (earlier chunks are committed, and
+/// the database answers for them). Later users of the run must see it, as they would see it
+/// written.
 #[derive(Debug, Default)]
 struct Claims {
+    /// A lower-cased e-mail → the user written with it.
     emails: HashMap<String, String>,
-    links: PlannedLinks,
+    /// A user written → its lower-cased e-mail: whatever e-mail it held before is free.
+    written_emails: HashMap<String, Option<String>>,
+    /// `(alias, subject)` → the user linked to that upstream account.
     subjects: HashMap<(String, String), String>,
+    links: PlannedLinks,
 }
 
 async fn import_chunk(
@@ -292,25 +314,63 @@ async fn import_chunk(
             Some(store) => Some(store.begin_import(!target.dry_run).await?),
             None => None,
         };
-        let mut report = UsersReport::default();
-        let mut outcome = Ok(());
-        for user in users {
-            outcome = import_user(batch.as_mut(), user, target, claims, &mut report).await;
-            if outcome.is_err() {
-                break;
-            }
-        }
+        // A real run's claims last one attempt at one chunk; a dry run's, the whole run.
+        let mut chunk_claims = Claims::default();
+        let claims = if target.dry_run { &mut *claims } else { &mut chunk_claims };
+        let outcome = decide_and_write(batch.as_mut(), users, target, claims).await;
         match (outcome, batch) {
-            (Ok(()), Some(batch)) if !target.dry_run => {
+            (Ok(report), Some(batch)) if !target.dry_run => {
                 batch.commit().await?;
                 return Ok(report);
             }
             // A dry run's transaction only read; dropping it rolls it back.
-            (Ok(()), _) => return Ok(report),
+            (Ok(report), _) => return Ok(report),
             (Err(StoreError::Conflict(_)), _) if attempt < ATTEMPTS => continue,
             (Err(err), _) => return Err(err.into()),
         }
     }
+}
+
+/// One attempt at a chunk: what the database holds of its users, read a set at a time, the
+/// decisions (pure, [`plan`]), then the chunk's writes.
+async fn decide_and_write(
+    mut batch: Option<&mut ImportBatch>,
+    users: &[UserRepresentation],
+    target: &ImportTarget<'_>,
+    claims: &mut Claims,
+) -> Result<UsersReport, StoreError> {
+    let candidates: Vec<Candidate> = users.iter().map(|user| candidate(user, target)).collect();
+    let snapshot = match batch.as_deref_mut() {
+        Some(batch) => read_snapshot(batch, &candidates).await?,
+        None => Snapshot::default(),
+    };
+    let (report, writes) = plan(candidates, &snapshot, claims, target.dry_run);
+    if let Some(batch) = batch.filter(|_| !target.dry_run) {
+        batch.write(&writes, target.now).await?;
+    }
+    Ok(report)
+}
+
+/// A user of the export, read and checked before the database is asked.
+#[derive(Debug)]
+enum Candidate {
+    /// Left out whatever the database holds: a service account, attributes over the limits.
+    Skipped(Skipped),
+    Wanted(Desired),
+}
+
+fn candidate(user: &UserRepresentation, target: &ImportTarget<'_>) -> Candidate {
+    let want = desired(user, target.providers, target.now);
+    let skip = |reason: String| {
+        Candidate::Skipped(Skipped { user_id: want.user.id.clone(), username: want.user.username.clone(), reason })
+    };
+    if let Some(client) = &user.service_account_client_id {
+        return skip(format!("the service account of client `{client}`, not a person"));
+    }
+    if let Some(problem) = attributes_problem(&want.attributes) {
+        return skip(problem);
+    }
+    Candidate::Wanted(want)
 }
 
 /// A user as the broker will keep it, from its representation.
@@ -323,6 +383,49 @@ struct Desired {
     attributes: Vec<(String, String)>,
     links: Vec<LinkRow>,
     unknown_aliases: Vec<String>,
+    /// What `user_import_digests` keeps once the user is written as above.
+    digest: String,
+}
+
+/// Bumped when what the import takes of a user changes: every stored digest then differs, and
+/// the next run compares each user field by field.
+const DIGEST_VERSION: u32 = 1;
+
+/// What an import takes of a user, as its digest covers it: `created_at` only when the export
+/// gives it (otherwise a stored user keeps its own), and the full name not (it follows the names).
+#[derive(serde::Serialize)]
+struct Imported<'a> {
+    version: u32,
+    username: &'a str,
+    email: Option<&'a str>,
+    email_verified: bool,
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+    enabled: bool,
+    created_at: Option<i64>,
+    attributes: &'a [(String, String)],
+    links: Vec<(&'a str, &'a str, Option<&'a str>)>,
+}
+
+/// 128 bits of the SHA-256 of the user's imported fields as JSON, in base64url: two different
+/// sets of fields cannot be met with one digest by chance.
+fn digest(user: &UserRow, created_given: bool, attributes: &[(String, String)], links: &[LinkRow]) -> String {
+    use base64::Engine as _;
+    let imported = Imported {
+        version: DIGEST_VERSION,
+        username: &user.username,
+        email: user.email.as_deref(),
+        email_verified: user.email_verified,
+        first_name: user.first_name.as_deref(),
+        last_name: user.last_name.as_deref(),
+        enabled: user.enabled,
+        created_at: created_given.then_some(user.created_at),
+        attributes,
+        links: links.iter().map(|l| (l.alias.as_str(), l.subject.as_str(), l.username.as_deref())).collect(),
+    };
+    // Strings, numbers and flags only: serializing cannot fail.
+    let text = serde_json::to_vec(&imported).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&crate::crypto::sha256(&text)[..16])
 }
 
 fn desired(user: &UserRepresentation, providers: &[ProviderSettings], now: i64) -> Desired {
@@ -353,23 +456,20 @@ fn desired(user: &UserRepresentation, providers: &[ProviderSettings], now: i64) 
             });
         }
     }
-    Desired {
-        user: UserRow {
-            id,
-            username: user.username.clone().unwrap_or_default(),
-            email: user.email.clone().filter(|s| !s.is_empty()),
-            email_verified: user.email_verified.unwrap_or(false),
-            first_name,
-            last_name,
-            full_name,
-            enabled: user.enabled.unwrap_or(true),
-            created_at: user.created_timestamp.map_or(now, |ms| ms.div_euclid(1000)),
-        },
-        created_given: user.created_timestamp.is_some(),
-        attributes,
-        links,
-        unknown_aliases,
-    }
+    let row = UserRow {
+        id,
+        username: user.username.clone().unwrap_or_default(),
+        email: user.email.clone().filter(|s| !s.is_empty()),
+        email_verified: user.email_verified.unwrap_or(false),
+        first_name,
+        last_name,
+        full_name,
+        enabled: user.enabled.unwrap_or(true),
+        created_at: user.created_timestamp.map_or(now, |ms| ms.div_euclid(1000)),
+    };
+    let created_given = user.created_timestamp.is_some();
+    let digest = digest(&row, created_given, &attributes, &links);
+    Desired { user: row, created_given, attributes, links, unknown_aliases, digest }
 }
 
 /// Why a user's attributes exceed what the admin API lets an administrator store, if they do:
@@ -415,117 +515,241 @@ struct Stored {
     links: Vec<LinkRow>,
 }
 
-async fn import_user(
-    mut batch: Option<&mut ImportBatch>,
-    representation: &UserRepresentation,
-    target: &ImportTarget<'_>,
+/// What the database held, when a chunk began, of the chunk's users and of what they claim.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// `user_id → digest`: what the last import wrote of each user, while no one changed it since.
+    digests: HashMap<String, String>,
+    /// An e-mail as the export gives it → the users holding it (ignoring case).
+    email_holders: HashMap<String, Vec<String>>,
+    /// `(alias, subject)` → the user linked to that upstream account.
+    subject_holders: HashMap<(String, String), String>,
+    /// The users whose digest is missing or differs, as stored (absent: not stored).
+    stored: HashMap<String, Stored>,
+}
+
+/// Reads what deciding the chunk needs, a statement per kind: the digests first, then only the
+/// users they do not vouch for. The upstream accounts are read before the stored users, whose
+/// read waits for any writer holding them: a sign-in that completes meanwhile is then met at the
+/// chunk's write, which starts the chunk again.
+async fn read_snapshot(batch: &mut ImportBatch, candidates: &[Candidate]) -> Result<Snapshot, StoreError> {
+    let wanted: Vec<&Desired> = candidates
+        .iter()
+        .filter_map(|candidate| match candidate {
+            Candidate::Wanted(want) => Some(want),
+            Candidate::Skipped(_) => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Snapshot::default());
+    }
+    let ids: Vec<&str> = wanted.iter().map(|want| want.user.id.as_str()).collect();
+    let digests: HashMap<String, String> = batch.digests(&ids).await?.into_iter().collect();
+    let unvouched: Vec<&Desired> =
+        wanted.iter().copied().filter(|want| digests.get(&want.user.id) != Some(&want.digest)).collect();
+    let accounts: Vec<(&str, &str)> = unvouched
+        .iter()
+        .flat_map(|want| want.links.iter().map(|link| (link.alias.as_str(), link.subject.as_str())))
+        .collect();
+    let subject_holders = if accounts.is_empty() {
+        HashMap::new()
+    } else {
+        batch
+            .subject_holders(&accounts)
+            .await?
+            .into_iter()
+            .map(|(alias, subject, user_id)| ((alias, subject), user_id))
+            .collect()
+    };
+    let mut emails: Vec<&str> = wanted.iter().filter_map(|want| want.user.email.as_deref()).collect();
+    emails.sort_unstable();
+    emails.dedup();
+    let mut email_holders: HashMap<String, Vec<String>> = HashMap::new();
+    if !emails.is_empty() {
+        for (email, holder) in batch.email_holders(&emails).await? {
+            email_holders.entry(email).or_default().push(holder);
+        }
+    }
+    let unvouched_ids: Vec<&str> = unvouched.iter().map(|want| want.user.id.as_str()).collect();
+    let stored =
+        if unvouched_ids.is_empty() { HashMap::new() } else { stored_by_id(batch.stored_users(&unvouched_ids).await?) };
+    Ok(Snapshot { digests, email_holders, subject_holders, stored })
+}
+
+/// The stored rows (each list by user) grouped into one `Stored` per user.
+fn stored_by_id(rows: StoredUsers) -> HashMap<String, Stored> {
+    let mut stored: HashMap<String, Stored> = rows
+        .users
+        .into_iter()
+        .map(|user| (user.id.clone(), Stored { user, attributes: Vec::new(), links: Vec::new() }))
+        .collect();
+    for row in rows.attributes {
+        if let Some(user) = stored.get_mut(&row.user_id) {
+            user.attributes.push((row.name, row.value));
+        }
+    }
+    for link in rows.links {
+        if let Some(user) = stored.get_mut(&link.user_id) {
+            user.links.push(link);
+        }
+    }
+    stored
+}
+
+/// Decides each user of a chunk in the export's order against what the database held and what
+/// the run claimed before it: skip, leave, create or update, and what to write. Pure.
+fn plan(
+    candidates: Vec<Candidate>,
+    snapshot: &Snapshot,
     claims: &mut Claims,
+    dry_run: bool,
+) -> (UsersReport, ChunkWrites) {
+    let mut report = UsersReport::default();
+    let mut writes = ChunkWrites::default();
+    for candidate in candidates {
+        match candidate {
+            Candidate::Skipped(skipped) => report.skipped.push(skipped),
+            Candidate::Wanted(want) => plan_user(want, snapshot, claims, dry_run, &mut report, &mut writes),
+        }
+    }
+    (report, writes)
+}
+
+fn plan_user(
+    mut want: Desired,
+    snapshot: &Snapshot,
+    claims: &mut Claims,
+    dry_run: bool,
     report: &mut UsersReport,
-) -> Result<(), StoreError> {
-    let mut want = desired(representation, target.providers, target.now);
+    writes: &mut ChunkWrites,
+) {
     let id = want.user.id.clone();
     let skip = |reason: String| Skipped { user_id: id.clone(), username: want.user.username.clone(), reason };
-    if let Some(client) = &representation.service_account_client_id {
-        report.skipped.push(skip(format!("the service account of client `{client}`, not a person")));
-        return Ok(());
-    }
-    if let Some(problem) = attributes_problem(&want.attributes) {
-        report.skipped.push(skip(problem));
-        return Ok(());
-    }
     // The upstream account first: when one person signed in before the import, that says more.
     for link in &want.links {
-        let key = (link.alias.clone(), link.subject.clone());
-        let claimed = claims.subjects.get(&key).filter(|holder| **holder != id).cloned();
-        let holder = match (claimed, batch.as_deref_mut()) {
-            (Some(holder), _) => Some(holder),
-            (None, Some(batch)) => batch.subject_holder(&link.alias, &link.subject).await?.filter(|h| *h != id),
-            (None, None) => None,
-        };
-        if let Some(holder) = holder {
+        if let Some(holder) = claims.subject_holder(snapshot, link, &id) {
             report.skipped.push(skip(format!(
                 "its {} account {} is already linked to user {holder} (who signed in through the broker before the \
                  import?): unlink it there first (DELETE /internal/v1/users/{holder}/tokens/{}) and import again",
                 link.alias, link.subject, link.alias
             )));
-            return Ok(());
+            return;
         }
     }
-    if let Some(email) = &want.user.email {
-        let claimed = claims.emails.get(&email.to_lowercase()).filter(|holder| **holder != id).cloned();
-        let holder = match (claimed, batch.as_deref_mut()) {
-            (Some(holder), _) => Some(holder),
-            (None, Some(batch)) => batch.email_holder(email, &id).await?,
-            (None, None) => None,
-        };
-        if let Some(holder) = holder {
-            report.skipped.push(skip(format!("its e-mail {email} belongs to user {holder}")));
-            return Ok(());
-        }
+    if let Some(email) = &want.user.email
+        && let Some(holder) = claims.email_holder(snapshot, email, &id)
+    {
+        report.skipped.push(skip(format!("its e-mail {email} belongs to user {holder}")));
+        return;
     }
     for alias in &want.unknown_aliases {
         report.not_linked.push(skip(format!(
             "`{alias}` is not an enabled provider of the broker (providers.{alias}); the rest of the user is imported"
         )));
     }
-    let stored = match batch.as_deref_mut() {
-        Some(batch) => match batch.find_user(&id).await? {
-            Some(user) => {
-                Some(Stored { user, attributes: batch.attributes(&id).await?, links: batch.links(&id).await? })
-            }
-            None => None,
-        },
-        None => None,
-    };
-    if let (Some(stored), false) = (&stored, want.created_given) {
+    if snapshot.digests.get(&id) == Some(&want.digest) {
+        report.unchanged += 1;
+        return;
+    }
+    let stored = snapshot.stored.get(&id);
+    if let (Some(stored), false) = (stored, want.created_given) {
         want.user.created_at = stored.user.created_at;
     }
-    let user_changed = stored.as_ref().is_none_or(|s| s.user != want.user);
-    let attributes_changed = stored.as_ref().map_or(!want.attributes.is_empty(), |s| s.attributes != want.attributes);
+    let user_changed = stored.is_none_or(|s| s.user != want.user);
+    let attributes_changed = stored.map_or(!want.attributes.is_empty(), |s| s.attributes != want.attributes);
     let link_changes: Vec<(&LinkRow, bool)> = want
         .links
         .iter()
-        .filter_map(|link| match stored.as_ref().and_then(|s| s.links.iter().find(|l| l.alias == link.alias)) {
+        .filter_map(|link| match stored.and_then(|s| s.links.iter().find(|l| l.alias == link.alias)) {
             Some(held) if held == link => None,
             Some(held) => Some((link, held.subject != link.subject)),
             None => Some((link, false)),
         })
         .collect();
     if stored.is_some() && !user_changed && !attributes_changed && link_changes.is_empty() {
+        // Equal, but without a digest that says so (one written before digests were, or a change
+        // undone since): the digest alone is written, so that the next run reads nothing.
         report.unchanged += 1;
-        return Ok(());
+        writes.digests.push((id, want.digest));
+        return;
     }
     if stored.is_some() {
-        report.updated += 1
+        report.updated += 1;
     } else {
-        report.created += 1
+        report.created += 1;
     }
-    if target.dry_run {
-        if let Some(email) = &want.user.email {
-            claims.emails.insert(email.to_lowercase(), id.clone());
-        }
-        for link in &want.links {
-            claims.subjects.insert((link.alias.clone(), link.subject.clone()), id.clone());
-            claims.links.insert((id.clone(), link.alias.clone()), link.subject.clone());
-        }
-        return Ok(());
-    }
-    let Some(batch) = batch else { return Ok(()) };
-    if user_changed || attributes_changed {
-        let write = UserWrite {
-            user: &want.user,
-            existing: stored.is_some(),
-            attributes: attributes_changed.then_some(want.attributes.as_slice()),
-        };
-        batch.save_user(&write, target.now).await?;
+    claims.claim(&want);
+    if dry_run {
+        return;
     }
     for (link, relink) in link_changes {
-        batch.link(link, relink, target.now).await?;
+        if relink {
+            writes.relinked.push((id.clone(), link.alias.clone()));
+        }
+        writes.links.push(link.clone());
     }
-    if stored.as_ref().is_some_and(|s| s.user.enabled) && !want.user.enabled {
-        batch.end_sessions(&id, target.now).await?;
+    if stored.is_some_and(|s| s.user.enabled) && !want.user.enabled {
+        writes.disabled.push(id.clone());
     }
-    Ok(())
+    if attributes_changed {
+        if stored.is_some() {
+            writes.replaced_attributes.push(id.clone());
+        }
+        writes.attributes.extend(want.attributes.into_iter().map(|(name, value)| AttributeRow {
+            user_id: id.clone(),
+            name,
+            value,
+        }));
+    }
+    if user_changed || attributes_changed {
+        writes.users.push(want.user);
+    }
+    writes.digests.push((id, want.digest));
+}
+
+impl Claims {
+    /// Another user than `id` holding the upstream account of `link`: one this run linked it
+    /// to, or the stored one unless this run moved that user's identity to another account.
+    fn subject_holder(&self, snapshot: &Snapshot, link: &LinkRow, id: &str) -> Option<String> {
+        let account = (link.alias.clone(), link.subject.clone());
+        if let Some(holder) = self.subjects.get(&account).filter(|holder| *holder != id) {
+            return Some(holder.clone());
+        }
+        let holder = snapshot.subject_holders.get(&account).filter(|holder| *holder != id)?;
+        let moved = self.links.get(&(holder.clone(), link.alias.clone())).is_some_and(|now| *now != link.subject);
+        (!moved).then(|| holder.clone())
+    }
+
+    /// Another user than `id` holding `email`: one this run gave it to, or a stored one unless
+    /// this run gave that user another e-mail.
+    fn email_holder(&self, snapshot: &Snapshot, email: &str, id: &str) -> Option<String> {
+        let lower = email.to_lowercase();
+        if let Some(holder) = self.emails.get(&lower).filter(|holder| *holder != id) {
+            return Some(holder.clone());
+        }
+        let holders = snapshot.email_holders.get(email)?;
+        holders
+            .iter()
+            .find(|holder| {
+                *holder != id
+                    && self.written_emails.get(*holder).is_none_or(|written| written.as_deref() == Some(&lower))
+            })
+            .cloned()
+    }
+
+    /// Records what a user created or updated now holds, for the users after it.
+    fn claim(&mut self, want: &Desired) {
+        let id = &want.user.id;
+        let email = want.user.email.as_ref().map(|email| email.to_lowercase());
+        if let Some(email) = &email {
+            self.emails.insert(email.clone(), id.clone());
+        }
+        self.written_emails.insert(id.clone(), email);
+        for link in &want.links {
+            self.subjects.insert((link.alias.clone(), link.subject.clone()), id.clone());
+            self.links.insert((id.clone(), link.alias.clone()), link.subject.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -566,6 +790,77 @@ client_secret = "s"
         let missing = desired(&UserRepresentation { id: Some("u".into()), ..Default::default() }, &[], 5);
         assert!(missing.user.enabled, "Keycloak's users are enabled unless the export says otherwise");
         assert_eq!(missing.user.created_at, 5, "no timestamp: now");
+    }
+
+    /// The chunk of `users` (JSON representations) planned against `snapshot`, in a real run.
+    fn plan_of(users: &[&str], snapshot: &Snapshot) -> (UsersReport, ChunkWrites) {
+        let providers = providers();
+        let target = ImportTarget { realm: "allhands", providers: &providers, now: 5, dry_run: false };
+        let candidates = users
+            .iter()
+            .map(|json| candidate(&serde_json::from_str::<UserRepresentation>(json).unwrap(), &target))
+            .collect();
+        plan(candidates, snapshot, &mut Claims::default(), false)
+    }
+
+    /// What the database holds once `json` is imported, as a snapshot's stored user.
+    fn stored(json: &str) -> (Stored, String) {
+        let user: UserRepresentation = serde_json::from_str(json).unwrap();
+        let want = desired(&user, &providers(), 5);
+        (Stored { user: want.user, attributes: want.attributes, links: want.links }, want.digest)
+    }
+
+    #[test]
+    fn a_user_is_left_unread_when_its_digest_matches_and_gets_only_a_digest_when_equal_without_one() {
+        let alice = r#"{"id":"a","username":"alice","attributes":{"t":["1"]},
+                        "federatedIdentities":[{"identityProvider":"azure_devops","userId":"s"}]}"#;
+        let (held, digest) = stored(alice);
+        let vouched = Snapshot { digests: [("a".to_owned(), digest.clone())].into(), ..Snapshot::default() };
+        let equal = Snapshot { stored: [("a".to_owned(), held)].into(), ..Snapshot::default() };
+
+        let (report, writes) = plan_of(&[alice], &vouched);
+        assert_eq!((report.unchanged, report.created, report.updated), (1, 0, 0));
+        assert!(writes.digests.is_empty() && writes.users.is_empty() && writes.links.is_empty(), "{writes:?}");
+
+        let (report, writes) = plan_of(&[alice], &equal);
+        assert_eq!(report.unchanged, 1, "equal field by field");
+        assert_eq!(writes.digests, [("a".to_owned(), digest)], "the digest alone is written");
+        assert!(writes.users.is_empty() && writes.attributes.is_empty() && writes.links.is_empty(), "{writes:?}");
+
+        let (report, writes) = plan_of(&[&alice.replace("alice", "alicia")], &equal);
+        assert_eq!(report.updated, 1);
+        assert_eq!(writes.users.len(), 1, "the user's row");
+        assert!(writes.attributes.is_empty() && writes.links.is_empty(), "its attributes and link kept: {writes:?}");
+        assert_eq!(writes.digests.len(), 1);
+    }
+
+    #[test]
+    fn a_chunk_sees_its_own_earlier_users_as_if_they_were_written() {
+        // Stored: `a` holds x@y and the upstream account `s`.
+        let (held, _) = stored(
+            r#"{"id":"a","username":"a","email":"x@y","federatedIdentities":[{"identityProvider":"azure_devops","userId":"s"}]}"#,
+        );
+        let snapshot = Snapshot {
+            email_holders: [("X@y".to_owned(), vec!["a".to_owned()])].into(),
+            subject_holders: [(("azure_devops".to_owned(), "s".to_owned()), "a".to_owned())].into(),
+            stored: [("a".to_owned(), held)].into(),
+            ..Snapshot::default()
+        };
+        let gives_up = r#"{"id":"a","username":"a","email":"z@y","federatedIdentities":[{"identityProvider":"azure_devops","userId":"t"}]}"#;
+        let takes = r#"{"id":"b","username":"b","email":"X@y","federatedIdentities":[{"identityProvider":"azure_devops","userId":"s"}]}"#;
+        let cases = [
+            (vec![gives_up, takes], 1, 0, "`a` lets go of both before `b` asks"),
+            (vec![takes, gives_up], 0, 1, "`b` asks while `a` still holds them"),
+        ];
+        for (users, created, skipped, case) in cases {
+            let (report, writes) = plan_of(&users, &snapshot);
+            assert_eq!((report.created, report.skipped.len(), report.updated), (created, skipped, 1), "{case}");
+            assert_eq!(writes.relinked, [("a".to_owned(), "azure_devops".to_owned())], "{case}: `a` moves to `t`");
+        }
+        let twice = r#"{"id":"c","username":"c","email":"z@Y"}"#;
+        let (report, _) = plan_of(&[gives_up, twice], &snapshot);
+        let reason = report.skipped.first().map(|s| s.reason.as_str()).unwrap_or_default();
+        assert_eq!(reason, "its e-mail z@Y belongs to user a", "a claim of this chunk, ignoring case");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A user's attributes as Keycloak keeps them: each name holds a list of values in order,
-//! stored one row per value with its position. Every writer (sign-in, the admin API, the
-//! import) goes through [`write_attributes`].
+//! stored one row per value with its position. Sign-in and the admin API write through
+//! [`write_attributes`]; an import chunk writes all its users' values in one statement
+//! (`ImportBatch::write`), numbering positions the same way.
 
 use sqlx::AnyConnection;
 
@@ -9,9 +10,7 @@ use super::{Backend, StoreError};
 /// Which of the user's stored attributes the values written replace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Replace {
-    /// None: the user was created in this transaction and has none yet.
-    Nothing,
-    /// Every attribute of the user (the admin API's update, an import of a stored user).
+    /// Every attribute of the user (the admin API's update).
     All,
     /// Only the names written: a sign-in's mapped attributes leave an administrator's alone.
     SameNames,
@@ -45,7 +44,6 @@ pub(super) async fn write_attributes<'a>(
         rows.push(Row { name, position, value });
     }
     match replace {
-        Replace::Nothing => {}
         Replace::All => {
             sqlx::query("DELETE FROM user_attributes WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
         }

@@ -5,16 +5,32 @@
 //! - one attribute (`q=azure_devops_id:…`, OpenHands' lookup): `user_attributes_value`
 //!   `(name, lower(value))`, then the users' primary key;
 //! - one whole e-mail (`q=email:…`): `users_email` `(lower(email))`;
+//! - no condition at all (OpenHands walking every user, `first`/`max` a page at a time): its own
+//!   queries on `users_username_id` `(username, id)`, the listing's order. A page starts after
+//!   the last user of the page before it, where this process served that page and no user was
+//!   inserted, deleted or renamed since (`user_counts.changes`, migration 0013), so a deep page
+//!   costs what the first does; otherwise (another replica served it, or users changed) the
+//!   offset is counted on the index alone, then remembered for the next page;
 //! - anything else: the general query, whose conditions are all optional; Postgres plans it
 //!   with the values at hand (`idpAlias` + `idpUserId` use `federated_identities`' unique
-//!   `(alias, subject)`, attributes `user_attributes_value`), and an unfiltered page walks
-//!   `users_username` in order. Substring conditions (`%x%`) scan, bounded by the page.
+//!   `(alias, subject)`, attributes `user_attributes_value`), and a page walks
+//!   `users_username_id` in order. Substring conditions (`%x%`) scan, bounded by the page.
+//!
+//! Counting every user reads `user_counts`, which triggers keep exact (migration 0013); counts
+//! with conditions run the search's conditions on the same indexes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
 use super::attributes::{Replace, write_attributes};
-use super::{IdentityKey, Store, StoreError, UserRow};
+use super::{Backend, IdentityKey, Store, StoreError, UserRow};
 
 /// The most attribute conditions one search may carry (`q` pairs beyond the user's fields).
 pub(crate) const MAX_ATTRIBUTE_FILTERS: usize = 4;
+
+/// Page ends remembered, the newest: a walk needs only where its next page starts, so a thousand
+/// walks at once keep theirs.
+const PAGE_ENDS: usize = 1024;
 
 /// One value of a user's attribute; a name's values come in their stored order.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -56,6 +72,13 @@ impl UserCriteria {
     fn only_attribute(&self) -> Option<&(String, String)> {
         let rest = UserCriteria { attributes: Vec::new(), ..self.clone() };
         (self.attributes.len() == 1 && rest == UserCriteria::default()).then(|| &self.attributes[0])
+    }
+
+    /// The search asks for every user: no condition, or Keycloak's `search=*` alone (a username
+    /// is never NULL, so `LIKE '%'` holds for all).
+    fn is_everyone(&self) -> bool {
+        let rest = UserCriteria { search: None, ..self.clone() };
+        rest == UserCriteria::default() && self.search.as_deref().is_none_or(|search| search == "%")
     }
 
     /// The search is one whole e-mail and nothing else.
@@ -101,6 +124,50 @@ pub(crate) struct DeletedUser {
     pub(crate) session_ids: Vec<String>,
 }
 
+/// Where pages of the listing of every user ended, by the position that follows each
+/// (`first + users served`), so that a walk's next page begins after the last user shown instead
+/// of counting its way past every user before it. In this process only: a page served by another
+/// replica is read by offset once. The oldest end goes first: a cache that keeps what is read
+/// twice (`quick_cache`'s) dropped each walk's newest end, read once, before the walk came back
+/// for it, and 32 walks of a million users fell back to counting every time.
+#[derive(Debug, Default)]
+pub(crate) struct PageEnds(Mutex<Remembered>);
+
+#[derive(Debug, Default)]
+struct Remembered {
+    ends: HashMap<i64, PageEnd>,
+    /// Positions in the order their ends were remembered.
+    order: VecDeque<i64>,
+}
+
+impl PageEnds {
+    fn get(&self, position: i64) -> Option<PageEnd> {
+        self.0.lock().ok()?.ends.get(&position).cloned()
+    }
+
+    fn insert(&self, position: i64, end: PageEnd) {
+        let Ok(mut remembered) = self.0.lock() else { return };
+        if remembered.ends.insert(position, end).is_none() {
+            remembered.order.push_back(position);
+        }
+        while remembered.order.len() > PAGE_ENDS {
+            if let Some(oldest) = remembered.order.pop_front() {
+                remembered.ends.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// The last user of a page, and `user_counts.changes` when it was read: while it is the same, no
+/// user was inserted, deleted or renamed, so the users after this one are exactly those after
+/// the page's position.
+#[derive(Debug, Clone)]
+struct PageEnd {
+    changes: i64,
+    username: String,
+    id: String,
+}
+
 macro_rules! directory_columns {
     () => {
         "u.id, u.username, u.email, u.email_verified, u.first_name, u.last_name, u.full_name, u.enabled, u.created_at"
@@ -126,6 +193,50 @@ macro_rules! page_with_attributes {
             ") p LEFT JOIN user_attributes a ON a.user_id = p.id
              ORDER BY p.username, p.id, a.name, a.position"
         )
+    };
+}
+
+/// A page of every user from `$where` on (`u.username`, `u.id` against `$2`, `$3`), `$1` of them,
+/// with the `changes` of `user_counts` read in the same statement, so from the same snapshot.
+/// `$attributes` joins each user's attribute values.
+macro_rules! everyone_page {
+    ($where:expr, $attributes:expr) => {
+        concat!(
+            "SELECT p.id, p.username, p.email, p.email_verified, p.first_name, p.last_name, p.full_name, p.enabled,
+                    p.created_at,
+                    a.name AS attribute_name, a.value AS attribute_value,
+                    (SELECT CAST(COALESCE(SUM(c.changes), 0) AS BIGINT) FROM user_counts c) AS changes
+             FROM (SELECT ",
+            directory_columns!(),
+            " FROM users u WHERE ",
+            $where,
+            " ORDER BY u.username, u.id LIMIT $1) p ",
+            $attributes,
+            " ORDER BY p.username, p.id, a.name, a.position"
+        )
+    };
+}
+
+/// A page's attribute values, on Postgres fetched for each user of the page by the primary key
+/// (a `LATERAL` join fenced by `OFFSET 0`): the plan Postgres keeps for the statement cannot
+/// know `max`, guesses a tenth of the table, and would otherwise hash-join every attribute of
+/// every user (25 ms at 100,000 users instead of 1). SQLite has no `LATERAL`, nor the need.
+macro_rules! page_attributes_postgres {
+    () => {
+        "LEFT JOIN LATERAL (SELECT a.name, a.value, a.position FROM user_attributes a
+                            WHERE a.user_id = p.id OFFSET 0) a ON true"
+    };
+}
+macro_rules! page_attributes_sqlite {
+    () => {
+        "LEFT JOIN user_attributes a ON a.user_id = p.id"
+    };
+}
+
+/// From the `$2`th user on, counted on the index `(username, id)` alone.
+macro_rules! counted {
+    () => {
+        "(u.username, u.id) >= (SELECT s.username, s.id FROM users s ORDER BY s.username, s.id LIMIT 1 OFFSET $2)"
     };
 }
 
@@ -170,6 +281,14 @@ struct PageRow {
     user: UserRow,
     attribute_name: Option<String>,
     attribute_value: Option<String>,
+}
+
+/// A row of a page of every user, with the `changes` it was read at.
+#[derive(sqlx::FromRow)]
+struct EveryonePageRow {
+    #[sqlx(flatten)]
+    row: PageRow,
+    changes: i64,
 }
 
 /// Folds a page's rows (one per attribute value, in page order) into users.
@@ -230,6 +349,9 @@ impl Store {
         first: i64,
         max: i64,
     ) -> Result<Vec<DirectoryUser>, StoreError> {
+        if criteria.is_everyone() {
+            return self.everyone(first, max).await;
+        }
         let rows: Vec<PageRow> = if let Some((name, value)) = criteria.only_attribute() {
             sqlx::query_as(page_with_attributes!(attribute_where!(), "$3", "$4"))
                 .bind(name)
@@ -255,12 +377,16 @@ impl Store {
 
     /// How many users match `criteria`.
     pub(crate) async fn count_users(&self, criteria: &UserCriteria) -> Result<i64, StoreError> {
-        let count = if let Some((name, value)) = criteria.only_attribute() {
-            sqlx::query_scalar(concat!("SELECT COUNT(*) FROM users u WHERE ", attribute_where!()))
-                .bind(name)
-                .bind(value)
+        let count = if criteria.is_everyone() {
+            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(users), 0) AS BIGINT) FROM user_counts")
                 .fetch_one(&self.pool)
                 .await?
+        } else if let Some((name, value)) = criteria.only_attribute() {
+            // The attribute's index alone: each value's row has its user (a foreign key), so the
+            // users' table need not be joined (a third of the time at 100,000 users).
+            let sql = "SELECT COUNT(DISTINCT a.user_id) FROM user_attributes a
+                       WHERE a.name = $1 AND lower(a.value) = lower($2)";
+            sqlx::query_scalar(sql).bind(name).bind(value).fetch_one(&self.pool).await?
         } else if let Some(email) = criteria.only_email() {
             sqlx::query_scalar(concat!("SELECT COUNT(*) FROM users u WHERE ", email_where!()))
                 .bind(email)
@@ -272,6 +398,38 @@ impl Store {
             bind_criteria!(query, criteria).fetch_one(&self.pool).await?
         };
         Ok(count)
+    }
+
+    /// Every user, ordered by username then id, `max` of them from the `first`th: after the end
+    /// of the page before when this process remembers it and no user moved since, otherwise
+    /// from the `first`th user counted on the index alone.
+    async fn everyone(&self, first: i64, max: i64) -> Result<Vec<DirectoryUser>, StoreError> {
+        let after_sql = match self.backend {
+            Backend::Postgres => everyone_page!("(u.username, u.id) > ($2, $3)", page_attributes_postgres!()),
+            Backend::Sqlite => everyone_page!("(u.username, u.id) > ($2, $3)", page_attributes_sqlite!()),
+        };
+        let mut rows: Vec<EveryonePageRow> = Vec::new();
+        if let Some(end) = self.pages.get(first) {
+            rows = sqlx::query_as(after_sql).bind(max).bind(&end.username).bind(&end.id).fetch_all(&self.pool).await?;
+            // Users moved since: the page must be counted again. An empty page may be one too.
+            if rows.first().is_none_or(|row| row.changes != end.changes) {
+                rows.clear();
+            }
+        }
+        if rows.is_empty() {
+            let from_sql = match self.backend {
+                Backend::Postgres => everyone_page!(counted!(), page_attributes_postgres!()),
+                Backend::Sqlite => everyone_page!(counted!(), page_attributes_sqlite!()),
+            };
+            rows = sqlx::query_as(from_sql).bind(max).bind(first).fetch_all(&self.pool).await?;
+        }
+        let changes = rows.first().map(|row| row.changes);
+        let users = fold_page(rows.into_iter().map(|row| row.row).collect());
+        if let (Some(changes), Some(last)) = (changes, users.last()) {
+            let end = PageEnd { changes, username: last.user.username.clone(), id: last.user.id.clone() };
+            self.pages.insert(first.saturating_add(users.len() as i64), end);
+        }
+        Ok(users)
     }
 
     /// One user with their attributes.

@@ -37,9 +37,10 @@ use crate::clock::Clock;
 pub use admin_sessions::AdminSessionRow;
 pub use audit::AuditEvent;
 use cache::RowCache;
+use directory::PageEnds;
 pub use directory::{AttributeValue, DirectoryUser};
 pub(crate) use directory::{ChangeWrite, MAX_ATTRIBUTE_FILTERS, UserChanges, UserCriteria};
-pub use import::{ImportBatch, LinkRow, UserWrite};
+pub use import::{AttributeRow, ChunkWrites, ImportBatch, LinkRow, StoredUsers};
 #[cfg(test)]
 pub(crate) use inspect::{AppliedMigration, KnownMigration};
 pub(crate) use inspect::{MigrationRecords, SealedRows};
@@ -134,6 +135,8 @@ pub struct Store {
     backend: Backend,
     /// Rows kept in memory for token reads (Postgres only; see `cache`).
     cache: Option<Arc<RowCache>>,
+    /// Where the admin API's pages of every user ended (see `directory`).
+    pages: Arc<PageEnds>,
 }
 
 impl Store {
@@ -170,7 +173,7 @@ impl Store {
             });
         }
         let pool = options.connect(url).await?;
-        Ok(Store { pool, backend, cache: None })
+        Ok(Store { pool, backend, cache: None, pages: Arc::default() })
     }
 
     /// Begins a transaction that writes. On SQLite it takes the write lock first (`BEGIN

@@ -730,3 +730,359 @@ async fn tokens_from_a_database_asking_for_a_password_take_it_from_pgpassword_or
     }
     let _ = std::fs::remove_dir_all(password_file.parent().expect("dir"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The import at scale: chunks written a set at a time, digests that spare unchanged users.
+
+/// Users a generated export holds: more than a few chunks of 500.
+const GENERATED: usize = 3_000;
+
+/// The id of generated user `i`.
+fn generated_id(i: usize) -> String {
+    format!("3c0d0000-0000-4000-8000-{i:012}")
+}
+
+/// A realm file of `count` generated users, each with attributes and an `azure_devops` link as
+/// Keycloak exports OpenHands' users; `last_name(i)` is user `i`'s last name.
+fn generated_export(count: usize, last_name: impl Fn(usize) -> String) -> PathBuf {
+    let users: Vec<Value> = (0..count)
+        .map(|i| {
+            let subject = format!("generated-subject-{i:08}");
+            json!({
+                "id": generated_id(i), "username": format!("user{i}@contoso.com"), "email": format!("user{i}@contoso.com"),
+                "emailVerified": true, "enabled": true, "firstName": "User", "lastName": last_name(i),
+                "createdTimestamp": 1_700_000_000_000_i64 + i as i64,
+                "attributes": {"identity_provider": ["azure_devops"], "azure_devops_id": [subject], "teams": ["red", "blue"]},
+                "federatedIdentities": [{"identityProvider": "azure_devops", "userId": subject, "userName": format!("user{i}@contoso.com")}]
+            })
+        })
+        .collect();
+    realm_file(users)
+}
+
+fn number(i: usize) -> String {
+    format!("Number {i}")
+}
+
+/// `sql` run on the test database, statements separated by `;` (or inside a trigger's body).
+async fn execute(backend: Backend, url: &str, sql: &str) {
+    match backend {
+        Backend::Postgres => {
+            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(sql).execute(&mut connection).await.expect("SQL runs");
+            connection.close().await.expect("close");
+        }
+        Backend::Sqlite => {
+            let mut connection = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(sql).execute(&mut connection).await.expect("SQL runs");
+            connection.close().await.expect("close");
+        }
+    }
+}
+
+/// The two text columns of each row `sql` reads from the test database.
+async fn pairs(backend: Backend, url: &str, sql: &str) -> Vec<(String, String)> {
+    match backend {
+        Backend::Postgres => {
+            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+            let rows = sqlx::query_as(sql).fetch_all(&mut connection).await.expect("query");
+            connection.close().await.expect("close");
+            rows
+        }
+        Backend::Sqlite => {
+            let mut connection = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            let rows = sqlx::query_as(sql).fetch_all(&mut connection).await.expect("query");
+            connection.close().await.expect("close");
+            rows
+        }
+    }
+}
+
+/// Every user's import digest, by user.
+async fn digests(backend: Backend, url: &str) -> Vec<(String, String)> {
+    pairs(backend, url, "SELECT user_id, digest FROM user_import_digests ORDER BY user_id").await
+}
+
+/// Triggers that log every row written from now on, `(table, user)`, into `rows_written`, so
+/// that a test sees which users a run touched, whatever it reports.
+async fn log_writes(backend: Backend, url: &str) {
+    let tables = [
+        ("users", "id"),
+        ("user_attributes", "user_id"),
+        ("federated_identities", "user_id"),
+        ("user_import_digests", "user_id"),
+        ("vault_tokens", "user_id"),
+        ("sso_sessions", "user_id"),
+    ];
+    let mut sql = String::from("CREATE TABLE rows_written (tbl TEXT NOT NULL, user_id TEXT NOT NULL);\n");
+    match backend {
+        Backend::Postgres => {
+            sql.push_str(
+                "CREATE FUNCTION log_row_written() RETURNS trigger LANGUAGE plpgsql AS $$
+                 DECLARE row_json jsonb;
+                 BEGIN
+                     IF TG_OP = 'DELETE' THEN row_json := to_jsonb(OLD); ELSE row_json := to_jsonb(NEW); END IF;
+                     INSERT INTO rows_written VALUES (TG_TABLE_NAME || ' ' || TG_OP,
+                                                      COALESCE(row_json ->> 'user_id', row_json ->> 'id'));
+                     RETURN NULL;
+                 END $$;\n",
+            );
+            for (table, _) in tables {
+                sql.push_str(&format!(
+                    "CREATE TRIGGER log_{table} AFTER INSERT OR UPDATE OR DELETE ON {table}
+                     FOR EACH ROW EXECUTE FUNCTION log_row_written();\n"
+                ));
+            }
+        }
+        Backend::Sqlite => {
+            for (table, column) in tables {
+                for (event, row) in [("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")] {
+                    sql.push_str(&format!(
+                        "CREATE TRIGGER log_{table}_{event} AFTER {event} ON {table}
+                         BEGIN INSERT INTO rows_written VALUES ('{table} {event}', {row}.{column}); END;\n"
+                    ));
+                }
+            }
+        }
+    }
+    execute(backend, url, &sql).await;
+}
+
+/// `(what, user)` of each row written since `log_writes`, in order.
+async fn rows_written(backend: Backend, url: &str) -> Vec<(String, String)> {
+    pairs(backend, url, "SELECT tbl, user_id FROM rows_written").await
+}
+
+both_backends!(one_user_changed_among_many_unchanged_is_the_only_one_written, |backend| async move {
+    // Arrange: a realm imported once; then the export again with one user's last name changed.
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = config_for(&entra);
+    let db = TestDb::new(backend).await;
+    let changed = 1_234;
+    let first = import(&config, &db.url, &generated_export(GENERATED, number), &[]).await.ok("first import");
+    assert!(first.stdout.contains(&format!("{GENERATED} created, 0 updated")), "{}", first.stdout);
+    let before = digests(backend, &db.url).await;
+    assert_eq!(before.len(), GENERATED, "every user imported has a digest");
+    log_writes(backend, &db.url).await;
+    let realm = generated_export(GENERATED, |i| if i == changed { "Renamed".to_owned() } else { number(i) });
+
+    // Act
+    let again = import(&config, &db.url, &realm, &[]).await.ok("import with one change");
+    let written = rows_written(backend, &db.url).await;
+    let once_more = import(&config, &db.url, &realm, &[]).await.ok("the same import again");
+
+    // Assert
+    let summary = format!("0 created, 1 updated, {} unchanged, 0 skipped", GENERATED - 1);
+    assert!(again.stdout.contains(&summary), "{}", again.stdout);
+    let touched: std::collections::BTreeSet<&str> = written.iter().map(|(_, user)| user.as_str()).collect();
+    assert_eq!(touched, [generated_id(changed).as_str()].into(), "only the changed user was written: {written:?}");
+    assert!(written.iter().any(|(what, _)| what == "users UPDATE"), "its row was updated: {written:?}");
+    assert!(!written.iter().any(|(what, _)| what.starts_with("user_attributes")), "attributes kept: {written:?}");
+    let after = digests(backend, &db.url).await;
+    let differing: Vec<&str> = before.iter().zip(&after).filter(|(b, a)| b != a).map(|(b, _)| b.0.as_str()).collect();
+    assert_eq!(differing, [generated_id(changed).as_str()], "only the changed user's digest moved");
+    assert!(once_more.stdout.contains(&format!("0 updated, {GENERATED} unchanged")), "{}", once_more.stdout);
+    assert_eq!(rows_written(backend, &db.url).await, written, "an unchanged run writes no row at all");
+    let store = store_of(&db.url).await;
+    let (_, exported) = export(&config, &db.url).await;
+    let renamed = exported["users"].as_array().expect("users").iter().find(|u| u["id"] == generated_id(changed));
+    assert_eq!(renamed.map(|u| u["lastName"].clone()), Some(json!("Renamed")));
+    assert_eq!(store.list_audit(Some("keycloak_import")).await.expect("audit").len(), 3, "each run audited once");
+    store.close().await;
+});
+
+both_backends!(a_change_made_after_an_import_is_undone_by_the_next_import, |backend| async move {
+    // Arrange: users imported, then changed by others (an administrator, a sign-in's attributes,
+    // an unlink): each change deletes the user's digest, so the next run compares that user.
+    let app = TestApp::builder(backend).spawn().await;
+    let config = app_config(&app);
+    let realm = generated_export(600, number);
+    import(&config, &app.db.url, &realm, &[]).await.ok("import");
+    let now = time_now();
+    assert!(app.store.set_user_enabled(&generated_id(1), false, now).await.expect("disable"));
+    let attributes = [identity_broker::store::AttributeValue { name: "team".into(), value: "green".into() }];
+    app.store.set_user_attributes(&generated_id(2), &attributes).await.expect("attributes");
+    let service = app.service_token(SERVICE_ID, SERVICE_SECRET).await;
+    let unlinked = app
+        .api
+        .delete(format!("{}{}", app.internal, user_token_path(&generated_id(3), "azure_devops")))
+        .bearer_auth(&service)
+        .send()
+        .await
+        .expect("unlink");
+    assert!(unlinked.status().is_success(), "{}", unlinked.status());
+    let remaining = digests(backend, &app.db.url).await;
+    let missing: Vec<String> =
+        (0..600).map(generated_id).filter(|id| !remaining.iter().any(|(u, _)| u == id)).collect();
+    assert_eq!(missing, [generated_id(1), generated_id(2), generated_id(3)], "each change dropped one digest");
+
+    // Act
+    let again = import(&config, &app.db.url, &realm, &[]).await.ok("import again");
+
+    // Assert
+    assert!(again.stdout.contains("0 created, 3 updated, 597 unchanged"), "{}", again.stdout);
+    assert_eq!(digests(backend, &app.db.url).await.len(), 600);
+    let (_, exported) = export(&config, &app.db.url).await;
+    let user =
+        |i: usize| exported["users"].as_array().expect("users").iter().find(|u| u["id"] == generated_id(i)).cloned();
+    assert_eq!(user(1).map(|u| u["enabled"].clone()), Some(json!(true)), "enabled again, as the export says");
+    assert_eq!(user(2).map(|u| u["attributes"]["teams"].clone()), Some(json!(["red", "blue"])));
+    assert_eq!(user(3).map(|u| u["federatedIdentities"].as_array().map(Vec::len)), Some(Some(1)), "linked again");
+});
+
+/// `import keycloak <source>` started, not awaited: its standard error is piped, one line at a time.
+fn start_import(config: &ConfigFile, database: &str, source: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(BINARY)
+        .args(["import", "keycloak"])
+        .arg(source)
+        .arg("--config")
+        .arg(config.path())
+        .env("DATABASE_URL", database)
+        .env("RUST_LOG", "warn")
+        .env_remove("BROKER_ENCRYPTION_KEYS")
+        .current_dir(config.dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the import starts")
+}
+
+/// What a started import printed once it ended.
+async fn finish(child: tokio::process::Child) -> Ran {
+    let output = child.wait_with_output().await.expect("the import ends");
+    Ran {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+both_backends!(an_import_killed_midway_keeps_whole_chunks_and_a_rerun_completes_it, |backend| async move {
+    use tokio::io::AsyncBufReadExt as _;
+
+    // Arrange: enough users that the first progress line (5,000) comes long before the end.
+    let entra = FakeEntra::start(UPSTREAM_CLIENT_ID, UPSTREAM_SECRET).await;
+    let config = ConfigFile::write(&config_for(&entra));
+    let db = TestDb::new(backend).await;
+    let total = 20_000;
+    let realm = generated_export(total, number);
+
+    // Act: kill the import at its first progress line, then run it again.
+    let mut child = start_import(&config, &db.url, &realm);
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    while let Some(line) = lines.next_line().await.expect("stderr") {
+        if line.contains("users imported") {
+            break;
+        }
+    }
+    child.kill().await.expect("killed");
+    let kept = users_in(&db.url).await;
+    let rerun = import(&config_for(&entra), &db.url, &realm, &[]).await.ok("the import run again");
+
+    // Assert
+    assert!(kept >= 5_000, "the chunks committed before the progress line stay: {kept}");
+    assert_eq!(kept % 500, 0, "a chunk lands whole or not at all: {kept} users");
+    let summary = format!("{} created, 0 updated, {kept} unchanged, 0 skipped", total as i64 - kept);
+    assert!(rerun.stdout.contains(&summary), "{summary}:\n{}", rerun.stdout);
+    assert_eq!(users_in(&db.url).await, total as i64);
+    assert_eq!(digests(backend, &db.url).await.len(), total, "every user has its digest");
+    let again = import(&config_for(&entra), &db.url, &realm, &[]).await.ok("a third run");
+    assert!(again.stdout.contains(&format!("0 created, 0 updated, {total} unchanged")), "{}", again.stdout);
+});
+
+/// An export in which the race happens: `blocker` (stored, changed here so that the chunk reads
+/// and locks it), `racer` (linked to Alice's Entra account, not yet signed in) and `fillers` more
+/// users, the first chunk holding the first two.
+fn race_export(blocker_name: &str, fillers: usize) -> PathBuf {
+    let mut users = vec![
+        json!({"id": BOB, "username": "blocker", "lastName": blocker_name}),
+        json!({"id": ALICE, "username": "racer", "federatedIdentities": [
+            {"identityProvider": "azure_devops", "userId": FakeUser::alice().subject}]}),
+    ];
+    users.extend((0..fillers).map(|i| json!({"id": generated_id(i), "username": format!("filler{i}")})));
+    realm_file(users)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_racing_a_chunk_restarts_that_chunk_only() {
+    // Arrange: the blocker imported; every row insert into `users` from now on counted, including
+    // those of a transaction rolled back (a sequence does not roll back).
+    let app = spawn_app(Backend::Postgres).await;
+    let config = ConfigFile::write(&app_config(&app));
+    let blocker = realm_file(vec![json!({"id": BOB, "username": "blocker", "lastName": "Before"})]);
+    import(&app_config(&app), &app.db.url, &blocker, &[]).await.ok("the blocker imported");
+    execute(
+        Backend::Postgres,
+        &app.db.url,
+        "CREATE SEQUENCE user_inserts;
+         CREATE FUNCTION count_user_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM nextval('user_inserts'); RETURN NULL; END $$;
+         CREATE TRIGGER count_user_inserts AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION count_user_insert();",
+    )
+    .await;
+    let fillers = 1_298;
+    // The test holds the blocker's row, as a writer would.
+    let mut holder = sqlx::PgConnection::connect(&app.db.url).await.expect("connect");
+    sqlx::raw_sql(&format!("BEGIN; SELECT id FROM users WHERE id = '{BOB}' FOR UPDATE"))
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+
+    // Act: the import reads the upstream accounts (no one holds Alice's), then waits for the
+    // blocker; meanwhile Alice signs in through the broker and becomes a new user.
+    let child = start_import(&config, &app.db.url, &race_export("After", fillers));
+    let mut watcher = sqlx::PgConnection::connect(&app.db.url).await.expect("connect");
+    for _ in 0..6_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let alice = user_id_of(&app.tokens().await);
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.expect("release");
+    let ran = finish(child).await.ok("the import");
+
+    // Assert
+    assert_ne!(alice, ALICE, "Alice signed in before her Keycloak account was linked: a new user");
+    let line = ran.stdout.lines().find(|l| l.contains(&format!("skipped user {ALICE}"))).unwrap_or_default();
+    assert!(line.contains(&format!("already linked to user {alice}")), "{}", ran.stdout);
+    let summary = format!("{fillers} created, 1 updated, 0 unchanged, 1 skipped");
+    assert!(ran.stdout.contains(&summary), "{summary}:\n{}", ran.stdout);
+    let inserts: i64 =
+        sqlx::query_scalar("SELECT last_value FROM user_inserts").fetch_one(&mut watcher).await.expect("seq");
+    // Alice's sign-in; the first chunk's new users twice (the racer and 498 fillers, then the
+    // 498 fillers); the other chunks' once.
+    let expected = 1 + 499 + 498 + (fillers as i64 - 498);
+    assert_eq!(inserts, expected, "only the raced chunk was written twice");
+    assert_eq!(user_id_of(&app.tokens().await), alice, "Alice still lands where she did");
+}
+
+both_backends!(a_sign_in_during_an_import_leaves_one_user_with_the_upstream_account, |backend| async move {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let config = ConfigFile::write(&app_config(&app));
+    let realm = race_export("Any", 2_000);
+
+    // Act: the sign-in lands before, during or after the racer's chunk.
+    let child = start_import(&config, &app.db.url, &realm);
+    let signed_in = user_id_of(&app.tokens().await);
+    let ran = finish(child).await.ok("the import");
+
+    // Assert: either way one user holds Alice's account, and the import said which.
+    let holder = app.store.find_identity_by_subject("azure_devops", &FakeUser::alice().subject).await.expect("find");
+    assert_eq!(holder.map(|identity| identity.user_id), Some(signed_in.clone()));
+    if signed_in == ALICE {
+        assert!(ran.stdout.contains("2002 created, 0 updated, 0 unchanged, 0 skipped"), "{}", ran.stdout);
+    } else {
+        let line = ran.stdout.lines().find(|l| l.contains(&format!("skipped user {ALICE}"))).unwrap_or_default();
+        assert!(line.contains(&format!("already linked to user {signed_in}")), "{}", ran.stdout);
+    }
+});

@@ -36,4 +36,5 @@ mod storage;
 #[path = "../support/mod.rs"]
 mod support;
 mod tokens;
+mod user_listing;
 mod users;
