@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::support::fake_entra::FakeUser;
+use common::support::fake_entra::{FakeEntra, FakeUser};
 use common::support::http::{paths, provider_path, realm_path, user_token_path};
 use common::{
     Bench, BrokerProcess, CpuTicks, Load, PeakRss, PostgresTls, Stop, Turn, VAULT_KEY, browser_client, expect_ok,
@@ -100,6 +100,19 @@ impl Identity {
             refresh_expires_at: None,
         }
     }
+}
+
+/// `count` identities of upstream accounts `{prefix}-{i}`, each with a refresh token the fake
+/// Entra redeems.
+fn upstream_accounts(entra: &FakeEntra, prefix: &str, count: usize) -> Arc<Vec<Identity>> {
+    Arc::new(
+        (0..count)
+            .map(|i| {
+                let user = FakeUser { subject: format!("{prefix}-{i}"), ..FakeUser::bob() };
+                Identity::new(entra.issue_refresh_token(&user))
+            })
+            .collect(),
+    )
 }
 
 /// Writes the identities as sign-ins would, `SEED_TASKS` transactions at a time, with tokens
@@ -335,14 +348,7 @@ async fn main() {
     let peak_kib = rss.stop().await;
 
     // The storm: every stored token has expired; each identity must be refreshed exactly once.
-    let expired: Arc<Vec<Identity>> = Arc::new(
-        (0..STORM_IDENTITIES)
-            .map(|i| {
-                let user = FakeUser { subject: format!("storm-{i}"), ..FakeUser::bob() };
-                Identity::new(entra.issue_refresh_token(&user))
-            })
-            .collect(),
-    );
+    let expired = upstream_accounts(entra, "storm", STORM_IDENTITIES);
     let storm_seeding = seed(&store, &cipher, &expired, unix_now() - 10).await;
     let refreshes_before = entra.refresh_requests();
     let rss = PeakRss::start(server.pid());
@@ -354,14 +360,7 @@ async fn main() {
     let refresh_mean = upstream_mean_ms(&server.metrics().await, "token_refresh");
 
     // The storm again, ten times larger, each identity read through either of two replicas.
-    let expired: Arc<Vec<Identity>> = Arc::new(
-        (0..REPLICA_STORM_IDENTITIES)
-            .map(|i| {
-                let user = FakeUser { subject: format!("replica-storm-{i}"), ..FakeUser::bob() };
-                Identity::new(entra.issue_refresh_token(&user))
-            })
-            .collect(),
-    );
+    let expired = upstream_accounts(entra, "replica-storm", REPLICA_STORM_IDENTITIES);
     let replica_seeding = seed(&store, &cipher, &expired, unix_now() - 10).await;
     store.close().await;
     let mut replica = start_server(entra, &bench.database.url, &service_account).await;
