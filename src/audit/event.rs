@@ -48,6 +48,9 @@ pub(crate) enum Event<'a> {
         fields: &'a [&'a str],
         enabled: Option<bool>,
     },
+    /// An upstream account linked to a user through the admin API (`outcome`: `linked`,
+    /// `already_linked`, `linked_to_another_user`).
+    AdminLink { outcome: &'static str, client_id: &'a str, user_id: &'a str, alias: &'a str },
     /// A user erased through the admin API, with the identities and sessions that went too.
     AdminUserDelete { client_id: &'a str, user_id: &'a str, identities: &'a [String], sessions: usize },
     /// Every session of a user ended through the admin API.
@@ -56,6 +59,10 @@ pub(crate) enum Event<'a> {
     SendVerifyEmail { client_id: Option<&'a str>, user_id: &'a str, expires_at: i64, error: Option<String> },
     /// A verification link opened: `refused` names why it did not verify (then nobody is named).
     VerifyEmail { client_id: Option<&'a str>, user_id: Option<&'a str>, refused: Option<&'static str> },
+    /// A sign-in through `alias` brought an e-mail address user `holder_id` already holds:
+    /// `refused` (a proven address, the holder not linked to the provider: the sign-in ended on
+    /// a page) or the address left off user `user_id`.
+    EmailConflict { refused: bool, user_id: &'a str, holder_id: &'a str, alias: &'a str },
     /// `import keycloak` wrote a realm's users (and tokens).
     KeycloakImport { created: u64, updated: u64, unchanged: u64, skipped: usize, tokens_sealed: Option<u64> },
 }
@@ -126,6 +133,9 @@ enum Detail<'a> {
         reason: &'a str,
     },
     Nothing {},
+    Holder {
+        holder_user_id: &'a str,
+    },
     Import {
         created: u64,
         updated: u64,
@@ -235,6 +245,14 @@ impl Event<'_> {
                 alias: None,
                 detail: Detail::Update { fields, enabled },
             },
+            Event::AdminLink { outcome, client_id, user_id, alias } => Row {
+                kind: "admin_link",
+                outcome,
+                user_id: Some(user_id),
+                client_id: Some(client_id),
+                alias: Some(alias),
+                detail: Detail::Nothing {},
+            },
             Event::AdminUserDelete { client_id, user_id, identities, sessions } => Row {
                 kind: "admin_user_delete",
                 outcome: "success",
@@ -272,6 +290,14 @@ impl Event<'_> {
                     Some(reason) => Detail::Refused { reason },
                     None => Detail::Nothing {},
                 },
+            },
+            Event::EmailConflict { refused, user_id, holder_id, alias } => Row {
+                kind: "email_conflict",
+                outcome: if refused { "refused" } else { "email_withheld" },
+                user_id: Some(user_id),
+                client_id: None,
+                alias: Some(alias),
+                detail: Detail::Holder { holder_user_id: holder_id },
             },
             Event::KeycloakImport { created, updated, unchanged, skipped, tokens_sealed } => Row {
                 kind: "keycloak_import",

@@ -214,7 +214,12 @@ pub(crate) struct ProviderSettings {
     /// Azure DevOps' base URL, `https://dev.azure.com`; tests point it at a fake.
     pub(crate) devops_url: Url,
     pub(crate) allowed_tenants: Vec<Uuid>,
+    /// Keycloak's `trustEmail`: believe any `email` claim. Off by default: Entra's `email` is not
+    /// verified in general, so only proof (`xms_edov`, the verified e-mail claims,
+    /// `verified_email_domains`) makes `email_verified` true.
     pub(crate) trust_email: bool,
+    /// Domains whose addresses count as verified (lower case, without `@`).
+    pub(crate) verified_email_domains: Vec<String>,
     /// Keycloak's `storeToken`: keep the upstream tokens so services can read them.
     pub(crate) store_token: bool,
 }
@@ -235,6 +240,9 @@ pub(crate) struct VaultSettings {
     pub(crate) refresh_timeout_seconds: u64,
     /// Memory for identities' sealed tokens kept between reads (Postgres only); 0 turns it off.
     pub(crate) cache_megabytes: u64,
+    /// The most refreshes this replica sends upstream in a second, so that a storm of identities
+    /// that waited out an outage or a throttling window reaches Entra spread out.
+    pub(crate) max_refreshes_per_second: u32,
 }
 
 /// The contract's `[smtp]`: the server that carries send-verify-email's messages.

@@ -109,6 +109,7 @@ pub(super) struct RawProvider {
     pub(super) allowed_tenants: Vec<String>,
     pub(super) allow_insecure_http: bool,
     pub(super) trust_email: Option<bool>,
+    pub(super) verified_email_domains: Vec<String>,
     pub(super) store_token: Option<bool>,
 }
 
@@ -124,6 +125,7 @@ pub(super) struct RawVault {
     /// Replaced by `refresh_timeout_seconds`; read only to say so.
     pub(super) refresh_wait_seconds: Option<u64>,
     pub(super) cache_megabytes: Option<u64>,
+    pub(super) max_refreshes_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,23 @@ client_secret = "xyz"
 "#;
 
 #[test]
+fn e_mail_trust_is_off_and_fifty_refreshes_a_second_by_default_and_domains_are_kept_in_lower_case() {
+    let settings = production(&minimal(PROVIDER), &[]).expect("valid");
+    assert!(!settings.providers[0].trust_email, "Keycloak's default: Entra's e-mail is not verified in general");
+    assert!(settings.providers[0].verified_email_domains.is_empty());
+    assert_eq!(settings.vault.max_refreshes_per_second, 50, "the contract's default");
+    let set = with_edit(
+        "client_secret = \"xyz\"",
+        "client_secret = \"xyz\"\nverified_email_domains = [\"Contoso.COM\", \"@fabrikam.com\"]\ntrust_email = true",
+    )
+    .replacen("[vault]", "[vault]\nmax_refreshes_per_second = 7", 1);
+    let settings = production(&set, &[]).expect("valid");
+    assert_eq!(settings.providers[0].verified_email_domains, ["contoso.com", "fabrikam.com"]);
+    assert!(settings.providers[0].trust_email, "an explicit opt-in");
+    assert_eq!(settings.vault.max_refreshes_per_second, 7);
+}
+
+#[test]
 fn minimal_production_configuration_loads() {
     let settings = production(&minimal(PROVIDER), &[]).expect("valid");
     assert_eq!(settings.realm.name, "allhands");
@@ -150,6 +167,27 @@ const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
         "[vault]\nrefresh_timeout_seconds = 30",
         "vault.refresh_timeout_seconds",
         "below `http.request_timeout_seconds` (30)",
+    ),
+    (
+        "no refresh at all after a throttling window",
+        "[vault]",
+        "[vault]\nmax_refreshes_per_second = 0",
+        "vault.max_refreshes_per_second",
+        "1 to 10000",
+    ),
+    (
+        "an address for a domain",
+        "client_secret = \"xyz\"",
+        "client_secret = \"xyz\"\nverified_email_domains = [\"bob@contoso.com\"]",
+        "providers.azure_devops.verified_email_domains",
+        "the part after `@` only",
+    ),
+    (
+        "a domain without a dot",
+        "client_secret = \"xyz\"",
+        "client_secret = \"xyz\"\nverified_email_domains = [\"contoso\"]",
+        "providers.azure_devops.verified_email_domains",
+        "not a domain name",
     ),
     (
         "the replaced wait key, so a deployment does not believe it still applies",

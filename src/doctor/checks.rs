@@ -6,7 +6,9 @@ use std::time::Duration;
 use jsonwebtoken::jwk::JwkSet;
 use url::{Host, Url};
 
-use super::facts::{DatabaseFacts, EntraFacts, HttpAnswer, NotSent, OrganizationFacts, Probed, TokenProbe};
+use super::facts::{
+    DatabaseContents, DatabaseFacts, EntraFacts, HttpAnswer, NotSent, OrganizationFacts, Probed, TokenProbe,
+};
 use super::{Check, Status};
 use crate::config::{ClientSettings, ConfigError, ProviderSettings, ServiceAccountSettings, Tenant, env_name};
 use crate::crypto::{Cipher, CipherError, JwsAlgorithm, signing_key_aad};
@@ -322,7 +324,7 @@ fn token_refusal(
     let client_id_key = names.key("client_id", "_CLIENT_ID");
     let tenant_key = names.key("tenant_id", "_TENANT_ID");
     let body = match err {
-        UpstreamError::Refused { body, .. } => body,
+        UpstreamError::Refused { body, .. } | UpstreamError::Throttled { body, .. } => body,
         UpstreamError::Unreachable(why) => {
             return (format!("the token endpoint {endpoint}: {}", crate::telemetry::Chain(why)), network_fix(provider));
         }
@@ -858,4 +860,83 @@ pub(crate) fn service_accounts(accounts: &[ServiceAccountSettings], providers: &
             "enable those providers, or remove them from allowed_providers",
         )
     }
+}
+
+/// Whether the provider's ID tokens prove e-mail addresses: Entra's `email` claim is not
+/// verified in general, so without the optional claim `xms_edov` (seen at the last sign-in) only
+/// `verified_email_domains` makes an address verified, and OpenHands treats the rest as unproven.
+pub(crate) fn email_proof(provider: &ProviderSettings, facts: &DatabaseFacts) -> Check {
+    let names = ProviderNames::new(&provider.alias);
+    let check = names.check("email_proof");
+    if provider.trust_email {
+        return row(
+            check,
+            Status::Warn,
+            "trust_email = true: every `email` claim counts as verified, though Entra does not verify it in general",
+            format!(
+                "set {} = false and let the ID token prove addresses (the optional claim `xms_edov`) or list your domains in {}",
+                names.check("trust_email"),
+                names.check("verified_email_domains")
+            ),
+        );
+    }
+    let seen = match &facts.contents {
+        Probed::Found(contents) => match &contents.email_proofs {
+            Probed::Found(rows) => {
+                rows.iter().find(|(alias, _, _)| *alias == provider.alias).map(|(_, seen, at)| (*seen, *at))
+            }
+            _ => return row(check, Status::Skip, "the database's sign-in facts could not be read", database_fix()),
+        },
+        _ => return row(check, Status::Skip, "the database could not be read", database_fix()),
+    };
+    match seen {
+        None => row(
+            check,
+            Status::Skip,
+            "no sign-in through this provider yet: its ID tokens are checked for `xms_edov` at the first",
+            "sign in once, then run doctor again",
+        ),
+        Some((true, _)) => row(check, Status::Ok, "the last sign-in's ID token carried `xms_edov`", ""),
+        Some((false, at)) => row(
+            check,
+            Status::Warn,
+            format!(
+                "the last sign-in's ID token (at {at}, Unix seconds) carried no `xms_edov`: e-mail addresses count as verified only in {}",
+                names.check("verified_email_domains")
+            ),
+            "in the Entra app registration, Token configuration, add the optional claim `xms_edov` (and `email`) to the ID token",
+        ),
+    }
+}
+
+/// Whether `send-verify-email`, which OpenHands calls for every user whose e-mail is not
+/// verified, can send anything: such users exist unless every provider trusts every address.
+pub(crate) fn smtp(configured: bool, providers: &[ProviderSettings], facts: &DatabaseFacts) -> Check {
+    const CHECK: &str = "smtp";
+    if configured {
+        return row(CHECK, Status::Ok, "[smtp] is configured: send-verify-email sends its links", "");
+    }
+    let unverified = match &facts.contents {
+        Probed::Found(DatabaseContents { unverified_emails: Probed::Found(count), .. }) => Some(*count),
+        _ => None,
+    };
+    let untrusting = providers.iter().filter(|p| !p.trust_email).count();
+    if untrusting == 0 && unverified.is_none_or(|count| count == 0) {
+        return row(
+            CHECK,
+            Status::Ok,
+            "not configured; every provider trusts its e-mail claims and no user's address is unverified",
+            "",
+        );
+    }
+    let who = match unverified {
+        Some(users) if users > 0 => format!("{} with an unverified e-mail address", count(users, "user")),
+        _ => "users with an unverified e-mail address can exist (trust_email = false)".to_owned(),
+    };
+    row(
+        CHECK,
+        Status::Warn,
+        format!("not configured, and {who}: OpenHands calls send-verify-email for them, which is then refused"),
+        "configure [smtp] (host, port, from, security; password in env BROKER_SMTP_PASSWORD)",
+    )
 }

@@ -40,6 +40,7 @@ pub(crate) enum NotSent {
 
 /// The `client_credentials` request that proves the client id and secret.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "one value per doctor run; boxing Entra's answer would buy nothing")]
 pub(crate) enum TokenProbe {
     NotSent(NotSent),
     TimedOut {
@@ -73,4 +74,8 @@ pub(crate) struct DatabaseContents {
     pub(crate) sealed: Probed<SealedRows>,
     /// The signing keys in force or announced at `now` (what `start` opens).
     pub(crate) signing_keys: Probed<Vec<SigningKeyRow>>,
+    /// Per provider that saw a sign-in: whether its last ID token carried `xms_edov`, and when.
+    pub(crate) email_proofs: Probed<Vec<(String, bool, i64)>>,
+    /// Users whose e-mail address is not verified.
+    pub(crate) unverified_emails: Probed<i64>,
 }

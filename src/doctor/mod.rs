@@ -128,6 +128,8 @@ pub(crate) async fn examine(settings: &Settings, timeout: Duration) -> Report {
     rows.push(checks::migrations(&database, settings.database.migrate, timeout));
     rows.push(checks::vault_keys(&database, &key_ids, cipher.as_ref(), timeout));
     rows.push(checks::signing_keys(&database, cipher.as_ref(), settings.realm.signature_algorithm, now, timeout));
+    rows.extend(settings.providers.iter().map(|provider| checks::email_proof(provider, &database)));
+    rows.push(checks::smtp(settings.smtp.is_some(), &settings.providers, &database));
     rows.push(checks::clients(&settings.clients));
     rows.push(checks::service_accounts(&settings.service_accounts, &settings.providers));
     let redactor = Redactor::for_settings(settings);

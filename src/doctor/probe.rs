@@ -136,7 +136,10 @@ pub(crate) async fn database(url: &SecretString, now: i64, timeout: Duration) ->
     let migrations = bounded(timeout, store.migration_records(), describe_store_error).await;
     let sealed = bounded(timeout, store.sealed_rows(), describe_store_error).await;
     let signing_keys = bounded(timeout, store.list_signing_keys(now), describe_store_error).await;
+    let email_proofs = bounded(timeout, store.email_proof_claims(), describe_store_error).await;
+    let unverified_emails = bounded(timeout, store.count_unverified_emails(), describe_store_error).await;
     // A query cut off by the timeout may still hold its connection; do not wait on it forever.
     let _ = tokio::time::timeout(timeout, store.close()).await;
-    DatabaseFacts { location, contents: Probed::Found(DatabaseContents { migrations, sealed, signing_keys }) }
+    let contents = DatabaseContents { migrations, sealed, signing_keys, email_proofs, unverified_emails };
+    DatabaseFacts { location, contents: Probed::Found(contents) }
 }

@@ -67,6 +67,7 @@ fn refused(status: u16, error: &str, code: u32, text: &str) -> UpstreamError {
         error_description: format!("AADSTS{code}: {text}\r\nTrace ID: 1\r\nCorrelation ID: 2"),
         error_codes: vec![code],
         correlation_id: None,
+        ..EntraErrorBody::default()
     };
     let class = classify(status, &body);
     UpstreamError::Refused { status, body, class }
@@ -331,6 +332,8 @@ fn contents(migrations: MigrationRecords) -> DatabaseContents {
         migrations: Probed::Found(migrations),
         sealed: Probed::Found(SealedRows::default()),
         signing_keys: Probed::Found(Vec::new()),
+        email_proofs: Probed::Found(Vec::new()),
+        unverified_emails: Probed::Found(0),
     }
 }
 
@@ -411,6 +414,8 @@ fn a_database_out_of_reach_skips_what_depends_on_it() {
         migrations: Probed::Found(MigrationRecords { embedded: vec![known(1)], applied: None }),
         sealed: Probed::Failed("relation \"vault_tokens\" does not exist".into()),
         signing_keys: Probed::Failed("relation \"signing_keys\" does not exist".into()),
+        email_proofs: Probed::Failed("relation \"provider_sign_in_facts\" does not exist".into()),
+        unverified_emails: Probed::Found(0),
     };
     let facts = database(unmigrated);
     assert_check(&checks::vault_keys(&facts, &["k1"], None, TIMEOUT), Status::Skip, &["not migrated"], "vault");
@@ -445,6 +450,8 @@ fn with_sealed(sealed: SealedRows) -> DatabaseFacts {
         migrations: Probed::Found(MigrationRecords { embedded: vec![], applied: Some(vec![]) }),
         sealed: Probed::Found(sealed),
         signing_keys: Probed::Found(Vec::new()),
+        email_proofs: Probed::Found(Vec::new()),
+        unverified_emails: Probed::Found(0),
     })
 }
 
@@ -530,6 +537,8 @@ fn with_signing_keys(rows: Vec<SigningKeyRow>) -> DatabaseFacts {
         migrations: Probed::Found(MigrationRecords { embedded: vec![], applied: Some(vec![]) }),
         sealed: Probed::Found(SealedRows::default()),
         signing_keys: Probed::Found(rows),
+        email_proofs: Probed::Found(Vec::new()),
+        unverified_emails: Probed::Found(0),
     })
 }
 
@@ -667,4 +676,37 @@ fn reports_print_as_lines_or_json_and_never_a_secret() {
     let json: serde_json::Value = serde_json::from_str(&report.json()).expect("JSON");
     assert_eq!(json[1], serde_json::json!({"check": "b", "status": "FAIL", "found": "broken", "fix": "mend it"}));
     assert_eq!(report.failures(), 1);
+}
+
+#[test]
+fn e_mail_proof_and_smtp_are_warned_about_where_unverified_addresses_can_arise() {
+    let facts = |proofs: Vec<(String, bool, i64)>, unverified: i64| {
+        database(DatabaseContents {
+            migrations: Probed::Found(MigrationRecords { embedded: vec![], applied: Some(vec![]) }),
+            sealed: Probed::Found(SealedRows::default()),
+            signing_keys: Probed::Found(Vec::new()),
+            email_proofs: Probed::Found(proofs),
+            unverified_emails: Probed::Found(unverified),
+        })
+    };
+    let untrusting = single();
+    let alias = untrusting.alias.clone();
+    let seen = |present: bool| facts(vec![(alias.clone(), present, 1_800_000_000)], 0);
+    let check = checks::email_proof(&untrusting, &seen(false));
+    assert_check(&check, Status::Warn, &["xms_edov", "verified_email_domains", "optional claim"], "no xms_edov");
+    assert_check(&checks::email_proof(&untrusting, &seen(true)), Status::Ok, &["xms_edov"], "xms_edov seen");
+    assert_check(&checks::email_proof(&untrusting, &facts(vec![], 0)), Status::Skip, &["no sign-in"], "none yet");
+    let trusting = ProviderSettings { trust_email: true, ..single() };
+    assert_check(&checks::email_proof(&trusting, &seen(true)), Status::Warn, &["trust_email = true"], "trust_email");
+
+    let providers = [untrusting];
+    assert_check(&checks::smtp(true, &providers, &seen(true)), Status::Ok, &["configured"], "smtp set");
+    assert_check(&checks::smtp(false, &providers, &seen(true)), Status::Warn, &["send-verify-email"], "can exist");
+    assert_check(
+        &checks::smtp(false, std::slice::from_ref(&trusting), &facts(vec![], 3)),
+        Status::Warn,
+        &["3 users"],
+        "exist",
+    );
+    assert_check(&checks::smtp(false, &[trusting], &facts(vec![], 0)), Status::Ok, &["not configured"], "none can");
 }

@@ -26,7 +26,7 @@ use crate::oidc::clients::ServiceAccountRegistry;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::sessions::{Ending, Sessions};
 use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens, TokenService};
-use crate::store::{ChangeWrite, DirectoryUser, IdentityKey, IdentityRow, Store};
+use crate::store::{ChangeWrite, DirectoryUser, IdentityKey, IdentityRow, Store, StoreError};
 use crate::telemetry::Chain;
 use crate::vault::{TokenReader, TokenVault, VaultError};
 use crate::verification::{EmailVerification, VerifyEmailError};
@@ -41,7 +41,7 @@ pub(crate) fn router() -> axum::Router<AppState> {
         .route(paths::ADMIN_USERS_COUNT, get(count_users))
         .route(paths::ADMIN_USER, get(get_user).put(update_user).delete(delete_user))
         .route(paths::ADMIN_USER_IDENTITIES, get(list_identities))
-        .route(paths::ADMIN_USER_IDENTITY, axum::routing::delete(unlink_identity))
+        .route(paths::ADMIN_USER_IDENTITY, post(link_identity).delete(unlink_identity))
         .route(paths::ADMIN_USER_LOGOUT, post(logout_user))
         .route(paths::ADMIN_USER_SEND_VERIFY_EMAIL, put(send_verify_email))
 }
@@ -567,6 +567,60 @@ pub(crate) async fn list_identities(
     let identities = api.store.list_identities(&user_id).await?;
     let body: Vec<FederatedIdentity<'_>> = identities.iter().map(federated_identity).collect();
     Ok((no_store(), Json(body)).into_response())
+}
+
+/// Keycloak's `FederatedIdentityRepresentation`, as an administrator posts it to link.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkRequest {
+    identity_provider: Option<String>,
+    user_id: Option<String>,
+    user_name: Option<String>,
+}
+
+/// `POST /admin/realms/{realm}/users/{id}/federated-identity/{alias}`: links an upstream
+/// account (its subject, `userId`) to an existing user, as Keycloak's admin console does; the
+/// account's next sign-in lands on this user and stores its tokens. 204; 409 (Keycloak's
+/// words) when the user is linked to the provider already or the account to another user.
+pub(crate) async fn link_identity(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path((realm, user_id, alias)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "link", &user_id).await?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    if !api.vault.knows_provider(&alias) {
+        return Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Identity Provider not found" });
+    }
+    let link: LinkRequest = serde_json::from_slice(&body)
+        .map_err(|err| bad_request(format!("unrecognized federated identity representation: {err}")))?;
+    if link.identity_provider.as_deref().is_some_and(|given| given != alias) {
+        return Err(bad_request(format!("identityProvider must be `{alias}`, the provider of the path")));
+    }
+    let subject = link.user_id.as_deref().map(str::trim).filter(|s| !s.is_empty() && !s.contains('\0'));
+    let Some(subject) = subject.filter(|s| s.len() <= 255) else {
+        return Err(bad_request("userId, the account's subject at the provider (1 to 255 characters), is required"));
+    };
+    let username = link.user_name.as_deref().filter(|u| !u.is_empty() && u.len() <= 255 && !u.contains('\0'));
+    let identity = IdentityKey { user_id: &user_id, alias: &alias };
+    let linked = match api.store.link_identity(identity, subject, username, api.clock.now()).await {
+        Ok(true) => "linked",
+        Ok(false) => "already_linked",
+        Err(StoreError::Conflict(_)) => "linked_to_another_user",
+        Err(err) => return Err(err.into()),
+    };
+    let event = Event::AdminLink { outcome: linked, client_id: caller.client_id(), user_id: &user_id, alias: &alias };
+    api.audit(event).await;
+    match linked {
+        "linked" => Ok(StatusCode::NO_CONTENT.into_response()),
+        "already_linked" => Err(AppError::keycloak(StatusCode::CONFLICT, "User is already linked with provider")),
+        _ => Err(AppError::keycloak(
+            StatusCode::CONFLICT,
+            format!("The {alias} account is already linked to another user"),
+        )),
+    }
 }
 
 /// `DELETE /admin/realms/{realm}/users/{id}/federated-identity/{alias}`: unlinks through the

@@ -123,9 +123,10 @@ pub(crate) async fn broker_login(
         )
     })?;
     let browser_secret = jar.get(Cookies::PENDING_SIGN_IN).map(|c| c.value().to_owned());
+    let session = jar.get(Cookies::SSO_SESSION).map(|c| c.value().to_owned());
     let url = state
         .sign_in
-        .begin_upstream(&alias, &request_id, browser_secret.as_deref(), state.clock.now())
+        .begin_upstream(&alias, &request_id, browser_secret.as_deref(), session.as_deref(), state.clock.now())
         .await
         .map_err(|err| AppError::sign_in(err, &correlation))?;
     Ok(redirect_to(url.as_str()))

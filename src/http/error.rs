@@ -59,8 +59,14 @@ pub(crate) enum AppError {
     /// An HTML page for a person in a browser.
     Page { status: StatusCode, title: &'static str, message: String, correlation_id: String, retry_after: Option<u64> },
     /// JSON `{"error","error_description"}` from the token APIs, with `Retry-After` when the
-    /// caller should come back later.
-    Api { status: StatusCode, error: ErrorCode, description: String, retry_after: Option<u64> },
+    /// caller should come back later, and `reauth_kind` beside a `reauth_required`.
+    Api {
+        status: StatusCode,
+        error: ErrorCode,
+        description: String,
+        retry_after: Option<u64>,
+        reauth_kind: Option<&'static str>,
+    },
     /// Keycloak's own error shape, `{"errorMessage": …}`, where OpenHands matches the text.
     Keycloak { status: StatusCode, message: String },
     /// A realm other than the configured one: Keycloak's `Realm does not exist`.
@@ -82,6 +88,15 @@ const STORE_RETRY_AFTER_SECONDS: u64 = 5;
 struct OAuthBody<'a> {
     error: ErrorCode,
     error_description: &'a str,
+}
+
+/// The token APIs' error body: OAuth's, and for `reauth_required` the stable `reauth_kind`.
+#[derive(Serialize)]
+struct ApiBody<'a> {
+    error: ErrorCode,
+    error_description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reauth_kind: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -118,7 +133,7 @@ impl AppError {
     }
 
     pub(crate) fn api(status: StatusCode, error: ErrorCode, description: impl Into<String>) -> Self {
-        AppError::Api { status, error, description: description.into(), retry_after: None }
+        AppError::Api { status, error, description: description.into(), retry_after: None, reauth_kind: None }
     }
 
     pub(crate) fn keycloak(status: StatusCode, message: impl Into<String>) -> Self {
@@ -148,7 +163,9 @@ impl AppError {
             SignInError::IncompleteAnswer | SignInError::Misconfigured | SignInError::RequestRefused => {
                 StatusCode::BAD_GATEWAY
             }
-            SignInError::AlreadyLinked { .. } | SignInError::Contended => StatusCode::CONFLICT,
+            SignInError::AlreadyLinked { .. } | SignInError::Contended | SignInError::EmailTaken { .. } => {
+                StatusCode::CONFLICT
+            }
             SignInError::TooManyPendingSignIns | SignInError::SignInsBusy => {
                 let status = if matches!(err, SignInError::SignInsBusy) {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -161,7 +178,7 @@ impl AppError {
                 }
                 return page;
             }
-            SignInError::UserDisabled => StatusCode::FORBIDDEN,
+            SignInError::UserDisabled | SignInError::BlockedByPolicy => StatusCode::FORBIDDEN,
             SignInError::PendingSignInNotFound
             | SignInError::AlreadyStarted
             | SignInError::ExpiredOrUsed
@@ -169,7 +186,7 @@ impl AppError {
             | SignInError::OtherProvider
             | SignInError::NoCode
             | SignInError::ConsentRequired
-            | SignInError::UpstreamReauthentication
+            | SignInError::UpstreamReauthentication { .. }
             | SignInError::Unverifiable
             | SignInError::UpstreamRefused
             | SignInError::LinkedUserGone
@@ -184,7 +201,16 @@ impl AppError {
             VaultError::NotLinked { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotLinked),
             VaultError::NotStored { .. } => (StatusCode::NOT_FOUND, ErrorCode::NotStored),
             VaultError::UserDisabled { .. } => (StatusCode::FORBIDDEN, ErrorCode::AccessDenied),
-            VaultError::ReauthRequired { .. } => (StatusCode::CONFLICT, ErrorCode::ReauthRequired),
+            VaultError::ReauthRequired { kind, .. } => {
+                return AppError::Api {
+                    status: StatusCode::CONFLICT,
+                    error: ErrorCode::ReauthRequired,
+                    description: err.to_string(),
+                    retry_after: None,
+                    reauth_kind: Some(kind.as_str()),
+                };
+            }
+            VaultError::Blocked { .. } => (StatusCode::FORBIDDEN, ErrorCode::AccessDenied),
             VaultError::Misconfigured { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamMisconfigured),
             VaultError::Unavailable { retry_after, .. } => {
                 return AppError::Api {
@@ -192,6 +218,7 @@ impl AppError {
                     error: ErrorCode::TemporarilyUnavailable,
                     description: err.to_string(),
                     retry_after: Some(*retry_after),
+                    reauth_kind: None,
                 };
             }
             VaultError::KeyNotConfigured { .. } => {
@@ -243,8 +270,8 @@ impl IntoResponse for AppError {
                 let response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
                 with_header(response, header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).ok())
             }
-            AppError::Api { status, error, description, retry_after } => {
-                let body = OAuthBody { error, error_description: &description };
+            AppError::Api { status, error, description, retry_after, reauth_kind } => {
+                let body = ApiBody { error, error_description: &description, reauth_kind };
                 let response = (status, no_store(), Json(body)).into_response();
                 let response = with_header(response, header::RETRY_AFTER, retry_after.map(HeaderValue::from));
                 let challenge = (status == StatusCode::UNAUTHORIZED)

@@ -12,7 +12,7 @@
 use secrecy::SecretString;
 use url::Url;
 
-use super::profile::profile_update;
+use super::profile::{EmailTrust, profile_update};
 use super::{CallbackParams, Completed, SignInError, Started, with_query};
 use crate::audit::Event;
 use crate::crypto::token_hash;
@@ -20,7 +20,7 @@ use crate::oidc::authorize::AuthorizationRequest;
 use crate::oidc::error::ErrorCode;
 use crate::store::{AuthRequestRow, AuthorizationCodeRow, IdentityRow, ProfileUpdate, SessionRow, StoreError, UserRow};
 use crate::telemetry::Chain;
-use crate::upstream::entra::VerifiedIdentity;
+use crate::upstream::entra::{EntraErrorBody, ErrorClass, ReauthKind, VerifiedIdentity, classify};
 use crate::upstream::refusal::Refusal;
 use crate::upstream::{Provider, TokenResponse, UpstreamError};
 use crate::urls::Urls;
@@ -66,6 +66,9 @@ pub(super) struct Arrival<'a> {
     pub(super) chosen: Option<String>,
     /// The browser's live SSO session, found by its cookie.
     pub(super) session: Option<SessionRow>,
+    /// The session's user must sign in at the chosen provider again (Entra refused the
+    /// identity's refresh): the provider is asked, never the session alone.
+    pub(super) session_must_renew: bool,
     /// The new pending sign-in's id, and the secret that binds it to the browser.
     pub(super) request_id: String,
     pub(super) browser_secret: String,
@@ -93,7 +96,7 @@ pub(super) fn start(
     login_timeout_seconds: i64,
     now: i64,
 ) -> Result<StartStep, SignInError> {
-    let Arrival { request, providers, chosen, session, request_id, browser_secret } = arrival;
+    let Arrival { request, providers, chosen, session, session_must_renew, request_id, browser_secret } = arrival;
     let mut pending = AuthRequestRow {
         id: request_id.clone(),
         browser_hash: token_hash(&browser_secret),
@@ -139,7 +142,9 @@ pub(super) fn start(
     let budgeted = session.is_none();
     match session {
         Some(session) if request.link_alias.is_some() => pending.link_user_id = Some(session.user_id),
-        Some(session) if !prompt_login => return Ok(StartStep::IssueCode { pending, session }),
+        Some(session) if !prompt_login && !session_must_renew => {
+            return Ok(StartStep::IssueCode { pending, session });
+        }
         None if request.prompt.as_deref() == Some("none") => {
             let description = "The user must sign in";
             return Ok(StartStep::ToClient(client_error(&pending, ErrorCode::LoginRequired, description, issuer)?));
@@ -286,7 +291,8 @@ impl<'a> Callback<'a> {
         }
         if let Some(error) = self.params.error.as_deref() {
             let description = self.params.error_description.as_deref();
-            return Ok(Checked::ToClient(authorize_error(alias, &pending, error, description, issuer)?));
+            let answer = EntraErrorBody::from_redirect(error, description, self.params.suberror.as_deref());
+            return Ok(Checked::ToClient(authorize_error(alias, &pending, &answer, issuer)?));
         }
         let code = self.params.code.filter(|c| !c.is_empty()).ok_or(SignInError::NoCode)?;
         Ok(Checked::Exchange(Box::new(Exchange { provider, pending, code })))
@@ -298,11 +304,13 @@ impl<'a> Callback<'a> {
 fn authorize_error(
     alias: &str,
     pending: &AuthRequestRow,
-    error: &str,
-    description: Option<&str>,
+    answer: &EntraErrorBody,
     issuer: &str,
 ) -> Result<Url, SignInError> {
-    let summary = description.and_then(|d| d.lines().next()).unwrap_or_default();
+    let (error, summary) = (answer.error.as_str(), answer.summary());
+    if classify(400, answer) == ErrorClass::Blocked {
+        return Err(blocked_by_policy(alias, answer));
+    }
     match error {
         "access_denied" if pending.link_user_id.is_some() => {
             tracing::info!(alias, client_id = %pending.client_id, "the user cancelled linking at the provider");
@@ -329,6 +337,20 @@ fn authorize_error(
             Err(SignInError::RequestRefused)
         }
     }
+}
+
+/// The page of a sign-in a Conditional Access policy blocks, with one line for the operator
+/// that carries what Microsoft's support asks for: the AADSTS number, trace id and correlation id.
+fn blocked_by_policy(alias: &str, answer: &EntraErrorBody) -> SignInError {
+    tracing::warn!(
+        alias,
+        aadsts = answer.aadsts(),
+        suberror = answer.suberror.as_deref().unwrap_or_default(),
+        upstream_trace_id = answer.trace_id().unwrap_or_default(),
+        upstream_correlation_id = answer.correlation_id().unwrap_or_default(),
+        "a Conditional Access policy of the user's organization blocks the sign-in"
+    );
+    SignInError::BlockedByPolicy
 }
 
 /// A code to trade for tokens at `provider`'s token endpoint.
@@ -463,7 +485,7 @@ impl<'p> LinkTo<'p> {
             return Err(SignInError::UserDisabled);
         }
         let settings = &verified.provider.settings;
-        let mut profile = profile_update(&user_id, &settings.alias, settings.trust_email, &verified.identity);
+        let mut profile = profile_update(&user_id, &settings.alias, EmailTrust::of(settings), &verified.identity);
         profile.username = user.username;
         profile.email = user.email;
         profile.email_verified = user.email_verified;
@@ -497,13 +519,14 @@ impl<'p> SignIn<'p> {
     ) -> Result<SaveSignIn<'p>, SignInError> {
         let SignIn { verified, attempt } = self;
         let settings = &verified.provider.settings;
-        if let Some(user) = user.filter(|user| existing.is_some() && !user.enabled) {
+        if let Some(user) = user.as_ref().filter(|user| existing.is_some() && !user.enabled) {
             tracing::info!(alias = %settings.alias, user_id = %user.id, "refused the sign-in of a disabled user");
             return Err(SignInError::UserDisabled);
         }
+        let kept_email = user.filter(|_| existing.is_some()).map(|user| (user.email, user.email_verified));
         let user_id = existing.map_or(new_user_id, |existing| existing.user_id);
-        let profile = profile_update(&user_id, &settings.alias, settings.trust_email, &verified.identity);
-        Ok(SaveSignIn { save: Save { verified, profile }, attempt })
+        let profile = profile_update(&user_id, &settings.alias, EmailTrust::of(settings), &verified.identity);
+        Ok(SaveSignIn { save: Save { verified, profile }, attempt, kept_email })
     }
 }
 
@@ -554,6 +577,16 @@ impl<'p> SaveLink<'p> {
 pub(super) struct SaveSignIn<'p> {
     save: Save<'p>,
     attempt: u8,
+    /// The e-mail (and whether verified) an existing user has now; `None` for a new user.
+    kept_email: Option<(Option<String>, bool)>,
+}
+
+/// Another user who holds the e-mail address a sign-in brings.
+#[derive(Debug)]
+pub(super) struct EmailHolder {
+    pub(super) user_id: String,
+    /// The holder has an identity at the provider signing in.
+    pub(super) linked_here: bool,
 }
 
 /// How saving a sign-in ends, unless refused.
@@ -568,6 +601,52 @@ pub(super) enum Saved<'p> {
 impl<'p> SaveSignIn<'p> {
     pub(super) fn save(&self) -> &Save<'p> {
         &self.save
+    }
+
+    /// The e-mail address this sign-in would give the user, to look its holders up by.
+    pub(super) fn email(&self) -> Option<&str> {
+        self.save.profile.email.as_deref()
+    }
+
+    /// Never gives a second user an address another holds (ignoring case): a proven address
+    /// whose holder is not linked to this provider ends a first sign-in on a page, as Keycloak's
+    /// "account already exists"; otherwise the address is left off this user (a new one is
+    /// created without it, an existing one keeps its own); the flag says it was left off.
+    pub(super) fn on_email_holder(
+        mut self,
+        holder: Option<EmailHolder>,
+    ) -> Result<(SaveSignIn<'p>, bool), SignInError> {
+        let Some(holder) = holder.filter(|holder| holder.user_id != self.save.profile.user_id) else {
+            return Ok((self, false));
+        };
+        let settings = &self.save.verified.provider.settings;
+        let profile = &mut self.save.profile;
+        match self.kept_email.take() {
+            None if profile.email_verified && !holder.linked_here => {
+                tracing::info!(
+                    alias = %settings.alias,
+                    holder_user_id = %holder.user_id,
+                    "refused a first sign-in whose proven e-mail address another user holds"
+                );
+                let email = profile.email.clone().unwrap_or_default();
+                return Err(SignInError::EmailTaken { email, provider: settings.display_name.clone() });
+            }
+            None => {
+                profile.email = None;
+                profile.email_verified = false;
+            }
+            Some((email, verified)) => {
+                profile.email = email;
+                profile.email_verified = verified;
+            }
+        }
+        tracing::info!(
+            alias = %settings.alias,
+            user_id = %profile.user_id,
+            holder_user_id = %holder.user_id,
+            "a sign-in brought an e-mail address another user holds; it was left off"
+        );
+        Ok((self, true))
     }
 
     /// Reads the store's answer: a conflict is a first sign-in of the same person that stored
@@ -664,13 +743,25 @@ pub(super) fn upstream_failure(alias: &str, urls: &Urls, err: &UpstreamError) ->
             );
             SignInError::Misconfigured
         }
-        Refusal::User { cause, body } => {
-            tracing::warn!(alias, aadsts = body.aadsts(), cause, "the provider needs the user to act");
-            if body.aadsts() == Some(65001) {
+        Refusal::User { kind, cause, body } => {
+            tracing::warn!(
+                alias,
+                aadsts = body.aadsts(),
+                suberror = body.suberror.as_deref().unwrap_or_default(),
+                reauth_kind = kind.as_str(),
+                cause,
+                "the provider needs the user to act"
+            );
+            if kind == ReauthKind::ConsentRequired {
                 SignInError::ConsentRequired
             } else {
-                SignInError::UpstreamReauthentication
+                SignInError::UpstreamReauthentication { cause }
             }
+        }
+        Refusal::Blocked { body } => blocked_by_policy(alias, body),
+        Refusal::Throttled { retry_after } => {
+            tracing::warn!(alias, retry_after, "the provider is throttling the broker's sign-ins");
+            SignInError::UpstreamUnavailable
         }
         Refusal::Transient => {
             tracing::warn!(alias, error = %Chain(err), "the provider is unavailable");

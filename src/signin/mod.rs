@@ -55,14 +55,25 @@ pub(crate) enum SignInError {
         "The application needs consent to access Azure DevOps. Ask an administrator to grant consent, then sign in again."
     )]
     ConsentRequired,
-    #[error("The identity provider needs you to sign in again.")]
-    UpstreamReauthentication,
+    #[error(
+        "The identity provider needs more before it signs you in: {cause}. Go back to the application and sign in again, and complete what your organization asks."
+    )]
+    UpstreamReauthentication { cause: &'static str },
+    #[error(
+        "Your organization's policy blocks this sign-in (for example because of the device or the location you sign in from). Signing in again will not help: ask your organization's administrator."
+    )]
+    BlockedByPolicy,
     #[error("The identity provider's answer could not be verified. Go back to the application and sign in again.")]
     Unverifiable,
     #[error("The identity provider refused this sign-in. Go back to the application and sign in again.")]
     UpstreamRefused,
     #[error("This {provider} account is already linked to another user.")]
     AlreadyLinked { provider: String },
+    /// Keycloak's "account already exists", for a proven e-mail address another user holds.
+    #[error(
+        "An account with the e-mail address {email} already exists. Sign in to that account and link {provider} from it, or ask an administrator to link them."
+    )]
+    EmailTaken { email: String, provider: String },
     #[error("The account this link was started for no longer exists.")]
     LinkedUserGone,
     /// Keycloak's words for a disabled user.
@@ -125,9 +136,10 @@ pub(crate) struct CallbackParams {
     pub(crate) code: Option<String>,
     pub(crate) error: Option<String>,
     pub(crate) error_description: Option<String>,
+    pub(crate) suberror: Option<String>,
 }
 
-debug_showing!(CallbackParams { error, error_description });
+debug_showing!(CallbackParams { error, error_description, suberror });
 
 /// `base` with the pairs that have a value appended to its query; `None` when `base` is not a URL.
 pub(crate) fn with_query(base: &str, pairs: &[(&str, Option<&str>)]) -> Option<Url> {

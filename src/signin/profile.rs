@@ -1,14 +1,42 @@
 //! The user as the provider's claims describe them: Entra's ID token mapped onto the broker's
 //! profile, as Keycloak's mappers do for OpenHands' realm.
 
+use crate::config::ProviderSettings;
 use crate::store::ProfileUpdate;
 use crate::upstream::entra::VerifiedIdentity;
+
+/// What a provider's configuration lets count as proof of an e-mail address.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EmailTrust<'a> {
+    /// `trust_email`: any address the provider gives is believed (Keycloak's `trustEmail`).
+    pub(super) trust_all: bool,
+    /// `verified_email_domains`, in lower case.
+    pub(super) verified_domains: &'a [String],
+}
+
+impl<'a> EmailTrust<'a> {
+    pub(super) fn of(settings: &'a ProviderSettings) -> Self {
+        EmailTrust { trust_all: settings.trust_email, verified_domains: &settings.verified_email_domains }
+    }
+}
+
+/// Whether `email` (lower case) is proven by the ID token or the configuration: Entra's `email`
+/// claim is not verified in general, so only `xms_edov: true` on that very claim, the verified
+/// e-mail claims, a domain of `verified_email_domains`, or `trust_email` make it so.
+pub(super) fn email_proven(email: &str, identity: &VerifiedIdentity, trust: EmailTrust<'_>) -> bool {
+    let claimed = identity.email.as_deref().is_some_and(|claim| claim.eq_ignore_ascii_case(email));
+    let domain = email.rsplit_once('@').map(|(_, domain)| domain).unwrap_or_default();
+    trust.trust_all
+        || (claimed && identity.email_domain_verified == Some(true))
+        || identity.verified_emails.iter().any(|verified| verified.trim().eq_ignore_ascii_case(email))
+        || trust.verified_domains.iter().any(|verified| verified.eq_ignore_ascii_case(domain))
+}
 
 /// Maps Entra's claims onto the user, as Keycloak's mappers do for OpenHands' realm.
 pub(super) fn profile_update(
     user_id: &str,
     alias: &str,
-    trust_email: bool,
+    trust: EmailTrust<'_>,
     identity: &VerifiedIdentity,
 ) -> ProfileUpdate {
     let upn = identity.preferred_username.clone();
@@ -28,7 +56,7 @@ pub(super) fn profile_update(
     ProfileUpdate {
         user_id: user_id.to_owned(),
         username,
-        email_verified: trust_email && email.is_some(),
+        email_verified: email.as_deref().is_some_and(|email| email_proven(email, identity, trust)),
         email,
         first_name: identity.given_name.clone(),
         last_name: identity.family_name.clone(),
@@ -65,8 +93,13 @@ mod tests {
             name: Some("Alice Example".into()),
             given_name: None,
             family_name: None,
+            email_domain_verified: None,
+            verified_emails: Vec::new(),
         }
     }
+
+    const TRUSTED: EmailTrust<'static> = EmailTrust { trust_all: true, verified_domains: &[] };
+    const UNTRUSTED: EmailTrust<'static> = EmailTrust { trust_all: false, verified_domains: &[] };
 
     #[test]
     fn email_falls_back_to_an_email_shaped_upn_and_usernames_are_lower_case() {
@@ -82,12 +115,52 @@ mod tests {
             (None, None, None, "pairwise-sub"),
         ];
         for (email, upn, expected_email, expected_username) in cases {
-            let profile = profile_update("u", "azure_devops", true, &identity(email, upn));
+            let profile = profile_update("u", "azure_devops", TRUSTED, &identity(email, upn));
             assert_eq!(profile.email.as_deref(), expected_email, "email for {email:?}/{upn:?}");
             assert_eq!(profile.username, expected_username, "username for {email:?}/{upn:?}");
             assert_eq!(profile.email_verified, expected_email.is_some());
         }
-        let untrusted = profile_update("u", "a", false, &identity(Some("x@y.com"), None));
+        let untrusted = profile_update("u", "a", UNTRUSTED, &identity(Some("x@y.com"), None));
         assert!(!untrusted.email_verified, "trust_email = false leaves e-mail unverified");
+    }
+
+    #[test]
+    fn email_verified_needs_proof_from_the_token_or_the_configuration() {
+        let domains = ["contoso.com".to_owned()];
+        let by_domain = EmailTrust { trust_all: false, verified_domains: &domains };
+        let proven = |edov: Option<bool>, verified: &[&str], email: Option<&str>, upn: Option<&str>| VerifiedIdentity {
+            email_domain_verified: edov,
+            verified_emails: verified.iter().map(|v| (*v).to_owned()).collect(),
+            ..identity(email, upn)
+        };
+        let cases = [
+            (proven(None, &[], Some("bob@fabrikam.com"), None), UNTRUSTED, false, "an e-mail claim alone"),
+            (proven(Some(true), &[], Some("Bob@Fabrikam.com"), None), UNTRUSTED, true, "xms_edov true"),
+            (proven(Some(false), &[], Some("bob@fabrikam.com"), None), UNTRUSTED, false, "xms_edov false"),
+            (
+                proven(Some(true), &[], None, Some("bob@fabrikam.com")),
+                UNTRUSTED,
+                false,
+                "xms_edov speaks of the email claim, not of a UPN taken for one",
+            ),
+            (
+                proven(None, &["BOB@fabrikam.com"], Some("bob@fabrikam.com"), None),
+                UNTRUSTED,
+                true,
+                "verified_primary_email",
+            ),
+            (
+                proven(None, &["other@fabrikam.com"], Some("bob@fabrikam.com"), None),
+                UNTRUSTED,
+                false,
+                "another verified address",
+            ),
+            (proven(None, &[], None, Some("alice@Contoso.com")), by_domain, true, "a verified domain"),
+            (proven(None, &[], Some("bob@fabrikam.com"), None), by_domain, false, "another domain"),
+            (proven(None, &[], Some("bob@fabrikam.com"), None), TRUSTED, true, "trust_email opted in"),
+        ];
+        for (identity, trust, expected, case) in cases {
+            assert_eq!(profile_update("u", "a", trust, &identity).email_verified, expected, "{case}");
+        }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use url::Url;
 
 use super::budget::PendingBudget;
-use super::flow::{self, Account, Arrival, Callback, Checked, Finish, Save, Saved, StartStep};
+use super::flow::{self, Account, Arrival, Callback, Checked, EmailHolder, Finish, Save, SaveSignIn, Saved, StartStep};
 use super::{CallbackParams, Completed, SignInError, Started};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Event};
 use crate::config::RealmSettings;
 use crate::crypto::{Cipher, new_id, pkce_s256, random_token, token_hash};
 use crate::oidc::authorize::AuthorizationRequest;
@@ -58,7 +58,16 @@ impl SignInService {
             Some(secret) => self.sessions.live_by_cookie(secret, now).await?,
             None => None,
         };
-        let arrival = Arrival { request, providers: &providers, chosen, session, request_id, browser_secret };
+        // A session whose user must sign in at the chosen provider again is no SSO shortcut:
+        // its code would hand out the identity whose tokens Entra refuses.
+        let session_must_renew = match (&session, &chosen) {
+            (Some(session), Some(alias)) => {
+                self.store.find_reauth_mark(IdentityKey { user_id: &session.user_id, alias }).await?.is_some()
+            }
+            _ => false,
+        };
+        let arrival =
+            Arrival { request, providers: &providers, chosen, session, session_must_renew, request_id, browser_secret };
         match flow::start(arrival, self.urls.issuer(), self.realm.login_timeout_seconds, now)? {
             StartStep::ToClient(url) => Ok(Started::ToClient(url)),
             StartStep::IssueCode { pending, session } => {
@@ -85,12 +94,16 @@ impl SignInService {
         move |err| flow::upstream_failure(alias, &self.urls, &err)
     }
 
-    /// Sends the browser to the provider, remembering state, nonce and PKCE verifier.
+    /// Sends the browser to the provider, remembering state, nonce and PKCE verifier. When the
+    /// user is known before the provider answers (a link, or the browser's SSO session,
+    /// `session_secret`) and Entra refused their last refresh with a claims challenge, the
+    /// challenge goes along.
     pub(crate) async fn begin_upstream(
         &self,
         alias: &str,
         request_id: &str,
         browser_secret: Option<&str>,
+        session_secret: Option<&str>,
         now: i64,
     ) -> Result<Url, SignInError> {
         let provider = self.provider(alias)?;
@@ -113,6 +126,7 @@ impl SignInService {
         if !self.store.begin_upstream_login(request_id, &login).await? {
             return Err(SignInError::AlreadyStarted);
         }
+        let claims = self.claims_challenge(&pending, alias, session_secret, now).await?;
         let redirect_uri = self.urls.broker_endpoint(alias);
         Ok(entra::authorize_url(
             &metadata,
@@ -124,8 +138,30 @@ impl SignInService {
                 code_challenge: &pkce_s256(&verifier),
                 login_hint: pending.login_hint.as_deref(),
                 prompt: flow::upstream_prompt(&pending),
+                claims: claims.as_deref(),
             },
         ))
+    }
+
+    /// The claims challenge stored for the user this sign-in is for, when known: the user a
+    /// link is for, else the browser's live session's.
+    async fn claims_challenge(
+        &self,
+        pending: &AuthRequestRow,
+        alias: &str,
+        session_secret: Option<&str>,
+        now: i64,
+    ) -> Result<Option<String>, SignInError> {
+        let user_id = match (&pending.link_user_id, session_secret) {
+            (Some(user_id), _) => user_id.clone(),
+            (None, Some(secret)) => match self.sessions.live_by_cookie(secret, now).await? {
+                Some(session) => session.user_id,
+                None => return Ok(None),
+            },
+            (None, None) => return Ok(None),
+        };
+        let mark = self.store.find_reauth_mark(IdentityKey { user_id: &user_id, alias }).await?;
+        Ok(mark.and_then(|mark| mark.claims))
     }
 
     /// Handles the provider's answer. The pending sign-in is consumed whatever the outcome.
@@ -161,6 +197,8 @@ impl SignInService {
             .verify_id_token(provider, &metadata, verify.id_token(), verify.nonce(), now)
             .await
             .map_err(self.upstream_failure(alias))?;
+        // What `doctor` reports: whether this provider's ID tokens prove e-mail addresses.
+        self.store.record_email_proof_claim(alias, identity.email_domain_verified.is_some(), now).await?;
         let finish = match verify.on_identity(identity) {
             Account::Link(link) => {
                 let owner = self.store.find_identity_by_subject(alias, link.subject()).await?;
@@ -177,6 +215,7 @@ impl SignInService {
                     None => None,
                 };
                 let save = sign_in.on_found(existing, user, new_id())?;
+                let save = self.withhold_taken_email(alias, save, now).await?;
                 let saved = self.save(save.save(), now).await;
                 match save.on_saved(saved)? {
                     Saved::Finish(finish) => break *finish,
@@ -185,6 +224,47 @@ impl SignInService {
             },
         };
         self.finish(finish, now).await
+    }
+
+    /// Looks up who else holds the sign-in's e-mail address, lets the flow decide, and audits
+    /// a conflict.
+    async fn withhold_taken_email<'p>(
+        &self,
+        alias: &str,
+        save: SaveSignIn<'p>,
+        now: i64,
+    ) -> Result<SaveSignIn<'p>, SignInError> {
+        let user_id = save.save().profile().user_id.clone();
+        let holder = match save.email() {
+            Some(email) => {
+                let holders = self.store.find_users_by_email(email, 2).await?;
+                match holders.into_iter().find(|holder| holder.id != user_id) {
+                    Some(holder) => {
+                        let linked_here =
+                            self.store.list_identities(&holder.id).await?.iter().any(|i| i.alias == alias);
+                        Some(EmailHolder { user_id: holder.id, linked_here })
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let holder_id = holder.as_ref().map(|holder| holder.user_id.clone()).unwrap_or_default();
+        let event = |refused| Event::EmailConflict { refused, user_id: &user_id, holder_id: &holder_id, alias };
+        match save.on_email_holder(holder) {
+            Ok((save, withheld)) => {
+                if withheld {
+                    self.audit.event(now, event(false)).await;
+                }
+                Ok(save)
+            }
+            Err(err) => {
+                if matches!(err, SignInError::EmailTaken { .. }) {
+                    self.audit.event(now, event(true)).await;
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Stores the user's profile with the tokens sealed, in one write.

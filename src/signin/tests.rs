@@ -45,6 +45,7 @@ fn upstream(store_token: bool) -> Upstream {
         devops_url: Url::parse("https://dev.example").unwrap(),
         allowed_tenants: Vec::new(),
         trust_email: true,
+        verified_email_domains: Vec::new(),
         store_token,
     };
     Upstream::new(vec![settings], Arc::new(Metrics::new()), Clock::default()).unwrap()
@@ -105,6 +106,7 @@ fn start(request: &AuthorizationRequest, session: Option<SessionRow>) -> Result<
         providers: &providers,
         chosen,
         session,
+        session_must_renew: false,
         request_id: "request-1".into(),
         browser_secret: BROWSER.into(),
     };
@@ -174,6 +176,7 @@ fn several_providers_and_no_hint_let_the_user_choose() {
         providers: &providers,
         chosen: flow::chosen_provider(&request, &providers).unwrap(),
         session: None,
+        session_must_renew: false,
         request_id: "request-1".into(),
         browser_secret: BROWSER.into(),
     };
@@ -328,6 +331,7 @@ fn params(code: Option<&str>, error: Option<&str>) -> CallbackParams {
         code: code.map(Into::into),
         error: error.map(Into::into),
         error_description: error.map(|_| "AADSTS50000: words\r\nTrace ID: 1".into()),
+        suberror: None,
     }
 }
 
@@ -373,6 +377,8 @@ fn identity() -> VerifiedIdentity {
         name: Some("Alice Example".into()),
         given_name: Some("Alice".into()),
         family_name: Some("Example".into()),
+        email_domain_verified: None,
+        verified_emails: Vec::new(),
     }
 }
 
@@ -515,6 +521,26 @@ fn a_user_who_declines_goes_back_to_the_client_and_one_who_cancels_a_link_says_s
             .map(|(n, v)| (n.to_owned(), v.to_owned())),
         "an error wins over a code; a cancelled link carries no error"
     );
+}
+
+#[test]
+fn a_policy_that_blocks_the_sign_in_at_the_authorize_step_ends_on_its_own_page() {
+    let upstream = upstream(true);
+    let blocked = |description: &str, suberror: Option<&str>| CallbackParams {
+        error_description: Some(description.to_owned()),
+        suberror: suberror.map(Into::into),
+        ..params(None, Some("access_denied"))
+    };
+    let cases = [
+        (blocked("AADSTS53003: Access has been blocked by Conditional Access policies.", None), "by its code"),
+        (blocked("AADSTS530003: Your device is required to be managed.", None), "a managed device"),
+        (blocked("AADSTS50000: words", Some("message_only")), "by its suberror"),
+    ];
+    for (params, case) in cases {
+        let err = checked(&upstream, params, Some(pending(None))).map(|_| ()).unwrap_err();
+        assert_eq!(kind(&err), "BlockedByPolicy", "{case}");
+        assert!(err.to_string().contains("will not help"), "{case}: {err}");
+    }
 }
 
 #[test]
@@ -699,6 +725,7 @@ fn refused(status: u16, error: &str, code: u32) -> UpstreamError {
         error_description: format!("AADSTS{code}: words"),
         error_codes: vec![code],
         correlation_id: Some("correlation".into()),
+        ..EntraErrorBody::default()
     };
     let class = classify(status, &body);
     UpstreamError::Refused { status, body, class }

@@ -359,7 +359,13 @@ mod tests {
             refreshed_at: 1_000,
             updated_at: 1_000,
         };
-        LinkedTokens { user_enabled: true, needs_reauth: false, reauth_reason: None, tokens: Some(tokens) }
+        LinkedTokens {
+            user_enabled: true,
+            needs_reauth: false,
+            reauth_reason: None,
+            reauth_kind: None,
+            tokens: Some(tokens),
+        }
     }
 
     #[test]

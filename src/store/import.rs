@@ -194,7 +194,8 @@ macro_rules! imported_user_update {
 macro_rules! imported_link_update {
     () => {
         " ON CONFLICT (user_id, alias) DO UPDATE SET subject = excluded.subject, username = excluded.username,
-             needs_reauth = 0, reauth_reason = NULL, updated_at = excluded.updated_at"
+             needs_reauth = 0, reauth_reason = NULL, reauth_kind = NULL, reauth_claims = NULL,
+             updated_at = excluded.updated_at"
     };
 }
 

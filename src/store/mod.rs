@@ -18,6 +18,7 @@ mod inspect;
 mod keycloak;
 mod keys;
 mod login;
+mod providers;
 mod rekey;
 mod users;
 mod vault;
@@ -49,7 +50,7 @@ pub(crate) use keys::SigningKeyRow;
 pub(crate) use login::TOUCH_GRANULARITY_SECONDS;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
 use users::is_unique_violation;
-pub use users::{IdentityRow, ProfileUpdate, UserRow};
+pub use users::{IdentityRow, ProfileUpdate, ReauthMark, UserRow};
 pub use vault::{IdentityKey, Lease, LinkedTokens, VaultRow};
 pub(crate) use verification::{NewVerifyEmailToken, Redemption};
 

@@ -31,6 +31,20 @@ pub struct IdentityRow {
     pub needs_reauth: bool,
 }
 
+/// Why an identity must sign in again, as stored: the kind (`mfa_required`, `policy`,
+/// `consent_required`, `password_expired`, `expired`, or `blocked`) and Entra's claims challenge.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReauthMark {
+    pub kind: String,
+    pub claims: Option<String>,
+}
+
+impl std::fmt::Debug for ReauthMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReauthMark").field("kind", &self.kind).field("has_claims", &self.claims.is_some()).finish()
+    }
+}
+
 /// What one sign-in learned about the user, written in one transaction with the tokens.
 #[derive(Debug, Clone)]
 pub struct ProfileUpdate {
@@ -166,26 +180,90 @@ impl Store {
     }
 
     /// Records that the upstream refused this identity's grant for good: the rows stay for the
-    /// record and the next successful sign-in clears the mark.
+    /// record and the next successful sign-in clears the mark. `mark` says what Entra asked for
+    /// (its kind, and the claims challenge the next authorize request must carry).
     pub async fn mark_needs_reauth(
         &self,
-        user_id: &str,
-        alias: &str,
+        identity: IdentityKey<'_>,
+        mark: &ReauthMark,
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        let IdentityKey { user_id, alias } = identity;
         sqlx::query(
-            "UPDATE federated_identities SET needs_reauth = 1, reauth_reason = $3, updated_at = $4
+            "UPDATE federated_identities SET needs_reauth = 1, reauth_reason = $3, reauth_kind = $4,
+                 reauth_claims = $5, updated_at = $6
              WHERE user_id = $1 AND alias = $2",
         )
         .bind(user_id)
         .bind(alias)
         .bind(reason)
+        .bind(&mark.kind)
+        .bind(&mark.claims)
         .bind(now)
         .execute(&self.pool)
         .await?;
-        self.forget_identity(IdentityKey { user_id, alias });
+        self.forget_identity(identity);
         Ok(())
+    }
+
+    /// The identity's mark, when it must sign in again; `None` when it need not (or is not linked).
+    pub(crate) async fn find_reauth_mark(&self, identity: IdentityKey<'_>) -> Result<Option<ReauthMark>, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT reauth_kind, reauth_claims FROM federated_identities
+             WHERE user_id = $1 AND alias = $2 AND needs_reauth = 1",
+        )
+        .bind(user_id)
+        .bind(alias)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(kind, claims)| ReauthMark { kind: kind.unwrap_or_default(), claims }))
+    }
+
+    /// Links `identity` to the upstream account `subject` (Keycloak's admin link), with the
+    /// attributes a sign-in writes (`identity_provider`, `{alias}_id`); no tokens until that
+    /// account signs in. False when the user is already linked to the provider; `Conflict`
+    /// when the account is linked to another user.
+    pub(crate) async fn link_identity(
+        &self,
+        identity: IdentityKey<'_>,
+        subject: &str,
+        username: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let IdentityKey { user_id, alias } = identity;
+        let attributes =
+            [("identity_provider".to_owned(), alias.to_owned()), (format!("{alias}_id"), subject.to_owned())];
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO federated_identities (user_id, alias, subject, username, attributes, needs_reauth, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6)
+             ON CONFLICT (user_id, alias) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(alias)
+        .bind(subject)
+        .bind(username)
+        .bind(identity_attributes(&attributes))
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        let inserted = match inserted {
+            Ok(done) => done.rows_affected() > 0,
+            Err(err) if is_unique_violation(&err) => {
+                return Err(StoreError::Conflict(format!("the {alias} account is already linked to another user")));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if inserted {
+            let values = attributes.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+            write_attributes(&mut tx, self.backend, user_id, values, Replace::SameNames).await?;
+        }
+        tx.commit().await?;
+        self.forget_user_row(user_id);
+        self.forget_identity(identity);
+        Ok(inserted)
     }
 
     /// Creates or updates the user and the identity and replaces the stored tokens, all or
@@ -218,7 +296,8 @@ impl Store {
             "INSERT INTO federated_identities (user_id, alias, subject, username, tenant_id, object_id, attributes, needs_reauth, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)
              ON CONFLICT (user_id, alias) DO UPDATE SET subject = $3, username = $4, tenant_id = $5,
-                 object_id = $6, attributes = $7, needs_reauth = 0, reauth_reason = NULL, updated_at = $8",
+                 object_id = $6, attributes = $7, needs_reauth = 0, reauth_reason = NULL, reauth_kind = NULL,
+                 reauth_claims = NULL, updated_at = $8",
         )
         .bind(&profile.user_id)
         .bind(&profile.alias)

@@ -54,6 +54,8 @@ pub struct LinkedTokens {
     pub(crate) user_enabled: bool,
     pub(crate) needs_reauth: bool,
     pub(crate) reauth_reason: Option<String>,
+    /// What the mark asks for (`ReauthMark::kind`); `None` for marks older than kinds.
+    pub(crate) reauth_kind: Option<String>,
     pub(crate) tokens: Option<VaultRow>,
 }
 
@@ -120,7 +122,7 @@ impl Store {
         let IdentityKey { user_id, alias } = identity;
         let ticket = self.cache.as_ref().map(|cache| cache.ticket());
         let row: Option<AnyRow> = sqlx::query(
-            "SELECT u.enabled, f.needs_reauth, f.reauth_reason, v.user_id, v.alias, v.vault_key_id, v.access_token,
+            "SELECT u.enabled, f.needs_reauth, f.reauth_reason, f.reauth_kind, v.user_id, v.alias, v.vault_key_id, v.access_token,
                     v.refresh_token, v.id_token, v.token_type, v.scope, v.expires_at, v.refresh_expires_at,
                     v.refreshed_at, v.updated_at
              FROM federated_identities f
@@ -140,6 +142,7 @@ impl Store {
             user_enabled: row.try_get::<StoredFlag, _>("enabled")?.into(),
             needs_reauth: row.try_get::<StoredFlag, _>("needs_reauth")?.into(),
             reauth_reason: row.try_get("reauth_reason")?,
+            reauth_kind: row.try_get("reauth_kind")?,
             tokens: if has_tokens { Some(VaultRow::from_row(&row)?) } else { None },
         };
         if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {

@@ -237,6 +237,7 @@ impl DevelopmentProvider {
             devops_url: Url::parse(DEFAULT_DEVOPS_URL).unwrap_or_else(|_| self.authority.clone()),
             allowed_tenants: Vec::new(),
             trust_email: true,
+            verified_email_domains: Vec::new(),
             store_token: true,
         }
     }

@@ -40,6 +40,10 @@ pub(crate) enum UpstreamError {
     Malformed { status: u16, body: String },
     #[error("the provider refused: {} ({})", .body.error, .body.summary())]
     Refused { status: u16, body: EntraErrorBody, class: ErrorClass },
+    /// Entra throttles: HTTP 429, or AADSTS50196 (the same request too often). `retry_after`
+    /// is its `Retry-After`, in seconds, when it sent one.
+    #[error("the provider is throttling requests (HTTP {status}{})", .body.aadsts().map(|c| format!(", AADSTS{c}")).unwrap_or_default())]
+    Throttled { status: u16, body: EntraErrorBody, retry_after: Option<u64> },
     #[error(transparent)]
     IdToken(#[from] IdTokenError),
 }
@@ -48,7 +52,8 @@ impl UpstreamError {
     pub(crate) fn is_transient(&self) -> bool {
         matches!(self, UpstreamError::Unreachable(_))
             || matches!(self, UpstreamError::Malformed { status, .. } if *status >= 500)
-            || matches!(self, UpstreamError::Refused { class: ErrorClass::Transient, .. })
+            || matches!(self, UpstreamError::Refused { class: ErrorClass::Transient | ErrorClass::Throttled, .. })
+            || matches!(self, UpstreamError::Throttled { .. })
     }
 }
 
@@ -334,15 +339,21 @@ impl Upstream {
         self.metrics.observe_upstream(operation, started.elapsed());
         let response = result.map_err(|err| UpstreamError::Unreachable(err.without_url()))?;
         let status = response.status().as_u16();
+        let retry_after = entra::retry_after_seconds(
+            response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()),
+        );
         let text = response.text().await.map_err(|err| UpstreamError::Unreachable(err.without_url()))?;
         if status == 200 {
             return serde_json::from_str(&text)
                 .map_err(|_| UpstreamError::Malformed { status, body: "the token response is not valid JSON".into() });
         }
         match serde_json::from_str::<EntraErrorBody>(&text) {
-            Ok(body) if !body.error.is_empty() => {
-                let class = entra::classify(status, &body);
-                Err(UpstreamError::Refused { status, body, class })
+            Ok(body) if !body.error.is_empty() => match entra::classify(status, &body) {
+                ErrorClass::Throttled => Err(UpstreamError::Throttled { status, body, retry_after }),
+                class => Err(UpstreamError::Refused { status, body, class }),
+            },
+            _ if status == 429 => {
+                Err(UpstreamError::Throttled { status, body: EntraErrorBody::default(), retry_after })
             }
             _ => Err(UpstreamError::Malformed { status, body: truncate(&text) }),
         }

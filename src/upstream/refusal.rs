@@ -2,15 +2,21 @@
 //! the token refresh alike, naming in full the configuration key an operator must fix.
 
 use super::UpstreamError;
-use super::entra::{EntraErrorBody, ErrorClass};
+use super::entra::{EntraErrorBody, ErrorClass, ReauthKind};
 
 /// A failed upstream call, by who must act on it.
 #[derive(Debug)]
 pub(crate) enum Refusal<'a> {
     /// Nobody: the provider could not be reached or is failing; later may work.
     Transient,
-    /// The user: sign in again, consent, or pass multi-factor authentication.
-    User { cause: &'static str, body: &'a EntraErrorBody },
+    /// Nobody, after a wait: Entra throttles the provider's calls (429, AADSTS50196), for
+    /// `retry_after` seconds when it said so. Never a reason to sign in again.
+    Throttled { retry_after: Option<u64> },
+    /// The user: sign in again, consent, or pass multi-factor authentication; `kind` is the
+    /// class the internal API names, `cause` the words, and the claims challenge is `body`'s.
+    User { kind: ReauthKind, cause: &'static str, body: &'a EntraErrorBody },
+    /// The organization: a Conditional Access policy blocks the user; signing in again cannot help.
+    Blocked { body: &'a EntraErrorBody },
     /// The operator: `config_key` (in full) or the app registration must change.
     Operator { cause: &'static str, config_key: String, body: &'a EntraErrorBody },
     /// This one request was refused or not understood (a replayed code, an ID token that does
@@ -26,9 +32,12 @@ impl<'a> Refusal<'a> {
             UpstreamError::Refused { body, class: ErrorClass::Operator { cause, config_key: key }, .. } => {
                 Refusal::Operator { cause, config_key: config_key(alias, key), body }
             }
-            UpstreamError::Refused { body, class: ErrorClass::Reauthenticate { cause }, .. } => {
-                Refusal::User { cause, body }
+            UpstreamError::Refused { body, class: ErrorClass::Reauthenticate { kind, cause }, .. } => {
+                Refusal::User { kind: *kind, cause, body }
             }
+            UpstreamError::Refused { body, class: ErrorClass::Blocked, .. } => Refusal::Blocked { body },
+            UpstreamError::Throttled { retry_after, .. } => Refusal::Throttled { retry_after: *retry_after },
+            UpstreamError::Refused { class: ErrorClass::Throttled, .. } => Refusal::Throttled { retry_after: None },
             err if err.is_transient() => Refusal::Transient,
             UpstreamError::Refused { body, .. } => Refusal::Request { body: Some(body) },
             _ => Refusal::Request { body: None },
@@ -57,7 +66,9 @@ mod tests {
     fn reading(refusal: &Refusal<'_>) -> String {
         match refusal {
             Refusal::Transient => "transient".to_owned(),
-            Refusal::User { .. } => "user".to_owned(),
+            Refusal::Throttled { retry_after } => format!("throttled {retry_after:?}"),
+            Refusal::User { kind, .. } => format!("user {}", kind.as_str()),
+            Refusal::Blocked { .. } => "blocked".to_owned(),
             Refusal::Operator { config_key, .. } => format!("operator {config_key}"),
             Refusal::Request { body: Some(body) } => format!("request {}", body.error),
             Refusal::Request { body: None } => "request".to_owned(),
@@ -78,8 +89,14 @@ mod tests {
                 "operator providers.entra.client_id",
                 "an unknown application",
             ),
-            (refused(400, "invalid_grant", "AADSTS70008: expired"), "user", "an expired grant"),
-            (refused(400, "invalid_grant", "AADSTS65001: consent"), "user", "missing consent"),
+            (refused(400, "invalid_grant", "AADSTS70008: expired"), "user expired", "an expired grant"),
+            (refused(400, "invalid_grant", "AADSTS65001: consent"), "user consent_required", "missing consent"),
+            (refused(400, "invalid_grant", "AADSTS53003: blocked"), "blocked", "Conditional Access blocks"),
+            (
+                UpstreamError::Throttled { status: 429, body: EntraErrorBody::default(), retry_after: Some(30) },
+                "throttled Some(30)",
+                "throttled with Retry-After",
+            ),
             (refused(503, "temporarily_unavailable", "AADSTS90033"), "transient", "Entra says so"),
             (UpstreamError::Malformed { status: 502, body: String::new() }, "transient", "a gateway error"),
             (

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::store::StoreError;
+use crate::upstream::entra::ReauthKind;
 
 /// Why a token read or refresh did not produce a token. The `Display` texts of the first two
 /// are Keycloak's, which OpenHands matches.
@@ -14,9 +15,12 @@ pub(crate) enum VaultError {
     NotStored { alias: String },
     #[error("User [{user_id}] is disabled.")]
     UserDisabled { user_id: String },
-    /// The upstream refused the grant for good; the user must sign in again.
+    /// The upstream refused the grant for good; the user must sign in again, for `kind`.
     #[error("{reason}")]
-    ReauthRequired { reason: String },
+    ReauthRequired { reason: String, kind: ReauthKind },
+    /// A Conditional Access policy blocks the user; signing in again will not help.
+    #[error("{reason}")]
+    Blocked { reason: String },
     /// The upstream refused the broker's own configuration; an operator must fix `config_key`.
     #[error("the provider refused the broker's configuration ({cause}); check `{config_key}`")]
     Misconfigured { cause: String, config_key: String },
@@ -59,6 +63,7 @@ impl VaultError {
             VaultError::NotStored { .. } => "not_stored",
             VaultError::UserDisabled { .. } => "user_disabled",
             VaultError::ReauthRequired { .. } => "reauth_required",
+            VaultError::Blocked { .. } => "blocked",
             VaultError::Misconfigured { .. } => "misconfigured",
             VaultError::Unavailable { .. } => "unavailable",
             VaultError::KeyNotConfigured { .. } => "key_not_configured",

@@ -15,6 +15,14 @@
 //! within the upstream client's own limit, and its answer is stored: Entra rotates the
 //! refresh token on every use, so an answer thrown away would waste the newest one.
 //!
+//! Entra throttling the provider (429 with `Retry-After`, AADSTS50196) rests the provider as a
+//! whole: the deadline is kept in the database (`provider_backoffs`), so that no replica sends a
+//! refresh before it, and in memory, so that readers meanwhile are answered at once (the stored
+//! token while valid, else 503 with a `Retry-After` at least as long as the wait left). Every
+//! refresh call takes a slot of the pacer (`vault.max_refreshes_per_second`, slots stretched at
+//! random), so that the identities that waited out a throttling window or an outage reach Entra
+//! spread out; a reader whose slot would come after its deadline is answered without it.
+//!
 //! What each answer means (a row's worth at `now`, a failure's meaning, the time to try again)
 //! is decided in `verdicts`, without I/O; this file performs what it decides.
 
@@ -32,7 +40,7 @@ use super::{Cipher, UpstreamTokens, open_tokens, seal_tokens};
 use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
 use crate::config::VaultSettings;
-use crate::crypto::{CipherError, new_id};
+use crate::crypto::{CipherError, new_id, random_bytes};
 use crate::store::{IdentityKey, Lease, Store, StoreError, VaultRow};
 use crate::telemetry::{Chain, Metrics};
 use crate::upstream::{self, Provider, TokenResponse, Upstream, UpstreamError};
@@ -50,6 +58,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a read got no fresh token in time.
 const PROVIDER_UNAVAILABLE: &str = "the provider is unavailable";
+const PROVIDER_THROTTLED: &str = "the provider is throttling token refreshes";
 const OUT_OF_TIME: &str = "the token could not be refreshed within `vault.refresh_timeout_seconds`";
 const SHUTTING_DOWN: &str = "the broker is shutting down";
 
@@ -84,6 +93,8 @@ pub(crate) struct RefreshPolicy {
     pub(crate) keepalive_after: i64,
     pub(crate) keepalive_interval: Duration,
     pub(crate) keepalive_batch: i64,
+    /// The least time between two refresh calls of this process (`vault.max_refreshes_per_second`).
+    pub(crate) refresh_interval: Duration,
 }
 
 impl RefreshPolicy {
@@ -94,6 +105,24 @@ impl RefreshPolicy {
             keepalive_after: settings.keepalive_after_seconds,
             keepalive_interval: Duration::from_secs(settings.keepalive_interval_seconds),
             keepalive_batch: settings.keepalive_batch_size,
+            refresh_interval: Duration::from_secs(1) / settings.max_refreshes_per_second.max(1),
+        }
+    }
+}
+
+/// What started a refresh: a read (which took its pacer slot before its lease) or keep-alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Read,
+    KeepAlive,
+}
+
+impl Trigger {
+    /// The audit trail's name.
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Read => "read",
+            Trigger::KeepAlive => "keepalive",
         }
     }
 }
@@ -147,6 +176,11 @@ struct Inner {
     flights: Mutex<HashMap<OwnedKey, Flight>>,
     /// True once shutdown began: refreshes stop and give their leases back.
     closing: watch::Sender<bool>,
+    /// Providers this process knows Entra throttles: alias → the first second a refresh may
+    /// be sent again (the database holds the deadline every replica obeys).
+    deferrals: Mutex<HashMap<String, i64>>,
+    /// When the pacer's next refresh slot is free.
+    next_slot: Mutex<Instant>,
 }
 
 impl TokenVault {
@@ -162,7 +196,21 @@ impl TokenVault {
         let owner = new_id();
         let flights = Mutex::new(HashMap::new());
         let (closing, _) = watch::channel(false);
-        let inner = Inner { store, audit, cipher, upstream, metrics, clock, policy, owner, flights, closing };
+        let (deferrals, next_slot) = (Mutex::new(HashMap::new()), Mutex::new(Instant::now()));
+        let inner = Inner {
+            store,
+            audit,
+            cipher,
+            upstream,
+            metrics,
+            clock,
+            policy,
+            owner,
+            flights,
+            closing,
+            deferrals,
+            next_slot,
+        };
         TokenVault { inner: Arc::new(inner) }
     }
 
@@ -237,6 +285,11 @@ impl TokenVault {
         let aliases: Vec<String> =
             inner.upstream.providers().filter(|p| p.store_token).map(|p| p.alias.clone()).collect();
         for alias in aliases {
+            // The throttling deadline is the wall clock's, whatever moment `now` stands for.
+            if let Some(left) = inner.deferred(&alias, inner.clock.now()).await? {
+                tracing::info!(alias = %alias, wait_seconds = left, "keep-alive waits: the provider is throttling refreshes");
+                continue;
+            }
             loop {
                 let lease = Lease { owner: &inner.owner, until: now + LEASE_SECONDS };
                 let cutoff = now - inner.policy.keepalive_after;
@@ -254,7 +307,7 @@ impl TokenVault {
                 let mut failed = 0;
                 for (row, lease) in held {
                     let deadline = Instant::now() + inner.policy.timeout;
-                    match inner.refresh_leased(row, lease, "keepalive", now, deadline).await {
+                    match inner.refresh_leased(row, lease, Trigger::KeepAlive, now, deadline).await {
                         Ok(_) => report.refreshed += 1,
                         Err(_) => failed += 1,
                     }
@@ -313,7 +366,12 @@ impl Inner {
             Stored::Fresh(tokens) => return Ok(ServedTokens { tokens, refreshed: false }),
             Stored::Stale(row) => row,
         };
-        match self.shared_refresh(identity, threshold).await {
+        let refreshed = match self.known_deferral(alias, self.clock.now()) {
+            // Throttled: no refresh is tried, not even its lease taken, until the wait is over.
+            Some(left) => Err(self.throttled(left)),
+            None => self.shared_refresh(identity, threshold).await,
+        };
+        match refreshed {
             Ok(tokens) => Ok(ServedTokens { tokens: (*tokens).clone(), refreshed: true }),
             Err(err) if verdicts::serves_stored_after(&err, row.expires_at, self.clock.now()) => {
                 Ok(ServedTokens { tokens: self.open(&row)?, refreshed: false })
@@ -369,6 +427,66 @@ impl Inner {
         VaultError::Unavailable { cause, retry_after: verdicts::retry_after(self.policy.timeout) }
     }
 
+    /// A reader's answer while the provider rests `left` more seconds: come back after it, a
+    /// little later for some (so that they do not all come back in the same second).
+    fn throttled(&self, left: u64) -> VaultError {
+        let random = u16::from_le_bytes(random_bytes::<2>());
+        VaultError::Unavailable { cause: PROVIDER_THROTTLED, retry_after: verdicts::deferred_retry_after(left, random) }
+    }
+
+    /// The seconds `alias` still rests at `now`, as this process knows without asking.
+    fn known_deferral(&self, alias: &str, now: i64) -> Option<u64> {
+        let deferrals = self.deferrals.lock().unwrap_or_else(PoisonError::into_inner);
+        verdicts::deferral_left(deferrals.get(alias).copied(), now)
+    }
+
+    /// The seconds `alias` still rests at `now`, as every replica agrees (the database); `None`
+    /// when a refresh may be sent.
+    async fn deferred(&self, alias: &str, now: i64) -> Result<Option<u64>, StoreError> {
+        if let Some(left) = self.known_deferral(alias, now) {
+            return Ok(Some(left));
+        }
+        let retry_at = self.store.provider_deferred_until(alias).await?;
+        if let Some(retry_at) = retry_at.filter(|at| *at > now) {
+            self.deferrals.lock().unwrap_or_else(PoisonError::into_inner).insert(alias.to_owned(), retry_at);
+        }
+        Ok(verdicts::deferral_left(retry_at, now))
+    }
+
+    /// Rests `alias` until `retry_at` on every replica; returns the seconds left from `now` (a
+    /// later deadline another replica recorded wins).
+    async fn defer(&self, alias: &str, retry_at: i64, now: i64) -> Result<u64, StoreError> {
+        let retry_at = self.store.defer_provider(alias, retry_at, now).await?;
+        let known = self.deferrals.lock().unwrap_or_else(PoisonError::into_inner).insert(alias.to_owned(), retry_at);
+        let left = verdicts::deferral_left(Some(retry_at), now).unwrap_or(0);
+        if known != Some(retry_at) {
+            tracing::warn!(
+                alias = %alias,
+                wait_seconds = left,
+                "the provider is throttling token refreshes; none is sent to it before the wait is over (no identity is marked)"
+            );
+        }
+        Ok(left)
+    }
+
+    /// Waits for this process's next refresh slot; false when it would come at or after
+    /// `deadline` (nothing is reserved then).
+    async fn paced(&self, deadline: Instant) -> bool {
+        let slot = {
+            let mut next = self.next_slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let random = u16::from_le_bytes(random_bytes::<2>());
+            match verdicts::paced_slot(*next, Instant::now(), self.policy.refresh_interval, random, deadline) {
+                Some((slot, after)) => {
+                    *next = after;
+                    slot
+                }
+                None => return false,
+            }
+        };
+        tokio::time::sleep_until(slot.into()).await;
+        true
+    }
+
     /// Renews the lease of an identity in the background until the returned value is dropped.
     fn hold(&self, identity: IdentityKey<'_>) -> HeldLease {
         let (renewing, mut stopped) = oneshot::channel::<()>();
@@ -401,6 +519,15 @@ impl Inner {
         threshold: i64,
         deadline: Instant,
     ) -> Result<Arc<UpstreamTokens>, VaultError> {
+        // Rest and pace before the lease is taken, so that a lease is held only while its
+        // refresh is under way, not while it waits for its turn.
+        if let Some(left) = self.deferred(identity.alias, self.clock.now()).await? {
+            return Err(self.throttled(left));
+        }
+        if !self.paced(deadline).await {
+            tracing::info!(alias = %identity.alias, "no refresh slot before the readers' deadline (vault.max_refreshes_per_second); refresh postponed");
+            return Err(self.unavailable(OUT_OF_TIME));
+        }
         let mut pause = Duration::from_millis(20);
         loop {
             if self.closing() {
@@ -415,7 +542,7 @@ impl Inner {
                     return Ok(Arc::new(self.open(&row)?));
                 }
                 let held = self.hold(identity);
-                return self.refresh_leased(row, held, "read", now, deadline).await.map(Arc::new);
+                return self.refresh_leased(row, held, Trigger::Read, now, deadline).await.map(Arc::new);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let Some((wait, next_pause)) = verdicts::poll_wait(pause, left) else {
@@ -449,12 +576,12 @@ impl Inner {
         &self,
         row: VaultRow,
         held: HeldLease,
-        trigger: &'static str,
+        trigger: Trigger,
         now: i64,
         deadline: Instant,
     ) -> Result<UpstreamTokens, VaultError> {
         let started = Instant::now();
-        let result = self.refresh_upstream(&row, now, deadline).await;
+        let result = self.refresh_upstream(&row, trigger, now, deadline).await;
         if result.is_err()
             && let Err(err) = self.store.release_refresh_lease(row.key(), &self.owner).await
         {
@@ -471,7 +598,13 @@ impl Inner {
         let elapsed = started.elapsed();
         self.metrics.observe_refresh(&row.alias, outcome, elapsed);
         let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let event = Event::TokenRefresh { outcome, trigger, user_id: &row.user_id, alias: &row.alias, latency_ms };
+        let event = Event::TokenRefresh {
+            outcome,
+            trigger: trigger.name(),
+            user_id: &row.user_id,
+            alias: &row.alias,
+            latency_ms,
+        };
         self.audit.event(self.clock.now(), event).await;
         result
     }
@@ -481,6 +614,7 @@ impl Inner {
     async fn refresh_upstream(
         &self,
         row: &VaultRow,
+        trigger: Trigger,
         now: i64,
         deadline: Instant,
     ) -> Result<UpstreamTokens, VaultError> {
@@ -493,7 +627,11 @@ impl Inner {
             cause: "no refresh token is stored; Entra returns one only when `offline_access` is requested".to_owned(),
             config_key: format!("providers.{}.scopes", row.alias),
         })?;
-        let call = self.call_with_retries(provider, &refresh_token, deadline);
+        // A keep-alive batch stops at once when one of its refreshes was throttled.
+        if let Some(left) = self.known_deferral(&row.alias, self.clock.now()) {
+            return Err(self.throttled(left));
+        }
+        let call = self.call_with_retries(provider, &refresh_token, trigger, deadline);
         let mut closing = self.closing.subscribe();
         let answer = tokio::select! {
             answer = tokio::time::timeout_at((deadline + upstream::REQUEST_TIMEOUT).into(), call) => answer,
@@ -501,6 +639,10 @@ impl Inner {
         };
         let Ok(answer) = answer else {
             tracing::warn!(alias = %row.alias, "the provider did not answer a refresh in time; refresh postponed");
+            return Err(self.unavailable(OUT_OF_TIME));
+        };
+        let Some(answer) = answer else {
+            tracing::info!(alias = %row.alias, "no refresh slot before the readers' deadline (vault.max_refreshes_per_second); refresh postponed");
             return Err(self.unavailable(OUT_OF_TIME));
         };
         match answer {
@@ -516,46 +658,87 @@ impl Inner {
         }
     }
 
+    /// The upstream's answer, retried when transient; every attempt waits for a slot of the
+    /// pacer (a read took its first before its lease). `None` when the first attempt gets no
+    /// slot before `deadline`.
     async fn call_with_retries(
         &self,
         provider: &Provider,
         refresh_token: &SecretString,
+        trigger: Trigger,
         deadline: Instant,
-    ) -> Result<TokenResponse, UpstreamError> {
+    ) -> Option<Result<TokenResponse, UpstreamError>> {
         let mut attempt = 0;
+        let mut last = None;
         loop {
+            let slot_taken = attempt == 0 && trigger == Trigger::Read;
+            if !slot_taken && !self.paced(deadline).await {
+                return last.map(Err);
+            }
             let result = match self.upstream.metadata(provider).await {
                 Ok(metadata) => self.upstream.refresh(provider, &metadata, refresh_token).await,
                 Err(err) => Err(err),
             };
             let err = match result {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Some(Ok(response)),
                 Err(err) => err,
             };
             let Some(delay) = verdicts::retry_delay(&err, attempt, Instant::now(), deadline) else {
-                return Err(err);
+                return Some(Err(err));
             };
             tracing::info!(alias = %provider.settings.alias, attempt, error = %Chain(&err), "refresh failed transiently; retrying");
             tokio::time::sleep(delay).await;
+            last = Some(err);
             attempt += 1;
         }
     }
 
-    /// Turns an upstream refusal into what the reader is told, marking the identity when the
-    /// user must sign in again.
+    /// Turns an upstream refusal into what the reader is told: rests a throttled provider,
+    /// marks the identity when the user must sign in again (or is blocked by policy).
     async fn refusal(&self, provider: &Provider, row: &VaultRow, err: UpstreamError, now: i64) -> VaultError {
         let alias = &provider.settings.alias;
-        match verdicts::refresh_refused(&err, alias, &provider.settings.display_name) {
+        let identity = row.key();
+        match verdicts::refresh_refused(&err, alias, &provider.settings.display_name, self.clock.now()) {
             RefreshRefused::Unavailable => {
                 tracing::warn!(alias = %alias, error = %Chain(&err), "the provider is unavailable; refresh postponed");
                 self.unavailable(PROVIDER_UNAVAILABLE)
             }
-            RefreshRefused::Reauthenticate { reason } => {
-                if let Err(store_err) = self.store.mark_needs_reauth(&row.user_id, alias, &reason, now).await {
+            RefreshRefused::Throttled { retry_at } => match self.defer(alias, retry_at, self.clock.now()).await {
+                Ok(left) => self.throttled(left),
+                Err(store_err) => store_err.into(),
+            },
+            RefreshRefused::Reauthenticate { reason, kind, mark } => {
+                if let Err(store_err) = self.store.mark_needs_reauth(identity, &mark, &reason, now).await {
                     return store_err.into();
                 }
-                tracing::info!(alias = %alias, user_id = %row.user_id, reason = %reason, "identity needs a new sign-in");
-                VaultError::ReauthRequired { reason }
+                tracing::info!(
+                    alias = %alias,
+                    user_id = %row.user_id,
+                    reauth_kind = kind.as_str(),
+                    claims_challenge = mark.claims.is_some(),
+                    reason = %reason,
+                    "identity needs a new sign-in"
+                );
+                VaultError::ReauthRequired { reason, kind }
+            }
+            RefreshRefused::Blocked { reason, mark } => {
+                if let Err(store_err) = self.store.mark_needs_reauth(identity, &mark, &reason, now).await {
+                    return store_err.into();
+                }
+                let body = match &err {
+                    UpstreamError::Refused { body, .. } => Some(body),
+                    _ => None,
+                };
+                tracing::warn!(
+                    alias = %alias,
+                    user_id = %row.user_id,
+                    aadsts = body.and_then(|b| b.aadsts()),
+                    suberror = body.and_then(|b| b.suberror.as_deref()).unwrap_or_default(),
+                    upstream_trace_id = body.and_then(|b| b.trace_id()).unwrap_or_default(),
+                    upstream_correlation_id = body.and_then(|b| b.correlation_id()).unwrap_or_default(),
+                    "a Conditional Access policy of the user's organization blocks the refresh; the identity is blocked until a sign-in succeeds (signing in again will not help until the policy allows it)"
+                );
+                VaultError::Blocked { reason }
             }
             RefreshRefused::Operator { cause, config_key } => {
                 tracing::error!(

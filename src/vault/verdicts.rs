@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::error::VaultError;
-use crate::store::{IdentityKey, LinkedTokens, VaultRow};
+use crate::store::{IdentityKey, LinkedTokens, ReauthMark, VaultRow};
 use crate::upstream::UpstreamError;
+use crate::upstream::entra::{EntraErrorBody, ReauthKind};
 use crate::upstream::refusal::{self, Refusal};
 
 /// Pauses between attempts when the upstream fails transiently; three attempts at most, all
@@ -13,6 +14,12 @@ use crate::upstream::refusal::{self, Refusal};
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1000)];
 /// The longest pause between two looks at a refresh another process holds the lease of.
 const MAX_POLL_PAUSE: Duration = Duration::from_millis(250);
+/// How long a provider rests when Entra throttles without a `Retry-After` (AADSTS50196 sends none).
+const DEFAULT_THROTTLE_SECONDS: u64 = 60;
+/// The longest rest a `Retry-After` may impose: beyond an hour it is more likely a mistake.
+const MAX_THROTTLE_SECONDS: u64 = 3600;
+/// The stored kind of an identity a Conditional Access policy blocks (`ReauthMark::kind`).
+pub(super) const BLOCKED_KIND: &str = "blocked";
 
 /// What a stored access token is worth at `now` to a reader that needs it valid for
 /// `threshold` more seconds.
@@ -65,7 +72,11 @@ pub(super) fn found(
         return Ok(Found::Fresh(row));
     }
     if linked.needs_reauth {
-        return Err(VaultError::ReauthRequired { reason: reauth_reason(linked.reauth_reason) });
+        let reason = reauth_reason(linked.reauth_reason);
+        if linked.reauth_kind.as_deref() == Some(BLOCKED_KIND) {
+            return Err(VaultError::Blocked { reason });
+        }
+        return Err(VaultError::ReauthRequired { reason, kind: ReauthKind::parse(linked.reauth_kind.as_deref()) });
     }
     Ok(Found::Stale(row))
 }
@@ -100,27 +111,39 @@ pub(super) fn retry_after(timeout: Duration) -> u64 {
 pub(super) enum RefreshRefused {
     /// The provider is unavailable; a later read tries again.
     Unavailable,
-    /// The grant is gone: the identity is marked, and the user must sign in again; `reason`
-    /// says so to the reader.
-    Reauthenticate { reason: String },
+    /// Entra throttles the provider: no refresh of it before `retry_at` (Unix seconds), from any
+    /// replica. The identity stays as it is.
+    Throttled { retry_at: i64 },
+    /// The grant is gone: the identity is marked (`mark`: the kind, and the claims challenge the
+    /// next authorize request carries), and the user must sign in again; `reason` says so.
+    Reauthenticate { reason: String, kind: ReauthKind, mark: ReauthMark },
+    /// A Conditional Access policy blocks the user: the identity is marked blocked until a
+    /// sign-in succeeds; `reason` names the policy as the cause, with Entra's trace id.
+    Blocked { reason: String, mark: ReauthMark },
     /// The broker's configuration is wrong: an operator must fix `config_key`.
     Operator { cause: String, config_key: String },
 }
 
-/// Reads a failed refresh of provider `alias` (shown to users as `display_name`). A refused
-/// `invalid_grant` means the stored refresh token is dead; any other answer a refresh does not
-/// expect points at the provider's `authority`.
-pub(super) fn refresh_refused(err: &UpstreamError, alias: &str, display_name: &str) -> RefreshRefused {
-    let reauthenticate = |code: Option<u32>, cause: &str| {
-        let code = code.map(|c| format!("AADSTS{c}: ")).unwrap_or_default();
+/// Reads a failed refresh of provider `alias` (shown to users as `display_name`) at `now`. A
+/// refused `invalid_grant` means the stored refresh token is dead; any other answer a refresh
+/// does not expect points at the provider's `authority`.
+pub(super) fn refresh_refused(err: &UpstreamError, alias: &str, display_name: &str, now: i64) -> RefreshRefused {
+    let reauthenticate = |kind: ReauthKind, body: Option<&EntraErrorBody>, cause: &str| {
+        let code = body.and_then(EntraErrorBody::aadsts).map(|c| format!("AADSTS{c}: ")).unwrap_or_default();
         let reason = format!("{code}{cause}. The user must sign in with {display_name} again to renew access.");
-        RefreshRefused::Reauthenticate { reason }
+        let claims = body.and_then(EntraErrorBody::claims_challenge).map(str::to_owned);
+        RefreshRefused::Reauthenticate { reason, kind, mark: ReauthMark { kind: kind.as_str().to_owned(), claims } }
     };
     match Refusal::of(alias, err) {
         Refusal::Transient => RefreshRefused::Unavailable,
-        Refusal::User { cause, body } => reauthenticate(body.aadsts(), cause),
+        Refusal::Throttled { retry_after } => RefreshRefused::Throttled { retry_at: throttled_until(retry_after, now) },
+        Refusal::User { kind, cause, body } => reauthenticate(kind, Some(body), cause),
+        Refusal::Blocked { body } => RefreshRefused::Blocked {
+            reason: blocked_reason(body, display_name),
+            mark: ReauthMark { kind: BLOCKED_KIND.to_owned(), claims: None },
+        },
         Refusal::Request { body: Some(body) } if body.error == "invalid_grant" => {
-            reauthenticate(body.aadsts(), "the provider no longer accepts the stored refresh token")
+            reauthenticate(ReauthKind::Expired, Some(body), "the provider no longer accepts the stored refresh token")
         }
         Refusal::Operator { cause, config_key, .. } => RefreshRefused::Operator { cause: cause.to_owned(), config_key },
         Refusal::Request { .. } => RefreshRefused::Operator {
@@ -130,12 +153,63 @@ pub(super) fn refresh_refused(err: &UpstreamError, alias: &str, display_name: &s
     }
 }
 
+/// What a reader of an identity a Conditional Access policy blocks is told: the policy is the
+/// cause, signing in again will not help, and Entra's trace id for the administrator.
+fn blocked_reason(body: &EntraErrorBody, display_name: &str) -> String {
+    let code = body.aadsts().map(|c| format!("AADSTS{c}: ")).unwrap_or_default();
+    let trace = body.trace_id().map(|t| format!(" (trace id {t})")).unwrap_or_default();
+    format!(
+        "{code}a Conditional Access policy of the user's organization blocks access to {display_name}{trace}; \
+         signing in again will not help until an administrator of the organization allows it"
+    )
+}
+
+/// The first second at which a provider throttled at `now` may be sent a refresh again: after
+/// its `Retry-After` has passed whole (the clock counts whole seconds, so one more).
+pub(super) fn throttled_until(retry_after: Option<u64>, now: i64) -> i64 {
+    let seconds = retry_after.unwrap_or(DEFAULT_THROTTLE_SECONDS).min(MAX_THROTTLE_SECONDS);
+    now + i64::try_from(seconds).unwrap_or(0) + 1
+}
+
+/// The seconds left before a provider deferred until `retry_at` may be sent a refresh at `now`;
+/// `None` once it may.
+pub(super) fn deferral_left(retry_at: Option<i64>, now: i64) -> Option<u64> {
+    retry_at.filter(|at| *at > now).and_then(|at| u64::try_from(at - now).ok())
+}
+
+/// The `Retry-After` a reader of a deferred provider is told: the wait left, plus up to a tenth
+/// more (at most 10 s) drawn from `random`, so that waiting callers come back spread out.
+pub(super) fn deferred_retry_after(left: u64, random: u16) -> u64 {
+    let spread = (left / 10).clamp(1, 10);
+    left + u64::from(random) % (spread + 1)
+}
+
+/// The refresh pacer's next slot: the earliest moment after `next_free` (or now) to send a
+/// refresh, and the next one after it, `interval` apart stretched by up to half again from
+/// `random`: a bounded rate, never two replicas in lockstep. `None` when the slot would begin
+/// at or past `deadline` (the reader is answered without the refresh).
+pub(super) fn paced_slot(
+    next_free: Instant,
+    now: Instant,
+    interval: Duration,
+    random: u16,
+    deadline: Instant,
+) -> Option<(Instant, Instant)> {
+    let slot = next_free.max(now);
+    if slot >= deadline {
+        return None;
+    }
+    let stretch = interval.mul_f64(f64::from(random) / f64::from(u16::MAX) / 2.0);
+    Some((slot, slot + interval + stretch))
+}
+
 /// The pause before trying a failed refresh call again, or `None` to give up: only a transient
 /// failure is tried again, at most `RETRY_DELAYS.len()` times after the first `attempt` (0),
 /// and only when the next attempt would begin before `deadline`.
 pub(super) fn retry_delay(err: &UpstreamError, attempt: usize, now: Instant, deadline: Instant) -> Option<Duration> {
     let delay = *RETRY_DELAYS.get(attempt)?;
-    (err.is_transient() && now + delay < deadline).then_some(delay)
+    let throttled = matches!(Refusal::of("", err), Refusal::Throttled { .. });
+    (err.is_transient() && !throttled && now + delay < deadline).then_some(delay)
 }
 
 /// While another process refreshes: how long to wait before looking again (`pause`, cut to
@@ -179,7 +253,13 @@ mod tests {
     }
 
     fn linked(user_enabled: bool, needs_reauth: bool, reason: Option<&str>, expires_at: Option<i64>) -> LinkedTokens {
-        LinkedTokens { user_enabled, needs_reauth, reauth_reason: reason.map(Into::into), tokens: expires_at.map(row) }
+        LinkedTokens {
+            user_enabled,
+            needs_reauth,
+            reauth_reason: reason.map(Into::into),
+            reauth_kind: None,
+            tokens: expires_at.map(row),
+        }
     }
 
     fn refused(status: u16, error: &str, code: Option<u32>) -> UpstreamError {
@@ -187,7 +267,7 @@ mod tests {
             error: error.into(),
             error_description: code.map(|c| format!("AADSTS{c}: words")).unwrap_or_default(),
             error_codes: code.into_iter().collect(),
-            correlation_id: None,
+            ..EntraErrorBody::default()
         };
         let class = classify(status, &body);
         UpstreamError::Refused { status, body, class }
@@ -213,7 +293,8 @@ mod tests {
         match result {
             Ok(Found::Fresh(row)) => format!("fresh {}", row.expires_at - NOW),
             Ok(Found::Stale(row)) => format!("stale {}", row.expires_at - NOW),
-            Err(VaultError::ReauthRequired { reason }) => format!("reauth_required: {reason}"),
+            Err(VaultError::ReauthRequired { reason, kind }) => format!("reauth_required {}: {reason}", kind.as_str()),
+            Err(VaultError::Blocked { reason }) => format!("blocked: {reason}"),
             Err(err) => err.outcome().to_owned(),
         }
     }
@@ -230,12 +311,12 @@ mod tests {
             (Some(linked(true, false, None, Some(NOW - 60))), "stale -60", "expired: refreshed too"),
             (
                 Some(linked(true, true, Some("AADSTS70008: gone."), Some(NOW + 60))),
-                "reauth_required: AADSTS70008: gone.",
+                "reauth_required expired: AADSTS70008: gone.",
                 "marked and stale: the stored reason",
             ),
             (
                 Some(linked(true, true, None, Some(NOW + 60))),
-                "reauth_required: The user must sign in again to renew access.",
+                "reauth_required expired: The user must sign in again to renew access.",
                 "marked without a reason",
             ),
         ];
@@ -263,12 +344,14 @@ mod tests {
     #[test]
     fn the_stored_token_stands_in_only_for_an_unavailable_refresh_and_only_while_valid() {
         let unavailable = VaultError::Unavailable { cause: "down", retry_after: 5 };
-        let reauth = VaultError::ReauthRequired { reason: "gone".into() };
+        let reauth = VaultError::ReauthRequired { reason: "gone".into(), kind: ReauthKind::Expired };
+        let blocked = VaultError::Blocked { reason: "policy".into() };
         let misconfigured = VaultError::Misconfigured { cause: "c".into(), config_key: "k".into() };
         let cases = [
             (&unavailable, NOW + 1, true, "unavailable, still valid"),
             (&unavailable, NOW, false, "unavailable, expired"),
             (&reauth, NOW + 60, false, "the grant is gone: never the old token"),
+            (&blocked, NOW + 60, false, "blocked by policy: never the old token"),
             (&misconfigured, NOW + 60, false, "an operator must act"),
         ];
         for (err, expires_at, serves, case) in cases {
@@ -285,14 +368,70 @@ mod tests {
 
     #[test]
     fn a_failed_refresh_means_wait_sign_in_again_or_an_operators_fix() {
-        let reauth = |reason: &str| RefreshRefused::Reauthenticate { reason: reason.to_owned() };
+        let reauth_as = |kind: ReauthKind, claims: Option<&str>, reason: &str| RefreshRefused::Reauthenticate {
+            reason: reason.to_owned(),
+            kind,
+            mark: ReauthMark { kind: kind.as_str().to_owned(), claims: claims.map(Into::into) },
+        };
+        let reauth = |reason: &str| reauth_as(ReauthKind::Expired, None, reason);
+        let challenge = r#"{"access_token":{"capolids":{"essential":true,"values":["p1"]}}}"#;
+        let with = |err: UpstreamError, suberror: Option<&str>, claims: Option<&str>| match err {
+            UpstreamError::Refused { status, body, .. } => {
+                let body =
+                    EntraErrorBody { suberror: suberror.map(Into::into), claims: claims.map(Into::into), ..body };
+                let class = classify(status, &body);
+                UpstreamError::Refused { status, body, class }
+            }
+            other => other,
+        };
         let operator = |cause: &str, config_key: &str| RefreshRefused::Operator {
             cause: cause.to_owned(),
             config_key: config_key.to_owned(),
         };
         let cases = [
             (refused(503, "temporarily_unavailable", None), RefreshRefused::Unavailable, "Entra is down"),
-            (refused(429, "", None), RefreshRefused::Unavailable, "throttled"),
+            (refused(429, "", None), RefreshRefused::Throttled { retry_at: NOW + 61 }, "throttled, no Retry-After"),
+            (
+                UpstreamError::Throttled { status: 429, body: EntraErrorBody::default(), retry_after: Some(30) },
+                RefreshRefused::Throttled { retry_at: NOW + 31 },
+                "throttled for 30 seconds: the 31st second is the first free one",
+            ),
+            (
+                refused(400, "invalid_grant", Some(50196)),
+                RefreshRefused::Throttled { retry_at: NOW + 61 },
+                "loop detection is throttling, not a dead grant",
+            ),
+            (
+                UpstreamError::Throttled { status: 429, body: EntraErrorBody::default(), retry_after: Some(86_400) },
+                RefreshRefused::Throttled { retry_at: NOW + 3601 },
+                "an hour at most",
+            ),
+            (
+                with(refused(400, "invalid_grant", Some(50079)), None, Some(challenge)),
+                reauth_as(
+                    ReauthKind::MfaRequired,
+                    Some(challenge),
+                    "AADSTS50079: multi-factor authentication is required. The user must sign in with Contoso again to renew access.",
+                ),
+                "a claims challenge is kept for the next authorize request",
+            ),
+            (
+                with(refused(400, "invalid_grant", None), Some("user_password_expired"), None),
+                reauth_as(
+                    ReauthKind::PasswordExpired,
+                    None,
+                    "the password has expired. The user must sign in with Contoso again to renew access.",
+                ),
+                "suberror user_password_expired",
+            ),
+            (
+                refused(400, "invalid_grant", Some(53003)),
+                RefreshRefused::Blocked {
+                    reason: "AADSTS53003: a Conditional Access policy of the user's organization blocks access to Contoso; signing in again will not help until an administrator of the organization allows it".into(),
+                    mark: ReauthMark { kind: BLOCKED_KIND.into(), claims: None },
+                },
+                "blocked by Conditional Access",
+            ),
             (UpstreamError::Malformed { status: 500, body: String::new() }, RefreshRefused::Unavailable, "a 500"),
             (
                 refused(400, "invalid_grant", Some(70008)),
@@ -303,7 +442,9 @@ mod tests {
             ),
             (
                 refused(400, "interaction_required", Some(50076)),
-                reauth(
+                reauth_as(
+                    ReauthKind::MfaRequired,
+                    None,
                     "AADSTS50076: multi-factor authentication is required. The user must sign in with Contoso again to renew access.",
                 ),
                 "MFA required",
@@ -355,7 +496,54 @@ mod tests {
             ),
         ];
         for (err, expected, case) in cases {
-            assert_eq!(refresh_refused(&err, "entra", "Contoso"), expected, "{case}");
+            assert_eq!(refresh_refused(&err, "entra", "Contoso", NOW), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_throttled_provider_rests_until_its_deadline_and_readers_come_back_spread_out() {
+        let cases = [
+            (None, None, "never throttled"),
+            (Some(NOW - 1), None, "a past deadline"),
+            (Some(NOW), None, "the deadline's own second is free"),
+            (Some(NOW + 30), Some(30), "thirty seconds left"),
+        ];
+        for (retry_at, expected, case) in cases {
+            assert_eq!(deferral_left(retry_at, NOW), expected, "{case}");
+        }
+        for random in [0, 1, 7, 999, u16::MAX] {
+            let told = deferred_retry_after(30, random);
+            assert!((30..=33).contains(&told), "at least the wait left, a tenth more at most: {told}");
+            assert!((1..=2).contains(&deferred_retry_after(1, random)), "a second's wait, one more at most");
+        }
+        assert_ne!(deferred_retry_after(100, 3), deferred_retry_after(100, 4), "spread by the random draw");
+    }
+
+    #[test]
+    fn the_pacer_spaces_refreshes_by_the_interval_stretched_at_random_and_never_past_the_deadline() {
+        let now = Instant::now();
+        let interval = Duration::from_millis(20);
+        let deadline = now + Duration::from_secs(1);
+        let (slot, next) = paced_slot(now, now, interval, 0, deadline).expect("a slot");
+        assert_eq!((slot, next), (now, now + interval), "at once, then one interval later");
+        let (slot, next) = paced_slot(next, now, interval, u16::MAX, deadline).expect("a slot");
+        assert_eq!(slot, now + interval, "the next caller waits its turn");
+        assert_eq!(next, slot + interval + interval / 2, "stretched by half an interval at most");
+        let past = now - Duration::from_secs(5);
+        assert_eq!(paced_slot(past, now, interval, 0, deadline).map(|(slot, _)| slot), Some(now), "idle: at once");
+        assert_eq!(paced_slot(deadline, now, interval, 0, deadline), None, "a slot at the deadline is no slot");
+        // A storm: however many wait, no second holds more slots than the rate allows.
+        let mut next = now;
+        let mut slots = Vec::new();
+        let far = now + Duration::from_secs(60);
+        for random in (0..500u32).map(|i| (i * 7919 % 65_536) as u16) {
+            let (slot, after) = paced_slot(next, now, interval, random, far).expect("a slot");
+            slots.push(slot);
+            next = after;
+        }
+        for (i, first) in slots.iter().enumerate() {
+            let within = slots[i..].iter().take_while(|slot| **slot < *first + Duration::from_secs(1)).count();
+            assert!(within <= 50, "{within} slots in one second at 50 a second");
         }
     }
 
@@ -376,6 +564,8 @@ mod tests {
         }
         let refused = refused(400, "invalid_grant", Some(70008));
         assert_eq!(retry_delay(&refused, 0, now, far), None, "a refusal is final");
+        let throttled = UpstreamError::Throttled { status: 429, body: EntraErrorBody::default(), retry_after: Some(1) };
+        assert_eq!(retry_delay(&throttled, 0, now, far), None, "no retry inside a throttling window");
     }
 
     #[test]

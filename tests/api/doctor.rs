@@ -155,6 +155,10 @@ client_secret = "{client_secret}"
 authority = "{authority}"
 devops_url = "{devops_url}"
 allow_insecure_http = true
+
+[smtp]
+host = "smtp.example.com"
+from = "OpenHands <noreply@example.com>"
 "#,
             database_url = self.database_url,
             migrate = self.migrate,
@@ -281,6 +285,8 @@ const CHECKS: &[&str] = &[
     "database.migrations",
     "vault.keys",
     "signing_keys",
+    "providers.azure_devops.email_proof",
+    "smtp",
     "clients",
     "service_accounts",
 ];
@@ -310,6 +316,12 @@ both_backends!(doctor_reports_every_check_ok_for_a_working_configuration, |backe
     let world = world(backend).await;
     let setup = Setup::new(&world.entra, &world.devops, &world.db);
     prepare_database(&setup, VAULT_KEY).await;
+    // A sign-in whose ID token carried `xms_edov`, as one through a registration with the claim.
+    let store = identity_broker::store::Store::connect(&secrecy::SecretString::from(world.db.url.clone()), 1)
+        .await
+        .expect("store");
+    store.record_email_proof_claim("azure_devops", true, 1_800_000_000).await.expect("a sign-in's facts");
+    store.close().await;
     let config = setup.file();
 
     let text = doctor(&config, &[], &[]).await;
@@ -547,3 +559,27 @@ async fn a_vault_key_that_stored_rows_need_must_be_configured() {
     output.assert_row("signing_keys", "FAIL", &["`t0`", "start"]);
     assert_no_secrets(&output, &world.entra, &setup);
 }
+
+both_backends!(doctor_warns_when_the_last_sign_in_proved_no_email_address, |backend| async move {
+    let world = world(backend).await;
+    let setup = Setup::new(&world.entra, &world.devops, &world.db);
+    prepare_database(&setup, VAULT_KEY).await;
+    let config = setup.file();
+    let before = doctor(&config, &[], &[]).await;
+    before.assert_row("providers.azure_devops.email_proof", "SKIP", &["no sign-in", "xms_edov"]);
+
+    // A sign-in whose ID token carried no `xms_edov`, as the broker records it.
+    let store = identity_broker::store::Store::connect(&secrecy::SecretString::from(world.db.url.clone()), 1)
+        .await
+        .expect("store");
+    store.record_email_proof_claim("azure_devops", false, 1_800_000_000).await.expect("a sign-in's facts");
+    store.close().await;
+    let after = doctor(&config, &[], &[]).await;
+
+    assert_eq!(after.code, Some(0), "a warning is no failure:\n{}", after.stdout);
+    after.assert_row(
+        "providers.azure_devops.email_proof",
+        "WARN",
+        &["carried no `xms_edov`", "providers.azure_devops.verified_email_domains", "optional claim `xms_edov`"],
+    );
+});

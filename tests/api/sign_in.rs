@@ -38,7 +38,7 @@ both_backends!(happy_path_from_auth_to_userinfo, |backend| async move {
     assert_eq!(access["iss"], issuer);
     assert_eq!(access["azp"], CLIENT_ID);
     assert_eq!(access["identity_provider"], "azure_devops");
-    assert_eq!(access["email_verified"], Value::Bool(true));
+    assert_eq!(access["email_verified"], Value::Bool(false), "nothing proves the address (trust_email is off)");
     assert_eq!(access["resource_access"]["broker"]["roles"][0], "read-token");
     assert!(access["exp"].is_i64() && access["iat"].is_i64());
     assert_eq!(refresh["typ"], "Refresh");
@@ -54,7 +54,7 @@ both_backends!(happy_path_from_auth_to_userinfo, |backend| async move {
     assert_eq!(info["sub"], access["sub"]);
     assert_eq!(info["email"], "alice@contoso.onmicrosoft.com", "Entra omitted email; the UPN stands in, lower-cased");
     assert_eq!(info["preferred_username"], "alice@contoso.onmicrosoft.com");
-    assert_eq!(info["email_verified"], Value::Bool(true));
+    assert_eq!(info["email_verified"], Value::Bool(false), "a UPN standing in proves nothing");
     assert_eq!(info["identity_provider"], "azure_devops");
     assert_eq!(info["name"], FakeUser::alice().name);
 

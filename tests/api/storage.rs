@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use identity_broker::config::parse_vault_key;
 use identity_broker::crypto::Cipher;
 use identity_broker::store::{
-    AuditEvent, AuthRequestRow, AuthorizationCodeRow, CodeRedemption, IdentityKey, Lease, ProfileUpdate, SessionRow,
-    Store, StoreError, Table, UpstreamLogin,
+    AuditEvent, AuthRequestRow, AuthorizationCodeRow, CodeRedemption, IdentityKey, Lease, ProfileUpdate, ReauthMark,
+    SessionRow, Store, StoreError, Table, UpstreamLogin,
 };
 use identity_broker::vault::{UpstreamTokens, open_tokens, seal_tokens};
 use secrecy::{ExposeSecret, SecretString};
@@ -272,7 +272,11 @@ both_backends!(refresh_leases_admit_one_holder_until_they_expire, |backend| asyn
         .release_refresh_lease(IdentityKey { user_id: "u2", alias: "azure_devops" }, "replica-b")
         .await
         .expect("release");
-    store.mark_needs_reauth("u2", "azure_devops", "AADSTS70008", 200).await.expect("mark");
+    let mark = ReauthMark { kind: "expired".into(), claims: None };
+    store
+        .mark_needs_reauth(IdentityKey { user_id: "u2", alias: "azure_devops" }, &mark, "AADSTS70008", 200)
+        .await
+        .expect("mark");
     let stale = store.claim_stale_leases("azure_devops", 1_000, second, 300, 10).await.expect("stale");
     assert!(stale.iter().all(|r| r.user_id != "u2"), "needs a sign-in, not a refresh");
 });

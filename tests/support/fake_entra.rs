@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
@@ -60,6 +60,9 @@ pub struct FakeUser {
     pub email: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// Optional claims the app registration adds to the ID token (`xms_edov`,
+    /// `verified_primary_email`, …), as they are written into it.
+    pub optional_claims: Vec<(&'static str, Value)>,
 }
 
 impl FakeUser {
@@ -75,6 +78,7 @@ impl FakeUser {
             email: None,
             given_name: None,
             family_name: None,
+            optional_claims: Vec::new(),
         }
     }
 
@@ -89,6 +93,7 @@ impl FakeUser {
             email: Some("bob@contoso.com".to_owned()),
             given_name: Some("Bob".to_owned()),
             family_name: Some("Jones".to_owned()),
+            optional_claims: Vec::new(),
         }
     }
 }
@@ -124,11 +129,45 @@ pub struct UpstreamFailure {
     pub aadsts: Option<u32>,
     /// Human text, without the `AADSTSnnnn: ` prefix.
     pub description: String,
+    /// Entra's `suberror` (`message_only`, `consent_required`, …).
+    pub suberror: Option<String>,
+    /// A Conditional Access claims challenge, as Entra sends it (a JSON string).
+    pub claims: Option<String>,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl UpstreamFailure {
     pub fn aadsts(status: u16, error: &str, code: u32, description: &str) -> Self {
-        UpstreamFailure { status, error: error.to_owned(), aadsts: Some(code), description: description.to_owned() }
+        UpstreamFailure {
+            status,
+            error: error.to_owned(),
+            aadsts: Some(code),
+            description: description.to_owned(),
+            suberror: None,
+            claims: None,
+            retry_after: None,
+        }
+    }
+
+    /// With Entra's `suberror`.
+    pub fn with_suberror(mut self, suberror: &str) -> Self {
+        self.suberror = Some(suberror.to_owned());
+        self
+    }
+
+    /// With a Conditional Access claims challenge.
+    pub fn with_claims(mut self, claims: &str) -> Self {
+        self.claims = Some(claims.to_owned());
+        self
+    }
+
+    /// Throttling as Entra answers it: 429 and `Retry-After`.
+    pub fn throttled(retry_after: u64) -> Self {
+        UpstreamFailure {
+            retry_after: Some(retry_after),
+            ..Self::aadsts(429, "temporarily_unavailable", 50196, "The request was throttled. Retry later.")
+        }
     }
 
     /// A transient outage, which a broker should report as retryable.
@@ -185,6 +224,9 @@ impl FakeEntra {
                 tweak: IdTokenTweak::None,
                 failure: None,
                 failures_left: 0,
+                throttle: None,
+                refresh_times: Vec::new(),
+                authorize_queries: Vec::new(),
                 token_delay: Duration::ZERO,
                 access_token_lifetime: 3599,
                 signing_key: Arc::new(SigningKey::generate()),
@@ -259,6 +301,24 @@ impl FakeEntra {
     /// Answers every held token request as usual (a late answer), and holds no more.
     pub fn release_token_requests(&self) {
         self.shared.holding.send_replace(false);
+    }
+
+    /// Every refresh request for `window` from now is answered `failure` (e.g.
+    /// [`UpstreamFailure::throttled`]); other grants are answered as usual.
+    pub fn fail_refreshes_for(&self, window: Duration, failure: UpstreamFailure) -> Instant {
+        let until = Instant::now() + window;
+        self.shared.lock().throttle = Some((until, failure));
+        until
+    }
+
+    /// When each refresh request arrived, oldest first.
+    pub fn refresh_times(&self) -> Vec<Instant> {
+        self.shared.lock().refresh_times.clone()
+    }
+
+    /// The query of every authorize request, oldest first.
+    pub fn authorize_queries(&self) -> Vec<HashMap<String, String>> {
+        self.shared.lock().authorize_queries.clone()
     }
 
     /// Every token response waits this long first, to test timeouts and concurrency.
@@ -344,6 +404,12 @@ struct MutableState {
     tweak: IdTokenTweak,
     failure: Option<UpstreamFailure>,
     failures_left: usize,
+    /// Every refresh request before this instant is answered with this failure (throttling).
+    throttle: Option<(Instant, UpstreamFailure)>,
+    /// When each refresh request arrived, whatever its answer.
+    refresh_times: Vec<Instant>,
+    /// The query of each authorize request, in order.
+    authorize_queries: Vec<HashMap<String, String>>,
     token_delay: Duration,
     access_token_lifetime: i64,
     signing_key: Arc<SigningKey>,
@@ -528,6 +594,7 @@ async fn authorize(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let param = |name: &str| query.get(name).map(String::as_str);
+    shared.lock().authorize_queries.push(query.clone());
 
     // Before the client and redirect URI are trusted, Entra shows an error page rather
     // than redirecting anywhere.
@@ -663,8 +730,10 @@ async fn token(
     let (delay, failure) = {
         let mut st = shared.lock();
         st.token_requests += 1;
+        let now = Instant::now();
         if grant_type == "refresh_token" {
             st.refresh_requests += 1;
+            st.refresh_times.push(now);
         }
         if grant_type == "client_credentials" {
             st.client_credentials_requests += 1;
@@ -672,7 +741,12 @@ async fn token(
         let mut recorded = form.clone();
         recorded.remove("client_secret");
         st.last_token_form = Some(recorded);
+        let throttled = match &st.throttle {
+            Some((until, failure)) if grant_type == "refresh_token" && now < *until => Some(failure.clone()),
+            _ => None,
+        };
         let failure = match st.failures_left {
+            _ if throttled.is_some() => throttled,
             0 => None,
             1 => {
                 st.failures_left = 0;
@@ -690,8 +764,7 @@ async fn token(
         tokio::time::sleep(delay).await;
     }
     if let Some(failure) = failure {
-        let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_REQUEST);
-        return entra_error(status, &failure.error, failure.aadsts, &failure.description);
+        return failure_response(&failure);
     }
 
     if let Some(response) = reject_unknown_tenant(&shared, &tenant, "invalid_request") {
@@ -989,6 +1062,9 @@ fn issue_id_token(shared: &Shared, pending: &PendingCode) -> String {
     claims.insert("tid".into(), json!(user.tenant_id));
     claims.insert("uti".into(), json!(random_b64(16)));
     claims.insert("ver".into(), json!("2.0"));
+    for (name, value) in &user.optional_claims {
+        claims.insert((*name).into(), value.clone());
+    }
     let claims = Value::Object(claims);
 
     match tweak {
@@ -1014,8 +1090,30 @@ fn opaque_access_token() -> String {
     format!("{header}.{}.{}", random_b64(600), random_b64(256))
 }
 
-/// An error body the way Entra writes it.
+/// A configured failure in Entra's shape, with its `suberror`, `claims` and `Retry-After`.
+fn failure_response(failure: &UpstreamFailure) -> Response {
+    let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut body = entra_error_body(&failure.error, failure.aadsts, &failure.description);
+    if let Some(suberror) = &failure.suberror {
+        body.insert("suberror".into(), json!(suberror));
+    }
+    if let Some(claims) = &failure.claims {
+        body.insert("claims".into(), json!(claims));
+    }
+    let mut response = (status, Json(Value::Object(body))).into_response();
+    if let Some(seconds) = failure.retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
+/// An error answer the way Entra writes it.
 fn entra_error(status: StatusCode, error: &str, aadsts: Option<u32>, text: &str) -> Response {
+    (status, Json(Value::Object(entra_error_body(error, aadsts, text)))).into_response()
+}
+
+/// An error body the way Entra writes it.
+fn entra_error_body(error: &str, aadsts: Option<u32>, text: &str) -> Map<String, Value> {
     let trace_id = uuid::Uuid::new_v4().to_string();
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let timestamp = entra_timestamp(unix_now());
@@ -1038,7 +1136,7 @@ fn entra_error(status: StatusCode, error: &str, aadsts: Option<u32>, text: &str)
     if let Some(code) = aadsts {
         body.insert("error_uri".into(), json!(format!("https://login.microsoftonline.com/error?code={code}")));
     }
-    (status, Json(Value::Object(body))).into_response()
+    body
 }
 
 // ---------------------------------------------------------------------------------------

@@ -158,12 +158,15 @@ client_id = {{ .clientId | toJson }}
 scopes = {{ .scopes | toJson }}
 authority = {{ .authority | toJson }}
 allowed_tenants = {{ .allowedTenants | default list | toJson }}
+trust_email = {{ .trustEmail | default false }}
+verified_email_domains = {{ .verifiedEmailDomains | default list | toJson }}
 {{- end }}
 {{- end }}
 
 [vault]
 refresh_before_expiry_seconds = {{ .Values.vault.refreshBeforeExpirySeconds | int64 }}
 refresh_timeout_seconds = {{ .Values.vault.refreshTimeoutSeconds | int64 }}
+max_refreshes_per_second = {{ .Values.vault.maxRefreshesPerSecond | default 50 | int64 }}
 cache_megabytes = {{ .Values.vault.cacheMegabytes | int64 }}
 
 [audit]

@@ -526,6 +526,23 @@ fn validate_vault(problems: &mut Problems, dev: bool, raw: RawVault, request_tim
             request_timeout_seconds,
         ),
         cache_megabytes: raw.cache_megabytes.unwrap_or(32).min(64 * 1024),
+        max_refreshes_per_second: validate_max_refreshes(problems, raw.max_refreshes_per_second),
+    }
+}
+
+/// `vault.max_refreshes_per_second`: 50 by default, 1 to 10,000.
+fn validate_max_refreshes(problems: &mut Problems, value: Option<u32>) -> u32 {
+    const DEFAULT: u32 = 50;
+    match value {
+        None => DEFAULT,
+        Some(rate @ 1..=10_000) => rate,
+        Some(rate) => {
+            problems.add(
+                "vault.max_refreshes_per_second",
+                format!("{rate} is out of range: give 1 to 10000 refreshes a second per replica (default 50)"),
+            );
+            DEFAULT
+        }
     }
 }
 

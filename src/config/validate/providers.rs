@@ -39,6 +39,7 @@ fn validate_provider(problems: &mut Problems, dev: bool, alias: String, raw: Raw
     let devops_url = parse_devops_url(problems, &keys, raw.devops_url, insecure_http_allowed)?;
     let allowed_tenants = parse_allowed_tenants(problems, &keys, &raw.allowed_tenants);
     let scopes = check_scopes(problems, &keys, raw.scopes);
+    let verified_email_domains = parse_email_domains(problems, &keys, raw.verified_email_domains);
     Some(ProviderSettings {
         display_name: raw.display_name.unwrap_or_else(|| alias.replace('_', " ")),
         alias,
@@ -51,7 +52,8 @@ fn validate_provider(problems: &mut Problems, dev: bool, alias: String, raw: Raw
         authority,
         devops_url,
         allowed_tenants,
-        trust_email: raw.trust_email.unwrap_or(true),
+        trust_email: raw.trust_email.unwrap_or(false),
+        verified_email_domains,
         store_token: raw.store_token.unwrap_or(true),
     })
 }
@@ -72,6 +74,27 @@ impl ProviderKeys<'_> {
 }
 
 /// The alias appears in every broker URL, so it must be a plain path segment.
+/// `verified_email_domains`: bare domain names (`contoso.com`), kept in lower case.
+fn parse_email_domains(problems: &mut Problems, keys: &ProviderKeys, domains: Vec<String>) -> Vec<String> {
+    let mut parsed = Vec::with_capacity(domains.len());
+    for domain in domains {
+        let trimmed = domain.trim().trim_start_matches('@').to_ascii_lowercase();
+        let well_formed = trimmed.contains('.')
+            && !trimmed.starts_with('.')
+            && !trimmed.ends_with('.')
+            && trimmed.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if well_formed {
+            parsed.push(trimmed);
+        } else {
+            problems.add(
+                keys.key("verified_email_domains"),
+                format!("`{domain}` is not a domain name: give the part after `@` only, e.g. \"contoso.com\""),
+            );
+        }
+    }
+    parsed
+}
+
 fn check_alias(problems: &mut Problems, alias: &str) -> Option<()> {
     if alias.is_empty() || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         problems.add(format!("providers.{alias}"), "the alias may hold letters, digits, `-` and `_` only");
