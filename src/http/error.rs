@@ -117,6 +117,15 @@ impl AppError {
         AppError::titled_page(status, "Sign-in failed", message, correlation)
     }
 
+    /// A sign-in's page that asks the browser to come back after `retry_after` seconds.
+    fn page_retried(status: StatusCode, err: SignInError, correlation: &CorrelationId, retry_after: u64) -> Self {
+        let mut page = AppError::page(status, err.to_string(), correlation);
+        if let AppError::Page { retry_after: header, .. } = &mut page {
+            *header = Some(retry_after);
+        }
+        page
+    }
+
     pub(crate) fn titled_page(
         status: StatusCode,
         title: &'static str,
@@ -166,17 +175,17 @@ impl AppError {
             SignInError::AlreadyLinked { .. } | SignInError::Contended | SignInError::EmailTaken { .. } => {
                 StatusCode::CONFLICT
             }
+            SignInError::UpstreamThrottled { retry_after } => {
+                let seconds = *retry_after;
+                return AppError::page_retried(StatusCode::SERVICE_UNAVAILABLE, err, correlation, seconds);
+            }
             SignInError::TooManyPendingSignIns | SignInError::SignInsBusy => {
                 let status = if matches!(err, SignInError::SignInsBusy) {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
                     StatusCode::TOO_MANY_REQUESTS
                 };
-                let mut page = AppError::page(status, err.to_string(), correlation);
-                if let AppError::Page { retry_after, .. } = &mut page {
-                    *retry_after = Some(PENDING_BUDGET_RETRY_AFTER_SECONDS);
-                }
-                return page;
+                return AppError::page_retried(status, err, correlation, PENDING_BUDGET_RETRY_AFTER_SECONDS);
             }
             SignInError::UserDisabled | SignInError::BlockedByPolicy => StatusCode::FORBIDDEN,
             SignInError::PendingSignInNotFound

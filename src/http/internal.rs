@@ -176,6 +176,10 @@ struct FoundIdentity {
     subject: String,
     username: Option<String>,
     needs_reauth: bool,
+    /// While `needs_reauth`: `mfa_required`, `policy`, `consent_required`, `password_expired`,
+    /// `expired`, or `blocked` (a Conditional Access policy; signing in again will not help).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reauth_kind: Option<String>,
 }
 
 fn found_user(user: UserRow, identities: Vec<IdentityRow>, caller: &ServiceCaller) -> FoundUser {
@@ -195,6 +199,7 @@ fn found_user(user: UserRow, identities: Vec<IdentityRow>, caller: &ServiceCalle
                 subject: i.subject,
                 username: i.username,
                 needs_reauth: i.needs_reauth,
+                reauth_kind: i.reauth_kind,
             })
             .collect(),
     }

@@ -21,7 +21,7 @@ use crate::oidc::error::ErrorCode;
 use crate::store::{AuthRequestRow, AuthorizationCodeRow, IdentityRow, ProfileUpdate, SessionRow, StoreError, UserRow};
 use crate::telemetry::Chain;
 use crate::upstream::entra::{EntraErrorBody, ErrorClass, ReauthKind, VerifiedIdentity, classify};
-use crate::upstream::refusal::Refusal;
+use crate::upstream::refusal::{Refusal, throttle_seconds};
 use crate::upstream::{Provider, TokenResponse, UpstreamError};
 use crate::urls::Urls;
 use crate::vault::UpstreamTokens;
@@ -760,8 +760,9 @@ pub(super) fn upstream_failure(alias: &str, urls: &Urls, err: &UpstreamError) ->
         }
         Refusal::Blocked { body } => blocked_by_policy(alias, body),
         Refusal::Throttled { retry_after } => {
+            let retry_after = throttle_seconds(retry_after);
             tracing::warn!(alias, retry_after, "the provider is throttling the broker's sign-ins");
-            SignInError::UpstreamUnavailable
+            SignInError::UpstreamThrottled { retry_after }
         }
         Refusal::Transient => {
             tracing::warn!(alias, error = %Chain(err), "the provider is unavailable");

@@ -51,6 +51,8 @@ pub(crate) enum SignInError {
     RequestRefused,
     #[error("The identity provider is temporarily unavailable. Please try again in a minute.")]
     UpstreamUnavailable,
+    #[error("The identity provider is busy. Please try again in {retry_after} seconds.")]
+    UpstreamThrottled { retry_after: u64 },
     #[error(
         "The application needs consent to access Azure DevOps. Ask an administrator to grant consent, then sign in again."
     )]
@@ -103,6 +105,7 @@ impl SignInError {
                 | SignInError::Misconfigured
                 | SignInError::RequestRefused
                 | SignInError::UpstreamUnavailable
+                | SignInError::UpstreamThrottled { .. }
                 | SignInError::Store(_)
         )
     }

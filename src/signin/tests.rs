@@ -417,6 +417,7 @@ fn identity_of(user_id: &str) -> IdentityRow {
         subject: "pairwise-sub".into(),
         username: None,
         needs_reauth: false,
+        reauth_kind: None,
     }
 }
 
@@ -742,7 +743,7 @@ fn each_upstream_refusal_shows_its_page() {
         (refused(400, "interaction_required", 50076), "UpstreamReauthentication", "MFA required"),
         (refused(400, "invalid_grant", 70008), "UpstreamReauthentication", "an expired grant"),
         (refused(503, "temporarily_unavailable", 90033), "UpstreamUnavailable", "Entra is down"),
-        (refused(429, "throttled", 50196), "UpstreamUnavailable", "throttled"),
+        (refused(429, "throttled", 50196), "UpstreamThrottled", "throttled"),
         (UpstreamError::Malformed { status: 502, body: String::new() }, "UpstreamUnavailable", "a bad gateway"),
         (UpstreamError::IdToken(IdTokenError::NonceMismatch), "Unverifiable", "an ID token that does not verify"),
         (refused(400, "invalid_grant", 50148), "UpstreamRefused", "a code refused"),

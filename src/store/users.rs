@@ -29,6 +29,8 @@ pub struct IdentityRow {
     pub(crate) username: Option<String>,
     #[sqlx(try_from = "StoredFlag")]
     pub needs_reauth: bool,
+    /// While `needs_reauth`: what kind of sign-in Entra asked for (see [`ReauthMark`]).
+    pub(crate) reauth_kind: Option<String>,
 }
 
 /// Why an identity must sign in again, as stored: the kind (`mfa_required`, `policy`,
@@ -68,7 +70,7 @@ pub struct ProfileUpdate {
 // Column lists as macros, so that every query is one literal built at compile time.
 macro_rules! identity_columns {
     () => {
-        "user_id, alias, subject, username, needs_reauth"
+        "user_id, alias, subject, username, needs_reauth, CASE WHEN needs_reauth = 1 THEN reauth_kind END AS reauth_kind"
     };
 }
 

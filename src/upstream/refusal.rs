@@ -4,6 +4,17 @@
 use super::UpstreamError;
 use super::entra::{EntraErrorBody, ErrorClass, ReauthKind};
 
+/// How long a provider rests when Entra throttles without a `Retry-After` (AADSTS50196 sends none).
+const DEFAULT_THROTTLE_SECONDS: u64 = 60;
+/// The longest rest a `Retry-After` may impose: beyond an hour it is more likely a mistake.
+const MAX_THROTTLE_SECONDS: u64 = 3600;
+
+/// The seconds a provider rests after Entra throttled it with `retry_after`, as it said when it
+/// said so, bounded.
+pub(crate) fn throttle_seconds(retry_after: Option<u64>) -> u64 {
+    retry_after.unwrap_or(DEFAULT_THROTTLE_SECONDS).min(MAX_THROTTLE_SECONDS)
+}
+
 /// A failed upstream call, by who must act on it.
 #[derive(Debug)]
 pub(crate) enum Refusal<'a> {

@@ -14,10 +14,6 @@ use crate::upstream::refusal::{self, Refusal};
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(1000)];
 /// The longest pause between two looks at a refresh another process holds the lease of.
 const MAX_POLL_PAUSE: Duration = Duration::from_millis(250);
-/// How long a provider rests when Entra throttles without a `Retry-After` (AADSTS50196 sends none).
-const DEFAULT_THROTTLE_SECONDS: u64 = 60;
-/// The longest rest a `Retry-After` may impose: beyond an hour it is more likely a mistake.
-const MAX_THROTTLE_SECONDS: u64 = 3600;
 /// The stored kind of an identity a Conditional Access policy blocks (`ReauthMark::kind`).
 pub(super) const BLOCKED_KIND: &str = "blocked";
 
@@ -167,8 +163,7 @@ fn blocked_reason(body: &EntraErrorBody, display_name: &str) -> String {
 /// The first second at which a provider throttled at `now` may be sent a refresh again: after
 /// its `Retry-After` has passed whole (the clock counts whole seconds, so one more).
 pub(super) fn throttled_until(retry_after: Option<u64>, now: i64) -> i64 {
-    let seconds = retry_after.unwrap_or(DEFAULT_THROTTLE_SECONDS).min(MAX_THROTTLE_SECONDS);
-    now + i64::try_from(seconds).unwrap_or(0) + 1
+    now + i64::try_from(refusal::throttle_seconds(retry_after)).unwrap_or(0) + 1
 }
 
 /// The seconds left before a provider deferred until `retry_at` may be sent a refresh at `now`;

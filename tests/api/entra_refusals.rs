@@ -467,7 +467,11 @@ both_backends!(each_suberror_and_grant_ending_code_names_its_kind_on_the_409, |b
         assert_eq!(body["error"], "reauth_required", "{case}");
         assert_eq!(body["reauth_kind"], kind, "{case}: {body}");
         assert!(body["error_description"].as_str().unwrap_or_default().contains("sign in"), "{case}: {body}");
-        assert!(app.identity(&user_id, ALIAS).await.needs_reauth, "{case}");
+        let identity = app.identity(&user_id, ALIAS).await;
+        assert!(identity.needs_reauth, "{case}");
+        let url = format!("{}{}?provider={ALIAS}&subject={}", app.internal, paths::INTERNAL_USERS, identity.subject);
+        let found = json(app.api.get(url).bearer_auth(&service).send().await.expect("find")).await;
+        assert_eq!(found["users"][0]["identities"][0]["reauth_kind"], kind, "{case}: the user lookup names it too");
     }
     // At sign-in, each kind has its own words for the user.
     app.entra.fail_next_token_request(suberror("user_password_expired"));
@@ -475,4 +479,18 @@ both_backends!(each_suberror_and_grant_ending_code_names_its_kind_on_the_409, |b
     assert_eq!(page.page_status(), StatusCode::BAD_REQUEST);
     let Outcome::Page { body, .. } = page else { unreachable!() };
     assert!(body.contains("password has expired"), "{body}");
+});
+
+both_backends!(a_sign_in_entra_throttles_asks_the_browser_to_come_back_after_the_wait, |backend| async move {
+    let app = spawn_app(backend).await;
+    let browser = browser_client();
+    let callback = app.upstream_callback(&browser, &[]).await;
+    app.entra.fail_next_token_request(UpstreamFailure::throttled(30));
+
+    let page = browser.get(&callback).send().await.expect("callback");
+
+    assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after(&page), 30, "Entra's wait, passed on");
+    let body = page.text().await.unwrap_or_default();
+    assert!(body.contains("try again in 30 seconds"), "{body}");
 });
