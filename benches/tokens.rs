@@ -86,6 +86,7 @@ impl Identity {
             tenant_id: None,
             object_id: None,
             attributes: Vec::new(),
+            roles: Vec::new(),
         }
     }
 

@@ -217,6 +217,8 @@ impl DemoClient {
             read_token: true,
             rotate_refresh_tokens: false,
             allow_plain_pkce: false,
+            direct_access_grants: false,
+            roles_claim: false,
         }
     }
 
@@ -266,7 +268,7 @@ impl DemoClient {
             code_verifier: Some(&redemption.verifier),
         };
         let issued = grants.exchange_authorization_code(client, &exchange, now).await?;
-        let (user_id, claims) = grants.userinfo(&issued.access_token, now).await?.ok_or(DemoError::TokenRejected)?;
+        let (user_id, claims, _) = grants.userinfo(&issued.access_token, now).await?.ok_or(DemoError::TokenRejected)?;
         let stored = read_stored(grants, vault, &issued.access_token, now).await?;
         Ok(DemoOutcome { user_id, claims, issued: IssuedFacts::of(&issued), stored })
     }

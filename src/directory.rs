@@ -1,13 +1,17 @@
 //! The users and the identities linked to them: the lookups of the APIs for other services,
-//! and Keycloak's user search and user changes as its admin REST API defines them.
+//! and Keycloak's user search, creation (with a password) and changes as its admin REST API
+//! defines them.
 
 use std::collections::BTreeMap;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::config::is_role_name;
+use crate::crypto::{PasswordError, hash_password, new_id};
 use crate::store::{
-    AttributeValue, ChangeWrite, DirectoryUser, MAX_ATTRIBUTE_FILTERS, Store, StoreError, UserChanges, UserCriteria,
-    UserRow,
+    AttributeValue, ChangeWrite, Creation, DirectoryUser, MAX_ATTRIBUTE_FILTERS, NewUser, Store, StoreError,
+    UPDATE_PASSWORD, UserChanges, UserCriteria, UserRow,
 };
 
 /// Keycloak's page size when `max` is not given.
@@ -23,6 +27,20 @@ pub(crate) const MAX_ATTRIBUTE_VALUE_LENGTH: usize = 2048;
 /// Keycloak's limit for names; e-mail addresses follow RFC 5321's.
 const MAX_NAME_LENGTH: usize = 255;
 const MAX_EMAIL_LENGTH: usize = 254;
+/// Longer passwords are refused: hashing cost grows with them, and nobody types more.
+const MAX_PASSWORD_BYTES: usize = 1024;
+/// Keycloak's built-in required actions, by the aliases its API takes.
+const REQUIRED_ACTIONS: [&str; 9] = [
+    "CONFIGURE_TOTP",
+    "TERMS_AND_CONDITIONS",
+    UPDATE_PASSWORD,
+    "UPDATE_PROFILE",
+    "VERIFY_EMAIL",
+    "VERIFY_PROFILE",
+    "UPDATE_EMAIL",
+    "CONFIGURE_RECOVERY_AUTHN_CODES",
+    "delete_account",
+];
 /// The user's own fields, which Keycloak keeps out of `attributes`.
 const PROFILE_FIELDS: [&str; 4] = ["username", "email", "firstName", "lastName"];
 
@@ -248,6 +266,230 @@ pub(crate) struct UserUpdate {
     pub(crate) attributes: Option<BTreeMap<String, Vec<String>>>,
 }
 
+/// The most roles one role-mapping request may name.
+const MAX_ROLES_PER_REQUEST: usize = 100;
+
+/// Keycloak's `RoleRepresentation` as role-mapping requests name a realm role: by `name`, or by
+/// `id`, which for the broker is the name too (`GET …/roles` gives both alike).
+#[derive(Debug, Deserialize)]
+pub(crate) struct RoleRequest {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+/// The role names of a role-mapping request, once each; unlike Keycloak, a name the realm has
+/// not seen yet is taken as a new role (the broker has no `POST …/roles`).
+pub(crate) fn role_names(requests: Vec<RoleRequest>) -> Result<Vec<String>, Invalid> {
+    if requests.len() > MAX_ROLES_PER_REQUEST {
+        return Err(invalid(format!("at most {MAX_ROLES_PER_REQUEST} roles at once")));
+    }
+    let mut names = Vec::with_capacity(requests.len());
+    for request in requests {
+        let name = match (request.name, request.id) {
+            (Some(name), Some(id)) if name != id => {
+                return Err(invalid(format!("role `{name}` has id `{id}`: a realm role's id is its name")));
+            }
+            (Some(name), _) | (None, Some(name)) => name,
+            (None, None) => return Err(invalid("a role needs its `name`")),
+        };
+        if !is_role_name(&name) {
+            return Err(invalid("a role name is 1 to 255 characters, without control characters"));
+        }
+        names.push(name);
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// `first` and `max` of a list that pages (`GET …/roles/{role}/users`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageParams {
+    first: Option<String>,
+    max: Option<String>,
+}
+
+impl PageParams {
+    /// `(first, max)`, `max` 100 by default and at most [`MAX_PAGE`].
+    pub(crate) fn read(&self) -> Result<(i64, i64), Invalid> {
+        let first = parse_count("first", self.first.as_deref(), 0)?;
+        let max = parse_count("max", self.max.as_deref(), DEFAULT_PAGE)?.min(MAX_PAGE);
+        Ok((first, max))
+    }
+}
+
+/// Keycloak's `CredentialRepresentation`, as `POST …/users` and `PUT …/reset-password` take
+/// it; `Debug` leaves the value out.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CredentialRequest {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    value: Option<SecretString>,
+    temporary: Option<bool>,
+}
+
+impl std::fmt::Debug for CredentialRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialRequest")
+            .field("type", &self.kind)
+            .field("has_value", &self.value.is_some())
+            .field("temporary", &self.temporary)
+            .finish()
+    }
+}
+
+/// A password to set, read from a credential: only the `password` type, with a value.
+#[derive(Debug)]
+pub(crate) struct NewPassword {
+    password: SecretString,
+    temporary: bool,
+}
+
+impl CredentialRequest {
+    /// The password this credential sets; `temporary` when the representation leaves it out.
+    fn password(self, temporary_by_default: bool) -> Result<NewPassword, Invalid> {
+        match self.kind.as_deref() {
+            None | Some("password") => {}
+            Some(other) => return Err(invalid(format!("unsupported credential type `{other}`: only `password`"))),
+        }
+        let Some(password) = self.value else {
+            return Err(invalid("No password provided"));
+        };
+        let text = password.expose_secret();
+        if text.trim().is_empty() {
+            return Err(invalid("Empty password"));
+        }
+        if text.len() > MAX_PASSWORD_BYTES || text.contains('\0') {
+            return Err(invalid(format!("a password is at most {MAX_PASSWORD_BYTES} bytes, without NUL characters")));
+        }
+        Ok(NewPassword { password, temporary: self.temporary.unwrap_or(temporary_by_default) })
+    }
+
+    /// `PUT …/users/{id}/reset-password`'s body: a permanent password unless `temporary`.
+    pub(crate) fn reset(self) -> Result<NewPassword, Invalid> {
+        self.password(false)
+    }
+}
+
+impl NewPassword {
+    pub(crate) fn temporary(&self) -> bool {
+        self.temporary
+    }
+}
+
+/// `POST …/users`'s body: Keycloak's user representation. Fields Keycloak ignores on creation
+/// (`id`, `createdTimestamp`, `access`, `realmRoles`, …) are ignored; those it would act on and
+/// the broker cannot are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UserCreation {
+    username: Option<String>,
+    email: Option<String>,
+    email_verified: Option<bool>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    enabled: Option<bool>,
+    attributes: Option<BTreeMap<String, Vec<String>>>,
+    credentials: Option<Vec<CredentialRequest>>,
+    required_actions: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
+    federated_identities: Option<Vec<serde_json::Value>>,
+}
+
+/// A creation read and checked, before its password is hashed.
+#[derive(Debug)]
+pub(crate) struct CheckedCreation {
+    user: NewUser,
+    password: Option<SecretString>,
+}
+
+impl UserCreation {
+    /// The user to create, or why the representation is refused. As in Keycloak, the username
+    /// is kept in lower case, `enabled` and `emailVerified` are false unless given, and a
+    /// temporary password adds `UPDATE_PASSWORD` to the required actions.
+    pub(crate) fn checked(self) -> Result<CheckedCreation, Invalid> {
+        let username = self.username.as_deref().map(str::trim).unwrap_or_default().to_lowercase();
+        if username.is_empty() {
+            return Err(invalid("error-user-attribute-required: username"));
+        }
+        if username.chars().count() > MAX_NAME_LENGTH || username.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid(format!(
+                "error-invalid-length-or-characters: username must be 1 to {MAX_NAME_LENGTH} characters, without spaces"
+            )));
+        }
+        let email = match self.email {
+            None => None,
+            Some(email) if email.is_empty() => None,
+            Some(email) if is_email(&email) => Some(email),
+            Some(_) => return Err(invalid("invalid-email")),
+        };
+        check_name("firstName", &self.first_name)?;
+        check_name("lastName", &self.last_name)?;
+        if self.groups.is_some_and(|groups| !groups.is_empty()) {
+            return Err(invalid("groups are not supported by this broker; create the user without `groups`"));
+        }
+        if self.federated_identities.is_some_and(|links| !links.is_empty()) {
+            return Err(invalid(
+                "create the user without `federatedIdentities`, then link with POST …/users/{id}/federated-identity/{alias}",
+            ));
+        }
+        let attributes = self.attributes.as_ref().map(checked_attributes).transpose()?.unwrap_or_default();
+        let mut required_actions = Vec::new();
+        for action in self.required_actions.unwrap_or_default() {
+            if !REQUIRED_ACTIONS.contains(&action.as_str()) {
+                return Err(invalid(format!("Unknown required action: {action}")));
+            }
+            if !required_actions.contains(&action) {
+                required_actions.push(action);
+            }
+        }
+        let mut credentials = self.credentials.unwrap_or_default().into_iter();
+        let password = credentials.next().map(|credential| credential.password(false)).transpose()?;
+        if credentials.next().is_some() {
+            return Err(invalid("at most one credential, of type `password`"));
+        }
+        if password.as_ref().is_some_and(NewPassword::temporary)
+            && !required_actions.iter().any(|a| a == UPDATE_PASSWORD)
+        {
+            required_actions.push(UPDATE_PASSWORD.to_owned());
+        }
+        let user = NewUser {
+            id: new_id(),
+            username,
+            email,
+            email_verified: self.email_verified.unwrap_or(false),
+            full_name: full_name(&self.first_name, &self.last_name),
+            first_name: self.first_name,
+            last_name: self.last_name,
+            enabled: self.enabled.unwrap_or(false),
+            attributes,
+            password_hash: None,
+            required_actions,
+        };
+        Ok(CheckedCreation { user, password: password.map(|p| p.password) })
+    }
+}
+
+impl CheckedCreation {
+    pub(crate) fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    pub(crate) fn required_actions(&self) -> &[String] {
+        &self.user.required_actions
+    }
+}
+
+/// A directory write that could not be done: the database, or the hashing of a password.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
 /// A plausible e-mail address: one `@` between a local part and a domain, no spaces.
 fn is_email(text: &str) -> bool {
     let Some((local, domain)) = text.split_once('@') else {
@@ -351,6 +593,23 @@ impl Directory {
             Some(identity) => self.store.find_user(&identity.user_id).await,
             None => Ok(None),
         }
+    }
+
+    /// Creates a checked user, hashing their password first; the new user's id, or which of
+    /// username and e-mail another user holds.
+    pub(crate) async fn create(&self, checked: CheckedCreation, now: i64) -> Result<(String, Creation), WriteError> {
+        let CheckedCreation { mut user, password } = checked;
+        if let Some(password) = password {
+            user.password_hash = Some(hash_password(password).await?);
+        }
+        let created = self.store.create_user(&user, now).await?;
+        Ok((user.id, created))
+    }
+
+    /// Sets a user's password; false when there is no such user.
+    pub(crate) async fn reset_password(&self, user_id: &str, new: NewPassword, now: i64) -> Result<bool, WriteError> {
+        let hash = hash_password(new.password).await?;
+        Ok(self.store.set_password(user_id, &hash, new.temporary, now).await?)
     }
 
     /// Applies an administrator's partial update.

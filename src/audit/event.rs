@@ -48,6 +48,19 @@ pub(crate) enum Event<'a> {
         fields: &'a [&'a str],
         enabled: Option<bool>,
     },
+    /// A user created through the admin API (`outcome`: `created`, `username_taken`,
+    /// `email_taken`; `user_id` only when created), with or without a password.
+    AdminUserCreate {
+        outcome: &'static str,
+        client_id: &'a str,
+        user_id: Option<&'a str>,
+        password: bool,
+        required_actions: &'a [String],
+    },
+    /// Realm roles granted to a user (`granted`) or taken back through the admin API.
+    AdminRoleMapping { granted: bool, client_id: &'a str, user_id: &'a str, roles: &'a [String] },
+    /// A user's password set through the admin API (never the password itself).
+    AdminPasswordReset { client_id: &'a str, user_id: &'a str, temporary: bool },
     /// An upstream account linked to a user through the admin API (`outcome`: `linked`,
     /// `already_linked`, `linked_to_another_user`).
     AdminLink { outcome: &'static str, client_id: &'a str, user_id: &'a str, alias: &'a str },
@@ -115,6 +128,16 @@ enum Detail<'a> {
     Update {
         fields: &'a [&'a str],
         enabled: Option<bool>,
+    },
+    Created {
+        password: bool,
+        required_actions: &'a [String],
+    },
+    Password {
+        temporary: bool,
+    },
+    Roles {
+        roles: &'a [String],
     },
     Delete {
         identities: &'a [String],
@@ -244,6 +267,30 @@ impl Event<'_> {
                 client_id: Some(client_id),
                 alias: None,
                 detail: Detail::Update { fields, enabled },
+            },
+            Event::AdminUserCreate { outcome, client_id, user_id, password, required_actions } => Row {
+                kind: "admin_user_create",
+                outcome,
+                user_id,
+                client_id: Some(client_id),
+                alias: None,
+                detail: Detail::Created { password, required_actions },
+            },
+            Event::AdminRoleMapping { granted, client_id, user_id, roles } => Row {
+                kind: "admin_role_mapping",
+                outcome: if granted { "granted" } else { "revoked" },
+                user_id: Some(user_id),
+                client_id: Some(client_id),
+                alias: None,
+                detail: Detail::Roles { roles },
+            },
+            Event::AdminPasswordReset { client_id, user_id, temporary } => Row {
+                kind: "admin_password_reset",
+                outcome: "success",
+                user_id: Some(user_id),
+                client_id: Some(client_id),
+                alias: None,
+                detail: Detail::Password { temporary },
             },
             Event::AdminLink { outcome, client_id, user_id, alias } => Row {
                 kind: "admin_link",

@@ -104,6 +104,30 @@ pub(crate) struct RealmSettings {
     /// Signs access and ID tokens (Keycloak's realm setting of that name); refresh and
     /// offline tokens are always HS512.
     pub(crate) signature_algorithm: JwsAlgorithm,
+    /// Keycloak's `failureFactor`: wrong passwords in a row before a user's password sign-ins
+    /// are locked for a while (`realm.brute_force.failures`).
+    pub(crate) brute_force_failures: i64,
+    /// Realm roles every user holds (Keycloak's default roles), in name order.
+    pub(crate) default_roles: Vec<String>,
+}
+
+impl RealmSettings {
+    /// `held` with the realm's default roles, in name order, once each: the roles a user has.
+    pub(crate) fn with_default_roles(&self, mut held: Vec<String>) -> Vec<String> {
+        held.extend(self.default_roles.iter().cloned());
+        held.sort();
+        held.dedup();
+        held
+    }
+}
+
+/// The longest realm role name accepted (Keycloak's column is 255 characters).
+pub(crate) const MAX_ROLE_NAME_LENGTH: usize = 255;
+
+/// A realm role's name as the realm takes it, from configuration, a provider or the admin API:
+/// 1 to 255 characters, none of them a control character.
+pub(crate) fn is_role_name(name: &str) -> bool {
+    !name.trim().is_empty() && name.chars().count() <= MAX_ROLE_NAME_LENGTH && !name.chars().any(char::is_control)
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +152,11 @@ pub(crate) struct ClientSettings {
     /// Whether `code_challenge_method=plain` is accepted (Keycloak's client attribute
     /// `pkce.code.challenge.method` unset); off by default, so only S256 is (RFC 9700 §2.1.1).
     pub(crate) allow_plain_pkce: bool,
+    /// Keycloak's "direct access grants": the password grant; off by default, as Keycloak's.
+    pub(crate) direct_access_grants: bool,
+    /// A flat `roles` claim (the user's realm roles) in access tokens and userinfo, as
+    /// OpenHands' role check reads it; `realm_access.roles` is always there.
+    pub(crate) roles_claim: bool,
 }
 
 #[derive(Debug, Clone)]

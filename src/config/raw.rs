@@ -69,6 +69,14 @@ pub(super) struct RawRealm {
     pub(super) authorization_code_lifespan_seconds: Option<i64>,
     pub(super) login_timeout_seconds: Option<i64>,
     pub(super) signature_algorithm: Option<String>,
+    pub(super) default_roles: Option<Vec<String>>,
+    pub(super) brute_force: RawBruteForce,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawBruteForce {
+    pub(super) failures: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +90,8 @@ pub(super) struct RawClient {
     pub(super) read_token: Option<bool>,
     pub(super) rotate_refresh_tokens: bool,
     pub(super) allow_plain_pkce: bool,
+    pub(super) direct_access_grants: bool,
+    pub(super) roles_claim: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -267,6 +267,20 @@ const BAD_VALUES: &[(&str, &str, &str, &str, &str)] = &[
         "`EdDSA`",
     ),
     (
+        "no wrong password at all before a lockout",
+        "[vault]",
+        "[realm.brute_force]\nfailures = 0\n[vault]",
+        "realm.brute_force.failures",
+        "from 1 to 10000",
+    ),
+    (
+        "a default role without a name",
+        "[vault]",
+        "[realm]\ndefault_roles = [\"offline_access\", \" \"]\n[vault]",
+        "realm.default_roles",
+        "not a role name",
+    ),
+    (
         "an audit retention so long that its seconds overflow",
         "[vault]",
         "[audit]\nretention_days = 200000000000000\n[vault]",
@@ -604,4 +618,20 @@ fn plain_pkce_is_off_unless_a_client_allows_it() {
 
     assert!(!strict.clients[0].allow_plain_pkce, "S256 only by default");
     assert!(lenient.clients[0].allow_plain_pkce);
+}
+
+#[test]
+fn the_password_grant_and_the_roles_claim_are_off_and_keycloaks_defaults_hold() {
+    let defaults = production(&minimal(PROVIDER), &[]).expect("valid");
+    let chosen = minimal(&format!(
+        "direct_access_grants = true\nroles_claim = true\n{PROVIDER}[realm]\ndefault_roles = [\"user\", \"user\", \"admin\"]\n[realm.brute_force]\nfailures = 5\n"
+    ));
+    let chosen = production(&chosen, &[]).expect("valid");
+
+    assert!(!defaults.clients[0].direct_access_grants && !defaults.clients[0].roles_claim, "off, as in Keycloak");
+    assert_eq!(defaults.realm.default_roles, ["offline_access", "uma_authorization"]);
+    assert_eq!(defaults.realm.brute_force_failures, 30, "OpenHands' realm's failureFactor");
+    assert!(chosen.clients[0].direct_access_grants && chosen.clients[0].roles_claim);
+    assert_eq!(chosen.realm.default_roles, ["admin", "user"], "in name order, once each");
+    assert_eq!(chosen.realm.brute_force_failures, 5);
 }

@@ -1,11 +1,13 @@
 //! The one source of randomness, digests, constant-time secret comparison, sealing, JWS keys
-//! and the threads that sign with them.
+//! and the threads that sign with them, and password hashing.
 
 mod cipher;
+mod passwords;
 mod signers;
 mod signing;
 
 pub use cipher::{Cipher, CipherError, VaultKey, signing_key_aad, vault_column_aad};
+pub(crate) use passwords::{PasswordError, hash_password, verify_password};
 pub(crate) use signers::Signers;
 pub use signing::JwsAlgorithm;
 pub(crate) use signing::{JwsKey, JwsKeyError, generate_key, load_key};

@@ -1,7 +1,8 @@
 //! Keycloak's admin REST API as OpenHands calls it through python-keycloak's `KeycloakAdmin`:
-//! the master realm's `admin-cli` sign-in and logout, the realm, and users (search, count, read, change,
-//! delete, identities, logout). Mounted only when `admin.password` is set. `admin_openapi.json`
-//! beside this file describes it; a test holds it against the router.
+//! the master realm's `admin-cli` sign-in and logout, the realm, its roles, and users (search,
+//! count, create, read, change, delete, password, identities, logout, realm roles). Mounted only
+//! when `admin.password` is set. `admin_openapi.json` beside this file describes it; a test holds
+//! it against the router.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,24 +10,27 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::no_store;
 use super::params::{Bearer, Keycloak, Query};
-use super::{AppError, AppState};
+use super::{About, AppError, AppState, paths};
 use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
 use crate::config::{AdminRole, RealmSettings, ServiceAccountSettings};
-use crate::directory::{Directory, SearchParams, UserUpdate};
+use crate::directory::{
+    CredentialRequest, Directory, PageParams, RoleRequest, SearchParams, UserCreation, UserUpdate, WriteError,
+    role_names,
+};
 use crate::oidc::admin::{AdminGrantError, AdminRequest, AdminSignIn};
 use crate::oidc::clients::ServiceAccountRegistry;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::sessions::{Ending, Sessions};
 use crate::oidc::tokens::{ADMIN_CLIENT_ID, AdminTokens, TokenService};
-use crate::store::{ChangeWrite, DirectoryUser, IdentityKey, IdentityRow, Store, StoreError};
+use crate::store::{ChangeWrite, Creation, DirectoryUser, IdentityKey, IdentityRow, Store, StoreError};
 use crate::telemetry::Chain;
 use crate::vault::{TokenReader, TokenVault, VaultError};
 use crate::verification::{EmailVerification, VerifyEmailError};
@@ -37,13 +41,20 @@ pub(crate) fn router() -> axum::Router<AppState> {
     use axum::routing::{get, post, put};
     axum::Router::new()
         .route(paths::ADMIN_REALM, get(realm))
-        .route(paths::ADMIN_USERS, get(list_users))
+        .route(paths::ADMIN_USERS, get(list_users).post(create_user))
         .route(paths::ADMIN_USERS_COUNT, get(count_users))
         .route(paths::ADMIN_USER, get(get_user).put(update_user).delete(delete_user))
         .route(paths::ADMIN_USER_IDENTITIES, get(list_identities))
         .route(paths::ADMIN_USER_IDENTITY, post(link_identity).delete(unlink_identity))
         .route(paths::ADMIN_USER_LOGOUT, post(logout_user))
         .route(paths::ADMIN_USER_SEND_VERIFY_EMAIL, put(send_verify_email))
+        .route(paths::ADMIN_USER_RESET_PASSWORD, put(reset_password))
+        .route(
+            paths::ADMIN_USER_REALM_ROLES,
+            get(user_role_mappings).post(add_role_mappings).delete(delete_role_mappings),
+        )
+        .route(paths::ADMIN_ROLES, get(list_roles))
+        .route(paths::ADMIN_ROLE_USERS, get(role_users))
 }
 
 /// What the admin API's endpoints use.
@@ -57,6 +68,7 @@ pub(crate) struct AdminApi {
     email_verification: Arc<EmailVerification>,
     audit: AuditLog,
     clock: Clock,
+    about: Arc<About>,
 }
 
 impl FromRef<AppState> for AdminApi {
@@ -70,6 +82,7 @@ impl FromRef<AppState> for AdminApi {
             email_verification: FromRef::from_ref(state),
             audit: FromRef::from_ref(state),
             clock: FromRef::from_ref(state),
+            about: FromRef::from_ref(state),
         }
     }
 }
@@ -352,7 +365,7 @@ struct UserRepresentation<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     totp: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    required_actions: Option<[&'static str; 0]>,
+    required_actions: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     not_before: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -369,10 +382,12 @@ fn federated_identity(identity: &IdentityRow) -> FederatedIdentity<'_> {
     }
 }
 
+/// A user's representation; `details` (linked identities and required actions) only for
+/// `GET …/users/{id}`, which reads them.
 fn representation<'a>(
     found: &'a DirectoryUser,
     brief: bool,
-    identities: Option<&'a [IdentityRow]>,
+    details: Option<(&'a [IdentityRow], &'a [String])>,
     caller: &AdminCaller,
 ) -> UserRepresentation<'a> {
     let user = &found.user;
@@ -393,9 +408,9 @@ fn representation<'a>(
         created_timestamp: user.created_at.saturating_mul(1000),
         // Keycloak leaves out an empty map.
         attributes: (full && !attributes.is_empty()).then_some(attributes),
-        federated_identities: identities.map(|list| list.iter().map(federated_identity).collect()),
+        federated_identities: details.map(|(list, _)| list.iter().map(federated_identity).collect()),
         totp: full.then_some(false),
-        required_actions: full.then_some([]),
+        required_actions: full.then_some(details.map_or(&[][..], |(_, actions)| actions)),
         not_before: full.then_some(0),
         disableable_credential_types: full.then_some([]),
         access: full.then_some(UserAccess {
@@ -487,7 +502,78 @@ pub(crate) async fn get_user(
     api.require_realm(&realm)?;
     let found = api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
     let identities = api.store.list_identities(&user_id).await?;
-    Ok((no_store(), Json(representation(&found, false, Some(&identities), &caller))).into_response())
+    let actions = api.store.required_actions(&user_id).await?;
+    Ok((no_store(), Json(representation(&found, false, Some((&identities, &actions)), &caller))).into_response())
+}
+
+fn write_error(err: WriteError) -> AppError {
+    match err {
+        WriteError::Store(err) => err.into(),
+        err @ WriteError::Password(_) => AppError::internal(err),
+    }
+}
+
+/// `POST /admin/realms/{realm}/users`: creates a user from Keycloak's representation, with a
+/// password when `credentials` holds one; 201 with the new user's URL in `Location` (where
+/// python-keycloak reads the id), 409 in Keycloak's words when the username or e-mail is taken.
+pub(crate) async fn create_user(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path(realm): Path<String>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "create", "").await?;
+    // The position only: serde's words may quote the body, and it may hold a password.
+    let creation: UserCreation = serde_json::from_slice(&body).map_err(|err| {
+        bad_request(format!("unrecognized user representation at line {} column {}", err.line(), err.column()))
+    })?;
+    let checked = creation.checked().map_err(|invalid| bad_request(invalid.0))?;
+    let (password, required_actions) = (checked.has_password(), checked.required_actions().to_vec());
+    let (user_id, created) = api.directory.create(checked, api.clock.now()).await.map_err(write_error)?;
+    let (outcome, refusal) = match created {
+        Creation::Created => ("created", None),
+        Creation::UsernameTaken => ("username_taken", Some("User exists with same username")),
+        Creation::EmailTaken => ("email_taken", Some("User exists with same email")),
+    };
+    let event = Event::AdminUserCreate {
+        outcome,
+        client_id: caller.client_id(),
+        user_id: refusal.is_none().then_some(user_id.as_str()),
+        password,
+        required_actions: &required_actions,
+    };
+    api.audit(event).await;
+    if let Some(message) = refusal {
+        return Err(AppError::keycloak(StatusCode::CONFLICT, message));
+    }
+    let location = api.about.urls.endpoint(paths::ADMIN_USER).replace("{user_id}", &user_id);
+    let location = HeaderValue::try_from(location).map_err(AppError::internal)?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+/// `PUT /admin/realms/{realm}/users/{id}/reset-password`: sets the user's password from
+/// Keycloak's `CredentialRepresentation`; `temporary: true` makes the user change it
+/// (`UPDATE_PASSWORD`), a permanent one lifts that. 204.
+pub(crate) async fn reset_password(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "reset_password", &user_id).await?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let credential: CredentialRequest = serde_json::from_slice(&body).map_err(|err| {
+        bad_request(format!("unrecognized credential representation at line {} column {}", err.line(), err.column()))
+    })?;
+    let password = credential.reset().map_err(|invalid| bad_request(invalid.0))?;
+    let temporary = password.temporary();
+    if !api.directory.reset_password(&user_id, password, api.clock.now()).await.map_err(write_error)? {
+        return Err(user_not_found());
+    }
+    api.audit(Event::AdminPasswordReset { client_id: caller.client_id(), user_id: &user_id, temporary }).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `PUT /admin/realms/{realm}/users/{id}`: a partial update, 204.
@@ -698,4 +784,135 @@ pub(crate) async fn send_verify_email(
         }
         Err(refused) => Err(AppError::keycloak(StatusCode::BAD_REQUEST, refused.to_string())),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Realm roles.
+
+/// Keycloak's `RoleRepresentation` of a realm role; its id is its name.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleRepresentation<'a> {
+    id: &'a str,
+    name: &'a str,
+    composite: bool,
+    client_role: bool,
+    container_id: &'a str,
+}
+
+fn role_representations<'a>(names: &'a [String], realm: &'a str) -> Vec<RoleRepresentation<'a>> {
+    names
+        .iter()
+        .map(|name| RoleRepresentation { id: name, name, composite: false, client_role: false, container_id: realm })
+        .collect()
+}
+
+/// `GET /admin/realms/{realm}/roles`: the realm's roles, the default ones and every one a user
+/// holds (granted, or given by a provider).
+pub(crate) async fn list_roles(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path(realm): Path<String>,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    api.require_realm(&realm)?;
+    let roles = api.realm.with_default_roles(api.store.held_roles().await?);
+    Ok((no_store(), Json(role_representations(&roles, &api.realm.name))).into_response())
+}
+
+/// `GET /admin/realms/{realm}/roles/{role}/users`: the users who hold the role from a grant or a
+/// provider (as in Keycloak, not those who hold it only as a default role), by username.
+pub(crate) async fn role_users(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path((realm, role)): Path<(String, String)>,
+    page: Result<Query<PageParams, Keycloak>, AppError>,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    api.require_realm(&realm)?;
+    let Query(page, _) = page?;
+    let (first, max) = page.read().map_err(|err| bad_request(err.0))?;
+    let known = api.realm.default_roles.contains(&role) || api.store.held_roles().await?.contains(&role);
+    if !known {
+        return Err(AppError::Admin { status: StatusCode::NOT_FOUND, error: "Could not find role" });
+    }
+    let users: Vec<DirectoryUser> = api
+        .store
+        .users_with_role(&role, first, max)
+        .await?
+        .into_iter()
+        .map(|user| DirectoryUser { user, attributes: Vec::new() })
+        .collect();
+    let body: Vec<UserRepresentation<'_>> =
+        users.iter().map(|user| representation(user, true, None, &caller)).collect();
+    Ok((no_store(), Json(body)).into_response())
+}
+
+/// `GET /admin/realms/{realm}/users/{id}/role-mappings/realm`: every realm role the user holds.
+pub(crate) async fn user_role_mappings(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    caller.require_view()?;
+    api.require_realm(&realm)?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let roles = api.realm.with_default_roles(api.store.user_roles(&user_id).await?);
+    Ok((no_store(), Json(role_representations(&roles, &api.realm.name))).into_response())
+}
+
+/// The role names of a role-mapping body (a list of `RoleRepresentation`).
+fn role_mapping_body(body: &[u8]) -> Result<Vec<String>, AppError> {
+    let requests: Vec<RoleRequest> = serde_json::from_slice(body).map_err(|err| {
+        bad_request(format!("expected a list of role representations (line {} column {})", err.line(), err.column()))
+    })?;
+    role_names(requests).map_err(|invalid| bad_request(invalid.0))
+}
+
+/// `POST /admin/realms/{realm}/users/{id}/role-mappings/realm`: grants the roles; 204. The
+/// user's next tokens carry them.
+pub(crate) async fn add_role_mappings(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "grant_roles", &user_id).await?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let roles = role_mapping_body(&body)?;
+    if !api.store.grant_roles(&user_id, &roles).await? {
+        return Err(user_not_found());
+    }
+    api.audit(Event::AdminRoleMapping {
+        granted: true,
+        client_id: caller.client_id(),
+        user_id: &user_id,
+        roles: &roles,
+    })
+    .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /admin/realms/{realm}/users/{id}/role-mappings/realm`: takes back granted roles (a
+/// provider's roles and the default roles stay); 204.
+pub(crate) async fn delete_role_mappings(
+    State(api): State<AdminApi>,
+    caller: AdminCaller,
+    Path((realm, user_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    api.require_realm(&realm)?;
+    caller.require_manage(&api, "revoke_roles", &user_id).await?;
+    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
+    let roles = role_mapping_body(&body)?;
+    api.store.revoke_roles(&user_id, &roles).await?;
+    api.audit(Event::AdminRoleMapping {
+        granted: false,
+        client_id: caller.client_id(),
+        user_id: &user_id,
+        roles: &roles,
+    })
+    .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -249,6 +249,11 @@ impl From<GrantError> for AppError {
     fn from(err: GrantError) -> Self {
         match err {
             GrantError::OAuth(error) => AppError::oauth(error),
+            err @ GrantError::InvalidUserCredentials => AppError::OAuth {
+                status: StatusCode::UNAUTHORIZED,
+                error: OAuthError::invalid_grant(err.to_string()),
+                basic_challenge: false,
+            },
             other => AppError::internal(other),
         }
     }

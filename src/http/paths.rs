@@ -28,6 +28,10 @@ pub const ADMIN_USER_IDENTITIES: &str = "/admin/realms/{realm}/users/{user_id}/f
 pub const ADMIN_USER_IDENTITY: &str = "/admin/realms/{realm}/users/{user_id}/federated-identity/{alias}";
 pub const ADMIN_USER_LOGOUT: &str = "/admin/realms/{realm}/users/{user_id}/logout";
 pub const ADMIN_USER_SEND_VERIFY_EMAIL: &str = "/admin/realms/{realm}/users/{user_id}/send-verify-email";
+pub const ADMIN_USER_RESET_PASSWORD: &str = "/admin/realms/{realm}/users/{user_id}/reset-password";
+pub const ADMIN_USER_REALM_ROLES: &str = "/admin/realms/{realm}/users/{user_id}/role-mappings/realm";
+pub const ADMIN_ROLES: &str = "/admin/realms/{realm}/roles";
+pub const ADMIN_ROLE_USERS: &str = "/admin/realms/{realm}/roles/{role_name}/users";
 
 pub const INTERNAL_USER_TOKEN: &str = "/internal/v1/users/{user_id}/tokens/{alias}";
 pub const INTERNAL_USERS: &str = "/internal/v1/users";
@@ -71,6 +75,10 @@ pub const ALL: &[&str] = &[
     ADMIN_USER_IDENTITY,
     ADMIN_USER_LOGOUT,
     ADMIN_USER_SEND_VERIFY_EMAIL,
+    ADMIN_USER_RESET_PASSWORD,
+    ADMIN_USER_REALM_ROLES,
+    ADMIN_ROLES,
+    ADMIN_ROLE_USERS,
     INTERNAL_USER_TOKEN,
     INTERNAL_USERS,
     INTERNAL_OPENAPI,

@@ -160,7 +160,12 @@ impl AppState {
 
 impl FromRef<AppState> for Grants {
     fn from_ref(state: &AppState) -> Self {
-        Grants { store: state.0.store.clone(), sessions: state.0.sessions.clone(), tokens: state.0.tokens.clone() }
+        Grants {
+            store: state.0.store.clone(),
+            sessions: state.0.sessions.clone(),
+            tokens: state.0.tokens.clone(),
+            realm: state.0.realm.clone(),
+        }
     }
 }
 

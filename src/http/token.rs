@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::admin::{MasterTokenRequest, master_token};
@@ -19,6 +20,7 @@ use crate::oidc::clients::{
 };
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::grants::{CodeExchange, GrantType, Grants};
+use crate::oidc::password_grant::PasswordRequest;
 use crate::oidc::tokens::{IssuedTokens, UserClaims};
 
 /// What the token endpoint and its siblings use.
@@ -54,9 +56,11 @@ pub(crate) struct TokenForm {
     pub(super) refresh_token: Option<String>,
     /// Introspection and revocation: the token in question.
     token: Option<String>,
-    /// The master realm's password grant.
+    /// The password grant's, and the master realm's.
     pub(super) username: Option<String>,
     pub(super) password: Option<String>,
+    /// The password grant's scope (`offline_access` for an offline token).
+    scope: Option<String>,
 }
 
 debug_showing!(TokenForm { grant_type, client_id, redirect_uri });
@@ -94,6 +98,8 @@ struct Userinfo<'a> {
     sub: &'a str,
     #[serde(flatten)]
     claims: &'a UserClaims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<&'a [String]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,6 +245,16 @@ pub(crate) async fn token(
             let token = required(&form.refresh_token, "refresh_token")?;
             endpoint.grants.refresh(client, token, now).await?
         }
+        GrantType::Password => {
+            let client = endpoint.authenticate_client(&headers, &form)?;
+            // A missing name or password is a wrong one, as Keycloak answers it.
+            let request = PasswordRequest {
+                username: form.username.as_deref().unwrap_or_default(),
+                password: SecretString::from(form.password.clone().unwrap_or_default()),
+                scope: form.scope.as_deref(),
+            };
+            endpoint.grants.password(client, request, now).await?
+        }
     };
     Ok(token_response(&issued))
 }
@@ -269,12 +285,13 @@ pub(crate) async fn userinfo(
             form_bearer(access_token).ok_or_else(|| invalid("Token not provided"))?
         }
     };
-    let (user_id, claims) = endpoint
+    let (user_id, claims, roles) = endpoint
         .grants
         .userinfo(&token, endpoint.clock.now())
         .await?
         .ok_or_else(|| invalid("Token verification failed"))?;
-    Ok((no_store(), Json(Userinfo { sub: &user_id, claims: &claims })).into_response())
+    let body = Userinfo { sub: &user_id, claims: &claims, roles: roles.as_deref() };
+    Ok((no_store(), Json(body)).into_response())
 }
 
 /// RFC 7662 introspection, for confidential clients and service accounts; inactive tokens

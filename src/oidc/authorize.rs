@@ -192,6 +192,8 @@ mod tests {
             read_token: true,
             rotate_refresh_tokens: false,
             allow_plain_pkce,
+            direct_access_grants: false,
+            roles_claim: false,
         }
     }
 

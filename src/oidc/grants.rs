@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::config::ClientSettings;
-use crate::crypto::{PKCE_S256, constant_time_eq, pkce_s256, token_hash};
+use crate::config::{ClientSettings, RealmSettings};
+use crate::crypto::{PKCE_S256, PasswordError, constant_time_eq, pkce_s256, token_hash};
 use crate::store::{CodeRedemption, SessionRow, Store, StoreError, UserRow};
 
 use super::error::OAuthError;
@@ -20,6 +20,12 @@ pub(crate) enum GrantError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// The password grant's one refusal for every wrong name, password or lockout (Keycloak
+    /// answers it 401).
+    #[error("Invalid user credentials")]
+    InvalidUserCredentials,
 }
 
 /// The grants the token endpoint serves, by their `grant_type`: one list for its dispatch and
@@ -30,17 +36,20 @@ pub(crate) enum GrantType {
     RefreshToken,
     /// A service account's token; applications have no service account.
     ClientCredentials,
+    /// A user's password, for clients with `direct_access_grants`.
+    Password,
 }
 
 impl GrantType {
-    pub(crate) const ALL: [GrantType; 3] =
-        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
+    pub(crate) const ALL: [GrantType; 4] =
+        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials, GrantType::Password];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             GrantType::AuthorizationCode => "authorization_code",
             GrantType::RefreshToken => "refresh_token",
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::Password => "password",
         }
     }
 
@@ -78,12 +87,12 @@ pub(crate) struct Introspection {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
 pub(crate) enum IntrospectedClaims {
-    Access(AccessClaims),
+    Access(Box<AccessClaims>),
     Refresh(RefreshClaims),
 }
 
 /// True when a scope asks for an offline token.
-fn wants_offline(scope: &str) -> bool {
+pub(super) fn wants_offline(scope: &str) -> bool {
     scope.split_whitespace().any(|s| s == OFFLINE_ACCESS)
 }
 
@@ -107,6 +116,8 @@ pub(crate) struct Grants {
     pub(crate) store: Store,
     pub(crate) sessions: Sessions,
     pub(crate) tokens: Arc<TokenService>,
+    /// The default roles and the password grant's lockout.
+    pub(crate) realm: Arc<RealmSettings>,
 }
 
 impl Grants {
@@ -219,7 +230,7 @@ impl Grants {
                 client_id: claims.azp.clone(),
                 token_type: "Bearer".to_owned(),
                 username: Some(claims.user.preferred_username.clone()),
-                claims: IntrospectedClaims::Access(AccessClaims::clone(&claims)),
+                claims: IntrospectedClaims::Access(Box::new(AccessClaims::clone(&claims))),
             }));
         }
         Ok(self.live_refresh_token(token, now).await?.map(|(claims, _)| Introspection {
@@ -231,16 +242,32 @@ impl Grants {
         }))
     }
 
-    /// What userinfo answers for a bearer access token: the user's id and current claims.
-    pub(crate) async fn userinfo(&self, bearer: &str, now: i64) -> Result<Option<(String, UserClaims)>, StoreError> {
+    /// What userinfo answers for a bearer access token: the user's id and current claims, and
+    /// the current realm roles when the token carries a flat `roles` claim (its client's
+    /// `roles_claim`).
+    pub(crate) async fn userinfo(
+        &self,
+        bearer: &str,
+        now: i64,
+    ) -> Result<Option<(String, UserClaims, Option<Vec<String>>)>, StoreError> {
         let Some(claims) = self.authenticate_bearer(bearer, now).await? else {
             return Ok(None);
         };
-        let user = self.store.find_user(&claims.sub).await?.filter(|user| user.enabled);
-        Ok(user.map(|user| {
-            let current = user_claims(&user, &claims.user.identity_provider);
-            (user.id, current)
-        }))
+        let Some(user) = self.store.find_user(&claims.sub).await?.filter(|user| user.enabled) else {
+            return Ok(None);
+        };
+        let roles = match claims.roles {
+            Some(_) => Some(self.realm_roles(&user.id).await?),
+            None => None,
+        };
+        let current = user_claims(&user, &claims.user.identity_provider);
+        Ok(Some((user.id, current, roles)))
+    }
+
+    /// The user's realm roles: the realm's default roles and those stored for the user, in
+    /// name order, once each.
+    pub(crate) async fn realm_roles(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.realm.with_default_roles(self.store.user_roles(user_id).await?))
     }
 
     /// A bearer access token that is valid now, not revoked, and whose session is still live.
@@ -293,7 +320,7 @@ impl Grants {
     }
 
     /// Mints tokens for `user_id` in `session`, from the user's current profile.
-    async fn issue(
+    pub(super) async fn issue(
         &self,
         client: &ClientSettings,
         session: &SessionRow,
@@ -316,6 +343,8 @@ impl Grants {
             auth_time: session.created_at,
             user: user_claims(&user, &session.identity_provider),
             read_token: client.read_token,
+            realm_roles: self.realm_roles(&user.id).await?,
+            roles_claim: client.roles_claim,
             offline: session.offline,
         };
         Ok(self.tokens.issue(&grant, now).await?)

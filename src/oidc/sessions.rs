@@ -96,6 +96,15 @@ impl Sessions {
         Ok((session, secret))
     }
 
+    /// The session of a password grant: no browser and no provider; offline when the scope
+    /// asks for `offline_access`.
+    pub(crate) async fn start_direct(&self, user_id: &str, offline: bool, now: i64) -> Result<SessionRow, StoreError> {
+        // No browser cookie; the hash of a discarded secret keeps the column unique.
+        let session = new_session(user_id, "", token_hash(&random_token()), offline, now);
+        self.store.insert_session(&session).await?;
+        Ok(session)
+    }
+
     /// An offline session beside `from`: its tokens outlive logout and the SSO limits.
     pub(crate) async fn start_offline(&self, from: &SessionRow, now: i64) -> Result<Arc<SessionRow>, StoreError> {
         // Offline sessions have no browser cookie; the hash of a discarded secret keeps the

@@ -43,6 +43,8 @@ pub struct UserClaims {
     pub given_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family_name: Option<String>,
+    /// The provider the session signed in through; none (left out) for a password grant's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub identity_provider: String,
 }
 
@@ -58,9 +60,21 @@ pub(crate) struct AccessClaims {
     pub(crate) azp: String,
     pub(crate) sid: String,
     pub(crate) scope: String,
+    /// Keycloak's `realm_access`: the user's realm roles when the token was issued.
+    #[serde(default)]
+    pub(crate) realm_access: RealmAccess,
     pub(crate) resource_access: ResourceAccess,
+    /// The same roles as a flat claim, for clients with `roles_claim` (OpenHands' role check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) roles: Option<Vec<String>>,
     #[serde(flatten)]
     pub(crate) user: UserClaims,
+}
+
+/// Keycloak's `realm_access`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RealmAccess {
+    pub(crate) roles: Vec<String>,
 }
 
 /// Keycloak's `resource_access`: roles per client; the broker's own are `broker`'s.
@@ -173,6 +187,10 @@ pub struct Grant {
     pub user: UserClaims,
     /// Whether the access token carries `broker.read-token`.
     pub read_token: bool,
+    /// The user's realm roles, default roles included, in name order.
+    pub realm_roles: Vec<String>,
+    /// Whether the access token carries them as a flat `roles` claim too.
+    pub roles_claim: bool,
     /// The refresh token is an offline token (`typ: Offline`) of an offline session.
     pub offline: bool,
 }
@@ -295,9 +313,11 @@ impl TokenService {
             azp: grant.client_id.clone(),
             sid: grant.session_id.clone(),
             scope: grant.scope.clone(),
+            realm_access: RealmAccess { roles: grant.realm_roles.clone() },
             resource_access: ResourceAccess {
                 broker: grant.read_token.then(|| ClientRoles { roles: vec![READ_TOKEN_ROLE.to_owned()] }),
             },
+            roles: grant.roles_claim.then(|| grant.realm_roles.clone()),
             user: grant.user.clone(),
         };
         let (refresh_typ, refresh_lifespan) =

@@ -1,7 +1,7 @@
 //! The user as the provider's claims describe them: Entra's ID token mapped onto the broker's
 //! profile, as Keycloak's mappers do for OpenHands' realm.
 
-use crate::config::ProviderSettings;
+use crate::config::{ProviderSettings, is_role_name};
 use crate::store::ProfileUpdate;
 use crate::upstream::entra::VerifiedIdentity;
 
@@ -30,6 +30,18 @@ pub(super) fn email_proven(email: &str, identity: &VerifiedIdentity, trust: Emai
         || (claimed && identity.email_domain_verified == Some(true))
         || identity.verified_emails.iter().any(|verified| verified.trim().eq_ignore_ascii_case(email))
         || trust.verified_domains.iter().any(|verified| verified.eq_ignore_ascii_case(domain))
+}
+
+/// The most roles kept from one sign-in; an application has far fewer app roles.
+const MAX_PROVIDER_ROLES: usize = 256;
+
+/// The provider's roles that are role names, once each, at most [`MAX_PROVIDER_ROLES`].
+fn provider_roles(roles: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = roles.iter().filter(|role| is_role_name(role)).cloned().collect();
+    kept.sort();
+    kept.dedup();
+    kept.truncate(MAX_PROVIDER_ROLES);
+    kept
 }
 
 /// Maps Entra's claims onto the user, as Keycloak's mappers do for OpenHands' realm.
@@ -67,6 +79,7 @@ pub(super) fn profile_update(
         tenant_id: identity.tenant_id.clone(),
         object_id: identity.object_id.clone(),
         attributes,
+        roles: provider_roles(&identity.roles),
     }
 }
 
@@ -95,6 +108,7 @@ mod tests {
             family_name: None,
             email_domain_verified: None,
             verified_emails: Vec::new(),
+            roles: Vec::new(),
         }
     }
 
@@ -122,6 +136,14 @@ mod tests {
         }
         let untrusted = profile_update("u", "a", UNTRUSTED, &identity(Some("x@y.com"), None));
         assert!(!untrusted.email_verified, "trust_email = false leaves e-mail unverified");
+    }
+
+    #[test]
+    fn provider_roles_are_kept_once_each_and_only_when_they_are_role_names() {
+        let given = ["Developer", "Admin", "Developer", "", "bad\u{7}", &"x".repeat(256)].map(str::to_owned);
+        let identity = VerifiedIdentity { roles: given.to_vec(), ..identity(None, Some("a@b.com")) };
+        let profile = profile_update("u", "azure_devops", TRUSTED, &identity);
+        assert_eq!(profile.roles, ["Admin", "Developer"]);
     }
 
     #[test]

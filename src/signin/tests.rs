@@ -379,6 +379,7 @@ fn identity() -> VerifiedIdentity {
         family_name: Some("Example".into()),
         email_domain_verified: None,
         verified_emails: Vec::new(),
+        roles: Vec::new(),
     }
 }
 

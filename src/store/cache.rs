@@ -99,6 +99,8 @@ pub(crate) struct RowCache {
     identities: Cache<IdentityKey, Entry<LinkedTokens>, ByteSize>,
     sessions: Cache<String, Entry<SessionRow>>,
     users: Cache<String, Entry<UserRow>>,
+    /// A user's stored realm roles (`user_roles`), by user id; forgotten with the user.
+    roles: Cache<String, Entry<Vec<String>>>,
     /// Tokens' `jti`s looked up in `revoked_tokens` and not found there.
     unrevoked: Cache<String, Entry<()>>,
     /// Counts forgettings; bumped under `forgetting` so that a fill cannot slip in between.
@@ -114,6 +116,7 @@ impl std::fmt::Debug for RowCache {
             .field("identities", &self.identities.len())
             .field("sessions", &self.sessions.len())
             .field("users", &self.users.len())
+            .field("roles", &self.roles.len())
             .field("unrevoked", &self.unrevoked.len())
             .field("listening", &self.listening.load(Ordering::Relaxed))
             .finish()
@@ -140,6 +143,7 @@ impl RowCache {
             identities: Cache::with_weighter(estimated, bytes, ByteSize),
             sessions: Cache::new(ROW_ENTRIES),
             users: Cache::new(ROW_ENTRIES),
+            roles: Cache::new(ROW_ENTRIES),
             unrevoked: Cache::new(ROW_ENTRIES),
             epoch: AtomicU64::new(0),
             forgetting: Mutex::new(()),
@@ -166,6 +170,10 @@ impl RowCache {
 
     pub(crate) fn user(&self, id: &str) -> Option<Arc<UserRow>> {
         self.serve(&self.users, id)
+    }
+
+    pub(crate) fn user_roles(&self, id: &str) -> Option<Arc<Vec<String>>> {
+        self.serve(&self.roles, id)
     }
 
     /// True when the token `jti` is known not to be revoked; false means "ask the
@@ -203,6 +211,12 @@ impl RowCache {
         self.keep(ticket, || self.users.insert(row.id.clone(), self.entry(row.clone())));
     }
 
+    /// Keeps a user's stored roles, none included: every write to `user_roles` is announced
+    /// (migration 0017), so an empty list read here is forgotten like any other.
+    pub(crate) fn keep_user_roles(&self, ticket: Ticket, user_id: &str, roles: &[String]) {
+        self.keep(ticket, || self.roles.insert(user_id.to_owned(), self.entry(roles.to_vec())));
+    }
+
     /// Remembers that `jti` was not in `revoked_tokens` when the reader holding `ticket` asked.
     pub(crate) fn keep_unrevoked(&self, ticket: Ticket, jti: &str) {
         self.keep(ticket, || self.unrevoked.insert(jti.to_owned(), self.entry(())));
@@ -229,8 +243,12 @@ impl RowCache {
         self.forget(&self.sessions, id);
     }
 
+    /// Forgets the user's row and stored roles, which one announcement covers.
     pub(crate) fn forget_user(&self, id: &str) {
-        self.forget(&self.users, id);
+        let _guard = self.forgetting.lock().unwrap_or_else(PoisonError::into_inner);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.users.remove(id);
+        self.roles.remove(id);
     }
 
     pub(crate) fn forget_unrevoked(&self, jti: &str) {
@@ -251,6 +269,7 @@ impl RowCache {
         self.identities.clear();
         self.sessions.clear();
         self.users.clear();
+        self.roles.clear();
         self.unrevoked.clear();
     }
 
@@ -404,6 +423,22 @@ mod tests {
             enabled: true,
             created_at: 1_700_000_000,
         }
+    }
+
+    #[test]
+    fn a_users_announcement_forgets_their_roles_and_a_fill_after_it_is_refused() {
+        let cache = RowCache::new(1024 * 1024, Clock::default());
+        cache.listening.store(true, Ordering::Release);
+        let before = cache.ticket();
+        cache.keep_user_roles(cache.ticket(), "u1", &["admin".to_owned()]);
+        cache.keep_user_roles(cache.ticket(), "u2", &[]);
+        assert_eq!(cache.user_roles("u2").as_deref(), Some(&Vec::new()), "no roles is a value too");
+
+        cache.apply(r#"{"user": "u1"}"#);
+        cache.keep_user_roles(before, "u1", &["stale".to_owned()]);
+
+        assert!(cache.user_roles("u1").is_none(), "forgotten, and a read begun before is not kept");
+        assert!(cache.user_roles("u2").is_some(), "another user's stay");
     }
 
     #[test]

@@ -18,8 +18,10 @@ mod inspect;
 mod keycloak;
 mod keys;
 mod login;
+mod passwords;
 mod providers;
 mod rekey;
+mod roles;
 mod users;
 mod vault;
 mod verification;
@@ -49,6 +51,7 @@ pub use keycloak::{KeycloakDatabase, KeycloakTokenRow};
 pub(crate) use keys::SigningKeyRow;
 pub(crate) use login::TOUCH_GRANULARITY_SECONDS;
 pub use login::{AuthRequestRow, AuthorizationCodeRow, CodeRedemption, SessionRow, UpstreamLogin};
+pub(crate) use passwords::{Creation, NewUser, PasswordLogin, UPDATE_PASSWORD};
 use users::is_unique_violation;
 pub use users::{IdentityRow, ProfileUpdate, ReauthMark, UserRow};
 pub use vault::{IdentityKey, Lease, LinkedTokens, VaultRow};
@@ -306,6 +309,9 @@ pub enum Table {
     SigningKeys,
     AuditEvents,
     VerifyEmailTokens,
+    UserPasswords,
+    UserRequiredActions,
+    UserRoles,
 }
 
 #[cfg(feature = "testing")]
@@ -321,6 +327,9 @@ impl Table {
             Table::SigningKeys => "signing_keys",
             Table::AuditEvents => "audit_events",
             Table::VerifyEmailTokens => "verify_email_tokens",
+            Table::UserPasswords => "user_passwords",
+            Table::UserRequiredActions => "user_required_actions",
+            Table::UserRoles => "user_roles",
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct ProfileUpdate {
     /// The user attributes this sign-in maps (`identity_provider`, `{alias}_id`, `tid`, `oid`):
     /// each replaces the attribute's values; the identity keeps them too, as a JSON object.
     pub attributes: Vec<(String, String)>,
+    /// The realm roles the provider gives the user (Entra's `roles` claim): they replace what
+    /// the last sign-in through the provider gave.
+    pub roles: Vec<String>,
 }
 
 // Column lists as macros, so that every query is one literal built at compile time.
@@ -131,7 +134,8 @@ impl Store {
         Ok(sqlx::query_as(sql).bind(user_id).fetch_all(&self.pool).await?)
     }
 
-    /// Unlinks a provider from a user: the identity and its stored tokens go, the user stays.
+    /// Unlinks a provider from a user: the identity, its stored tokens and the roles it gave go,
+    /// the user stays.
     /// Returns false when the user was not linked to it.
     pub(crate) async fn unlink_identity(&self, identity: IdentityKey<'_>) -> Result<bool, StoreError> {
         let IdentityKey { user_id, alias } = identity;
@@ -142,7 +146,13 @@ impl Store {
             .bind(alias)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND source = $2")
+            .bind(user_id)
+            .bind(alias)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        self.forget_user_row(user_id);
         self.forget_identity(IdentityKey { user_id, alias });
         Ok(deleted.rows_affected() > 0)
     }
@@ -162,8 +172,8 @@ impl Store {
         Ok(updated.rows_affected() > 0)
     }
 
-    /// Drops this process's copy of a user's row after a write to it; other replicas hear of it
-    /// from migration 0010's trigger.
+    /// Drops this process's copy of a user's row and stored roles after a write to either;
+    /// other replicas hear of it from the triggers of migrations 0010 and 0017.
     pub(super) fn forget_user_row(&self, user_id: &str) {
         if let Some(cache) = &self.cache {
             cache.forget_user(user_id);
@@ -322,6 +332,19 @@ impl Store {
         }
         let values = profile.attributes.iter().map(|(name, value)| (name.as_str(), value.as_str()));
         write_attributes(&mut tx, self.backend, &profile.user_id, values, Replace::SameNames).await?;
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND source = $2")
+            .bind(&profile.user_id)
+            .bind(&profile.alias)
+            .execute(&mut *tx)
+            .await?;
+        for role in &profile.roles {
+            sqlx::query("INSERT INTO user_roles (user_id, source, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(&profile.user_id)
+                .bind(&profile.alias)
+                .bind(role)
+                .execute(&mut *tx)
+                .await?;
+        }
         match tokens {
             Some(row) => Store::upsert_vault_row(&mut tx, row).await?,
             None => Store::delete_vault_row(&mut tx, &profile.user_id, &profile.alias).await?,

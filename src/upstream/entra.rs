@@ -146,6 +146,9 @@ struct EntraIdClaims {
     verified_primary_email: Vec<String>,
     #[serde(default, deserialize_with = "one_or_many")]
     verified_secondary_email: Vec<String>,
+    /// The app roles assigned to the user in the enterprise application.
+    #[serde(default, deserialize_with = "one_or_many")]
+    roles: Vec<String>,
 }
 
 /// A claim Entra sends as one string or as a list of them.
@@ -189,6 +192,8 @@ pub(crate) struct VerifiedIdentity {
     pub(crate) email_domain_verified: Option<bool>,
     /// `verified_primary_email` and `verified_secondary_email`: addresses Entra vouches for.
     pub(crate) verified_emails: Vec<String>,
+    /// `roles`: the app roles assigned to the user in the enterprise application, as given.
+    pub(crate) roles: Vec<String>,
 }
 
 pub(crate) struct IdTokenCheck<'a> {
@@ -257,6 +262,7 @@ pub(crate) fn verify_id_token(
         family_name: claims.family_name,
         email_domain_verified: edov(claims.xms_edov.as_ref()),
         verified_emails: claims.verified_primary_email.into_iter().chain(claims.verified_secondary_email).collect(),
+        roles: claims.roles,
     })
 }
 

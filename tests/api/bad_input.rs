@@ -179,11 +179,17 @@ both_backends!(code_replay_wrong_secret_and_bad_grants_are_refused, |backend| as
 
     let huge = "a".repeat(200_000);
     type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
+        (
+            vec![("grant_type", "implicit"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)],
+            400,
+            "unsupported_grant_type",
+        ),
+        // The password grant, for a client without `direct_access_grants`.
         (
             vec![("grant_type", "password"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)],
             400,
-            "unsupported_grant_type",
+            "unauthorized_client",
         ),
         (vec![("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)], 400, "invalid_request"),
         (

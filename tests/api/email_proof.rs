@@ -120,6 +120,7 @@ both_backends!(a_sign_in_never_gives_a_second_user_an_address_another_holds, |ba
         tenant_id: None,
         object_id: None,
         attributes: Vec::new(),
+        roles: Vec::new(),
     };
     app.store.save_sign_in(&dave, None, 1_800_000_000).await.expect("dave");
     let dave_entra = FakeUser {

@@ -118,6 +118,7 @@ async fn save_user(app: &TestApp, id: &str, email: Option<&str>) {
         tenant_id: None,
         object_id: None,
         attributes: Vec::new(),
+        roles: Vec::new(),
     };
     app.store.save_sign_in(&profile, None, 1).await.expect("user saved");
 }

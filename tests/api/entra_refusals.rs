@@ -91,6 +91,7 @@ async fn expired_identities(app: &TestApp, count: usize) -> Vec<String> {
             tenant_id: None,
             object_id: None,
             attributes: Vec::new(),
+            roles: Vec::new(),
         };
         let tokens = UpstreamTokens {
             access_token: SecretString::from(format!("expired-access-{i}")),

@@ -142,7 +142,7 @@ both_backends!(discovery_advertises_what_is_served_and_nothing_else, |backend| a
     assert_eq!(document["authorization_response_iss_parameter_supported"], Value::Bool(true));
     assert_eq!(
         names(&document["grant_types_supported"]),
-        set(&["authorization_code", "refresh_token", "client_credentials"])
+        set(&["authorization_code", "refresh_token", "client_credentials", "password"])
     );
     assert_eq!(
         names(&document["token_endpoint_auth_methods_supported"]),
@@ -166,12 +166,9 @@ both_backends!(discovery_advertises_what_is_served_and_nothing_else, |backend| a
         let body = json(app.post_form(paths::TOKEN, &form).await).await;
         assert_ne!(body["error"], "unsupported_grant_type", "{grant} is advertised: {body}");
     }
-    for grant in [
-        "password",
-        "implicit",
-        "urn:ietf:params:oauth:grant-type:device_code",
-        "urn:ietf:params:oauth:grant-type:token-exchange",
-    ] {
+    for grant in
+        ["implicit", "urn:ietf:params:oauth:grant-type:device_code", "urn:ietf:params:oauth:grant-type:token-exchange"]
+    {
         let form = [("grant_type", grant), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)];
         let body = json(app.post_form(paths::TOKEN, &form).await).await;
         assert_eq!(body["error"], "unsupported_grant_type", "{grant} is not advertised: {body}");

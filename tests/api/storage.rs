@@ -40,6 +40,7 @@ fn profile(user_id: &str, subject: &str) -> ProfileUpdate {
         tenant_id: None,
         object_id: None,
         attributes: Vec::new(),
+        roles: Vec::new(),
     }
 }
 

@@ -82,6 +82,8 @@ both_backends!(the_broker_endpoint_refuses_like_keycloak, |backend| async move {
             ..Default::default()
         },
         read_token,
+        realm_roles: Vec::new(),
+        roles_claim: false,
         offline: false,
     };
     let expired = app.state.tokens.issue(&grant(CLIENT_ID, true), time_now() - 3600).await.expect("issue").access_token;

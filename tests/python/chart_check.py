@@ -582,6 +582,15 @@ def check_notes(scenario):
     hostname, realm = scenario.values["hostname"].rstrip("/"), scenario.values["realm"]["name"]
     redirect = f"{hostname}/realms/{realm}/broker/azure_devops/endpoint"
     scenario.check(redirect in notes, f"NOTES.txt prints the redirect URI {redirect}")
+    azure = scenario.values.get("azureDevOps", {})
+    if azure.get("enabled"):
+        for setting, value in [("AZURE_DEVOPS_TENANT_ID", azure["tenantId"]), ("AZURE_DEVOPS_CLIENT_ID", azure["clientId"])]:
+            line = re.search(rf"^\s*{setting}\s+(\S+)\s*$", notes, re.M)
+            scenario.check(
+                line is not None and line.group(1) == str(value),
+                f"NOTES.txt gives OpenHands {setting} = {value}, the broker's own",
+            )
+        scenario.check("AZURE_DEVOPS_CLIENT_SECRET" in notes, "NOTES.txt names OpenHands' AZURE_DEVOPS_CLIENT_SECRET")
 
 
 def check_scenario(scenario, metrics):

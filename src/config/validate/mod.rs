@@ -14,7 +14,7 @@ use super::raw::{RawAdmin, RawClient, RawDatabase, RawHttp, RawRealm, RawService
 use super::{
     AdminRole, AdminSettings, ClientCredential, ClientSettings, ConfigError, ConfigProblem, DEV_DATABASE_URL,
     DatabaseSettings, HttpSettings, LogFormat, Mode, ProviderSettings, RealmSettings, ServiceAccountSettings, Settings,
-    VaultKey, VaultSettings, parse_vault_key,
+    VaultKey, VaultSettings, is_role_name, parse_vault_key,
 };
 use crate::crypto::{CtSecret, JwsAlgorithm};
 use crate::urls::MASTER_REALM;
@@ -317,7 +317,33 @@ fn validate_realm(problems: &mut Problems, raw: RawRealm) -> RealmSettings {
         ),
         login_timeout_seconds: positive("login_timeout_seconds", raw.login_timeout_seconds, 600),
         signature_algorithm: signature_algorithm(problems, raw.signature_algorithm.as_deref()),
+        brute_force_failures: brute_force_failures(problems, raw.brute_force.failures),
+        default_roles: default_roles(problems, raw.default_roles),
     }
+}
+
+/// `realm.default_roles`: Keycloak's, `offline_access` and `uma_authorization`, unless given.
+fn default_roles(problems: &mut Problems, roles: Option<Vec<String>>) -> Vec<String> {
+    let mut roles = roles.unwrap_or_else(|| vec!["offline_access".to_owned(), "uma_authorization".to_owned()]);
+    if let Some(bad) = roles.iter().find(|role| !is_role_name(role)) {
+        problems.add(
+            "realm.default_roles",
+            format!("`{bad}` is not a role name: 1 to 255 characters, no control characters"),
+        );
+    }
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// `realm.brute_force.failures`: 30 by default, as OpenHands' realm sets Keycloak's
+/// `failureFactor`.
+fn brute_force_failures(problems: &mut Problems, failures: Option<i64>) -> i64 {
+    let failures = failures.unwrap_or(30);
+    if !(1..=10_000).contains(&failures) {
+        problems.add("realm.brute_force.failures", "must be a number of wrong passwords from 1 to 10000");
+    }
+    failures
 }
 
 /// `realm.signature_algorithm`: one of the public-key algorithms, `RS256` by default.
@@ -386,6 +412,8 @@ fn validate_clients(problems: &mut Problems, raw: Vec<RawClient>) -> Vec<ClientS
             read_token: client.read_token.unwrap_or(true),
             rotate_refresh_tokens: client.rotate_refresh_tokens,
             allow_plain_pkce: client.allow_plain_pkce,
+            direct_access_grants: client.direct_access_grants,
+            roles_claim: client.roles_claim,
         });
     }
     clients
