@@ -877,21 +877,7 @@ pub(crate) async fn add_role_mappings(
     Path((realm, user_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    api.require_realm(&realm)?;
-    caller.require_manage(&api, "grant_roles", &user_id).await?;
-    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let roles = role_mapping_body(&body)?;
-    if !api.store.grant_roles(&user_id, &roles).await? {
-        return Err(user_not_found());
-    }
-    api.audit(Event::AdminRoleMapping {
-        granted: true,
-        client_id: caller.client_id(),
-        user_id: &user_id,
-        roles: &roles,
-    })
-    .await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    change_role_mappings(&api, &caller, &realm, &user_id, &body, true).await
 }
 
 /// `DELETE /admin/realms/{realm}/users/{id}/role-mappings/realm`: takes back granted roles (a
@@ -902,17 +888,29 @@ pub(crate) async fn delete_role_mappings(
     Path((realm, user_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    api.require_realm(&realm)?;
-    caller.require_manage(&api, "revoke_roles", &user_id).await?;
-    api.store.find_directory_user(path_user_id(&user_id)?).await?.ok_or_else(user_not_found)?;
-    let roles = role_mapping_body(&body)?;
-    api.store.revoke_roles(&user_id, &roles).await?;
-    api.audit(Event::AdminRoleMapping {
-        granted: false,
-        client_id: caller.client_id(),
-        user_id: &user_id,
-        roles: &roles,
-    })
-    .await;
+    change_role_mappings(&api, &caller, &realm, &user_id, &body, false).await
+}
+
+/// Grants (`granted`) or takes back the roles of a role-mapping body for the user; 204.
+async fn change_role_mappings(
+    api: &AdminApi,
+    caller: &AdminCaller,
+    realm: &str,
+    user_id: &str,
+    body: &[u8],
+    granted: bool,
+) -> Result<Response, AppError> {
+    api.require_realm(realm)?;
+    caller.require_manage(api, if granted { "grant_roles" } else { "revoke_roles" }, user_id).await?;
+    api.store.find_directory_user(path_user_id(user_id)?).await?.ok_or_else(user_not_found)?;
+    let roles = role_mapping_body(body)?;
+    if granted {
+        if !api.store.grant_roles(user_id, &roles).await? {
+            return Err(user_not_found());
+        }
+    } else {
+        api.store.revoke_roles(user_id, &roles).await?;
+    }
+    api.audit(Event::AdminRoleMapping { granted, client_id: caller.client_id(), user_id, roles: &roles }).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
